@@ -1,0 +1,1 @@
+"""Engine adapters: the Engine protocol and its implementations. Never imports gateway/."""

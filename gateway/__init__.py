@@ -1,0 +1,1 @@
+"""embedding-gateway: the HTTP edge (OpenAI, Cohere and Jina wire formats)."""

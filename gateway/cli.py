@@ -1,0 +1,87 @@
+"""Command line: argv -> Settings -> engines -> uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from adapters.base import Engine, EngineSpec
+from gateway.app import create_app
+from gateway.config import ConfigError, Settings, add_arguments, load_settings
+from gateway.registry import ModelRegistry, ServedModel
+
+log = logging.getLogger("gateway")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embedding-gateway",
+        description="Local OpenAI-compatible embeddings server on in-process vLLM engines.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the configured models over HTTP",
+        description="Serve models over HTTP. Every option also reads the environment variable "
+        "named in brackets; command-line flags win over the environment, which wins over the "
+        "YAML file. With no configuration the built-in all-MiniLM-L6-v2 is served.",
+    )
+    add_arguments(serve)
+    return parser
+
+
+def make_engine(kind: str, spec: EngineSpec) -> Engine:
+    if kind == "fake":
+        from adapters.fake import FakeEngine
+
+        return FakeEngine(spec, dimension=384, max_model_len=512)
+    from adapters.vllm_engine import VLLMEngine
+
+    return VLLMEngine(spec)
+
+
+def build_registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry([
+        ServedModel(m.name, m.aliases, make_engine(settings.engine, m.engine))
+        for m in settings.models
+    ])
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
+    failed = False
+
+    def on_fatal() -> None:
+        nonlocal failed
+        failed = True
+        log.error("an engine failed to load; shutting down")
+        server.should_exit = True
+
+    app = create_app(build_registry(settings), on_fatal=on_fatal)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        lifespan="on", timeout_graceful_shutdown=30,
+    ))
+    server.run()
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(vars(args))
+    except ConfigError as exc:
+        print(f"embedding-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

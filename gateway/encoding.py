@@ -1,0 +1,52 @@
+"""Vectors to wire form: Matryoshka truncation, float rows or little-endian float32 base64.
+
+Works on whole numpy matrices; the only per-vector Python step is the base64 call, which the
+wire format requires (one string per vector).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from gateway.errors import APIError, ErrorKind, invalid
+
+# Explicit little-endian float32, the layout openai-python decodes with np.frombuffer("float32").
+_LE_FLOAT32 = np.dtype("<f4")
+
+
+def check_dimensions(dimensions: int | None, model_dimension: int) -> None:
+    if dimensions is not None and dimensions > model_dimension:
+        raise invalid(f"`dimensions` must be between 1 and the model's dimension "
+                      f"{model_dimension}, got {dimensions}", param="dimensions")
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Keep the first `dimensions` components of each row and L2-renormalize (Matryoshka)."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    kept = vectors[:, :dimensions]
+    norms = np.linalg.norm(kept, axis=1, keepdims=True)
+    # A row whose kept part is all zeros stays zero rather than becoming NaN.
+    return kept / np.where(norms == 0, 1, norms)
+
+
+def refuse_non_finite(vectors: np.ndarray) -> None:
+    """A NaN or infinite vector is an engine fault: never answer it with 200."""
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if bad.size:
+        raise APIError(
+            ErrorKind.ENGINE_FAILURE,
+            f"the engine produced a non-finite vector for input {int(bad[0])}",
+            param="input",
+        )
+
+
+def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list:
+    """Rows ready for orjson: float32 rows (orjson writes numpy natively) or base64 strings."""
+    refuse_non_finite(vectors)
+    matrix = np.ascontiguousarray(vectors, dtype=_LE_FLOAT32)
+    if encoding_format == "base64":
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in matrix]
+    return list(matrix)

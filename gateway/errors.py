@@ -1,0 +1,115 @@
+"""The one error type of the HTTP layer and the one table that turns it into a response.
+
+Every error answer, whatever its cause (validation, unknown model, unknown route, engine
+failure), is built here in the OpenAI envelope
+`{"error": {"message", "type", "param", "code"}}`. Nothing else builds error JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import orjson
+from starlette.responses import Response
+
+from adapters.base import (
+    EngineError,
+    EngineFailure,
+    EngineOverloaded,
+    EngineUnavailable,
+    InvalidInput,
+)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    status: int
+    type: str
+    code: str | None
+
+
+class ErrorKind(Enum):
+    """What went wrong, from the client's point of view; each maps to one status and type."""
+
+    INVALID_REQUEST = _Kind(400, "invalid_request_error", None)
+    MODEL_NOT_FOUND = _Kind(404, "invalid_request_error", "model_not_found")
+    NOT_FOUND = _Kind(404, "invalid_request_error", "not_found")
+    METHOD_NOT_ALLOWED = _Kind(405, "invalid_request_error", "method_not_allowed")
+    UNAUTHORIZED = _Kind(401, "authentication_error", "invalid_api_key")
+    PAYLOAD_TOO_LARGE = _Kind(413, "invalid_request_error", "payload_too_large")
+    UNSUPPORTED_MEDIA_TYPE = _Kind(415, "invalid_request_error", "unsupported_media_type")
+    RATE_LIMITED = _Kind(429, "rate_limit_error", "rate_limit_exceeded")
+    INTERNAL = _Kind(500, "server_error", "internal_error")
+    ENGINE_FAILURE = _Kind(500, "server_error", "engine_failure")
+    UNAVAILABLE = _Kind(503, "service_unavailable", "model_unavailable")
+    TIMEOUT = _Kind(504, "server_error", "timeout")
+
+
+class APIError(Exception):
+    """Raised by routes; turned into the OpenAI error envelope by `error_response`."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.param = param
+        self.code = code or kind.value.code
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return self.kind.value.status
+
+    def body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind.value.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid(message: str, param: str | None = None) -> APIError:
+    """Shorthand for the most common error: a 400 about one request field."""
+    return APIError(ErrorKind.INVALID_REQUEST, message, param=param)
+
+
+def from_engine_error(exc: EngineError) -> APIError:
+    """Translate the engine vocabulary to client-facing errors; the one place that does."""
+    param = "input" if exc.index is not None else None
+    if isinstance(exc, InvalidInput):
+        return APIError(ErrorKind.INVALID_REQUEST, exc.message, param=param)
+    if isinstance(exc, EngineOverloaded):
+        return APIError(ErrorKind.RATE_LIMITED, exc.message, headers={"Retry-After": "1"})
+    if isinstance(exc, EngineUnavailable):
+        return APIError(ErrorKind.UNAVAILABLE, exc.message, headers={"Retry-After": "5"})
+    if isinstance(exc, EngineFailure):
+        return APIError(ErrorKind.ENGINE_FAILURE, exc.message, param=param)
+    return APIError(ErrorKind.INTERNAL, "internal server error")
+
+
+def error_response(error: APIError, *, with_detail: bool = False) -> Response:
+    """The HTTP response for an error. `with_detail` adds a top-level `detail` string, which
+    the Jina rerank clients read instead of the envelope."""
+    body = error.body()
+    if with_detail:
+        body["detail"] = error.message
+    headers = dict(error.headers)
+    if error.status >= 500 and error.kind is not ErrorKind.UNAVAILABLE:
+        # The same input would fail again: tell openai-python and friends not to retry.
+        headers.setdefault("x-should-retry", "false")
+    return Response(
+        orjson.dumps(body), status_code=error.status, headers=headers,
+        media_type="application/json",
+    )
