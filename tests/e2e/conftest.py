@@ -1,0 +1,118 @@
+"""One real gateway per test session: a subprocess started the way a user starts it, serving
+the real vLLM engine. Engine start takes about a minute on CPU, so every end-to-end test shares
+it. Tests that need more models add entries to `served_models` (the YAML `models:` list)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import yaml
+
+from gateway.config import resolve_model_path
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 600
+MINILM = "all-MiniLM-L6-v2"
+
+
+@dataclass
+class RunningGateway:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+    # Every /ready status seen while waiting for start-up, in order.
+    ready_history: list[int] = field(default_factory=list)
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.base_url + "/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    return resolve_model_path("builtin:" + MINILM)
+
+
+@pytest.fixture(scope="session")
+def served_models() -> list[dict]:
+    """The YAML `models:` list of the shared server; the built-in model first."""
+    return [{
+        "name": MINILM,
+        "path": "builtin:" + MINILM,
+        "aliases": ["sentence-transformers/all-MiniLM-L6-v2"],
+    }]
+
+
+@pytest.fixture(scope="session")
+def gateway(served_models: list[dict], tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[RunningGateway]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    config = workdir / "models.yaml"
+    config.write_text(yaml.safe_dump({"models": served_models}))
+    port = free_port()
+    log_path = workdir / "server.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_ready(server: RunningGateway) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {server.process.returncode}:\n"
+                               + server.log_path.read_text()[-5000:])
+        try:
+            status = httpx.get(server.base_url + "/ready", timeout=5).status_code
+        except httpx.TransportError:
+            status = None  # not listening yet
+        if status is not None:
+            server.ready_history.append(status)
+            if status == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError("gateway did not become ready:\n" + server.log_path.read_text()[-5000:])
+
+
+@pytest.fixture(scope="session")
+def st_minilm(minilm_path: str):
+    """The sentence-transformers reference for the built-in model."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path, device="cpu")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.engine)
