@@ -88,8 +88,12 @@ class Engine(Protocol):
     def facts(self) -> ModelFacts:
         """Dimension and context length; valid after `start()`."""
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
-        """Embed each text as its own prompt; rows in input order."""
+    async def embed(
+        self, texts: Sequence[str], *, max_total_tokens: int | None = None
+    ) -> EmbeddingBatch:
+        """Embed each text as its own prompt; rows in input order. Raises `InvalidInput`
+        before any engine work when the texts tokenize to more than `max_total_tokens`.
+        Cancelling the call aborts the engine work."""
 
     async def check_health(self) -> None:
         """Return if the engine can serve; raise `EngineUnavailable` otherwise."""

@@ -86,7 +86,9 @@ class VLLMEngine:
 
     # -- work ------------------------------------------------------------------------------
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+    async def embed(
+        self, texts: Sequence[str], *, max_total_tokens: int | None = None
+    ) -> EmbeddingBatch:
         llm = self._llm
         if llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
@@ -99,6 +101,10 @@ class VLLMEngine:
                     f"at most {limit} tokens per input",
                     index=i,
                 )
+        total = sum(len(ids) for ids in token_ids)
+        if max_total_tokens is not None and total > max_total_tokens:
+            raise InvalidInput(f"the inputs have {total} tokens in all, but a request may "
+                               f"have at most {max_total_tokens}")
         request_id = uuid.uuid4().hex
         # One engine request per input, all in flight at once, so vLLM's continuous batching
         # mixes them with other requests' inputs.
@@ -118,8 +124,13 @@ class VLLMEngine:
     def _tokenize_now(self, texts: Sequence[str]) -> list[list[int]]:
         try:
             return self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-        except Exception as exc:  # a tokenizer panic must not become an opaque 500
-            raise InvalidInput(f"the model's tokenizer rejected the input: {exc}") from exc
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            # A Rust panic in `tokenizers` arrives as pyo3's PanicException, which derives
+            # from BaseException (PyO3#2783), so `except Exception` would let it through.
+            raise InvalidInput("the model's tokenizer rejected the input "
+                               f"({type(exc).__name__})") from exc
 
     async def _encode_one(self, token_ids: list[int], request_id: str) -> np.ndarray:
         from vllm import PoolingParams

@@ -1,4 +1,6 @@
-"""create_app(registry) -> Starlette. The lifespan owns engine start and stop."""
+"""create_app(registry, settings) -> Starlette. The lifespan owns engine start and stop and
+the engine watchdog; the middleware stack applies request ids and logs, the drain gate, CORS,
+authentication and the body limit to every route, in that order (outermost first)."""
 
 from __future__ import annotations
 
@@ -9,18 +11,26 @@ from typing import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admission import Admission
+from gateway.config import Settings
 from gateway.errors import APIError, ErrorKind, error_response
+from gateway.limits import BodyLimitMiddleware
+from gateway.observe import Drain, RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
+from gateway.security import PUBLIC_PATHS, AuthMiddleware
 
 log = logging.getLogger(__name__)
 
 
-def create_app(registry: ModelRegistry, *, on_fatal: Callable[[], None] | None = None) -> Starlette:
-    """The ASGI app serving `registry`'s models.
+def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
+               on_fatal: Callable[[], None] | None = None) -> Starlette:
+    """The ASGI app serving `registry`'s models with `settings`' server options.
 
     Engines start in the background so that /health answers and /ready says 503 while they
     load. If any engine fails to load, `on_fatal` is called (the CLI stops the server with a
@@ -34,17 +44,24 @@ def create_app(registry: ModelRegistry, *, on_fatal: Callable[[], None] | None =
                 on_fatal()
 
         starting = asyncio.create_task(start(), name="engine-start")
+        watchdog = asyncio.create_task(registry.watch(settings.health_check_interval_s,
+                                                      settings.health_check_timeout_s),
+                                       name="engine-watchdog")
         try:
             yield
         finally:
-            starting.cancel()
-            with contextlib.suppress(BaseException):
-                await starting
+            for task in (starting, watchdog):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             await registry.shutdown_all()
 
+    settings = settings or Settings()
+    drain = Drain()
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=_middleware(settings, drain),
         exception_handlers={
             APIError: _api_error,
             HTTPException: _http_error,
@@ -52,7 +69,24 @@ def create_app(registry: ModelRegistry, *, on_fatal: Callable[[], None] | None =
         },
     )
     app.state.registry = registry
+    app.state.settings = settings
+    app.state.admission = Admission(settings.max_inflight_inputs)
+    app.state.drain = drain
     return app
+
+
+def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
+    stack = [Middleware(RequestContextMiddleware, drain=drain)]
+    if settings.cors_allow_origins:
+        # Outside auth, so that browsers' preflight requests (which carry no key) get an answer.
+        stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins),
+                                allow_methods=["GET", "POST"],
+                                allow_headers=["Authorization", "Content-Type"],
+                                expose_headers=["x-request-id"]))
+    public = PUBLIC_PATHS | ({"/metrics"} if settings.public_metrics else set())
+    stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    return stack
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -64,16 +98,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         error = APIError(ErrorKind.METHOD_NOT_ALLOWED,
-                         f"method {request.method} is not allowed on {request.url.path}",
+                         f"method {request.method} is not allowed on {_path(request)}",
                          headers=dict(exc.headers or {}))
     elif exc.status_code == 404:
-        error = APIError(ErrorKind.NOT_FOUND, f"no route {request.method} {request.url.path}")
+        error = APIError(ErrorKind.NOT_FOUND, f"no route {request.method} {_path(request)}")
     else:
         error = APIError(ErrorKind.INVALID_REQUEST, str(exc.detail))
     return error_response(error)
 
 
+def _path(request: Request) -> str:
+    # The path routing used (request.url is rebuilt from the Host header), echoed briefly.
+    path = request.scope["path"]
+    return path if len(path) <= 100 else path[:100] + "..."
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # Says nothing internal to the client; the traceback goes to the log.
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error("unhandled error on %s %r", request.method, _path(request), exc_info=exc)
     return error_response(APIError(ErrorKind.INTERNAL, "internal server error"))

@@ -52,7 +52,16 @@ def _json_object(value: Any) -> dict:
 def _str_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
-    return [str(part) for part in value]
+    return [part for item in value for part in _str_list(str(item))]
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be positive, got {value!r}")
+        return number
+    return parse
 
 
 @dataclass(frozen=True)
@@ -65,10 +74,12 @@ class Option:
     help: str
     env: str | None = None
     metavar: str | None = None
+    cli: str | None = None  # the flag, when it is not the name with dashes
+    repeat: bool = False  # the flag may be given several times (values are appended)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.cli or "--" + self.name.replace("_", "-")
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -81,6 +92,38 @@ OPTIONS: tuple[Option, ...] = (
            "(default info).", env="GATEWAY_LOG_LEVEL"),
     Option("engine", "server", str, "Engine backend: vllm (default), or fake for instant "
            "deterministic vectors that measure the gateway alone.", env="GATEWAY_ENGINE"),
+    # -- security and limits (see README "Reliability and security") ---------------------
+    Option("api_keys", "server", _str_list, "API key clients must send as `Authorization: "
+           "Bearer <key>`; repeat the flag (or comma-separate the env value) for several keys. "
+           "Unset: no authentication.", env="GATEWAY_API_KEYS", cli="--api-key", repeat=True,
+           metavar="KEY"),
+    Option("public_metrics", "server", _bool, "Serve /metrics without an API key (default "
+           "false; /health and /ready are always public).", env="GATEWAY_PUBLIC_METRICS"),
+    Option("cors_allow_origins", "server", _str_list, "Origins allowed to call from a browser, "
+           "comma-separated (default none: CORS off).", env="GATEWAY_CORS_ALLOW_ORIGINS"),
+    Option("max_body_bytes", "server", _positive(int), "Largest request body in bytes, checked "
+           "before it is read (default 8388608 = 8 MiB).", env="GATEWAY_MAX_BODY_BYTES"),
+    Option("max_inputs", "server", _positive(int), "Most inputs per embeddings request "
+           "(default 2048, OpenAI's).", env="GATEWAY_MAX_INPUTS"),
+    Option("max_request_tokens", "server", _positive(int), "Most tokens per request, all "
+           "inputs together, counted by the model's tokenizer (default 300000, OpenAI's).",
+           env="GATEWAY_MAX_REQUEST_TOKENS"),
+    Option("max_rerank_documents", "server", _positive(int), "Most documents per rerank "
+           "request (default 1000).", env="GATEWAY_MAX_RERANK_DOCUMENTS"),
+    Option("max_inflight_inputs", "server", _positive(int), "Inputs in flight across all "
+           "requests; past it requests get 429 with Retry-After at once (default 4096).",
+           env="GATEWAY_MAX_INFLIGHT_INPUTS"),
+    Option("request_timeout_s", "server", _positive(float), "Seconds a request may wait for "
+           "its engine work; past it the work is aborted and the answer is 504 (default 60).",
+           env="GATEWAY_REQUEST_TIMEOUT_S"),
+    Option("health_check_interval_s", "server", _positive(float), "Seconds between engine "
+           "health checks by the watchdog (default 2).", env="GATEWAY_HEALTH_CHECK_INTERVAL_S"),
+    Option("health_check_timeout_s", "server", _positive(float), "An engine whose health check "
+           "takes longer is declared hung: its requests fail with 503 (default 10).",
+           env="GATEWAY_HEALTH_CHECK_TIMEOUT_S"),
+    Option("drain_grace_s", "server", _positive(float), "On SIGTERM, seconds in-flight requests "
+           "get to finish while new ones are refused with 503 (default 30).",
+           env="GATEWAY_DRAIN_GRACE_S"),
     Option("model", "model", str, "Serve this one model (a local folder or a Hugging Face hub id) "
            "instead of the YAML list or the built-in default.", env="GATEWAY_MODEL"),
     Option("served_model_name", "model", str, "Name clients use for --model (default: the "
@@ -134,14 +177,25 @@ class Settings:
     log_level: str = "info"
     engine: str = "vllm"
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
+    api_keys: tuple[str, ...] = ()
+    public_metrics: bool = False
+    cors_allow_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_inputs: int = 2048
+    max_request_tokens: int = 300_000
+    max_rerank_documents: int = 1000
+    max_inflight_inputs: int = 4096
+    request_timeout_s: float = 60.0
+    health_check_interval_s: float = 2.0
+    health_check_timeout_s: float = 10.0
+    drain_grace_s: float = 30.0
 
     def redacted(self) -> dict:
-        """The effective config for the startup log (no secrets exist yet to hide)."""
+        """The effective config for the startup log; API keys appear only as a count."""
+        server = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
+        server["api_keys"] = f"<{len(self.api_keys)} keys>"
         return {
-            "host": self.host,
-            "port": self.port,
-            "log_level": self.log_level,
-            "engine": self.engine,
+            **server,
             "models": [
                 {"name": m.name, "aliases": list(m.aliases), "engine": m.engine.__dict__}
                 for m in self.models
@@ -155,7 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env = f" [env {option.env}]" if option.env else ""
         parser.add_argument(
             option.flag, dest=option.name, default=None, metavar=option.metavar,
-            help=option.help + env,
+            help=option.help + env, action="append" if option.repeat else "store",
         )
 
 
@@ -173,7 +227,8 @@ def load_settings(
             given[option.name] = _parse(option, raw)
 
     file_data = _read_yaml(given.pop("config", None))
-    server = {k: file_data[k] for k in ("host", "port", "log_level", "engine") if k in file_data}
+    server = {k: _parse(_BY_NAME[k], v) for k, v in file_data.items()
+              if k in _BY_NAME and _BY_NAME[k].scope == "server" and k != "config"}
     server.update({k: v for k, v in given.items() if _BY_NAME[k].scope == "server"})
     model_flags = {k: v for k, v in given.items() if _BY_NAME[k].scope == "model"}
 
@@ -194,7 +249,14 @@ def load_settings(
         log_level=str(server.get("log_level", Settings.log_level)).lower(),
         engine=_choice("engine", server.get("engine", Settings.engine), ("vllm", "fake")),
         models=_share_accelerator_memory(models),
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in server.items()
+           if k in _LIMIT_FIELDS},
     )
+
+
+# Server settings passed through to Settings as parsed (everything but the four above).
+_LIMIT_FIELDS = {o.name for o in OPTIONS if o.scope == "server"} - {
+    "config", "host", "port", "log_level", "engine"}
 
 
 def _parse(option: Option, raw: Any) -> Any:

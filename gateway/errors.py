@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import orjson
 from starlette.responses import Response
@@ -40,6 +41,8 @@ class ErrorKind(Enum):
     PAYLOAD_TOO_LARGE = _Kind(413, "invalid_request_error", "payload_too_large")
     UNSUPPORTED_MEDIA_TYPE = _Kind(415, "invalid_request_error", "unsupported_media_type")
     RATE_LIMITED = _Kind(429, "rate_limit_error", "rate_limit_exceeded")
+    # nginx's code for "the client went away first"; only ever written to the log.
+    CLIENT_CLOSED = _Kind(499, "invalid_request_error", "client_closed_request")
     INTERNAL = _Kind(500, "server_error", "internal_error")
     ENGINE_FAILURE = _Kind(500, "server_error", "engine_failure")
     UNAVAILABLE = _Kind(503, "service_unavailable", "model_unavailable")
@@ -80,6 +83,16 @@ class APIError(Exception):
         }
 
 
+def brief(value: Any) -> str:
+    """A short echo of a client value for an error message: never a huge string, never a
+    repr of nested containers (which could recurse past the interpreter's limit)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)[:40]
+    return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+
+
 def invalid(message: str, param: str | None = None) -> APIError:
     """Shorthand for the most common error: a 400 about one request field."""
     return APIError(ErrorKind.INVALID_REQUEST, message, param=param)
@@ -99,9 +112,11 @@ def from_engine_error(exc: EngineError) -> APIError:
     return APIError(ErrorKind.INTERNAL, "internal server error")
 
 
-def error_response(error: APIError, *, with_detail: bool = False) -> Response:
+def error_response(error: APIError, *, with_detail: bool = False, close: bool = False
+                   ) -> Response:
     """The HTTP response for an error. `with_detail` adds a top-level `detail` string, which
-    the Jina rerank clients read instead of the envelope."""
+    the Jina rerank clients read instead of the envelope. `close` ends the connection after
+    it (a body left unread, a draining server)."""
     body = error.body()
     if with_detail:
         body["detail"] = error.message
@@ -109,6 +124,8 @@ def error_response(error: APIError, *, with_detail: bool = False) -> Response:
     if error.status >= 500 and error.kind is not ErrorKind.UNAVAILABLE:
         # The same input would fail again: tell openai-python and friends not to retry.
         headers.setdefault("x-should-retry", "false")
+    if close:
+        headers["connection"] = "close"
     return Response(
         orjson.dumps(body), status_code=error.status, headers=headers,
         media_type="application/json",

@@ -1,4 +1,5 @@
-"""Served models: name and alias lookup, engine start-up state, readiness."""
+"""Served models: name and alias lookup, engine state, readiness, and the watchdog that takes
+a dead or hung engine out of service (its requests fail fast; other models keep serving)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from enum import Enum
 from typing import Iterable, Sequence
 
 from adapters.base import Engine, EngineError
-from gateway.errors import APIError, ErrorKind
+from gateway.errors import APIError, ErrorKind, brief
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class ServedModel:
     engine: Engine
     state: EngineState = EngineState.LOADING
     failure: str | None = None
+    # Set when the engine dies or hangs after loading: wakes the requests waiting on it.
+    down: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -52,7 +55,7 @@ class ModelRegistry:
         if model is None:
             raise APIError(
                 ErrorKind.MODEL_NOT_FOUND,
-                f"The model '{name}' does not exist. Served models: {sorted(self._by_name)}",
+                f"The model {brief(name)} does not exist. Served models: {sorted(self._by_name)}",
                 param="model",
             )
         if model.state is EngineState.LOADING:
@@ -86,17 +89,45 @@ class ModelRegistry:
         model.state = EngineState.READY
         return True
 
-    async def readiness(self) -> dict[str, str]:
-        """Each model's state, asking ready engines whether they still can serve."""
-        states = {}
-        for model in self.models:
-            if model.state is EngineState.READY:
-                try:
-                    await model.engine.check_health()
-                except EngineError as exc:
-                    model.state, model.failure = EngineState.FAILED, exc.message
-            states[model.name] = model.state.value
-        return states
+    def mark_down(self, model: ServedModel, reason: str) -> None:
+        """Take a loaded model out of service: new requests get 503, waiting ones fail now."""
+        if model.state is not EngineState.READY:
+            return
+        model.state, model.failure = EngineState.FAILED, reason
+        model.down.set()
+        log.error("model %s is out of service: %s", model.name, reason)
+
+    async def check(self, model: ServedModel, timeout_s: float) -> bool | None:
+        """Ask a ready engine whether it can serve: True, False (now marked down), or None
+        when it did not answer within `timeout_s`."""
+        if model.state is not EngineState.READY:
+            return False
+        try:
+            await asyncio.wait_for(model.engine.check_health(), timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        except EngineError as exc:
+            self.mark_down(model, exc.message)
+            return False
+        return True
+
+    async def readiness(self, timeout_s: float = 1.0) -> dict[str, str]:
+        """Each model's state, asking ready engines (briefly) whether they still can serve."""
+        answers = await asyncio.gather(*(self.check(m, timeout_s) for m in self.models))
+        return {m.name: "unresponsive" if answer is None else m.state.value
+                for m, answer in zip(self.models, answers)}
+
+    async def watch(self, interval_s: float, timeout_s: float) -> None:
+        """Forever: check every loaded engine; one that dies, or does not answer its health
+        check within `timeout_s` (hung), is taken out of service."""
+        async def one(model: ServedModel) -> None:  # one loop per model: a hung one waits alone
+            while True:
+                if await self.check(model, timeout_s) is None:
+                    self.mark_down(model, f"the engine did not answer a health check within "
+                                          f"{timeout_s:g} s (hung)")
+                await asyncio.sleep(interval_s)
+
+        await asyncio.gather(*(one(m) for m in self.models))
 
     async def shutdown_all(self) -> None:
         for model in self.models:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, TypeVar
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.base import EngineError
+from gateway.admission import engine_call
 from gateway.encoding import check_dimensions, encode_vectors, truncate_dimensions
-from gateway.errors import from_engine_error, invalid
+from gateway.limits import check_texts, read_json
+from gateway.observe import note
+from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry
 from gateway.schemas import embeddings_response, models_response, parse_embeddings_request
 
-T = TypeVar("T")
 _STARTED = int(time.time())
 
 
@@ -25,32 +26,21 @@ def json_response(body: Any, status: int = 200) -> Response:
                     media_type="application/json")
 
 
-async def read_json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"the request body is not valid JSON: {exc}") from exc
-
-
-async def run_engine(call: Awaitable[T]) -> T:
-    """Await an engine call, turning the engine vocabulary into API errors."""
-    try:
-        return await call
-    except EngineError as exc:
-        raise from_engine_error(exc) from exc
-
-
 def registry_of(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
 async def create_embeddings(request: Request) -> Response:
     """POST /v1/embeddings: the OpenAI embeddings contract."""
+    settings = request.app.state.settings
     req = parse_embeddings_request(await read_json(request))
+    check_texts(req.texts, max_items=settings.max_inputs)
     served = registry_of(request).resolve(req.model)
+    note(request, model=served.name, inputs=len(req.texts))
     check_dimensions(req.dimensions, served.engine.facts.dimension)
-    batch = await run_engine(served.engine.embed(req.texts))
+    batch = await engine_call(request, served, len(req.texts), lambda: served.engine.embed(
+        req.texts, max_total_tokens=settings.max_request_tokens))
+    note(request, tokens=batch.total_tokens)
     vectors = truncate_dimensions(batch.vectors, req.dimensions)
     data = encode_vectors(vectors, req.encoding_format)
     return json_response(embeddings_response(req.model, data, batch.total_tokens))
@@ -67,11 +57,20 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """GET /ready: 200 once every engine has loaded and can serve, 503 otherwise."""
+    """GET /ready: 200 once every engine has loaded and can serve, 503 otherwise (also while
+    the server drains after SIGTERM)."""
     states = await registry_of(request).readiness()
+    if request.app.state.drain.draining:
+        return json_response({"status": "draining", "models": states}, 503)
     ok = all(state == "ready" for state in states.values())
     return json_response({"status": "ready" if ok else "not ready", "models": states},
                          200 if ok else 503)
+
+
+async def openapi(request: Request) -> Response:
+    """GET /openapi.json: the OpenAPI 3 description of every route."""
+    names = [name for name, _ in registry_of(request).names()]
+    return json_response(openapi_document(request.app.state.settings, names))
 
 
 ROUTES = [
@@ -81,4 +80,5 @@ ROUTES = [
     Route("/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]

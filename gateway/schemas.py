@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from gateway.errors import invalid
+from gateway.errors import brief, invalid
 
 ENCODING_FORMATS = ("float", "base64")
 
@@ -59,7 +59,7 @@ def parse_embeddings_request(body: Any) -> EmbeddingsRequest:
         encoding_format = "float"
     if encoding_format not in ENCODING_FORMATS:
         raise invalid(f"`encoding_format` must be one of {list(ENCODING_FORMATS)}, got "
-                      f"{encoding_format!r}", param="encoding_format")
+                      f"{brief(encoding_format)}", param="encoding_format")
     dimensions = optional_int(body, "dimensions", minimum=1)
     return EmbeddingsRequest(model, texts, encoding_format, dimensions)
 

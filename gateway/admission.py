@@ -1,0 +1,108 @@
+"""Bounded admission and the guarded engine call every route makes.
+
+`Admission` counts inputs in flight across all requests (work, not requests: one 2048-input
+batch weighs 2048 single-text requests). Past the bound a request is refused at once with 429
+and `Retry-After` instead of queueing. `engine_call` then runs the engine work and ends it
+early, aborting it, when the client disconnects, the request timeout passes, or the model is
+taken out of service (engine died or hung).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterator, TypeVar
+
+from starlette.requests import Request
+from starlette.types import Receive
+
+from adapters.base import EngineError, EngineUnavailable
+from gateway.errors import APIError, ErrorKind, from_engine_error
+from gateway.registry import ServedModel
+
+T = TypeVar("T")
+
+
+@dataclass
+class Counters:
+    """What the guard did, for tests, the battery and the logs."""
+
+    rejected: int = 0  # 429: over the admission bound
+    timeouts: int = 0  # 504: engine work aborted after request_timeout_s
+    disconnects: int = 0  # engine work aborted because the client went away
+    engine_down: int = 0  # 503: the model went out of service while the request waited
+
+
+class Admission:
+    """At most `limit` inputs in flight; a request bigger than the limit still runs alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflight = 0
+        self.counters = Counters()
+
+    @contextlib.contextmanager
+    def admit(self, inputs: int) -> Iterator[None]:
+        if self.inflight and self.inflight + inputs > self.limit:
+            self.counters.rejected += 1
+            raise APIError(ErrorKind.RATE_LIMITED,
+                           f"the server is at capacity ({self.inflight} inputs in flight, limit "
+                           f"{self.limit}); retry shortly", headers={"Retry-After": "1"})
+        self.inflight += inputs
+        try:
+            yield
+        finally:
+            self.inflight -= inputs
+
+
+async def engine_call(request: Request, served: ServedModel, inputs: int,
+                      call: Callable[[], Awaitable[T]]) -> T:
+    """Admit `inputs` inputs, run `call()` (the engine work) and return its result, or raise
+    the APIError for whichever comes first: engine error, model out of service, timeout,
+    client gone. In the last three cases the engine work is cancelled, which aborts it."""
+    state = request.app.state
+    admission: Admission = state.admission
+    with admission.admit(inputs):
+        work = asyncio.ensure_future(call())
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        down = asyncio.ensure_future(served.down.wait())
+        try:
+            await asyncio.wait({work, gone, down}, timeout=state.settings.request_timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            down.cancel()
+            if not work.done():
+                work.cancel()
+                # Let the engine finish aborting before answering (bounded, never hangs).
+                await asyncio.wait({work}, timeout=5)
+        return _outcome(request, served, work, gone, admission.counters)
+
+
+def _outcome(request: Request, served: ServedModel, work: asyncio.Future,
+             gone: asyncio.Future, counters: Counters) -> T:
+    if work.done() and not work.cancelled():
+        try:
+            return work.result()
+        except EngineError as exc:
+            if isinstance(exc, EngineUnavailable):
+                request.app.state.registry.mark_down(served, exc.message)
+            raise from_engine_error(exc) from exc
+    if served.down.is_set():
+        counters.engine_down += 1
+        raise APIError(ErrorKind.UNAVAILABLE, f"model '{served.name}' went out of service while "
+                       f"serving this request: {served.failure}", headers={"Retry-After": "5"})
+    if gone.done() and not gone.cancelled():
+        counters.disconnects += 1
+        raise APIError(ErrorKind.CLIENT_CLOSED, "the client closed the connection")
+    counters.timeouts += 1
+    timeout = request.app.state.settings.request_timeout_s
+    raise APIError(ErrorKind.TIMEOUT, f"the engine did not answer within {timeout:g} s; the "
+                   "work was aborted")
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client disconnects (called after the body has been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

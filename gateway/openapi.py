@@ -1,0 +1,157 @@
+"""The OpenAPI 3 description served at /openapi.json: every route, request and error shape.
+
+Hand-written rather than generated, because the routes parse JSON by hand (schemas.py); a
+test checks that every route of the app is described here with the same methods. Limits from
+the settings (inputs per request, served model names) appear as schema constraints, so a
+schema fuzzer's "valid" requests are ones the server accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from gateway.config import Settings
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict:
+    return {str(status): _ERROR for status in statuses}
+
+
+def _operation(summary: str, ok: dict, *, body: dict | None = None,
+               errors: Sequence[int] = (), public: bool = False) -> dict:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": "OK", **_json(ok)},
+                      **_errors(*errors, 405, 500)},
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, **_json(body)}
+    if public:
+        operation["security"] = []
+    else:
+        operation["responses"].update(_errors(401))
+    return operation
+
+
+def _embeddings_request(settings: Settings, models: Sequence[str]) -> dict:
+    text = {"type": "string", "pattern": "^[^\\x00]*$"}
+    model: dict[str, Any] = {"type": "string", "minLength": 1}
+    if models:
+        model["enum"] = list(models)
+    return {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": model,
+            "input": {"oneOf": [
+                text,
+                {"type": "array", "items": text, "minItems": 1, "maxItems": settings.max_inputs},
+            ]},
+            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+            "dimensions": {"type": "integer", "minimum": 1},
+            "user": {"type": "string"},
+        },
+    }
+
+
+_EMBEDDINGS_RESPONSE = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {
+            "type": "object",
+            "required": ["object", "index", "embedding"],
+            "properties": {
+                "object": {"const": "embedding"},
+                "index": {"type": "integer"},
+                "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}},
+                                        {"type": "string", "format": "byte"}]},
+            },
+        }},
+        "model": {"type": "string"},
+        "usage": {"type": "object", "properties": {
+            "prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+    },
+}
+
+_MODELS_RESPONSE = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {
+            "type": "object",
+            "required": ["id", "object", "created", "owned_by"],
+            "properties": {"id": {"type": "string"}, "object": {"const": "model"},
+                           "created": {"type": "integer"}, "owned_by": {"type": "string"},
+                           "root": {"type": "string"}},
+        }},
+    },
+}
+
+_STATUS = {"type": "object", "required": ["status"], "properties": {
+    "status": {"type": "string"},
+    "models": {"type": "object", "additionalProperties": {"type": "string"}}}}
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {
+            "message": {"type": "string"},
+            "type": {"type": "string"},
+            "param": {"type": ["string", "null"]},
+            "code": {"type": ["string", "null"]},
+        },
+    }},
+}
+
+
+def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
+    """The document for an app with these settings serving these model names."""
+    embeddings = _operation(
+        "Create embeddings (OpenAI contract)", _EMBEDDINGS_RESPONSE,
+        body=_embeddings_request(settings, models),
+        errors=(400, 404, 413, 415, 429, 503, 504))
+    list_models = _operation("List served models and aliases", _MODELS_RESPONSE)
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "embedding-gateway", "version": "0.1.0",
+                 "description": "OpenAI-compatible embeddings on in-process vLLM engines. "
+                                "Every error is the OpenAI error envelope."},
+        "paths": {
+            "/v1/embeddings": {"post": embeddings},
+            "/embeddings": {"post": embeddings},
+            "/v1/models": {"get": list_models},
+            "/models": {"get": list_models},
+            "/health": {"get": _operation("Liveness: the process is up", _STATUS, public=True)},
+            "/ready": {"get": _operation("Readiness: every engine can serve (503 while loading, "
+                                         "after an engine fault, and while draining)", _STATUS,
+                                         errors=(503,), public=True)},
+            "/openapi.json": {"get": _operation("This document", {"type": "object"})},
+        },
+        "components": {
+            "schemas": {"Error": _ERROR_SCHEMA},
+            "responses": {"Error": {"description": "The OpenAI error envelope",
+                                    **_json({"$ref": "#/components/schemas/Error"})}},
+        },
+    }
+    if settings.api_keys:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http",
+                                                                "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+    else:
+        for path in document["paths"].values():
+            for operation in path.values():
+                operation.pop("security", None)
+                operation["responses"].pop("401", None)
+    return document
