@@ -6,11 +6,16 @@ import argparse
 import json
 import logging
 import sys
+import time
+from types import FrameType
 from typing import Sequence
+
+import uvicorn
 
 from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
+from gateway.observe import Drain
 from gateway.registry import ModelRegistry, ServedModel
 
 log = logging.getLogger("gateway")
@@ -37,7 +42,9 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
     if kind == "fake":
         from adapters.fake import FakeEngine
 
-        return FakeEngine(spec, dimension=384, max_model_len=512)
+        # engine_kwargs carry the fake's switches (latency_s, control_file, stats_file, ...).
+        options = {"dimension": 384, "max_model_len": 512, **spec.engine_kwargs}
+        return FakeEngine(spec, **options)
     from adapters.vllm_engine import VLLMEngine
 
     return VLLMEngine(spec)
@@ -51,8 +58,6 @@ def build_registry(settings: Settings) -> ModelRegistry:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
@@ -64,13 +69,46 @@ def serve(settings: Settings) -> int:
         log.error("an engine failed to load; shutting down")
         server.should_exit = True
 
-    app = create_app(build_registry(settings), on_fatal=on_fatal)
-    server = uvicorn.Server(uvicorn.Config(
+    app = create_app(build_registry(settings), settings, on_fatal=on_fatal)
+    server = DrainingServer(uvicorn.Config(
+        # The gateway's own log line per request replaces uvicorn's access log.
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        lifespan="on", timeout_graceful_shutdown=30,
-    ))
+        lifespan="on", access_log=False, timeout_graceful_shutdown=1,
+    ), app.state.drain, settings.drain_grace_s)
     server.run()
     return 1 if failed else 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a graceful drain on SIGTERM or SIGINT: /ready turns 503 and new requests
+    are refused with 503 while the listener stays open (so load balancers see the 503s rather
+    than connection errors); the server exits 0 once in-flight requests have finished or
+    `grace_s` has passed. A second signal stops it at once."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, grace_s: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.grace_s = grace_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not calling super(): uvicorn would re-raise the signal after shutdown, and the
+        # process would end by SIGTERM instead of exiting 0.
+        if self.drain.draining:
+            self.should_exit = True
+            return
+        log.info("signal %d: draining (%d requests in flight, grace %g s)",
+                 sig, self.drain.inflight, self.grace_s)
+        self.drain.begin()
+
+    async def on_tick(self, counter: int) -> bool:
+        drain = self.drain
+        if drain.draining and not self.should_exit:
+            waited = time.monotonic() - (drain.started_at or 0.0)
+            if drain.inflight == 0 or waited >= self.grace_s:
+                log.info("drained after %.2f s (%d requests still in flight)",
+                         waited, drain.inflight)
+                self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

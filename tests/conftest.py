@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Iterator
 
@@ -10,6 +11,7 @@ from starlette.testclient import TestClient
 
 from adapters.fake import FakeEngine
 from gateway.app import create_app
+from gateway.config import Settings
 from gateway.registry import ModelRegistry, ServedModel
 
 
@@ -33,3 +35,13 @@ def client(fake_engine: FakeEngine) -> Iterator[TestClient]:
     with TestClient(create_app(registry), raise_server_exceptions=False) as test_client:
         wait_ready(test_client)
         yield test_client
+
+
+@contextlib.contextmanager
+def serving(settings: Settings | None = None, **engines: FakeEngine) -> Iterator[TestClient]:
+    """A ready TestClient over fake engines, one model per keyword (default: `fake`)."""
+    engines = engines or {"fake": FakeEngine()}
+    registry = ModelRegistry([ServedModel(name, (), engine) for name, engine in engines.items()])
+    with TestClient(create_app(registry, settings), raise_server_exceptions=False) as client:
+        wait_ready(client)
+        yield client

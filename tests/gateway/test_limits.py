@@ -1,0 +1,144 @@
+"""Input limits: body size before reading, JSON only, counts, NUL and surrogates, nesting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from adapters.fake import FakeEngine
+from gateway.config import Settings
+from gateway.errors import APIError
+from gateway.limits import BodyLimitMiddleware, check_documents
+from tests.conftest import serving
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def small():
+    settings = Settings(max_body_bytes=1000, max_inputs=4, max_request_tokens=10)
+    with serving(settings, fake=FakeEngine(max_model_len=512)) as client:
+        yield client
+
+
+def assert_error(response, status: int, fragment: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert fragment in error["message"]
+
+
+def test_declared_body_over_the_limit_is_413(small) -> None:
+    response = small.post("/v1/embeddings", content=b"x" * 1001, headers=JSON)
+    assert_error(response, 413, "larger than the limit of 1000 bytes")
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_chunked_body_over_the_limit_is_413(small) -> None:
+    chunks = (b'{"model": "fake", "input": "' + b"a" * 400 for _ in range(5))
+    response = small.post("/v1/embeddings", content=chunks, headers=JSON)
+    assert_error(response, 413, "larger than the limit")
+
+
+def test_streamed_body_is_cut_off_before_the_excess_is_read() -> None:
+    received: list[int] = []
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            received.append(len(message["body"]))
+            if not message.get("more_body"):
+                return
+
+    chunks = [{"type": "http.request", "body": b"x" * 400, "more_body": True}] * 10
+
+    async def receive():
+        return chunks.pop()
+
+    scope = {"type": "http", "headers": [(b"transfer-encoding", b"chunked")]}
+    with pytest.raises(APIError) as info:
+        asyncio.run(BodyLimitMiddleware(app, 1000)(scope, receive, None))
+    assert info.value.status == 413
+    assert sum(received) == 800  # the third chunk raised instead of reaching the app
+    assert len(chunks) == 7  # and nothing more was pulled from the client
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx"])
+def test_only_json_is_accepted(small, content_type) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = small.post("/v1/embeddings", content=b'{"model":"fake","input":"a"}',
+                          headers=headers)
+    assert_error(response, 415, "Content-Type: application/json")
+
+
+def test_json_with_charset_is_accepted(small) -> None:
+    response = small.post("/v1/embeddings", content=b'{"model":"fake","input":"a"}',
+                          headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert response.status_code == 200
+
+
+def test_too_many_inputs_is_400(small) -> None:
+    response = small.post("/v1/embeddings", json={"model": "fake", "input": ["a"] * 5})
+    assert_error(response, 400, "`input` has 5 items, but a request may have at most 4")
+
+
+def test_too_many_tokens_in_all_is_400_before_engine_work() -> None:
+    engine = FakeEngine(max_model_len=512)
+    with serving(Settings(max_request_tokens=10), fake=engine) as client:
+        response = client.post("/v1/embeddings", json={"model": "fake", "input": ["a b c d"] * 2})
+        assert_error(response, 400, "12 tokens in all, but a request may have at most 10")
+        assert engine.call_count == 0
+
+
+def test_at_the_token_limit_is_fine(small) -> None:
+    response = small.post("/v1/embeddings", json={"model": "fake", "input": ["a b c"] * 2})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model":"fake","input":"a\\u0000b"}',
+    b'{"model":"fake","input":["ok","\\u0000"]}',
+    b'{"model":"fake","input":"\\ud800"}',
+    b'{"model":"fake","input":["\\udfff x"]}',
+    b'{"model":"fake","input":"\\ud800\\u0041"}',
+    b'{"model":"fake","input":"\xed\xa0\x80"}',  # a surrogate encoded as (invalid) UTF-8
+    b'{"model":"fake","input":"\xff"}',
+])
+def test_nul_and_lone_surrogates_are_400(client, raw) -> None:
+    response = client.post("/v1/embeddings", content=raw, headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("depth", [1025, 100_000])
+def test_absurd_nesting_is_400(client, depth) -> None:
+    raw = b'{"model":"fake","input":' + b"[" * depth + b"]" * depth + b"}"
+    response = client.post("/v1/embeddings", content=raw, headers=JSON)
+    assert_error(response, 400, "not valid JSON")
+
+
+@pytest.mark.parametrize("field", ["input", "encoding_format", "model", "dimensions", "user"])
+def test_deep_but_parseable_nesting_is_4xx_not_recursion(client, field) -> None:
+    fields = {"model": '"fake"', "input": '"a"', field: "[" * 1000 + "]" * 1000}
+    raw = "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+    response = client.post("/v1/embeddings", content=raw.encode(), headers=JSON)
+    # `user` is ignored like any unknown field; every other field answers 400 or 404.
+    assert response.status_code in ((200,) if field == "user" else (400, 404))
+    assert len(response.content) < 1000 or field == "user"
+
+
+def test_long_values_are_not_echoed_whole(client) -> None:
+    response = client.post("/v1/embeddings", json={"model": "m" * 100_000, "input": "a"})
+    assert response.status_code == 404
+    assert len(response.content) < 1000
+
+
+def test_rerank_document_helper() -> None:
+    check_documents(["a"] * 3, 3)
+    with pytest.raises(APIError, match="`documents` has 4 items, but a request may have at most 3"):
+        check_documents(["a"] * 4, 3)
+    with pytest.raises(APIError, match=r"`documents\[1\]` contains a NUL"):
+        check_documents(["a", "b\x00"], 3)
+    assert Settings().max_rerank_documents == 1000

@@ -1,0 +1,107 @@
+"""Authentication on every route, decided on the ASGI path; CORS off unless configured."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.routing import Route
+
+from gateway.config import Settings
+from gateway.routes import ROUTES
+from gateway.security import KeyChecker
+from tests.conftest import serving
+
+KEYS = ("key-one", "key-two")
+PUBLIC = {"/health", "/ready"}
+EMBED = {"model": "fake", "input": "a"}
+
+
+@pytest.fixture
+def locked():
+    with serving(Settings(api_keys=KEYS)) as client:
+        yield client
+
+
+def call(client, route: Route, path: str | None = None, **kwargs):
+    method = sorted(route.methods - {"HEAD"})[0]
+    body = {"json": EMBED} if method == "POST" else {}
+    return client.request(method, path or route.path, **body, **kwargs)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.path)
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic a2V5LW9uZQ==", "Bearer",
+                                    "key-one", "Bearer key-one-and-more", "Bearer key-on"])
+def test_every_non_public_route_refuses_a_missing_or_wrong_key(locked, route, header) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = call(locked, route, headers=headers)
+    if route.path in PUBLIC:
+        assert response.status_code == 200
+        return
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
+    assert "key-one" not in response.text
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.path)
+@pytest.mark.parametrize("header", ["Bearer key-one", "Bearer key-two", "bearer key-two",
+                                    "BEARER  key-one"])
+def test_every_route_accepts_each_configured_key(locked, route, header) -> None:
+    assert call(locked, route, headers={"Authorization": header}).status_code == 200
+
+
+@pytest.mark.parametrize("path", [
+    "//v1/embeddings", "/v1/embeddings/", "/V1/embeddings", "/v1%2Fembeddings",
+    "/health/../v1/embeddings", "/health/%2e%2e/v1/embeddings", "/ready/../v1/models",
+    "/./v1/embeddings", "/health/", "/Health", "/healthz", "/health%00", "/metrics",
+    "/v1/rerank", "/rerank", "/docs", "/",
+])
+def test_path_tricks_are_not_public(locked, path) -> None:
+    response = locked.post(path, json=EMBED)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("host", ["x/v1?", "a?b", "localhost/health?", "evil/health#"])
+def test_host_header_cannot_change_the_path_auth_sees(locked, host) -> None:
+    response = locked.post("/v1/embeddings", json=EMBED, headers={"Host": host})
+    assert response.status_code == 401
+
+
+def test_metrics_is_public_only_when_configured() -> None:
+    with serving(Settings(api_keys=KEYS, public_metrics=True)) as client:
+        # No /metrics route in this build: public means "not 401", here the 404 envelope.
+        assert client.get("/metrics").status_code == 404
+        assert client.get("/v1/models").status_code == 401
+
+
+def test_no_keys_means_no_authentication(client) -> None:
+    assert client.post("/v1/embeddings", json=EMBED).status_code == 200
+
+
+def test_key_checker_compares_every_key() -> None:
+    checker = KeyChecker(KEYS)
+    assert checker.accepts(b"key-one") and checker.accepts(b"key-two")
+    assert not checker.accepts(b"key-three") and not checker.accepts(b"")
+    assert not KeyChecker([])
+
+
+def test_cors_is_off_by_default(client) -> None:
+    response = client.options("/v1/embeddings", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in response.headers
+    simple = client.get("/v1/models", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
+
+
+def test_cors_allows_only_the_configured_origins() -> None:
+    settings = Settings(api_keys=KEYS, cors_allow_origins=("https://app.example",))
+    with serving(settings) as client:
+        preflight = client.options("/v1/embeddings", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert "access-control-allow-credentials" not in preflight.headers
+        evil = client.options("/v1/embeddings", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in evil.headers
