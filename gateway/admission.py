@@ -3,8 +3,8 @@
 `Admission` counts inputs in flight across all requests (work, not requests: one 2048-input
 batch weighs 2048 single-text requests). Past the bound a request is refused at once with 429
 and `Retry-After` instead of queueing. `engine_call` then runs the engine work and ends it
-early, aborting it, when the client disconnects, the request timeout passes, or the model is
-taken out of service (engine died or hung).
+early, aborting it, when the client disconnects, the request timeout passes, the model is
+taken out of service (engine died or hung), or a SIGTERM drain runs out of grace.
 """
 
 from __future__ import annotations
@@ -67,12 +67,14 @@ async def engine_call(request: Request, served: ServedModel, inputs: int,
         work = asyncio.ensure_future(call())
         gone = asyncio.ensure_future(_disconnected(request.receive))
         down = asyncio.ensure_future(served.down.wait())
+        expired = asyncio.ensure_future(state.drain.expired.wait())
         try:
-            await asyncio.wait({work, gone, down}, timeout=state.settings.request_timeout_s,
+            await asyncio.wait({work, gone, down, expired},
+                               timeout=state.settings.request_timeout_s,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
-            gone.cancel()
-            down.cancel()
+            for watcher in (gone, down, expired):
+                watcher.cancel()
             if not work.done():
                 work.cancel()
                 # Let the engine finish aborting before answering (bounded, never hangs).
@@ -93,6 +95,10 @@ def _outcome(request: Request, served: ServedModel, work: asyncio.Future,
         counters.engine_down += 1
         raise APIError(ErrorKind.UNAVAILABLE, f"model '{served.name}' went out of service while "
                        f"serving this request: {served.failure}", headers={"Retry-After": "5"})
+    if request.app.state.drain.expired.is_set():
+        raise APIError(ErrorKind.UNAVAILABLE, "the server shut down before the engine answered; "
+                       "retry on another instance", code="draining",
+                       headers={"Retry-After": "5"})
     if gone.done() and not gone.cancelled():
         counters.disconnects += 1
         raise APIError(ErrorKind.CLIENT_CLOSED, "the client closed the connection")

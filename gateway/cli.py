@@ -104,7 +104,12 @@ class DrainingServer(uvicorn.Server):
         drain = self.drain
         if drain.draining and not self.should_exit:
             waited = time.monotonic() - (drain.started_at or 0.0)
-            if drain.inflight == 0 or waited >= self.grace_s:
+            if waited >= self.grace_s and not drain.expired.is_set():
+                # Requests still waiting on an engine answer 503 now, rather than being cut.
+                log.warning("drain grace of %g s is over: aborting %d requests",
+                            self.grace_s, drain.inflight)
+                drain.expired.set()
+            if drain.inflight == 0 or waited >= self.grace_s + 1:
                 log.info("drained after %.2f s (%d requests still in flight)",
                          waited, drain.inflight)
                 self.should_exit = True

@@ -9,11 +9,12 @@ refused with 503 and `Retry-After`, and the in-flight count tells the server whe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -35,6 +36,8 @@ class Drain:
     draining: bool = False
     started_at: float | None = None
     inflight: int = 0
+    # Set when the grace period is over: requests still waiting on an engine give up (503).
+    expired: asyncio.Event = field(default_factory=asyncio.Event)
 
     def begin(self) -> None:
         if not self.draining:

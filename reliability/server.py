@@ -1,0 +1,107 @@
+"""Start a gateway subprocess the way a user does, and steer its fake engines.
+
+Each fake model gets a control file (latency, dead, hang, nan_marker, fail: see
+adapters/fake.py) and a stats file (calls, completed, aborted) in the server's work folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    process: subprocess.Popen
+    port: int
+    workdir: Path
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def control(self, model: str, **behaviour: Any) -> None:
+        """Switch a fake model's behaviour (merged into its control file)."""
+        path = self.workdir / f"{model}.control.json"
+        current = json.loads(path.read_text()) if path.exists() else {}
+        current.update(behaviour)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(current))
+        os.replace(temporary, path)
+
+    def stats(self, model: str) -> dict:
+        path = self.workdir / f"{model}.stats.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def start_gateway(workdir: Path, *, fake_models: dict[str, dict] | None = None,
+                  models: list[dict] | None = None, args: list[str] = (),
+                  env: dict[str, str] | None = None, ready_timeout: float = 30,
+                  cpu: str | None = None) -> Gateway:
+    """A gateway serving `fake_models` ({name: fake engine options}) or real `models`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {}
+    if fake_models is not None:
+        config["engine"] = "fake"
+        config["models"] = [{"name": name, "path": name, "engine_kwargs": {
+            "control_file": str(workdir / f"{name}.control.json"),
+            "stats_file": str(workdir / f"{name}.stats.json"), **options}}
+            for name, options in fake_models.items()]
+    else:
+        config["models"] = models
+    config_path = workdir / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log_path = workdir / "server.log"
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
+               "--host", "127.0.0.1", "--port", str(port), *args]
+    if cpu is not None:
+        command = ["taskset", "-c", cpu, *command]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    gateway = Gateway(process, port, workdir, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n{gateway.log()[-3000:]}")
+        try:
+            if httpx.get(gateway.base_url + "/ready", timeout=2).status_code == 200:
+                return gateway
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    gateway.stop()
+    raise RuntimeError("gateway did not become ready:\n" + gateway.log()[-3000:])
