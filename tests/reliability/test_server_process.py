@@ -83,7 +83,7 @@ def test_logs_carry_request_id_and_counts_but_no_bodies_or_keys(locked) -> None:
 def test_client_request_id_is_kept_when_sane(locked) -> None:
     response = httpx.get(locked.base_url + "/health", headers={"x-request-id": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
-    for odd in ("a b", "x" * 65, "id\u00e9".encode().decode("latin-1")):
+    for odd in ("a b", "x" * 65, "id/../x"):
         answer = httpx.get(locked.base_url + "/health", headers={"x-request-id": odd})
         assert answer.headers["x-request-id"] not in (odd, "")
 
