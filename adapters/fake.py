@@ -132,10 +132,12 @@ class FakeEngine:
         if self.dead:
             raise EngineUnavailable("the engine has stopped; the model cannot serve requests")
         latency = None if self.hang else self.latency_s
-        if latency == 0:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._dead.wait(), latency)
+        if latency:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._dead.wait(), latency)
+        while self.hang and not self.dead:  # a hung engine never answers, in flight or new
+            await asyncio.sleep(0.05)
+            self._read_control()
         if self.dead:
             raise EngineUnavailable("the engine has stopped; the model cannot serve requests")
 

@@ -1,8 +1,8 @@
 """Bounded admission and the guarded engine call every route makes.
 
-`Admission` counts inputs in flight across all requests (work, not requests: one 2048-input
-batch weighs 2048 single-text requests). Past the bound a request is refused at once with 429
-and `Retry-After` instead of queueing. `engine_call` then runs the engine work and ends it
+`Admission` counts inputs in flight per model (work, not requests: one 2048-input batch
+weighs 2048 single-text requests; per model, so a hung engine cannot starve the others).
+Past the bound a request is refused at once with 429 and `Retry-After` instead of queueing. `engine_call` then runs the engine work and ends it
 early, aborting it, when the client disconnects, the request timeout passes, the model is
 taken out of service (engine died or hung), or a SIGTERM drain runs out of grace.
 """
@@ -35,25 +35,31 @@ class Counters:
 
 
 class Admission:
-    """At most `limit` inputs in flight; a request bigger than the limit still runs alone."""
+    """At most `limit` inputs in flight per model; a request bigger than the limit still
+    runs, alone."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.inflight = 0
+        self._inflight: dict[str, int] = {}
         self.counters = Counters()
 
+    @property
+    def inflight(self) -> int:
+        return sum(self._inflight.values())
+
     @contextlib.contextmanager
-    def admit(self, inputs: int) -> Iterator[None]:
-        if self.inflight and self.inflight + inputs > self.limit:
+    def admit(self, model: str, inputs: int) -> Iterator[None]:
+        busy = self._inflight.get(model, 0)
+        if busy and busy + inputs > self.limit:
             self.counters.rejected += 1
             raise APIError(ErrorKind.RATE_LIMITED,
-                           f"the server is at capacity ({self.inflight} inputs in flight, limit "
+                           f"model '{model}' is at capacity ({busy} inputs in flight, limit "
                            f"{self.limit}); retry shortly", headers={"Retry-After": "1"})
-        self.inflight += inputs
+        self._inflight[model] = busy + inputs
         try:
             yield
         finally:
-            self.inflight -= inputs
+            self._inflight[model] -= inputs
 
 
 async def engine_call(request: Request, served: ServedModel, inputs: int,
@@ -63,7 +69,7 @@ async def engine_call(request: Request, served: ServedModel, inputs: int,
     client gone. In the last three cases the engine work is cancelled, which aborts it."""
     state = request.app.state
     admission: Admission = state.admission
-    with admission.admit(inputs):
+    with admission.admit(served.name, inputs):
         work = asyncio.ensure_future(call())
         gone = asyncio.ensure_future(_disconnected(request.receive))
         down = asyncio.ensure_future(served.down.wait())

@@ -110,8 +110,8 @@ OPTIONS: tuple[Option, ...] = (
            env="GATEWAY_MAX_REQUEST_TOKENS"),
     Option("max_rerank_documents", "server", _positive(int), "Most documents per rerank "
            "request (default 1000).", env="GATEWAY_MAX_RERANK_DOCUMENTS"),
-    Option("max_inflight_inputs", "server", _positive(int), "Inputs in flight across all "
-           "requests; past it requests get 429 with Retry-After at once (default 4096).",
+    Option("max_inflight_inputs", "server", _positive(int), "Inputs in flight per model, all "
+           "requests together; past it requests get 429 with Retry-After at once (default 4096).",
            env="GATEWAY_MAX_INFLIGHT_INPUTS"),
     Option("request_timeout_s", "server", _positive(float), "Seconds a request may wait for "
            "its engine work; past it the work is aborted and the answer is 504 (default 60).",

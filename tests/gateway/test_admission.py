@@ -166,3 +166,14 @@ async def test_nan_input_is_500_and_concurrent_requests_are_unaffected() -> None
         assert "non-finite vector for input 1" in results[0].json()["error"]["message"]
         assert {r.status_code for r in results[1:]} == {200}
         assert (await client.get("/ready")).status_code == 200
+
+
+async def test_the_bound_is_per_model_so_a_stuck_model_does_not_starve_others() -> None:
+    stuck, other = FakeEngine(latency_s=5), FakeEngine()
+    async with running(Settings(max_inflight_inputs=4), stuck=stuck, other=other) as client:
+        hogs = [asyncio.create_task(embed(client, "stuck", n=4))]
+        await asyncio.sleep(0.05)
+        assert (await embed(client, "stuck")).status_code == 429
+        assert (await embed(client, "other", n=4)).status_code == 200
+        stuck.dead = True
+        assert (await hogs[0]).status_code == 503
