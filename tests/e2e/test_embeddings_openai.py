@@ -42,8 +42,12 @@ def reference(st_minilm) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def client(gateway: RunningGateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.openai_base_url, api_key="unused", max_retries=0)
+def client(gateway: RunningGateway):
+    # Closed explicitly: a pooled socket left to the garbage collector is a ResourceWarning,
+    # which the strict warning filter turns into an error at a random later test.
+    with openai.OpenAI(base_url=gateway.openai_base_url, api_key="unused",
+                       max_retries=0) as openai_client:
+        yield openai_client
 
 
 def test_ready_was_503_before_200(gateway: RunningGateway) -> None:
@@ -155,3 +159,11 @@ def test_malformed_json_is_400_envelope(gateway: RunningGateway) -> None:
 def test_models_lists_names_and_aliases(client) -> None:
     ids = {model.id for model in client.models.list()}
     assert {MINILM, "sentence-transformers/all-MiniLM-L6-v2"} <= ids
+
+
+def test_request_token_limit_counts_the_real_tokenizer(client) -> None:
+    # 2048 inputs of 252 tokens each (250 words + [CLS]/[SEP]) = 516,096 > 300,000: refused
+    # after tokenizing, before any engine work.
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model=MINILM, input=["word " * 250] * 2048)
+    assert "516096 tokens in all, but a request may have at most 300000" in info.value.body["message"]
