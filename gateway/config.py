@@ -250,12 +250,12 @@ def load_settings(
         engine=_choice("engine", server.get("engine", Settings.engine), ("vllm", "fake")),
         models=_share_accelerator_memory(models),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in server.items()
-           if k in _LIMIT_FIELDS},
+           if k in _PASSED_THROUGH},
     )
 
 
 # Server settings passed through to Settings as parsed (everything but the four above).
-_LIMIT_FIELDS = {o.name for o in OPTIONS if o.scope == "server"} - {
+_PASSED_THROUGH = {o.name for o in OPTIONS if o.scope == "server"} - {
     "config", "host", "port", "log_level", "engine"}
 
 

@@ -80,3 +80,32 @@ def test_every_option_has_a_flag_an_env_and_help() -> None:
     for option in OPTIONS:
         assert option.flag in help_text
         assert option.env and option.env in help_text
+
+
+def test_api_keys_from_repeated_flag_or_comma_separated_env(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", "--api-key", "k1", "--api-key", "k2"])
+    assert load_settings(vars(args), {"GATEWAY_API_KEYS": "x"}).api_keys == ("k1", "k2")
+    assert load_settings({}, {"GATEWAY_API_KEYS": "a, b,,c"}).api_keys == ("a", "b", "c")
+    config = tmp_path / "c.yaml"
+    config.write_text("api_keys: [y1, y2]\nmax_inputs: 7\ncors_allow_origins: https://a\n")
+    settings = load_settings({"config": str(config)}, {})
+    assert (settings.api_keys, settings.max_inputs) == (("y1", "y2"), 7)
+    assert settings.cors_allow_origins == ("https://a",)
+
+
+def test_reliability_defaults_and_redaction() -> None:
+    settings = load_settings({}, {"GATEWAY_API_KEYS": "sk-very-secret"})
+    assert (settings.max_body_bytes, settings.max_inputs, settings.max_request_tokens,
+            settings.max_rerank_documents, settings.max_inflight_inputs) == (
+        8 * 1024 * 1024, 2048, 300_000, 1000, 4096)
+    assert (settings.request_timeout_s, settings.drain_grace_s) == (60.0, 30.0)
+    assert settings.cors_allow_origins == () and settings.public_metrics is False
+    assert "sk-very-secret" not in str(settings.redacted())
+    assert settings.redacted()["api_keys"] == "<1 keys>"
+
+
+@pytest.mark.parametrize("flag", ["--max-inputs", "--request-timeout-s", "--max-body-bytes"])
+def test_limits_must_be_positive(flag) -> None:
+    args = build_parser().parse_args(["serve", flag, "0"])
+    with pytest.raises(ConfigError, match=flag):
+        load_settings(vars(args), {})
