@@ -2,7 +2,7 @@
 
 `Admission` counts inputs in flight per model (work, not requests: one 2048-input batch
 weighs 2048 single-text requests; per model, so a hung engine cannot starve the others).
-Past the bound a request is refused at once with 429 and `Retry-After` instead of queueing. `engine_call` then runs the engine work and ends it
+Past the bound a request is refused at once with 429 and `Retry-After` instead of queueing. `run_guarded` then runs the engine work and ends it
 early, aborting it, when the client disconnects, the request timeout passes, the model is
 taken out of service (engine died or hung), or a SIGTERM drain runs out of grace.
 """
@@ -62,7 +62,7 @@ class Admission:
             self._inflight[model] -= inputs
 
 
-async def engine_call(request: Request, served: ServedModel, inputs: int,
+async def run_guarded(request: Request, served: ServedModel, inputs: int,
                       call: Callable[[], Awaitable[T]]) -> T:
     """Admit `inputs` inputs, run `call()` (the engine work) and return its result, or raise
     the APIError for whichever comes first: engine error, model out of service, timeout,

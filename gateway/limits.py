@@ -100,5 +100,5 @@ def check_texts(texts: Sequence[str], *, max_items: int, param: str = "input") -
 
 def check_documents(documents: Sequence[str], max_documents: int) -> None:
     """For rerank: at most `max_documents` documents (GATEWAY_MAX_RERANK_DOCUMENTS), clean
-    text. Rerank routes call this, then `admission.engine_call` with the document count."""
+    text. Rerank routes call this, then `admission.run_guarded` with the document count."""
     check_texts(documents, max_items=max_documents, param="documents")

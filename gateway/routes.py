@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.admission import engine_call
+from gateway.admission import run_guarded
 from gateway.encoding import check_dimensions, encode_vectors, truncate_dimensions
 from gateway.limits import check_texts, read_json
 from gateway.observe import note
@@ -38,7 +38,7 @@ async def create_embeddings(request: Request) -> Response:
     served = registry_of(request).resolve(req.model)
     note(request, model=served.name, inputs=len(req.texts))
     check_dimensions(req.dimensions, served.engine.facts.dimension)
-    batch = await engine_call(request, served, len(req.texts), lambda: served.engine.embed(
+    batch = await run_guarded(request, served, len(req.texts), lambda: served.engine.embed(
         req.texts, max_total_tokens=settings.max_request_tokens))
     note(request, tokens=batch.total_tokens)
     vectors = truncate_dimensions(batch.vectors, req.dimensions)
