@@ -3,8 +3,8 @@ the response shapes `cohere.Client.embed` and `cohere.ClientV2.embed` read.
 
 Embedding types, from the float vector x (unit length, after `output_dimension`):
 - `float`: x. `base64`: x as little-endian float32 bytes, base64 (the OpenAI layout).
-- `int8`: round(x * 127 / r) clipped to -128..127, with r = 4 / sqrt(d) for dimension d: the
-  scale is the same for every vector (so dot products rank as the floats do) and covers four
+- `int8`: round(x * 127 / r) clipped to -128..127, with r = 8 / sqrt(d) for dimension d: the
+  scale is the same for every vector (so dot products rank as the floats do) and covers eight
   standard deviations of a component of a random unit vector; rarer larger components clip.
   `uint8`: the int8 value + 128.
 - `ubinary`: one bit per dimension, 1 where x > 0, packed eight to a byte with the first
@@ -111,5 +111,5 @@ def convert(vectors: np.ndarray, kind: str) -> Any:
 
 
 def int8(matrix: np.ndarray) -> np.ndarray:
-    scale = 127 * np.sqrt(matrix.shape[1]) / 4
+    scale = 127 * np.sqrt(matrix.shape[1]) / 8
     return np.clip(np.rint(matrix * scale), -128, 127).astype(np.int8)

@@ -97,7 +97,7 @@ def test_bad_requests_are_400(client, body, param) -> None:
 
 def test_quantization_scheme() -> None:
     d = 64
-    r = 4 / np.sqrt(d)  # int8 covers +-r
+    r = 8 / np.sqrt(d)  # int8 covers +-r
     vectors = np.array([[r, -r, r / 2, 2 * r, 0.0] + [0.01] * (d - 5)], dtype=np.float32)
     assert convert(vectors, "int8")[0][:5].tolist() == [127, -127, 64, 127, 0]
     assert convert(vectors, "uint8")[0][:5].tolist() == [255, 1, 192, 255, 128]
