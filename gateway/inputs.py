@@ -4,7 +4,7 @@ chosen by `input_type` or a virtual model name applied, and the length policy re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 from adapters.base import EmbedOptions, Prompt
 from gateway.config import InputPolicy
@@ -43,8 +43,8 @@ async def engine_call(
     policy = served.policy
     template = prompt_template(policy, name=served.prompt_of(name), input_type=input_type)
     prompts = await _decode(policy, inputs, decoder, templated=template is not None)
-    if template is not None:
-        prompts = [apply_template(template, text) for text in prompts]  # type: ignore[arg-type]
+    if template is not None:  # `_decode` refused ids it could not template
+        prompts = [apply_template(template, p) if isinstance(p, str) else p for p in prompts]
     options = EmbedOptions(truncate=length.truncate or policy.truncate,
                            max_tokens=length.max_tokens)
     return EngineCall(list(prompts), options)
@@ -75,7 +75,7 @@ async def _decode(policy: InputPolicy, inputs: Inputs, decoder: Cl100kDecoder, *
     if not inputs or isinstance(inputs[0], str):
         return inputs
     if policy.token_ids == "cl100k_base":
-        return await decoder.decode(inputs)  # type: ignore[arg-type]
+        return await decoder.decode(cast("list[list[int]]", inputs))
     if templated:
         raise invalid("a prompt template cannot be applied to token ids of the model's own "
                       "vocabulary; send text, or leave out `input_type`", param="input")
