@@ -38,7 +38,8 @@ def fake_engine() -> FakeEngine:
 def client(fake_engine: FakeEngine) -> Iterator[TestClient]:
     """A ready app serving one fake model named `fake` (alias `fake-alias`)."""
     registry = ModelRegistry([ServedModel("fake", ("fake-alias",), fake_engine)])
-    with TestClient(create_app(registry), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(registry, tiktoken_dir=TIKTOKEN_DIR),
+                    raise_server_exceptions=False) as test_client:
         wait_ready(test_client)
         yield test_client
 
