@@ -111,3 +111,10 @@ def test_malformed_inputs_are_400(value) -> None:
 def test_decoder_matches_tiktoken(cl100k) -> None:
     ids = [cl100k.encode_ordinary(t) for t in TEXTS]
     assert asyncio.run(Cl100kDecoder(TIKTOKEN_DIR).decode(ids)) == TEXTS
+
+
+def test_large_batches_decode_the_same(cl100k) -> None:
+    ids = cl100k.encode_ordinary("Embeddings map text to vectors. " * 40)
+    batch = [ids] * (20000 // len(ids) + 1)  # past the inline limit: decoded in a thread
+    assert asyncio.run(Cl100kDecoder(TIKTOKEN_DIR).decode(batch)) == \
+        ["Embeddings map text to vectors. " * 40] * len(batch)
