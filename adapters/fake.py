@@ -1,9 +1,11 @@
 """A deterministic in-memory engine for tests and for measuring the gateway's own overhead.
 
-Vectors depend only on the text (a seeded random unit vector), tokens are whitespace words plus
-two special tokens, and latency and faults can be switched on per instance: by attribute in
-tests, or through a JSON control file (re-read whenever it changes) when the engine runs in a
-server process, so that the reliability battery can kill, hang or poison it mid-load:
+Vectors depend only on the text (a seeded random unit vector), tokens are whitespace words
+plus two special tokens around them (token ids sent by a client are taken as they are, from a
+vocabulary of `vocab_size`), and latency and faults can be switched on per instance: by
+attribute in tests, or through a JSON control file (re-read whenever it changes) when the
+engine runs in a server process, so that the reliability battery can kill, hang or poison it
+mid-load:
 
     {"latency_s": 0.05, "dead": false, "hang": false, "nan_marker": "POISON", "fail": false}
 
@@ -17,21 +19,26 @@ import contextlib
 import hashlib
 import json
 import os
-from collections import deque
 from typing import Sequence
 
 import numpy as np
 
 from adapters.base import (
+    EmbedOptions,
     EmbeddingBatch,
     EngineFailure,
     EngineSpec,
     EngineUnavailable,
-    InvalidInput,
     ModelFacts,
+    Prompt,
 )
+from adapters.prompts import SpecialTokens, check_total_tokens, check_vocabulary, fit
+
+# The two special tokens the fake tokenizer puts around a text, like BERT's [CLS] and [SEP].
+_CLS, _SEP = "[CLS]", "[SEP]"
 
 _CONTROLLED = ("latency_s", "dead", "hang", "nan_marker", "fail")
+_KEPT_CALLS = 1000
 
 
 class FakeEngine:
@@ -52,6 +59,7 @@ class FakeEngine:
         max_model_len: int = 512,
         latency_s: float = 0.0,
         start_delay_s: float = 0.0,
+        vocab_size: int = 1000,
         nan_marker: str | None = None,
         control_file: str | None = None,
         stats_file: str | None = None,
@@ -60,15 +68,18 @@ class FakeEngine:
         self._facts = ModelFacts(dimension=dimension, max_model_len=max_model_len)
         self.latency_s = latency_s
         self.start_delay_s = start_delay_s
+        self.vocab_size = vocab_size
         self.nan_marker = nan_marker
         self.fail_with: Exception | None = None  # raised by embed() when set
         self.hang = False
         self._dead = asyncio.Event()
         self.started = False
         self.stopped = False
-        # The latest calls' texts, bounded so that a soak does not grow memory.
-        self.calls: deque[list[str]] = deque(maxlen=1000)
-        self.call_count = 0
+        # The latest calls' prompts and options, for tests to inspect; bounded so that a soak
+        # does not grow memory.
+        self.calls: list[list[Prompt]] = []
+        self.options: list[EmbedOptions] = []
+        self.call_count = 0  # calls that passed validation and started work
         self.completed = 0
         self.aborted = 0  # embed calls cancelled while in flight (client gone, timeout)
         self._control_file = control_file
@@ -95,23 +106,23 @@ class FakeEngine:
         return self._facts
 
     async def embed(
-        self, texts: Sequence[str], *, max_total_tokens: int | None = None
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> EmbeddingBatch:
         self._read_control()
         if not self.started or self.stopped:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
-        counts = [fake_token_count(t) for t in texts]
-        for i, n in enumerate(counts):
-            if n > self._facts.max_model_len:
-                raise InvalidInput(
-                    f"input {i} has {n} tokens, but model '{self.spec.name}' accepts at most "
-                    f"{self._facts.max_model_len} tokens per input",
-                    index=i,
-                )
-        if max_total_tokens is not None and sum(counts) > max_total_tokens:
-            raise InvalidInput(f"the inputs have {sum(counts)} tokens in all, but a request "
-                               f"may have at most {max_total_tokens}")
-        self.calls.append(list(texts))
+        self.calls.append(list(prompts))
+        self.options.append(options)
+        if len(self.calls) > 2 * _KEPT_CALLS:
+            del self.calls[:-_KEPT_CALLS], self.options[:-_KEPT_CALLS]
+        tokens = [fake_tokens(p) if isinstance(p, str)
+                  else [str(t) for t in check_vocabulary(p, self.vocab_size, index=i)]
+                  for i, p in enumerate(prompts)]
+        specials = [SpecialTokens(1, 1) if isinstance(p, str) else SpecialTokens()
+                    for p in prompts]
+        tokens, truncated = fit(tokens, options, max_model_len=self._facts.max_model_len,
+                                model=self.spec.name, specials=specials)
+        check_total_tokens([len(t) for t in tokens], options)
         self.call_count += 1
         try:
             await self._work()
@@ -120,12 +131,17 @@ class FakeEngine:
             raise
         if self.fail_with is not None:
             raise self.fail_with
-        vectors = np.stack([fake_vector(t, self._facts.dimension) for t in texts])
+        # A text that fits keeps the vector of its own string; truncated texts and client ids
+        # get the vector of the tokens embedded.
+        keys = [p if isinstance(p, str) and i not in truncated else " ".join(t)
+                for i, (p, t) in enumerate(zip(prompts, tokens))]
+        vectors = np.stack([fake_vector(key, self._facts.dimension) for key in keys])
         if self.nan_marker:
-            poisoned = [i for i, t in enumerate(texts) if self.nan_marker in t]
+            poisoned = [i for i, key in enumerate(keys) if self.nan_marker in key]
             vectors[poisoned] = np.nan
         self.completed += 1
-        return EmbeddingBatch(vectors=vectors, token_counts=counts)
+        return EmbeddingBatch(vectors=vectors, token_counts=[len(t) for t in tokens],
+                              truncated=truncated)
 
     async def _work(self) -> None:
         """Sleep `latency_s`, or forever when hung; end early with an error if the engine dies."""
@@ -199,13 +215,18 @@ class FakeEngine:
         os.replace(temporary, self._stats_file)
 
 
+def fake_tokens(text: str) -> list[str]:
+    """Whitespace words between the two special tokens a BERT tokenizer adds."""
+    return [_CLS, *text.split(), _SEP]
+
+
 def fake_token_count(text: str) -> int:
-    """Whitespace words plus the two special tokens a BERT tokenizer adds."""
-    return len(text.split()) + 2
+    return len(fake_tokens(text))
 
 
 def fake_vector(text: str, dimension: int) -> np.ndarray:
-    """A unit float32 vector that depends only on the text."""
+    """A unit float32 vector that depends only on the text (FakeEngine's vector for a text
+    that fits the window)."""
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "little")
     vector = np.random.default_rng(seed).standard_normal(dimension).astype(np.float32)
     return vector / np.linalg.norm(vector)

@@ -2,9 +2,10 @@
 
 `Admission` counts inputs in flight per model (work, not requests: one 2048-input batch
 weighs 2048 single-text requests; per model, so a hung engine cannot starve the others).
-Past the bound a request is refused at once with 429 and `Retry-After` instead of queueing. `run_guarded` then runs the engine work and ends it
-early, aborting it, when the client disconnects, the request timeout passes, the model is
-taken out of service (engine died or hung), or a SIGTERM drain runs out of grace.
+Past the bound a request is refused at once with 429 and `Retry-After` instead of queueing.
+`run_guarded` then runs the engine work and ends it early, aborting it, when the client
+disconnects, the request timeout passes, the model is taken out of service (engine died or
+hung), or a SIGTERM drain runs out of grace.
 """
 
 from __future__ import annotations

@@ -24,13 +24,17 @@ from gateway.observe import Drain, RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
+from gateway.token_ids import Cl100kDecoder
 
 log = logging.getLogger(__name__)
 
 
 def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
-               on_fatal: Callable[[], None] | None = None) -> Starlette:
-    """The ASGI app serving `registry`'s models with `settings`' server options.
+               on_fatal: Callable[[], None] | None = None,
+               tiktoken_dir: str | None = None) -> Starlette:
+    """The ASGI app serving `registry`'s models with `settings`' server options;
+    `tiktoken_dir` (default: `settings.tiktoken_cache_dir`) holds the cl100k_base file that
+    token-id inputs are decoded with.
 
     Engines start in the background so that /health answers and /ready says 503 while they
     load. If any engine fails to load, `on_fatal` is called (the CLI stops the server with a
@@ -72,6 +76,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
     app.state.settings = settings
     app.state.admission = Admission(settings.max_inflight_inputs)
     app.state.drain = drain
+    app.state.cl100k = Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir)
     return app
 
 

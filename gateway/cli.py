@@ -52,7 +52,7 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
 
 def build_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry([
-        ServedModel(m.name, m.aliases, make_engine(settings.engine, m.engine))
+        ServedModel(m.name, m.aliases, make_engine(settings.engine, m.engine), m.policy)
         for m in settings.models
     ])
 

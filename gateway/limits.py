@@ -85,12 +85,15 @@ async def read_json(request: Request) -> Any:
         raise invalid(f"the request body is not valid JSON: {exc}") from exc
 
 
-def check_texts(texts: Sequence[str], *, max_items: int, param: str = "input") -> None:
-    """At most `max_items` strings, none holding NUL or a lone surrogate."""
+def check_texts(texts: Sequence[object], *, max_items: int, param: str = "input") -> None:
+    """At most `max_items` inputs; no string among them holding NUL or a lone surrogate
+    (token-id inputs are checked against the vocabulary by the engine)."""
     if len(texts) > max_items:
         raise invalid(f"`{param}` has {len(texts)} items, but a request may have at most "
                       f"{max_items}", param=param)
     for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            continue
         found = _FORBIDDEN.search(text)
         if found:
             what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from gateway.cohere import EMBEDDING_TYPES
 from gateway.config import Settings
+from gateway.schemas import INPUT_TYPES
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 
@@ -39,25 +41,70 @@ def _operation(summary: str, ok: dict, *, body: dict | None = None,
     return operation
 
 
-def _embeddings_request(settings: Settings, models: Sequence[str]) -> dict:
-    text = {"type": "string", "pattern": "^[^\\x00]*$"}
+_TEXT = {"type": "string", "pattern": "^[^\\x00]*$"}
+_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+_INPUT_TYPE = {"type": "string", "enum": list(INPUT_TYPES)}
+_TRUNCATE = {"type": "string", "enum": ["none", "end", "start", "NONE", "END", "START"]}
+
+
+def _model(models: Sequence[str]) -> dict:
     model: dict[str, Any] = {"type": "string", "minLength": 1}
     if models:
         model["enum"] = list(models)
+    return model
+
+
+def _embeddings_request(settings: Settings, models: Sequence[str]) -> dict:
+    many = {"minItems": 1, "maxItems": settings.max_inputs}
     return {
         "type": "object",
         "required": ["model", "input"],
         "properties": {
-            "model": model,
+            "model": _model(models),
             "input": {"oneOf": [
-                text,
-                {"type": "array", "items": text, "minItems": 1, "maxItems": settings.max_inputs},
+                _TEXT,
+                {"type": "array", "items": _TEXT, **many},
+                _TOKEN_IDS,
+                {"type": "array", "items": _TOKEN_IDS, **many},
             ]},
             "encoding_format": {"type": "string", "enum": ["float", "base64"]},
             "dimensions": {"type": "integer", "minimum": 1},
+            "input_type": _INPUT_TYPE,
+            "truncate": _TRUNCATE,
+            "truncate_prompt_tokens": {"type": "integer", "minimum": -1},
             "user": {"type": "string"},
         },
     }
+
+
+def _cohere_embed_request(settings: Settings, models: Sequence[str]) -> dict:
+    return {
+        "type": "object",
+        "required": ["model", "texts"],
+        "properties": {
+            "model": _model(models),
+            "texts": {"type": "array", "items": _TEXT, "minItems": 1,
+                      "maxItems": settings.max_inputs},
+            "input_type": _INPUT_TYPE,
+            "embedding_types": {"type": "array", "minItems": 1,
+                                "items": {"type": "string", "enum": list(EMBEDDING_TYPES)}},
+            "output_dimension": {"type": "integer", "minimum": 1},
+            "truncate": _TRUNCATE,
+            "max_tokens": {"type": "integer", "minimum": -1},
+        },
+    }
+
+
+# Cohere's answer: v1 without `embedding_types` is a list of float vectors; otherwise a map
+# from embedding type to vectors (described loosely: the shapes differ by type).
+_COHERE_EMBED_RESPONSE = {
+    "type": "object",
+    "required": ["id", "embeddings"],
+    "properties": {"id": {"type": "string"},
+                   "embeddings": {"type": ["array", "object"]},
+                   "texts": {"type": "array", "items": {"type": "string"}},
+                   "meta": {"type": "object"}},
+}
 
 
 _EMBEDDINGS_RESPONSE = {
@@ -122,6 +169,9 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
         "Create embeddings (OpenAI contract)", _EMBEDDINGS_RESPONSE,
         body=_embeddings_request(settings, models),
         errors=(400, 404, 413, 415, 429, 503, 504))
+    cohere_embed = _operation(
+        "Embed texts (Cohere embed contract, v1 and v2 shapes)", _COHERE_EMBED_RESPONSE,
+        body=_cohere_embed_request(settings, models), errors=(400, 404, 413, 415, 429, 503, 504))
     list_models = _operation("List served models and aliases", _MODELS_RESPONSE)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -131,6 +181,8 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
         "paths": {
             "/v1/embeddings": {"post": embeddings},
             "/embeddings": {"post": embeddings},
+            "/v1/embed": {"post": cohere_embed},
+            "/v2/embed": {"post": cohere_embed},
             "/v1/models": {"get": list_models},
             "/models": {"get": list_models},
             "/health": {"get": _operation("Liveness: the process is up", _STATUS, public=True)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -10,40 +11,95 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from adapters.base import EmbeddingBatch
+from gateway import cohere
 from gateway.admission import run_guarded
-from gateway.encoding import check_dimensions, encode_vectors, truncate_dimensions
+from gateway.encoding import (
+    check_dimensions,
+    encode_vectors,
+    refuse_non_finite,
+    truncate_dimensions,
+)
+from gateway.inputs import engine_call
 from gateway.limits import check_texts, read_json
 from gateway.observe import note
 from gateway.openapi import openapi_document
-from gateway.registry import ModelRegistry
-from gateway.schemas import embeddings_response, models_response, parse_embeddings_request
+from gateway.registry import ModelRegistry, ServedModel
+from gateway.schemas import (
+    Inputs,
+    Length,
+    embeddings_response,
+    models_response,
+    parse_embeddings_request,
+)
+from gateway.token_ids import Cl100kDecoder
 
 _STARTED = int(time.time())
 
 
-def json_response(body: Any, status: int = 200) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    media_type="application/json")
+                    headers=headers, media_type="application/json")
+
+
+def truncation_header(batch: EmbeddingBatch) -> dict[str, str]:
+    """Truncation is never silent: the indices of truncated inputs, when there are any."""
+    if not batch.truncated:
+        return {}
+    return {"x-truncated-inputs": ",".join(map(str, batch.truncated))}
 
 
 def registry_of(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
+def decoder_of(request: Request) -> Cl100kDecoder:
+    return request.app.state.cl100k
+
+
+async def embed(request: Request, served: ServedModel, name: str, inputs: Inputs,
+                input_type: str | None, length: Length, param: str = "input") -> EmbeddingBatch:
+    """The inputs checked against the limits, made prompts, and embedded under admission
+    control, the request timeout and disconnect and fault watch (`run_guarded`)."""
+    settings = request.app.state.settings
+    check_texts(inputs, max_items=settings.max_inputs, param=param)
+    note(request, model=served.name, inputs=len(inputs))
+    call = await engine_call(served, name, inputs, input_type, length, decoder_of(request))
+    options = replace(call.options, max_total_tokens=settings.max_request_tokens)
+    batch = await run_guarded(request, served, len(inputs),
+                              lambda: served.engine.embed(call.prompts, options))
+    note(request, tokens=batch.total_tokens)
+    return batch
+
+
 async def create_embeddings(request: Request) -> Response:
     """POST /v1/embeddings: the OpenAI embeddings contract."""
-    settings = request.app.state.settings
     req = parse_embeddings_request(await read_json(request))
-    check_texts(req.texts, max_items=settings.max_inputs)
     served = registry_of(request).resolve(req.model)
-    note(request, model=served.name, inputs=len(req.texts))
     check_dimensions(req.dimensions, served.engine.facts.dimension)
-    batch = await run_guarded(request, served, len(req.texts), lambda: served.engine.embed(
-        req.texts, max_total_tokens=settings.max_request_tokens))
-    note(request, tokens=batch.total_tokens)
+    batch = await embed(request, served, req.model, req.inputs, req.input_type, req.length)
     vectors = truncate_dimensions(batch.vectors, req.dimensions)
     data = encode_vectors(vectors, req.encoding_format)
-    return json_response(embeddings_response(req.model, data, batch.total_tokens))
+    return json_response(embeddings_response(req.model, data, batch.total_tokens),
+                         headers=truncation_header(batch))
+
+
+async def cohere_embed(request: Request) -> Response:
+    """POST /v1/embed and /v2/embed: Cohere's embed contract (texts only)."""
+    # scope["path"], the routed path: request.url is rebuilt from the Host header.
+    version = 1 if request.scope["path"].startswith("/v1/") else 2
+    req = cohere.parse_cohere_embed(await read_json(request), version=version)
+    served = registry_of(request).resolve(req.model)
+    check_dimensions(req.output_dimension, served.engine.facts.dimension,
+                     param="output_dimension")
+    batch = await embed(request, served, req.model, req.texts, req.input_type, req.length,
+                        param="texts")
+    vectors = truncate_dimensions(batch.vectors, req.output_dimension)
+    refuse_non_finite(vectors)
+    body = cohere.embed_response(req, vectors, version=version, input_tokens=batch.total_tokens,
+                                 truncated=batch.truncated)
+    return json_response(body, headers=truncation_header(batch))
 
 
 async def list_models(request: Request) -> Response:
@@ -76,6 +132,8 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/v1/embeddings", create_embeddings, methods=["POST"]),
     Route("/embeddings", create_embeddings, methods=["POST"]),
+    Route("/v1/embed", cohere_embed, methods=["POST"]),
+    Route("/v2/embed", cohere_embed, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),

@@ -176,13 +176,15 @@ class Battery:
                    "wrong scheme": {"Authorization": f"Basic {KEY}"},
                    "bare key": {"Authorization": KEY},
                    "truncated key": {"Authorization": f"Bearer {KEY[:-1]}"},
-                   "key 1": AUTH, "key 2 (lowercase scheme)": {"Authorization": "bearer second-key"}}
+                   "key 1": AUTH,
+                   "key 2 (lowercase scheme)": {"Authorization": "bearer second-key"}}
         open_without_key, refused, accepted, cells = set(), 0, 0, 0
         try:
             with httpx.Client(base_url=gateway.base_url) as client:
                 for route in ROUTES:
                     method = sorted(route.methods - {"HEAD"})[0]
-                    body = {"json": {"model": "fake", "input": "a"}} if method == "POST" else {}
+                    body = {"json": {"model": "fake", "input": "a", "texts": ["a"]}
+                            } if method == "POST" else {}
                     for label, header in headers.items():
                         status = client.request(method, route.path, headers=header,
                                                 **body).status_code
@@ -345,7 +347,7 @@ class Battery:
 
 
 def _raw_status(gateway: Gateway, request_line: str, host: str = "127.0.0.1") -> int:
-    body = '{"model":"fake","input":"a"}'
+    body = '{"model":"fake","input":"a","texts":["a"]}'
     message = (f"{request_line}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
@@ -475,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-real", action="store_true", help="skip the real-engine case")
     parser.add_argument("--pin", action="store_true", help="pin the server to CPU 0 and the "
                         "generator to CPU 1 (only on an otherwise idle machine)")
-    parser.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
+    parser.add_argument("--only", default="",
+                        help="comma-separated sections: " + ",".join(SECTIONS))
     args = parser.parse_args(argv)
     selected = [s for s in SECTIONS if not args.only or s in args.only.split(",")]
     if args.skip_real and "real_kill" in selected:

@@ -96,7 +96,8 @@ def start_gateway(workdir: Path, *, fake_models: dict[str, dict] | None = None,
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}:\n{gateway.log()[-3000:]}")
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n"
+                               + gateway.log()[-3000:])
         try:
             if httpx.get(gateway.base_url + "/ready", timeout=2).status_code == 200:
                 return gateway

@@ -94,7 +94,8 @@ async def test_client_disconnect_aborts_the_engine_work() -> None:
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "raw_path": b"/v1/embeddings",
+    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings",
+             "raw_path": b"/v1/embeddings",
              "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
              "headers": [(b"content-type", b"application/json")], "client": ("t", 1),
              "server": ("gateway", 80)}

@@ -69,7 +69,8 @@ def test_user_and_unknown_fields_are_ignored(client) -> None:
         ({"model": "fake"}, "input", "`input` is required"),
         ({"model": "fake", "input": 3.5}, "input", "got float"),
         ({"model": "fake", "input": ["a", None]}, "input", "`input[1]` must be a string"),
-        ({"model": "fake", "input": [[1, 2]]}, "input", "token-id inputs"),
+        ({"model": "fake", "input": [[1, "a"]]}, "input",
+         "`input[0]` must be a string or a list of token ids"),
         ({"input": "a"}, "model", "`model` is required"),
         ({"model": "fake", "input": "a", "encoding_format": "int8"}, "encoding_format",
          "must be one of ['float', 'base64']"),
@@ -171,3 +172,9 @@ def test_health_and_ready(client) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "models": {"fake": "ready"}}
+
+
+def test_token_id_lists_are_accepted(client, fake_engine) -> None:
+    response = client.post("/v1/embeddings", json={"model": "fake", "input": [[15339, 1917]]})
+    assert response.status_code == 200
+    assert fake_engine.calls == [["hello world"]]

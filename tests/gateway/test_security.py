@@ -12,7 +12,8 @@ from tests.conftest import serving
 
 KEYS = ("key-one", "key-two")
 PUBLIC = {"/health", "/ready"}
-EMBED = {"model": "fake", "input": "a"}
+# Accepted by every POST route: OpenAI reads `input`, Cohere `texts`; each ignores the other.
+EMBED = {"model": "fake", "input": "a", "texts": ["a"]}
 
 
 @pytest.fixture
