@@ -1,7 +1,8 @@
 """A deterministic in-memory engine for tests and for measuring the gateway's own overhead.
 
 Vectors depend only on the text (a seeded random unit vector), tokens are whitespace words plus
-two special tokens, and latency and faults can be switched on per instance.
+two special tokens, pair scores are word overlap, and latency and faults can be switched on per
+instance.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from adapters.base import (
     EngineUnavailable,
     InvalidInput,
     ModelFacts,
+    ScoreBatch,
 )
 
 
@@ -33,15 +35,17 @@ class FakeEngine:
         max_model_len: int = 512,
         latency_s: float = 0.0,
         start_delay_s: float = 0.0,
+        scores_pairs: bool = False,
     ) -> None:
         self.spec = spec or EngineSpec(name="fake", model="fake")
-        self._facts = ModelFacts(dimension=dimension, max_model_len=max_model_len)
+        self._facts = ModelFacts(dimension=dimension, max_model_len=max_model_len,
+                                 scores_pairs=scores_pairs)
         self.latency_s = latency_s
         self.start_delay_s = start_delay_s
         self.fail_with: Exception | None = None  # raised by embed() when set
         self.started = False
         self.stopped = False
-        self.calls: list[list[str]] = []
+        self.calls: list[list[str]] = []  # texts of each embed() or score() call
 
     async def start(self) -> None:
         await asyncio.sleep(self.start_delay_s)
@@ -52,6 +56,42 @@ class FakeEngine:
         return self._facts
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+        await self._work(texts)
+        counts = [fake_token_count(t) for t in texts]
+        self._check_lengths(counts)
+        vectors = np.stack([fake_vector(t, self._facts.dimension) for t in texts])
+        return EmbeddingBatch(vectors=vectors, token_counts=counts)
+
+    async def score(self, query: str, documents: Sequence[str], *,
+                    activation: bool | None = None) -> ScoreBatch:
+        if not self._facts.scores_pairs:
+            raise InvalidInput(f"model '{self.spec.name}' is an embedding model")
+        await self._work(documents)
+        counts = [fake_token_count(query) + fake_token_count(d) - 1 for d in documents]
+        self._check_lengths(counts)
+        logits = np.array([fake_logit(query, d) for d in documents])
+        use_activation = self.spec.rerank_activation if activation is None else activation
+        return ScoreBatch(scores=1 / (1 + np.exp(-logits)) if use_activation else logits,
+                          token_counts=counts)
+
+    async def split(self, texts: Sequence[str], *, query: str | None = None,
+                    max_tokens: int | None = None) -> list[list[str]]:
+        overhead = 2 if query is None else fake_token_count(query) + 1
+        budget = self._facts.max_model_len - overhead
+        if budget < 1:
+            raise InvalidInput("the query leaves no room for a document", index=0)
+        budget = min(budget, max_tokens or budget)
+        pieces = []
+        for text in texts:
+            words = text.split()
+            if len(words) <= budget:
+                pieces.append([text])
+            else:
+                pieces.append([" ".join(words[i:i + budget])
+                               for i in range(0, len(words), budget)])
+        return pieces
+
+    async def _work(self, texts: Sequence[str]) -> None:
         if not self.started or self.stopped:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         self.calls.append(list(texts))
@@ -59,7 +99,8 @@ class FakeEngine:
             await asyncio.sleep(self.latency_s)
         if self.fail_with is not None:
             raise self.fail_with
-        counts = [fake_token_count(t) for t in texts]
+
+    def _check_lengths(self, counts: Sequence[int]) -> None:
         for i, n in enumerate(counts):
             if n > self._facts.max_model_len:
                 raise InvalidInput(
@@ -67,8 +108,6 @@ class FakeEngine:
                     f"{self._facts.max_model_len} tokens per input",
                     index=i,
                 )
-        vectors = np.stack([fake_vector(t, self._facts.dimension) for t in texts])
-        return EmbeddingBatch(vectors=vectors, token_counts=counts)
 
     async def check_health(self) -> None:
         if not self.started or self.stopped:
@@ -90,3 +129,10 @@ def fake_vector(text: str, dimension: int) -> np.ndarray:
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "little")
     vector = np.random.default_rng(seed).standard_normal(dimension).astype(np.float32)
     return vector / np.linalg.norm(vector)
+
+
+def fake_logit(query: str, document: str) -> float:
+    """Share of the query's words found in the document, mapped onto [-2, 2]."""
+    wanted = set(query.lower().split())
+    found = wanted & set(document.lower().split())
+    return 4.0 * len(found) / max(len(wanted), 1) - 2.0

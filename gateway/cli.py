@@ -37,7 +37,8 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
     if kind == "fake":
         from adapters.fake import FakeEngine
 
-        return FakeEngine(spec, dimension=384, max_model_len=512)
+        return FakeEngine(spec, dimension=384, max_model_len=512,
+                          scores_pairs=spec.rerank_kind in ("cross_encoder", "llm"))
     from adapters.vllm_engine import VLLMEngine
 
     return VLLMEngine(spec)

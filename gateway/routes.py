@@ -14,6 +14,7 @@ from adapters.base import EngineError
 from gateway.encoding import check_dimensions, encode_vectors, truncate_dimensions
 from gateway.errors import from_engine_error, invalid
 from gateway.registry import ModelRegistry
+from gateway.rerank import RERANK_PATHS, api_version_of, parse_rerank_request, rank, rerank_response
 from gateway.schemas import embeddings_response, models_response, parse_embeddings_request
 
 T = TypeVar("T")
@@ -56,6 +57,14 @@ async def create_embeddings(request: Request) -> Response:
     return json_response(embeddings_response(req.model, data, batch.total_tokens))
 
 
+async def rerank(request: Request) -> Response:
+    """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
+    req = parse_rerank_request(await read_json(request))
+    served = registry_of(request).resolve(req.model)
+    ranking = await run_engine(rank(served.engine, req))
+    return json_response(rerank_response(req, ranking, api_version_of(request.url.path)))
+
+
 async def list_models(request: Request) -> Response:
     """GET /v1/models: every served name and alias, in the OpenAI list shape."""
     return json_response(models_response(list(registry_of(request).names()), _STARTED))
@@ -77,6 +86,7 @@ async def ready(request: Request) -> Response:
 ROUTES = [
     Route("/v1/embeddings", create_embeddings, methods=["POST"]),
     Route("/embeddings", create_embeddings, methods=["POST"]),
+    *(Route(path, rerank, methods=["POST"]) for path in RERANK_PATHS),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
