@@ -22,6 +22,7 @@ from gateway.config import resolve_model_path
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 600
 MINILM = "all-MiniLM-L6-v2"
+CROSS_ENCODER = "test-cross-encoder"
 
 
 @dataclass
@@ -49,13 +50,41 @@ def minilm_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def served_models() -> list[dict]:
-    """The YAML `models:` list of the shared server; the built-in model first."""
-    return [{
-        "name": MINILM,
-        "path": "builtin:" + MINILM,
-        "aliases": ["sentence-transformers/all-MiniLM-L6-v2"],
-    }]
+def cross_encoder_path(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A cross-encoder no download provides: MiniLM's encoder under a seeded one-label head,
+    saved as transformers saves a fine-tuned reranker (BertForSequenceClassification)."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(minilm_path, num_labels=1)
+    with torch.no_grad():
+        # Wide enough weights that scores spread over (0, 1) and differ clearly from 0.5.
+        model.classifier.weight.normal_(0.0, 0.5)
+        model.classifier.bias.fill_(0.1)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def served_models(cross_encoder_path: str) -> list[dict]:
+    """The YAML `models:` list of the shared server: the built-in model first, then a
+    cross-encoder (its own engine, a smaller memory share) for the rerank tests."""
+    return [
+        {
+            "name": MINILM,
+            "path": "builtin:" + MINILM,
+            "aliases": ["sentence-transformers/all-MiniLM-L6-v2"],
+        },
+        {
+            "name": CROSS_ENCODER,
+            "path": cross_encoder_path,
+            "rerank_kind": "cross_encoder",
+            "gpu_memory_utilization": 0.1,
+        },
+    ]
 
 
 @pytest.fixture(scope="session")
