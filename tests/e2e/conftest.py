@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 600
 MINILM = "all-MiniLM-L6-v2"
 CROSS_ENCODER = "test-cross-encoder"
+LLM_RERANKER = "test-llm-reranker"
+QWEN3_TEMPLATE = REPO / "deploy" / "qwen3_reranker.jinja"
 
 
 @dataclass
@@ -69,9 +71,31 @@ def cross_encoder_path(minilm_path: str, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def served_models(cross_encoder_path: str) -> list[dict]:
+def llm_reranker_path(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Qwen3-Reranker-shaped causal LM, tiny and randomly initialised (seeded), with the
+    MiniLM tokenizer (which has the tokens "no" and "yes"): it exercises vLLM's
+    hf_overrides + score template path at a fraction of a real model's start-up cost."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    folder = tmp_path_factory.mktemp("llm-reranker")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    torch.manual_seed(0)
+    # head_dim 64: vLLM's CPU attention kernels do not support smaller heads.
+    config = Qwen3Config(vocab_size=tokenizer.vocab_size, hidden_size=128,
+                         intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=64, max_position_embeddings=512,
+                         tie_word_embeddings=False)
+    Qwen3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def served_models(cross_encoder_path: str, llm_reranker_path: str) -> list[dict]:
     """The YAML `models:` list of the shared server: the built-in model first, then a
-    cross-encoder (its own engine, a smaller memory share) for the rerank tests."""
+    cross-encoder and an LLM reranker (each its own engine, with a smaller memory share)
+    for the rerank tests."""
     return [
         {
             "name": MINILM,
@@ -82,6 +106,16 @@ def served_models(cross_encoder_path: str) -> list[dict]:
             "name": CROSS_ENCODER,
             "path": cross_encoder_path,
             "rerank_kind": "cross_encoder",
+            "gpu_memory_utilization": 0.1,
+        },
+        {
+            "name": LLM_RERANKER,
+            "path": llm_reranker_path,
+            "rerank_kind": "llm",
+            "hf_overrides": {"architectures": ["Qwen3ForSequenceClassification"],
+                             "classifier_from_token": ["no", "yes"],
+                             "is_original_qwen3_reranker": True},
+            "score_template": str(QWEN3_TEMPLATE),
             "gpu_memory_utilization": 0.1,
         },
     ]

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.e2e.conftest import CROSS_ENCODER, MINILM, RunningGateway
+from tests.e2e.conftest import (
+    CROSS_ENCODER,
+    LLM_RERANKER,
+    MINILM,
+    QWEN3_TEMPLATE,
+    RunningGateway,
+)
 
 QUERY = "What is the capital of France?"
 DOCS = [
@@ -90,6 +96,28 @@ def test_cross_encoder_usage_counts_pair_tokens(gateway: RunningGateway, cross_e
         "model": CROSS_ENCODER, "query": QUERY, "documents": DOCS}, timeout=60).json()
     tokens = sum(len(cross_encoder.tokenizer(QUERY, d)["input_ids"]) for d in DOCS)
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+
+
+def test_llm_reranker_scores_are_yes_minus_no_logits(co, llm_reranker_path: str) -> None:
+    """vLLM's Qwen3-Reranker conversion: score = sigmoid(logit("yes") - logit("no")) at the
+    last token of the templated prompt; checked against transformers on the same weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(llm_reranker_path)
+    model = AutoModelForCausalLM.from_pretrained(llm_reranker_path).eval()
+    no, yes = tokenizer.convert_tokens_to_ids(["no", "yes"])
+    template = QWEN3_TEMPLATE.read_text()
+    expected = []
+    for document in DOCS:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "query", "content": QUERY}, {"role": "document", "content": document}],
+            chat_template=template, tokenize=False)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(ids).logits[0, -1]
+        expected.append(torch.sigmoid(logits[yes] - logits[no]).item())
+    response = co.rerank(model=LLM_RERANKER, query=QUERY, documents=DOCS)
+    np.testing.assert_allclose(by_index(response.results), expected, atol=1e-4)
 
 
 def test_cohere_v1_dict_documents_return_documents(co_v1) -> None:
