@@ -173,35 +173,45 @@ class VLLMEngine:
 
     def _split_now(self, texts: Sequence[str], query: str | None,
                    max_tokens: int | None) -> list[list[str]]:
+        tok, limit = self._tokenizer, self.facts.max_model_len
         if query is None:
-            overhead = len(self._tokenizer("", add_special_tokens=True)["input_ids"])
+            def prompt_length(piece: str) -> int:
+                return len(tok(piece, add_special_tokens=True)["input_ids"])
         else:
-            overhead = len(self._pair_prompt(query, "")[0])
-        budget = self.facts.max_model_len - overhead
+            def prompt_length(piece: str) -> int:
+                return len(self._pair_prompt(query, piece)[0])
+        # What the prompt adds around a document (special tokens, query, template), measured
+        # on a one-token probe because an empty document is not a pair to every tokenizer.
+        overhead = prompt_length("x") - len(tok("x", add_special_tokens=False)["input_ids"])
+        budget = limit - overhead
         if budget < 1:
             raise InvalidInput(f"the query takes {overhead} of model '{self.spec.name}''s "
-                               f"{self.facts.max_model_len} tokens and leaves no room for a "
-                               "document", index=0)
+                               f"{limit} tokens and leaves no room for a document", index=0)
         if max_tokens is not None:
             budget = min(budget, max_tokens)
-        return [self._split_one(text, budget) for text in texts]
 
-    def _split_one(self, text: str, budget: int) -> list[str]:
+        def fits(piece: str, size: int) -> bool:
+            return size <= budget and prompt_length(piece) <= limit
+
+        return [self._split_one(text, budget, fits) for text in texts]
+
+    def _split_one(self, text: str, budget: int, fits: Any) -> list[str]:
         offsets = self._tokenizer(text, add_special_tokens=False,
                                   return_offsets_mapping=True)["offset_mapping"]
-        if len(offsets) <= budget:
+        if fits(text, len(offsets)):
             return [text]
         pieces, start, n = [], 0, len(offsets)
         while start < n:
             end = min(start + budget, n)
             while True:
                 # Cut where the next piece's first token begins, so no character is lost;
-                # re-tokenizing a piece can merge differently at its edges, hence the check.
+                # a piece re-tokenizes differently at its edges and inside a prompt, hence
+                # the check on the real prompt.
                 piece = text[offsets[start][0]:offsets[end][0] if end < n else len(text)]
                 size = len(self._tokenizer(piece, add_special_tokens=False)["input_ids"])
-                if size <= budget or end - start <= 1:
+                if fits(piece, size) or end - start <= 1:
                     break
-                end -= max(1, size - budget)
+                end -= max(1, size - budget, (end - start) // 8)
             pieces.append(piece)
             start = end
         return pieces
