@@ -19,7 +19,8 @@ log = logging.getLogger("gateway")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedding-gateway",
-        description="Local OpenAI-compatible embeddings server on in-process vLLM engines.",
+        description="Local OpenAI-compatible embeddings and Cohere/Jina-compatible rerank "
+        "server on in-process vLLM engines.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
