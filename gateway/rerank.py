@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from adapters.base import Engine
+from adapters.base import Engine, InvalidInput
 from gateway.errors import invalid
 from gateway.schemas import optional_int, require_model, require_object
 
@@ -135,7 +135,13 @@ async def rank(engine: Engine, req: RerankRequest) -> Ranking:
         batch = await engine.score(req.query, flat, activation=req.use_activation)
         chunk_scores, tokens = batch.scores, batch.total_tokens
     else:
-        embedded = await engine.embed([req.query, *flat])
+        try:
+            embedded = await engine.embed([req.query, *flat])
+        except InvalidInput as exc:
+            if exc.index != 0:  # chunks fit by construction; input 0 is the query
+                raise
+            raise invalid(f"`query` does not fit the model: {exc.message}", param="query") \
+                from exc
         chunk_scores, tokens = cosine(embedded.vectors[0], embedded.vectors[1:]), \
             embedded.total_tokens
     scores = np.full(len(pieces), -np.inf)

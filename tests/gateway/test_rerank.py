@@ -194,6 +194,14 @@ def test_query_too_long_for_the_window_is_400(rr) -> None:
     assert "no room" in response.json()["detail"]
 
 
+def test_query_too_long_for_an_embedding_model_is_400_about_the_query(rr) -> None:
+    response = rr.post("/rerank", json={"model": "emb", "query": " ".join(["q"] * 20),
+                                        "documents": ["d"]})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "query"
+    assert "input 0 has 22 tokens" in response.json()["detail"]
+
+
 def test_unknown_model_is_404_with_detail(rr) -> None:
     response = rr.post("/v2/rerank", json={"model": "nope", "query": QUERY, "documents": DOCS})
     assert response.status_code == 404
