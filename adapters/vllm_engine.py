@@ -15,14 +15,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from adapters.base import (
+    EmbedOptions,
     EmbeddingBatch,
     EngineFailure,
     EngineSpec,
     EngineUnavailable,
     InvalidInput,
     ModelFacts,
+    Prompt,
     ScoreBatch,
 )
+from adapters.prompts import SpecialTokens, check_vocabulary, fit
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class VLLMEngine:
         self.spec = spec
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._specials = SpecialTokens()
         self._facts: ModelFacts | None = None
         # How a (query, document) pair becomes one prompt; set at start for pair models.
         self._use_sep_token = True
@@ -50,6 +54,8 @@ class VLLMEngine:
         # model to load); a thread keeps /health and /ready answering meanwhile.
         self._llm = await asyncio.to_thread(self._build)
         self._tokenizer = self._llm.get_tokenizer()
+        self._specials = SpecialTokens.of(self._tokenizer("a")["input_ids"],
+                                          self._tokenizer("a", add_special_tokens=False)["input_ids"])
         model_config = self._llm.model_config
         max_len = int(model_config.max_model_len)
         scores_pairs = _scores_pairs(self.spec, await self._llm.get_supported_tasks())
@@ -97,15 +103,18 @@ class VLLMEngine:
 
     # -- work ------------------------------------------------------------------------------
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+    async def embed(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> EmbeddingBatch:
         llm = self._llm
         if llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         if self._facts is not None and self._facts.scores_pairs:
             raise InvalidInput(f"model '{self.spec.name}' is a reranker; it scores "
                                "(query, document) pairs and has no embeddings")
-        token_ids = await self._off_loop(len(texts), self._tokenize_now, texts)
-        self._check_lengths([len(ids) for ids in token_ids])
+        token_ids, specials = await self._token_ids(prompts)
+        token_ids, truncated = fit(token_ids, options, max_model_len=self.facts.max_model_len,
+                                   model=self.spec.name, specials=specials)
         request_id = uuid.uuid4().hex
         # One engine request per input, all in flight at once, so vLLM's continuous batching
         # mixes them with other requests' inputs.
@@ -114,7 +123,25 @@ class VLLMEngine:
             for i, ids in enumerate(token_ids)
         ))
         vectors = np.stack(outputs).astype(np.float32, copy=False)
-        return EmbeddingBatch(vectors=vectors, token_counts=[len(ids) for ids in token_ids])
+        return EmbeddingBatch(vectors=vectors, token_counts=[len(ids) for ids in token_ids],
+                              truncated=truncated)
+
+    async def _token_ids(
+        self, prompts: Sequence[Prompt]
+    ) -> tuple[list[list[int]], list[SpecialTokens]]:
+        """Texts tokenized (with special tokens) and client ids checked against the vocabulary."""
+        texts = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
+        tokenized = await self._off_loop(len(texts), self._tokenize_now,
+                                         [text for _, text in texts]) if texts else []
+        token_ids: list[list[int]] = [[] for _ in prompts]
+        specials = [SpecialTokens() for _ in prompts]
+        for (i, _), ids in zip(texts, tokenized):
+            token_ids[i], specials[i] = ids, self._specials
+        vocab = len(self._tokenizer)
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                token_ids[i] = check_vocabulary(prompt, vocab, index=i)
+        return token_ids, specials
 
     async def score(self, query: str, documents: Sequence[str], *,
                     activation: bool | None = None) -> ScoreBatch:

@@ -47,7 +47,7 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
 
 def build_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry([
-        ServedModel(m.name, m.aliases, make_engine(settings.engine, m.engine))
+        ServedModel(m.name, m.aliases, make_engine(settings.engine, m.engine), m.policy)
         for m in settings.models
     ])
 
@@ -66,7 +66,8 @@ def serve(settings: Settings) -> int:
         log.error("an engine failed to load; shutting down")
         server.should_exit = True
 
-    app = create_app(build_registry(settings), on_fatal=on_fatal)
+    app = create_app(build_registry(settings), on_fatal=on_fatal,
+                     tiktoken_dir=settings.tiktoken_cache_dir)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         lifespan="on", timeout_graceful_shutdown=30,
