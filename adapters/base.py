@@ -8,7 +8,7 @@ sees a vLLM (or other) exception type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -154,10 +154,12 @@ class Engine(Protocol):
         Every pair must fit the window: `split` first."""
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
-                    max_tokens: int | None = None) -> list[list[str]]:
+                    max_tokens: int | None = None,
+                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
         """Cut each text at token boundaries into consecutive pieces that fit the model's
-        window, alone (query None, as `embed` sends it) or paired with `query` (as `score`
-        sends it), each at most `max_tokens` tokens when given. A text that fits is one piece."""
+        window, alone (query None: as `embed` gets `wrap(piece)`, e.g. with a document prompt)
+        or paired with `query` (as `score` sends it), each at most `max_tokens` tokens of its
+        own when given. A text that fits is one piece."""
 
     async def check_health(self) -> None:
         """Return if the engine can serve; raise `EngineUnavailable` otherwise."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -106,8 +106,12 @@ class FakeEngine:
                           token_counts=counts)
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
-                    max_tokens: int | None = None) -> list[list[str]]:
-        overhead = 2 if query is None else fake_token_count(query) + 1
+                    max_tokens: int | None = None,
+                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+        if query is not None:
+            overhead = fake_token_count(query) + 1
+        else:
+            overhead = fake_token_count(wrap("") if wrap is not None else "")
         budget = self._facts.max_model_len - overhead
         if budget < 1:
             raise InvalidInput("the query leaves no room for a document", index=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -166,11 +166,13 @@ class VLLMEngine:
         return ScoreBatch(scores=scores, token_counts=[len(ids) for ids, _ in pairs])
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
-                    max_tokens: int | None = None) -> list[list[str]]:
+                    max_tokens: int | None = None,
+                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
         if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         total = sum(len(t) for t in texts)
-        return await self._off_loop(total // 1000, self._split_now, texts, query, max_tokens)
+        return await self._off_loop(total // 1000, self._split_now, texts, query, max_tokens,
+                                    wrap)
 
     async def _off_loop(self, size: int, fn: Any, *args: Any) -> Any:
         # Below a few texts the thread hop costs more than tokenizing on the event loop.
@@ -198,12 +200,13 @@ class VLLMEngine:
             return encoded["input_ids"], encoded.get("token_type_ids")
         return tok(query + document, add_special_tokens=True)["input_ids"], None
 
-    def _split_now(self, texts: Sequence[str], query: str | None,
-                   max_tokens: int | None) -> list[list[str]]:
+    def _split_now(self, texts: Sequence[str], query: str | None, max_tokens: int | None,
+                   wrap: Callable[[str], str] | None = None) -> list[list[str]]:
         tok, limit = self._tokenizer, self.facts.max_model_len
         if query is None:
             def prompt_length(piece: str) -> int:
-                return len(tok(piece, add_special_tokens=True)["input_ids"])
+                text = wrap(piece) if wrap is not None else piece
+                return len(tok(text, add_special_tokens=True)["input_ids"])
         else:
             def prompt_length(piece: str) -> int:
                 return len(self._pair_prompt(query, piece)[0])

@@ -8,7 +8,7 @@ an explicit `null` (LangChain sends `"max_tokens_per_doc": null`).
 A document longer than the model's window is cut into consecutive chunks by the engine's
 tokenizer; its score is its best chunk's, as Cohere does. Pair models (cross-encoders, LLM
 rerankers) score (query, chunk) pairs; embedding models score by the cosine of the query's and
-the chunk's vectors.
+the chunk's vectors, each embedded with the model's query or document prompt if it has one.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
 
-from adapters.base import Engine, InvalidInput
+from adapters.base import InvalidInput
 from gateway.errors import invalid
+from gateway.inputs import apply_template, prompt_template
+from gateway.registry import ServedModel
 from gateway.schemas import optional_int, require_model, require_object
 
 # Paths served by the one rerank handler. `/v1/v2/rerank` is what the Cohere SDK calls when a
@@ -122,31 +125,47 @@ def _field_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-async def rank(engine: Engine, req: RerankRequest) -> Ranking:
+async def rank(served: ServedModel, req: RerankRequest) -> Ranking:
     """Score every document for the query: the best of its chunks' scores."""
-    pairs = engine.facts.scores_pairs
-    pieces = await engine.split(req.texts, query=req.query if pairs else None,
-                                max_tokens=req.max_tokens_per_doc)
-    if req.max_chunks_per_doc is not None:
-        pieces = [chunks[:req.max_chunks_per_doc] for chunks in pieces]
-    owners = np.array([i for i, chunks in enumerate(pieces) for _ in chunks])
-    flat = [chunk for chunks in pieces for chunk in chunks]
-    if pairs:
+    engine = served.engine
+    if engine.facts.scores_pairs:
+        pieces = await engine.split(req.texts, query=req.query,
+                                    max_tokens=req.max_tokens_per_doc)
+        flat, owners = _flatten(pieces, req.max_chunks_per_doc)
         batch = await engine.score(req.query, flat, activation=req.use_activation)
-        chunk_scores, tokens = batch.scores, batch.total_tokens
-    else:
-        try:
-            embedded = await engine.embed([req.query, *flat])
-        except InvalidInput as exc:
-            if exc.index != 0:  # chunks fit by construction; input 0 is the query
-                raise
-            raise invalid(f"`query` does not fit the model: {exc.message}", param="query") \
-                from exc
-        chunk_scores, tokens = cosine(embedded.vectors[0], embedded.vectors[1:]), \
-            embedded.total_tokens
-    scores = np.full(len(pieces), -np.inf)
+        return _best_chunks(len(pieces), owners, batch.scores, batch.total_tokens)
+    # An embedding model with query/document prompts (e5, bge, ...) embeds each side with its
+    # own, as a search would: chunks are cut so that they fit with the document prompt.
+    query_prompt, document_prompt = (
+        prompt_template(served.policy, name=None, input_type=side)
+        for side in ("search_query", "search_document"))
+    wrap = partial(apply_template, document_prompt) if document_prompt is not None else None
+    pieces = await engine.split(req.texts, max_tokens=req.max_tokens_per_doc, wrap=wrap)
+    flat, owners = _flatten(pieces, req.max_chunks_per_doc)
+    query = apply_template(query_prompt, req.query) if query_prompt is not None else req.query
+    try:
+        embedded = await engine.embed([query, *(wrap(c) if wrap else c for c in flat)])
+    except InvalidInput as exc:
+        if exc.index != 0:  # chunks fit by construction; input 0 is the query
+            raise
+        raise invalid(f"`query` does not fit the model: {exc.message}", param="query") from exc
+    scores = cosine(embedded.vectors[0], embedded.vectors[1:])
+    return _best_chunks(len(pieces), owners, scores, embedded.total_tokens)
+
+
+def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str], np.ndarray]:
+    """All chunks in one list (at most `max_chunks` per document), and each one's document."""
+    if max_chunks is not None:
+        pieces = [chunks[:max_chunks] for chunks in pieces]
+    owners = np.array([i for i, chunks in enumerate(pieces) for _ in chunks])
+    return [chunk for chunks in pieces for chunk in chunks], owners
+
+
+def _best_chunks(documents: int, owners: np.ndarray, chunk_scores: np.ndarray,
+                 tokens: int) -> Ranking:
+    scores = np.full(documents, -np.inf)
     np.maximum.at(scores, owners, chunk_scores)
-    return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(flat))
+    return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(owners))
 
 
 def cosine(query: np.ndarray, documents: np.ndarray) -> np.ndarray:

@@ -101,7 +101,7 @@ async def rerank(request: Request) -> Response:
     """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
     req = parse_rerank_request(await read_json(request))
     served = registry_of(request).resolve(req.model)
-    ranking = await run_engine(rank(served.engine, req))
+    ranking = await run_engine(rank(served, req))
     return json_response(rerank_response(req, ranking, api_version_of(request.url.path)))
 
 

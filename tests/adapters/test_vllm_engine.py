@@ -98,6 +98,15 @@ def test_split_respects_max_tokens_and_leaves_short_texts_whole(tokenizer) -> No
     assert long == ["one two ", "three four ", "five"]
 
 
+def test_split_leaves_room_for_a_document_prompt(tokenizer) -> None:
+    engine = offline_engine(tokenizer, max_model_len=16)
+    text = " ".join(f"w{i}" for i in range(30))
+    (pieces,) = engine._split_now([text], None, None, lambda t: "passage: " + t)
+    assert "".join(pieces) == text and len(pieces) > 1
+    for piece in pieces:
+        assert len(tokenizer("passage: " + piece)["input_ids"]) <= 16
+
+
 def test_split_refuses_a_query_that_fills_the_window(tokenizer) -> None:
     with pytest.raises(InvalidInput, match="no room"):
         offline_engine(tokenizer, max_model_len=8)._split_now(["d"], "a b c d e f g", None)

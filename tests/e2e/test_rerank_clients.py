@@ -16,6 +16,7 @@ from tests.e2e.conftest import (
     CROSS_ENCODER,
     LLM_RERANKER,
     MINILM,
+    MINILM_PROMPTS,
     QWEN3_TEMPLATE,
     RunningGateway,
 )
@@ -52,7 +53,9 @@ def cross_encoder(cross_encoder_path: str):
 
 
 def reference_cosines(st_minilm, query: str, documents: list[str]) -> np.ndarray:
-    vectors = st_minilm.encode([query, *documents], convert_to_numpy=True).astype(np.float64)
+    """The shared server gives MiniLM query and document prompts; rerank applies them."""
+    texts = [MINILM_PROMPTS["query"] + query, *(MINILM_PROMPTS["document"] + d for d in documents)]
+    vectors = st_minilm.encode(texts, convert_to_numpy=True).astype(np.float64)
     q, d = vectors[0], vectors[1:]
     return d @ q / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
 

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from adapters.base import EngineFailure, EngineSpec
 from adapters.fake import FakeEngine, fake_vector
 from gateway.app import create_app
+from gateway.config import InputPolicy
 from gateway.registry import ModelRegistry, ServedModel
 from gateway.rerank import cosine
 from tests.conftest import wait_ready
@@ -31,6 +32,9 @@ def rr(pair_engine: FakeEngine) -> Iterator[TestClient]:
     registry = ModelRegistry([
         ServedModel("emb", (), FakeEngine(EngineSpec(name="emb", model="emb"), max_model_len=16)),
         ServedModel("pairs", (), pair_engine),
+        ServedModel("prompted", (), FakeEngine(EngineSpec(name="prompted", model="prompted"),
+                                               max_model_len=16),
+                    policy=InputPolicy(prompts={"query": "query: ", "document": "passage: "})),
     ])
     with TestClient(create_app(registry), raise_server_exceptions=False) as client:
         wait_ready(client)
@@ -72,6 +76,27 @@ def test_embedding_model_scores_are_cosines(rr) -> None:
     assert [r["index"] for r in body["results"]] == list(np.argsort(-expected))
     # query and each document embedded alone: words + 2 special tokens
     assert body["usage"]["prompt_tokens"] == 5 + 5 + 8 + 6
+
+
+def test_embedding_model_embeds_each_side_with_its_prompt(rr) -> None:
+    body = rr.post("/v1/rerank", json={"model": "prompted", "query": QUERY,
+                                       "documents": DOCS}).json()
+    expected = cosine(fake_vector("query: " + QUERY, 8),
+                      np.stack([fake_vector("passage: " + d, 8) for d in DOCS]))
+    got = {r["index"]: r["relevance_score"] for r in body["results"]}
+    np.testing.assert_allclose([got[i] for i in range(3)], expected, rtol=1e-9)
+    assert body["results"][0]["document"] == {"text": DOCS[int(np.argmax(expected))]}
+
+
+def test_chunks_leave_room_for_the_document_prompt(rr) -> None:
+    # Window 16 - (2 specials + 1 prompt word) = 13 words per chunk.
+    long_doc = " ".join(f"w{i}" for i in range(20))
+    body = rr.post("/v1/rerank", json={"model": "prompted", "query": "w19",
+                                       "documents": [long_doc]}).json()
+    chunks = [" ".join(f"w{i}" for i in range(0, 13)), " ".join(f"w{i}" for i in range(13, 20))]
+    expected = cosine(fake_vector("query: w19", 8),
+                      np.stack([fake_vector("passage: " + c, 8) for c in chunks]))
+    assert body["results"][0]["relevance_score"] == pytest.approx(expected.max())
 
 
 def test_explicit_nulls_take_defaults(rr) -> None:
