@@ -21,7 +21,13 @@ from gateway.encoding import (
 from gateway.errors import from_engine_error, invalid
 from gateway.inputs import engine_call
 from gateway.registry import ModelRegistry
-from gateway.rerank import RERANK_PATHS, api_version_of, parse_rerank_request, rank, rerank_response
+from gateway.rerank import (
+    RERANK_PATHS,
+    api_version_of,
+    parse_rerank_request,
+    rank,
+    rerank_response,
+)
 from gateway.schemas import embeddings_response, models_response, parse_embeddings_request
 from gateway.token_ids import Cl100kDecoder
 
