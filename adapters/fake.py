@@ -2,10 +2,10 @@
 
 Vectors depend only on the text (a seeded random unit vector), tokens are whitespace words
 plus two special tokens around them (token ids sent by a client are taken as they are, from a
-vocabulary of `vocab_size`), and latency and faults can be switched on per instance: by
-attribute in tests, or through a JSON control file (re-read whenever it changes) when the
-engine runs in a server process, so that the reliability battery can kill, hang or poison it
-mid-load:
+vocabulary of `vocab_size`), pair scores are word overlap, and latency and faults can be
+switched on per instance: by attribute in tests, or through a JSON control file (re-read
+whenever it changes) when the engine runs in a server process, so that the reliability battery
+can kill, hang or poison it mid-load:
 
     {"latency_s": 0.05, "dead": false, "hang": false, "nan_marker": "POISON", "fail": false}
 
@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,10 @@ from adapters.base import (
     EngineSpec,
     EngineUnavailable,
     ModelFacts,
+    InvalidInput,
+    ModelFacts,
     Prompt,
+    ScoreBatch,
 )
 from adapters.prompts import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
@@ -59,13 +62,15 @@ class FakeEngine:
         max_model_len: int = 512,
         latency_s: float = 0.0,
         start_delay_s: float = 0.0,
+        scores_pairs: bool = False,
         vocab_size: int = 1000,
         nan_marker: str | None = None,
         control_file: str | None = None,
         stats_file: str | None = None,
     ) -> None:
         self.spec = spec or EngineSpec(name="fake", model="fake")
-        self._facts = ModelFacts(dimension=dimension, max_model_len=max_model_len)
+        self._facts = ModelFacts(dimension=dimension, max_model_len=max_model_len,
+                                 scores_pairs=scores_pairs)
         self.latency_s = latency_s
         self.start_delay_s = start_delay_s
         self.vocab_size = vocab_size
@@ -75,8 +80,8 @@ class FakeEngine:
         self._dead = asyncio.Event()
         self.started = False
         self.stopped = False
-        # The latest calls' prompts and options, for tests to inspect; bounded so that a soak
-        # does not grow memory.
+        # Each embed() or score() call's prompts, and each embed() call's options, for tests;
+        # bounded so that a soak does not grow memory.
         self.calls: list[list[Prompt]] = []
         self.options: list[EmbedOptions] = []
         self.call_count = 0  # calls that passed validation and started work
@@ -108,13 +113,8 @@ class FakeEngine:
     async def embed(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> EmbeddingBatch:
-        self._read_control()
-        if not self.started or self.stopped:
-            raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
-        self.calls.append(list(prompts))
+        self._begin(prompts)
         self.options.append(options)
-        if len(self.calls) > 2 * _KEPT_CALLS:
-            del self.calls[:-_KEPT_CALLS], self.options[:-_KEPT_CALLS]
         tokens = [fake_tokens(p) if isinstance(p, str)
                   else [str(t) for t in check_vocabulary(p, self.vocab_size, index=i)]
                   for i, p in enumerate(prompts)]
@@ -123,14 +123,7 @@ class FakeEngine:
         tokens, truncated = fit(tokens, options, max_model_len=self._facts.max_model_len,
                                 model=self.spec.name, specials=specials)
         check_total_tokens([len(t) for t in tokens], options)
-        self.call_count += 1
-        try:
-            await self._work()
-        except asyncio.CancelledError:
-            self.aborted += 1
-            raise
-        if self.fail_with is not None:
-            raise self.fail_with
+        await self._run()
         # A text that fits keeps the vector of its own string; truncated texts and client ids
         # get the vector of the tokens embedded.
         keys = [p if isinstance(p, str) and i not in truncated else " ".join(t)
@@ -143,7 +136,70 @@ class FakeEngine:
         return EmbeddingBatch(vectors=vectors, token_counts=[len(t) for t in tokens],
                               truncated=truncated)
 
-    async def _work(self) -> None:
+    async def score(self, query: str, documents: Sequence[str], *,
+                    activation: bool | None = None) -> ScoreBatch:
+        if not self._facts.scores_pairs:
+            raise InvalidInput(f"model '{self.spec.name}' is an embedding model")
+        self._begin(documents)
+        await self._run()
+        counts = [fake_token_count(query) + fake_token_count(d) - 1 for d in documents]
+        for i, n in enumerate(counts):
+            if n > self._facts.max_model_len:
+                raise InvalidInput(
+                    f"input {i} has {n} tokens, but model '{self.spec.name}' accepts at most "
+                    f"{self._facts.max_model_len} tokens per input",
+                    index=i,
+                )
+        logits = np.array([fake_logit(query, d) for d in documents])
+        if self.nan_marker:
+            logits[[i for i, d in enumerate(documents) if self.nan_marker in d]] = np.nan
+        self.completed += 1
+        use_activation = self.spec.rerank_activation if activation is None else activation
+        return ScoreBatch(scores=1 / (1 + np.exp(-logits)) if use_activation else logits,
+                          token_counts=counts)
+
+    async def split(self, texts: Sequence[str], *, query: str | None = None,
+                    max_tokens: int | None = None,
+                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+        if query is not None:
+            overhead = fake_token_count(query) + 1
+        else:
+            overhead = fake_token_count(wrap("") if wrap is not None else "")
+        budget = self._facts.max_model_len - overhead
+        if budget < 1:
+            raise InvalidInput("the query leaves no room for a document", index=0)
+        budget = min(budget, max_tokens or budget)
+        pieces = []
+        for text in texts:
+            words = text.split()
+            if len(words) <= budget:
+                pieces.append([text])
+            else:
+                pieces.append([" ".join(words[i:i + budget])
+                               for i in range(0, len(words), budget)])
+        return pieces
+
+    def _begin(self, prompts: Sequence[Prompt]) -> None:
+        """A call arrives: the engine must be loaded; the prompts are recorded for tests."""
+        self._read_control()
+        if not self.started or self.stopped:
+            raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
+        self.calls.append(list(prompts))
+        if len(self.calls) > 2 * _KEPT_CALLS:
+            del self.calls[:-_KEPT_CALLS], self.options[:-_KEPT_CALLS]
+
+    async def _run(self) -> None:
+        """The engine work of a validated call: counted, cancellable (counted as aborted)."""
+        self.call_count += 1
+        try:
+            await self._wait()
+        except asyncio.CancelledError:
+            self.aborted += 1
+            raise
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    async def _wait(self) -> None:
         """Sleep `latency_s`, or forever when hung; end early with an error if the engine dies."""
         if self.dead:
             raise EngineUnavailable("the engine has stopped; the model cannot serve requests")
@@ -230,3 +286,10 @@ def fake_vector(text: str, dimension: int) -> np.ndarray:
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "little")
     vector = np.random.default_rng(seed).standard_normal(dimension).astype(np.float32)
     return vector / np.linalg.norm(vector)
+
+
+def fake_logit(query: str, document: str) -> float:
+    """Share of the query's words found in the document, mapped onto [-2, 2]."""
+    wanted = set(query.lower().split())
+    found = wanted & set(document.lower().split())
+    return 4.0 * len(found) / max(len(wanted), 1) - 2.0

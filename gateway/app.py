@@ -22,6 +22,7 @@ from gateway.errors import APIError, ErrorKind, error_response
 from gateway.limits import BodyLimitMiddleware
 from gateway.observe import Drain, RequestContextMiddleware
 from gateway.registry import ModelRegistry
+from gateway.rerank import is_rerank_path
 from gateway.routes import ROUTES
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
 from gateway.token_ids import Cl100kDecoder
@@ -94,9 +95,14 @@ def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
     return stack
 
 
+def _respond(request: Request, error: APIError) -> Response:
+    # The Jina rerank clients read a top-level `detail` instead of the OpenAI envelope.
+    return error_response(error, with_detail=is_rerank_path(request.scope["path"]))
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return error_response(exc)
+    return _respond(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -109,7 +115,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = APIError(ErrorKind.NOT_FOUND, f"no route {request.method} {_path(request)}")
     else:
         error = APIError(ErrorKind.INVALID_REQUEST, str(exc.detail))
-    return error_response(error)
+    return _respond(request, error)
 
 
 def _path(request: Request) -> str:
@@ -121,4 +127,4 @@ def _path(request: Request) -> str:
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # Says nothing internal to the client; the traceback goes to the log.
     log.error("unhandled error on %s %r", request.method, _path(request), exc_info=exc)
-    return error_response(APIError(ErrorKind.INTERNAL, "internal server error"))
+    return _respond(request, APIError(ErrorKind.INTERNAL, "internal server error"))

@@ -24,7 +24,8 @@ log = logging.getLogger("gateway")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedding-gateway",
-        description="Local OpenAI-compatible embeddings server on in-process vLLM engines.",
+        description="Local OpenAI-compatible embeddings and Cohere/Jina-compatible rerank "
+        "server on in-process vLLM engines.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -43,7 +44,9 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
         from adapters.fake import FakeEngine
 
         # engine_kwargs carry the fake's switches (latency_s, control_file, stats_file, ...).
-        options = {"dimension": 384, "max_model_len": 512, **spec.engine_kwargs}
+        options = {"dimension": 384, "max_model_len": 512,
+                   "scores_pairs": spec.rerank_kind in ("cross_encoder", "llm"),
+                   **spec.engine_kwargs}
         return FakeEngine(spec, **options)
     from adapters.vllm_engine import VLLMEngine
 

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from gateway.cohere import EMBEDDING_TYPES
 from gateway.config import Settings
+from gateway.rerank import RERANK_PATHS
 from gateway.schemas import INPUT_TYPES
 
 _ERROR = {"$ref": "#/components/responses/Error"}
@@ -95,6 +96,41 @@ def _cohere_embed_request(settings: Settings, models: Sequence[str]) -> dict:
     }
 
 
+def _rerank_request(settings: Settings, models: Sequence[str]) -> dict:
+    document = {"oneOf": [_TEXT, {"type": "object", "properties": {"text": _TEXT}}]}
+    return {
+        "type": "object",
+        "required": ["model", "query", "documents"],
+        "properties": {
+            "model": _model(models),
+            "query": {**_TEXT, "minLength": 1},
+            "documents": {"type": "array", "items": document, "minItems": 1,
+                          "maxItems": settings.max_rerank_documents},
+            "top_n": {"type": "integer", "minimum": 1},
+            "return_documents": {"type": "boolean"},
+            "rank_fields": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "max_tokens_per_doc": {"type": "integer", "minimum": 1},
+            "max_chunks_per_doc": {"type": "integer", "minimum": 1},
+            "use_activation": {"type": "boolean"},
+        },
+    }
+
+
+_RERANK_RESPONSE = {
+    "type": "object",
+    "required": ["id", "model", "results"],
+    "properties": {
+        "id": {"type": "string"},
+        "model": {"type": "string"},
+        "results": {"type": "array", "items": {
+            "type": "object", "required": ["index", "relevance_score"],
+            "properties": {"index": {"type": "integer"}, "relevance_score": {"type": "number"},
+                           "document": {"type": "object"}}}},
+        "meta": {"type": "object"},
+        "usage": {"type": "object"},
+    },
+}
+
 # Cohere's answer: v1 without `embedding_types` is a list of float vectors; otherwise a map
 # from embedding type to vectors (described loosely: the shapes differ by type).
 _COHERE_EMBED_RESPONSE = {
@@ -172,6 +208,10 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
     cohere_embed = _operation(
         "Embed texts (Cohere embed contract, v1 and v2 shapes)", _COHERE_EMBED_RESPONSE,
         body=_cohere_embed_request(settings, models), errors=(400, 404, 413, 415, 429, 503, 504))
+    rerank = _operation(
+        "Rerank documents for a query (Cohere v1/v2 and Jina shapes; errors on these paths "
+        "also carry a top-level `detail`)", _RERANK_RESPONSE,
+        body=_rerank_request(settings, models), errors=(400, 404, 413, 415, 429, 503, 504))
     list_models = _operation("List served models and aliases", _MODELS_RESPONSE)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -183,6 +223,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
             "/embeddings": {"post": embeddings},
             "/v1/embed": {"post": cohere_embed},
             "/v2/embed": {"post": cohere_embed},
+            **{path: {"post": rerank} for path in RERANK_PATHS},
             "/v1/models": {"get": list_models},
             "/models": {"get": list_models},
             "/health": {"get": _operation("Liveness: the process is up", _STATUS, public=True)},

@@ -21,10 +21,17 @@ from gateway.encoding import (
     truncate_dimensions,
 )
 from gateway.inputs import engine_call
-from gateway.limits import check_texts, read_json
+from gateway.limits import check_documents, check_texts, read_json
 from gateway.observe import note
 from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry, ServedModel
+from gateway.rerank import (
+    RERANK_PATHS,
+    api_version_of,
+    parse_rerank_request,
+    rank,
+    rerank_response,
+)
 from gateway.schemas import (
     Inputs,
     Length,
@@ -102,6 +109,17 @@ async def cohere_embed(request: Request) -> Response:
     return json_response(body, headers=truncation_header(batch))
 
 
+async def rerank(request: Request) -> Response:
+    """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
+    req = parse_rerank_request(await read_json(request))
+    check_documents(req.texts, request.app.state.settings.max_rerank_documents)
+    check_texts([req.query], max_items=1, param="query")
+    served = registry_of(request).resolve(req.model)
+    note(request, model=served.name, inputs=len(req.texts))
+    ranking = await run_guarded(request, served, len(req.texts), lambda: rank(served, req))
+    return json_response(rerank_response(req, ranking, api_version_of(request.scope["path"])))
+
+
 async def list_models(request: Request) -> Response:
     """GET /v1/models: every served name and alias, in the OpenAI list shape."""
     return json_response(models_response(list(registry_of(request).names()), _STARTED))
@@ -134,6 +152,7 @@ ROUTES = [
     Route("/embeddings", create_embeddings, methods=["POST"]),
     Route("/v1/embed", cohere_embed, methods=["POST"]),
     Route("/v2/embed", cohere_embed, methods=["POST"]),
+    *(Route(path, rerank, methods=["POST"]) for path in RERANK_PATHS),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),

@@ -183,7 +183,8 @@ class Battery:
             with httpx.Client(base_url=gateway.base_url) as client:
                 for route in ROUTES:
                     method = sorted(route.methods - {"HEAD"})[0]
-                    body = {"json": {"model": "fake", "input": "a", "texts": ["a"]}
+                    body = {"json": {"model": "fake", "input": "a", "texts": ["a"],
+                                     "query": "a", "documents": ["a"]}
                             } if method == "POST" else {}
                     for label, header in headers.items():
                         status = client.request(method, route.path, headers=header,
@@ -347,7 +348,7 @@ class Battery:
 
 
 def _raw_status(gateway: Gateway, request_line: str, host: str = "127.0.0.1") -> int:
-    body = '{"model":"fake","input":"a","texts":["a"]}'
+    body = '{"model":"fake","input":"a","texts":["a"],"query":"a","documents":["a"]}'
     message = (f"{request_line}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:

@@ -60,7 +60,8 @@ def _deep(depth: int) -> bytes:
 def generic_cases(route: Route, model: str) -> Iterator[Case]:
     path = route.path
     methods = route.methods - {"HEAD"}
-    good = _dump({"model": model, "input": "ok", "texts": ["ok"]})
+    good = _dump({"model": model, "input": "ok", "texts": ["ok"], "query": "ok",
+                  "documents": ["ok"]})
     for other in sorted({"GET", "POST", "PUT", "DELETE", "PATCH"} - methods):
         yield Case(f"method {other}", other, path, good)
     big = b'{"model": "' + model.encode() + b'", "input": "' + b"a" * (10 * MB) + b'"}'
@@ -165,6 +166,30 @@ def cohere_embed_cases(path: str, model: str) -> Iterator[Case]:
                may_succeed=True)
 
 
+def rerank_cases(path: str, model: str) -> Iterator[Case]:
+    base = {"model": model, "query": "q", "documents": ["a", "b"]}
+    bad = [("query missing", {"model": model, "documents": ["a"]}),
+           ("query empty", {**base, "query": ""}), ("query blank", {**base, "query": "  "}),
+           ("query NUL", {**base, "query": "a\x00"}), ("query list", {**base, "query": ["q"]}),
+           ("documents missing", {"model": model, "query": "q"}),
+           ("documents empty", {**base, "documents": []}),
+           ("documents string", {**base, "documents": "a"}),
+           ("documents ints", {**base, "documents": [1]}),
+           ("documents NUL", {**base, "documents": ["\x00"]}),
+           ("documents too many", {**base, "documents": ["a"] * 1001}),
+           ("document object without text", {**base, "documents": [{"title": "t"}]}),
+           ("document text not a string", {**base, "documents": [{"text": 1}]}),
+           ("rank_fields empty", {**base, "rank_fields": []}),
+           ("rank_fields missing field", {**base, "documents": [{"a": "x"}],
+                                          "rank_fields": ["b" * 10000]}),
+           ("top_n 0", {**base, "top_n": 0}), ("top_n string", {**base, "top_n": "1"}),
+           ("return_documents string", {**base, "return_documents": "yes"}),
+           ("max_tokens_per_doc 0", {**base, "max_tokens_per_doc": 0})]
+    for name, value in bad:
+        yield Case(f"rerank {name}", "POST", path, _dump(value))
+    yield Case("rerank top_n over", "POST", path, _dump({**base, "top_n": 10}), may_succeed=True)
+
+
 def unknown_path_cases() -> Iterator[Case]:
     for path in ["/v2/embeddings", "/v1/embedding", "/v1", "/", "/v1/models/x", "/admin",
                  "/" + "a" * 4000, "/v1/embeddings/../../etc/passwd", "/%00",
@@ -182,6 +207,8 @@ def build_corpus(routes: Iterable[Route], model: str = "fake") -> list[Case]:
             cases.extend(embeddings_cases(route.path, model))
         if route.path.endswith("/embed"):
             cases.extend(cohere_embed_cases(route.path, model))
+        if route.path.endswith("/rerank"):
+            cases.extend(rerank_cases(route.path, model))
     cases.extend(unknown_path_cases())
     return cases
 

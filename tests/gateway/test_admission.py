@@ -178,3 +178,17 @@ async def test_the_bound_is_per_model_so_a_stuck_model_does_not_starve_others() 
         assert (await embed(client, "other", n=4)).status_code == 200
         stuck.dead = True
         assert (await hogs[0]).status_code == 503
+
+
+async def test_rerank_goes_through_admission_and_the_timeout() -> None:
+    engine = FakeEngine(latency_s=5)
+    async with running(Settings(max_inflight_inputs=2, request_timeout_s=0.3),
+                       fake=engine) as client:
+        body = {"model": "fake", "query": "q", "documents": ["a", "b"]}
+        slow = asyncio.create_task(client.post("/v1/rerank", json=body))
+        await asyncio.sleep(0.05)
+        refused = await client.post("/v2/rerank", json=body)
+        assert refused.status_code == 429
+        timed_out = await slow
+        assert timed_out.status_code == 504
+        assert engine.aborted == 1

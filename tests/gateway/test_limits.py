@@ -142,3 +142,14 @@ def test_rerank_document_helper() -> None:
     with pytest.raises(APIError, match=r"`documents\[1\]` contains a NUL"):
         check_documents(["a", "b\x00"], 3)
     assert Settings().max_rerank_documents == 1000
+
+
+def test_rerank_documents_are_limited_and_checked() -> None:
+    with serving(Settings(max_rerank_documents=3)) as client:
+        body = {"model": "fake", "query": "q", "documents": ["a", "b", "c"]}
+        assert client.post("/v1/rerank", json=body).status_code == 200
+        response = client.post("/v1/rerank", json={**body, "documents": ["a"] * 4})
+        assert_error(response, 400, "`documents` has 4 items, but a request may have at most 3")
+        assert response.json()["detail"]  # the Jina clients' field, on rerank paths
+        response = client.post("/v2/rerank", json={**body, "query": "q\x00"})
+        assert_error(response, 400, "contains a NUL")

@@ -12,8 +12,9 @@ from tests.conftest import serving
 
 KEYS = ("key-one", "key-two")
 PUBLIC = {"/health", "/ready"}
-# Accepted by every POST route: OpenAI reads `input`, Cohere `texts`; each ignores the other.
-EMBED = {"model": "fake", "input": "a", "texts": ["a"]}
+# Accepted by every POST route: each reads its own fields (`input`, `texts`, `query` and
+# `documents`) and ignores the others.
+EMBED = {"model": "fake", "input": "a", "texts": ["a"], "query": "a", "documents": ["a"]}
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory):
 
 def raw_status(gateway: Gateway, request_line: str, host: str = "127.0.0.1",
                extra: str = "") -> int:
-    body = '{"model":"fake","input":"a","texts":["a"]}'
+    body = '{"model":"fake","input":"a","texts":["a"],"query":"a","documents":["a"]}'
     message = (f"{request_line}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n{body}")
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
