@@ -25,6 +25,8 @@ START_TIMEOUT_S = 600
 MINILM = "all-MiniLM-L6-v2"
 CROSS_ENCODER = "test-cross-encoder"
 LLM_RERANKER = "test-llm-reranker"
+# The built-in model again, with truncation switched on for the model (a second engine).
+MINILM_TRUNCATING = "minilm-truncating"
 QWEN3_TEMPLATE = REPO / "deploy" / "qwen3_reranker.jinja"
 # Prompt templates on the built-in model, and virtual names applying them; they cost no engine.
 MINILM_PROMPTS = {
@@ -111,6 +113,12 @@ def served_models(cross_encoder_path: str, llm_reranker_path: str) -> list[dict]
             "aliases": ["sentence-transformers/all-MiniLM-L6-v2"],
             "prompts": MINILM_PROMPTS,
             "prompt_aliases": MINILM_PROMPT_ALIASES,
+        },
+        {
+            "name": MINILM_TRUNCATING,
+            "path": "builtin:" + MINILM,
+            "truncate": "end",
+            "gpu_memory_utilization": 0.1,
         },
         {
             "name": CROSS_ENCODER,
