@@ -59,12 +59,15 @@ class AuthMiddleware:
         self.public = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.checker or scope["path"] in self.public:
+        if scope["type"] == "lifespan" or not self.checker or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
         if token is not None and self.checker.accepts(token):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # a websocket (none are served): refuse the handshake
+            await send({"type": "websocket.close", "code": 1008})
             return
         message = ("missing API key: send it as `Authorization: Bearer <key>`" if token is None
                    else "incorrect API key provided")

@@ -107,3 +107,12 @@ def test_cors_allows_only_the_configured_origins() -> None:
         evil = client.options("/v1/embeddings", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in evil.headers
+
+
+def test_websockets_are_refused_without_a_key(locked) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as info:
+        with locked.websocket_connect("/v1/embeddings"):
+            pass
+    assert info.value.code == 1008
