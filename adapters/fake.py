@@ -41,7 +41,6 @@ from adapters.prompts import SpecialTokens, check_total_tokens, check_vocabulary
 _CLS, _SEP = "[CLS]", "[SEP]"
 
 _CONTROLLED = ("latency_s", "dead", "hang", "nan_marker", "fail")
-_KEPT_CALLS = 1000
 
 
 class FakeEngine:
@@ -52,6 +51,7 @@ class FakeEngine:
     - `hang`: the engine stops answering: `embed` and `check_health` never return.
     - `nan_marker`: inputs containing this text get a NaN vector.
     - `fail_with`: an exception `embed` raises (the control file's `fail` sets an EngineFailure).
+    - `keep_calls`: how many recent calls `calls` keeps for tests (0 in a soak).
     """
 
     def __init__(
@@ -67,6 +67,7 @@ class FakeEngine:
         nan_marker: str | None = None,
         control_file: str | None = None,
         stats_file: str | None = None,
+        keep_calls: int = 1000,
     ) -> None:
         self.spec = spec or EngineSpec(name="fake", model="fake")
         self._facts = ModelFacts(dimension=dimension, max_model_len=max_model_len,
@@ -84,6 +85,7 @@ class FakeEngine:
         # bounded so that a soak does not grow memory.
         self.calls: list[list[Prompt]] = []
         self.options: list[EmbedOptions] = []
+        self._keep_calls = keep_calls
         self.call_count = 0  # calls that passed validation and started work
         self.completed = 0
         self.aborted = 0  # embed calls cancelled while in flight (client gone, timeout)
@@ -185,8 +187,9 @@ class FakeEngine:
         if not self.started or self.stopped:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         self.calls.append(list(prompts))
-        if len(self.calls) > 2 * _KEPT_CALLS:
-            del self.calls[:-_KEPT_CALLS], self.options[:-_KEPT_CALLS]
+        if len(self.calls) > 2 * self._keep_calls:
+            del self.calls[:len(self.calls) - self._keep_calls]
+            del self.options[:max(len(self.options) - self._keep_calls, 0)]
 
     async def _run(self) -> None:
         """The engine work of a validated call: counted, cancellable (counted as aborted)."""

@@ -343,7 +343,10 @@ class Battery:
         self.figure("soak", "RSS slope after warm-up (MB/min)", slope)
         self.figure("soak", "p99 first / last third (ms)",
                     f"{percentile(first, .99) * 1000:.0f} / {percentile(last, .99) * 1000:.0f}")
-        self.check("soak", set(statuses) == {200}, f"non-2xx: {dict(statuses)}")
+        # Random bursts of 8-input requests may pass the admission bound: 429 is the designed
+        # answer there; anything 5xx or a transport error is not.
+        self.check("soak", all(isinstance(k, int) and k in (200, 429) for k in statuses),
+                   f"answers other than 200/429: {dict(statuses)}")
         self.check("soak", slope < 1.0, f"RSS grows {slope:.2f} MB/min")
 
 

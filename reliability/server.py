@@ -77,7 +77,9 @@ def start_gateway(workdir: Path, *, fake_models: dict[str, dict] | None = None,
         config["engine"] = "fake"
         config["models"] = [{"name": name, "path": name, "engine_kwargs": {
             "control_file": str(workdir / f"{name}.control.json"),
-            "stats_file": str(workdir / f"{name}.stats.json"), **options}}
+            "stats_file": str(workdir / f"{name}.stats.json"),
+            "keep_calls": 0,  # a long run must not grow by what tests inspect
+            **options}}
             for name, options in fake_models.items()]
     else:
         config["models"] = models
