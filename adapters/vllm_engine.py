@@ -38,6 +38,7 @@ class VLLMEngine:
         self.spec = spec
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._params: Any = None
         self._facts: ModelFacts | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -45,8 +46,13 @@ class VLLMEngine:
     async def start(self) -> None:
         # Building the engine blocks (it spawns the engine-core process and waits for the
         # model to load); a thread keeps /health and /ready answering meanwhile.
+        from vllm import PoolingParams
+
         self._llm = await asyncio.to_thread(self._build)
         self._tokenizer = self._llm.get_tokenizer()
+        # One instance for every prompt: vLLM clones it per request. Built once because the
+        # lazy `from vllm import` costs a module __getattr__ on every call.
+        self._params = PoolingParams(task="embed")
         max_len = int(self._llm.model_config.max_model_len)
         self._facts = ModelFacts(dimension=0, max_model_len=max_len)
         # One real request finds the output dimension (models with a projection head differ
@@ -122,12 +128,10 @@ class VLLMEngine:
             raise InvalidInput(f"the model's tokenizer rejected the input: {exc}") from exc
 
     async def _encode_one(self, token_ids: list[int], request_id: str) -> np.ndarray:
-        from vllm import PoolingParams
-
         final = None
         try:
             async for output in self._llm.encode(
-                {"prompt_token_ids": token_ids}, PoolingParams(task="embed"), request_id=request_id
+                {"prompt_token_ids": token_ids}, self._params, request_id=request_id
             ):
                 final = output
         except asyncio.CancelledError:
