@@ -1,0 +1,51 @@
+"""The lifespan: engines start in the background, /ready follows them, failures are fatal."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.testclient import TestClient
+
+from adapters.fake import FakeEngine
+from gateway.app import create_app
+from gateway.registry import ModelRegistry, ServedModel
+
+
+class BrokenEngine(FakeEngine):
+    async def start(self) -> None:
+        raise OSError("no such model folder")
+
+
+def test_ready_is_503_while_loading_then_200() -> None:
+    engine = FakeEngine(start_delay_s=0.3)
+    app = create_app(ModelRegistry([ServedModel("fake", (), engine)]))
+    with TestClient(app) as client:
+        loading = client.get("/ready")
+        assert loading.status_code == 503
+        assert loading.json() == {"status": "not ready", "models": {"fake": "loading"}}
+        assert client.get("/health").status_code == 200
+        refused = client.post("/v1/embeddings", json={"model": "fake", "input": "a"})
+        assert refused.status_code == 503
+        assert "still loading" in refused.json()["error"]["message"]
+        time.sleep(0.5)
+        assert client.get("/ready").status_code == 200
+    assert engine.stopped  # the lifespan shuts engines down
+
+
+def test_failed_load_calls_on_fatal_and_keeps_others_serving() -> None:
+    fatal_calls = []
+    registry = ModelRegistry([
+        ServedModel("good", (), FakeEngine()),
+        ServedModel("bad", (), BrokenEngine()),
+    ])
+    app = create_app(registry, on_fatal=lambda: fatal_calls.append(True))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 2
+        while not fatal_calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fatal_calls == [True]
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["models"] == {"good": "ready", "bad": "failed"}
+        assert client.post("/v1/embeddings", json={"model": "good", "input": "a"}).status_code == 200
+        assert client.post("/v1/embeddings", json={"model": "bad", "input": "a"}).status_code == 503

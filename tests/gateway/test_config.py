@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser
+from gateway.config import OPTIONS, ConfigError, load_settings
+
+
+def test_default_serves_builtin_minilm() -> None:
+    settings = load_settings({}, {})
+    (model,) = settings.models
+    assert model.name == "all-MiniLM-L6-v2"
+    assert model.aliases == ("sentence-transformers/all-MiniLM-L6-v2",)
+    assert Path(model.engine.model, "model.safetensors").is_file()
+    assert (model.engine.max_num_batched_tokens, model.engine.max_num_seqs) == (16384, 1024)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+
+
+def test_yaml_models_with_cli_defaults_and_env(tmp_path: Path) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        "port: 9000\n"
+        "models:\n"
+        "  - name: a\n    path: builtin:all-MiniLM-L6-v2\n    aliases: [a1, a2]\n"
+        "    dtype: float16\n"
+        "  - name: b\n    path: org/model-b\n    max_model_len: 512\n"
+        "    engine_kwargs: {enforce_eager: true}\n"
+    )
+    settings = load_settings({"config": str(config), "dtype": "bfloat16"},
+                             {"GATEWAY_PORT": "9100", "GATEWAY_MAX_NUM_SEQS": "64"})
+    a, b = settings.models
+    assert settings.port == 9100  # env beats YAML
+    assert (a.name, a.aliases, a.engine.dtype) == ("a", ("a1", "a2"), "float16")  # entry wins
+    assert (b.engine.model, b.engine.dtype, b.engine.max_model_len) == ("org/model-b", "bfloat16", 512)
+    assert b.engine.engine_kwargs == {"enforce_eager": True}
+    assert a.engine.max_num_seqs == b.engine.max_num_seqs == 64
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text("models:\n  - path: /models/bge-small\n")
+    (model,) = load_settings({}, {"GATEWAY_CONFIG": str(config)}).models
+    assert (model.name, model.engine.model) == ("bge-small", "/models/bge-small")
+
+
+def test_model_flag_overrides_the_list(tmp_path: Path) -> None:
+    settings = load_settings({"model": "/m/e5", "served_model_name": "e5", "aliases": "x,y"}, {})
+    (model,) = settings.models
+    assert (model.name, model.aliases, model.engine.model) == ("e5", ("x", "y"), "/m/e5")
+
+
+@pytest.mark.parametrize(
+    ("cli", "yaml_text", "fragment"),
+    [
+        ({"port": "eighty"}, None, "--port"),
+        ({"engine_kwargs": "[1]"}, None, "JSON object"),
+        ({"trust_remote_code": "maybe"}, None, "boolean"),
+        ({"engine": "tgi"}, None, "--engine"),
+        ({}, "models:\n  - name: a\n    colour: red\n", "unknown keys ['colour']"),
+        ({}, "models:\n  - name: a\n  - name: a\n", "used twice"),
+        ({}, "models: 3\n", "must be a list"),
+        ({}, "- 1\n", "mapping at the top level"),
+        ({}, "models:\n  - path: builtin:other\n", "unknown built-in"),
+    ],
+)
+def test_bad_configuration_names_the_problem(tmp_path, cli, yaml_text, fragment) -> None:
+    if yaml_text is not None:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml_text)
+        cli = {**cli, "config": str(path)}
+    with pytest.raises(ConfigError, match=None) as info:
+        load_settings(cli, {})
+    assert fragment in str(info.value)
+
+
+def test_every_option_has_a_flag_an_env_and_help() -> None:
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    for option in OPTIONS:
+        assert option.flag in help_text
+        assert option.env and option.env in help_text
