@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import threading
+import time
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
@@ -78,4 +81,13 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
 def _worker_main(serve_one: Callable[[Settings, Any], int], settings: Settings,
                  index: int) -> None:
     sock = reuse_port_socket(settings.host, settings.port)
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="parent-watch").start()
     raise SystemExit(serve_one(settings, sock))
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    # A supervisor killed with SIGKILL cannot stop its workers; they would keep the port.
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -96,6 +96,30 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
             process.wait()
 
 
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    workers: list[psutil.Process] = []
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", process, log)
+        workers = psutil.Process(process.pid).children()
+        process.kill()
+        process.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive
+    finally:
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+
+
 def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
