@@ -5,7 +5,7 @@ before the next measurement:
   issued at once as token-id prompts, the same engine arguments as the gateway. The ceiling.
 - `st`: sentence-transformers `encode`, what a user would run instead of a server.
 
-    python -m bench.inprocess engine|st TEXTS.json OUT.json
+    python -m bench.inprocess engine|st TEXTS.json OUT.json [MODEL_FOLDER [DTYPE]]
 
 TEXTS.json maps a set name to a list of texts; OUT.json gets {set: {texts, seconds, texts_per_s}}.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 MODEL = "builtin:all-MiniLM-L6-v2"
 
 
-def run_engine(sets: dict[str, list[str]]) -> dict:
+def run_engine(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
     from vllm import PoolingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.platforms import current_platform
@@ -31,7 +31,8 @@ def run_engine(sets: dict[str, list[str]]) -> dict:
     from adapters.vllm_engine import engine_arguments
     from gateway.config import resolve_model_path
 
-    spec = EngineSpec(name="all-MiniLM-L6-v2", model=resolve_model_path(MODEL))
+    spec = EngineSpec(name="all-MiniLM-L6-v2", model=resolve_model_path(model), dtype=dtype,
+                      gpu_memory_utilization=None if current_platform.is_cpu() else 0.15)
     llm = AsyncLLM.from_engine_args(
         AsyncEngineArgs(**engine_arguments(spec, on_cpu=current_platform.is_cpu())))
     tokenizer = llm.get_tokenizer()
@@ -59,18 +60,23 @@ def run_engine(sets: dict[str, list[str]]) -> dict:
         llm.shutdown()
 
 
-def run_st(sets: dict[str, list[str]]) -> dict:
+def run_st(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from gateway.config import resolve_model_path
 
-    model = SentenceTransformer(resolve_model_path(MODEL), device="cpu")
-    model.encode(["warm-up text"] * 16)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    st = SentenceTransformer(resolve_model_path(model), device=device)
+    if dtype in ("float16", "half"):
+        st = st.half()
+    st.encode(["warm-up text"] * 16)
     out = {}
     for name, texts in sets.items():
-        tokens = sum(len(x) for x in model.tokenizer(texts)["input_ids"])
+        tokens = sum(len(x) for x in st.tokenizer(texts)["input_ids"])
         start = time.perf_counter()
-        model.encode(texts, batch_size=64)
+        st.encode(texts, batch_size=64 if device == "cpu" else 512)
         seconds = time.perf_counter() - start
         out[name] = {"texts": len(texts), "tokens": tokens, "seconds": seconds,
                      "texts_per_s": len(texts) / seconds, "tokens_per_s": tokens / seconds}
@@ -79,6 +85,7 @@ def run_st(sets: dict[str, list[str]]) -> dict:
 
 if __name__ == "__main__":
     kind, texts_file, out_file = sys.argv[1:4]
+    model, dtype = (sys.argv[4:] + [MODEL, "float32"][len(sys.argv[4:]):])[:2]
     sets = json.loads(Path(texts_file).read_text())
-    result = run_engine(sets) if kind == "engine" else run_st(sets)
+    result = (run_engine if kind == "engine" else run_st)(sets, model, dtype)
     Path(out_file).write_text(json.dumps(result))

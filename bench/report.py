@@ -52,7 +52,7 @@ def baselines(result: dict) -> str:
     lines = ["| in process, no HTTP | short texts/s | short tokens/s | long texts/s | "
              "long tokens/s |", "|---|---:|---:|---:|---:|"]
     for key, name in (("engine_inprocess", "vLLM AsyncLLM, token ids, all at once (ceiling)"),
-                      ("st_inprocess", "sentence-transformers encode, batch 64")):
+                      ("st_inprocess", "sentence-transformers encode, batch 64 (512 on a GPU)")):
         r = result.get(key) or {}
         if "failed" in r or not r:
             lines.append(f"| {name} | - | - | - | - |")
@@ -142,8 +142,11 @@ def markdown(result: dict, matrix: list[Cell]) -> str:
 
 
 def chart(result: dict, matrix: list[Cell], path: Path) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no chart")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

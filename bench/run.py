@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gateway-arg", action="append", default=[],
                    help="extra argument for `python -m gateway serve` (repeatable), "
                         "e.g. --gateway-arg=--workers=4")
+    p.add_argument("--model", default="builtin:" + C.MODEL_NAME,
+                   help="model folder served by both (default: the built-in MiniLM; on a GPU "
+                        "host e.g. an fp16 copy); clients call it all-MiniLM-L6-v2 either way")
     p.add_argument("--dtype", default="float32", help="engine dtype for both servers "
                    "(float32 on CPU; float16 on a GPU)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.2)
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (3.0 if args.quick else 8.0)
     from gateway.config import resolve_model_path
 
-    model_path = resolve_model_path("builtin:" + C.MODEL_NAME)
+    model_path = resolve_model_path(args.model)
     result: dict[str, Any] = {"meta": meta(mode, duration, args, model_path)}
     print(f"# bench ({mode}): load average at start {result['meta']['loadavg_start']}", flush=True)
     texts, tokens = corpus(model_path)
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     result["null_engine"] = null_engine(texts, tokens, duration, logs)
 
-    gateway_extra = ["--dtype", args.dtype, "--gpu-memory-utilization",
+    gateway_extra = ["--model", model_path, "--served-model-name", C.MODEL_NAME,
+                     "--dtype", args.dtype, "--gpu-memory-utilization",
                      str(args.gpu_memory_utilization), *args.gateway_arg]
     port = free_port()
     with running("gateway", gateway_command(port, extra=gateway_extra), port, "/ready",
@@ -90,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             result["vllm_rerank"] = rerank(server, "/rerank", texts, tokens, duration)
     if not args.skip_inprocess:
         sets = {length: texts[length][:n] for length, n in (("short", 2048), ("long", 256))}
-        result["engine_inprocess"] = inprocess("engine", sets)
-        result["st_inprocess"] = inprocess("st", sets)
+        result["engine_inprocess"] = inprocess("engine", sets, model_path, args.dtype)
+        result["st_inprocess"] = inprocess("st", sets, model_path, args.dtype)
     result["meta"]["loadavg_end"] = os.getloadavg()
     report.write(result, matrix, args.out)
     return 0
@@ -205,13 +209,14 @@ def rerank(server, path: str, texts: dict, tokens: dict, duration: float) -> dic
     return res.to_dict()
 
 
-def inprocess(kind: str, sets: dict[str, list[str]]) -> dict:
+def inprocess(kind: str, sets: dict[str, list[str]], model_path: str, dtype: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         texts_file, out_file = Path(tmp, "texts.json"), Path(tmp, "out.json")
         texts_file.write_text(json.dumps(sets))
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "bench.inprocess", kind, str(texts_file),
-                               str(out_file)], cwd=REPO, capture_output=True, text=True,
+                               str(out_file), model_path, dtype], cwd=REPO,
+                              capture_output=True, text=True,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if done.returncode != 0 or not out_file.exists():
             print(f"in-process {kind} failed:\n{done.stderr[-3000:]}", flush=True)
