@@ -8,7 +8,7 @@ sees a vLLM (or other) exception type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -37,12 +37,33 @@ class ModelFacts:
     max_model_len: int
 
 
+# What `Engine.embed` takes per prompt: a text, or token ids of the model's own vocabulary.
+Prompt = Union[str, Sequence[int]]
+TRUNCATE_SIDES = ("none", "end", "start")
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How `Engine.embed` treats prompts longer than allowed.
+
+    The limit is `max_tokens` when set, else the model's window. `truncate="none"` rejects a
+    longer prompt (`InvalidInput` stating both counts); `"end"` keeps its first tokens and
+    `"start"` its last ones, always keeping the special tokens the tokenizer adds (CLS/SEP,
+    BOS/EOS), as a Hugging Face tokenizer with `truncation=True` does.
+    """
+
+    truncate: str = "none"
+    max_tokens: int | None = None
+
+
 @dataclass(frozen=True)
 class EmbeddingBatch:
-    """Vectors (n x dimension, float32, row i for prompt i) and each prompt's token count."""
+    """Vectors (n x dimension, float32, row i for prompt i), each prompt's token count as
+    embedded, and the indices of the prompts that were truncated to fit."""
 
     vectors: np.ndarray
     token_counts: Sequence[int]
+    truncated: tuple[int, ...] = ()
 
     @property
     def total_tokens(self) -> int:
@@ -88,8 +109,12 @@ class Engine(Protocol):
     def facts(self) -> ModelFacts:
         """Dimension and context length; valid after `start()`."""
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
-        """Embed each text as its own prompt; rows in input order."""
+    async def embed(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> EmbeddingBatch:
+        """Embed each prompt (a text, or the model's own token ids taken as they are) on its
+        own; rows in input order. Ids outside the vocabulary and over-long prompts are
+        `InvalidInput` unless `options` allow truncation."""
 
     async def check_health(self) -> None:
         """Return if the engine can serve; raise `EngineUnavailable` otherwise."""

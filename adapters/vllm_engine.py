@@ -15,13 +15,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from adapters.base import (
+    EmbedOptions,
     EmbeddingBatch,
     EngineFailure,
     EngineSpec,
     EngineUnavailable,
     InvalidInput,
     ModelFacts,
+    Prompt,
 )
+from adapters.prompts import SpecialTokens, check_vocabulary, fit
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._tokenizer: Any = None
         self._params: Any = None
+        self._specials = SpecialTokens()
         self._facts: ModelFacts | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -53,6 +57,8 @@ class VLLMEngine:
         # One instance for every prompt: vLLM clones it per request. Built once because the
         # lazy `from vllm import` costs a module __getattr__ on every call.
         self._params = PoolingParams(task="embed")
+        self._specials = SpecialTokens.of(self._tokenizer("a")["input_ids"],
+                                          self._tokenizer("a", add_special_tokens=False)["input_ids"])
         max_len = int(self._llm.model_config.max_model_len)
         self._facts = ModelFacts(dimension=0, max_model_len=max_len)
         # One real request finds the output dimension (models with a projection head differ
@@ -92,19 +98,15 @@ class VLLMEngine:
 
     # -- work ------------------------------------------------------------------------------
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+    async def embed(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> EmbeddingBatch:
         llm = self._llm
         if llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
-        token_ids = await self._tokenize(texts)
-        limit = self.facts.max_model_len
-        for i, ids in enumerate(token_ids):
-            if len(ids) > limit:
-                raise InvalidInput(
-                    f"input {i} has {len(ids)} tokens, but model '{self.spec.name}' accepts "
-                    f"at most {limit} tokens per input",
-                    index=i,
-                )
+        token_ids, specials = await self._token_ids(prompts)
+        token_ids, truncated = fit(token_ids, options, max_model_len=self.facts.max_model_len,
+                                   model=self.spec.name, specials=specials)
         request_id = uuid.uuid4().hex
         # One engine request per input, all in flight at once, so vLLM's continuous batching
         # mixes them with other requests' inputs.
@@ -112,7 +114,24 @@ class VLLMEngine:
             *(self._encode_one(ids, f"{request_id}-{i}") for i, ids in enumerate(token_ids))
         )
         vectors = np.stack(outputs).astype(np.float32, copy=False)
-        return EmbeddingBatch(vectors=vectors, token_counts=[len(ids) for ids in token_ids])
+        return EmbeddingBatch(vectors=vectors, token_counts=[len(ids) for ids in token_ids],
+                              truncated=truncated)
+
+    async def _token_ids(
+        self, prompts: Sequence[Prompt]
+    ) -> tuple[list[list[int]], list[SpecialTokens]]:
+        """Texts tokenized (with special tokens) and client ids checked against the vocabulary."""
+        texts = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
+        tokenized = await self._tokenize([text for _, text in texts]) if texts else []
+        token_ids: list[list[int]] = [[] for _ in prompts]
+        specials = [SpecialTokens() for _ in prompts]
+        for (i, _), ids in zip(texts, tokenized):
+            token_ids[i], specials[i] = ids, self._specials
+        vocab = len(self._tokenizer)
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                token_ids[i] = check_vocabulary(prompt, vocab, index=i)
+        return token_ids, specials
 
     async def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         # One batch call of the fast tokenizer, handing token ids to the engine: vLLM would

@@ -15,12 +15,19 @@ from starlette.responses import Response
 from gateway.errors import APIError, ErrorKind, error_response
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
+from gateway.token_ids import Cl100kDecoder
 
 log = logging.getLogger(__name__)
 
 
-def create_app(registry: ModelRegistry, *, on_fatal: Callable[[], None] | None = None) -> Starlette:
-    """The ASGI app serving `registry`'s models.
+def create_app(
+    registry: ModelRegistry,
+    *,
+    on_fatal: Callable[[], None] | None = None,
+    tiktoken_dir: str | None = None,
+) -> Starlette:
+    """The ASGI app serving `registry`'s models; `tiktoken_dir` holds the cl100k_base file
+    that token-id inputs are decoded with.
 
     Engines start in the background so that /health answers and /ready says 503 while they
     load. If any engine fails to load, `on_fatal` is called (the CLI stops the server with a
@@ -52,6 +59,7 @@ def create_app(registry: ModelRegistry, *, on_fatal: Callable[[], None] | None =
         },
     )
     app.state.registry = registry
+    app.state.cl100k = Cl100kDecoder(tiktoken_dir)
     return app
 
 

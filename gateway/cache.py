@@ -1,5 +1,6 @@
-"""Embed each distinct input once: within a request always, across requests with an optional
-bounded LRU cache of recent vectors.
+"""Embed each distinct prompt once: within a request always, across requests with an optional
+bounded LRU cache of recent vectors, keyed by prompt (text or token ids) and `EmbedOptions`
+(one cache per model).
 
 `CachingEngine` wraps any `Engine` and changes only `embed`; everything else (start, facts,
 health, shutdown, and any method it does not define) goes straight to the wrapped engine.
@@ -16,9 +17,18 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from adapters.base import EmbeddingBatch, Engine, EngineError, ModelFacts
+from adapters.base import EmbedOptions, EmbeddingBatch, Engine, EngineError, ModelFacts, Prompt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One prompt's result: its vector, its token count and whether it was truncated."""
+
+    vector: np.ndarray
+    tokens: int
+    truncated: bool
 
 
 @dataclass
@@ -37,13 +47,13 @@ class EmbeddingCache:
         if max_entries < 1:
             raise ValueError("an embedding cache holds at least one entry")
         self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, tuple[np.ndarray, int]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self.stats = CacheStats()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable) -> tuple[np.ndarray, int] | None:
+    def get(self, key: Hashable) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is None:
             self.stats.misses += 1
@@ -52,9 +62,9 @@ class EmbeddingCache:
         self.stats.hits += 1
         return entry
 
-    def put(self, key: Hashable, vector: np.ndarray, tokens: int) -> None:
+    def put(self, key: Hashable, entry: _Entry) -> None:
         # A copy, so that the cache does not keep a whole response matrix alive per row.
-        self._entries[key] = (vector.copy(), tokens)
+        self._entries[key] = _Entry(entry.vector.copy(), entry.tokens, entry.truncated)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -87,35 +97,44 @@ class CachingEngine:
                      len(self.cache) if self.cache is not None else 0)
         await self.engine.shutdown()
 
-    async def embed(self, texts: Sequence[str], **options: Any) -> EmbeddingBatch:
-        # Position of each input's first occurrence among the distinct inputs.
-        slots: dict[str, int] = {}
-        order = [slots.setdefault(text, len(slots)) for text in texts]
-        if len(slots) == len(texts) and self.cache is None:
-            return await self.engine.embed(texts, **options)
-        self.stats.deduplicated += len(texts) - len(slots)
-        distinct = list(slots)
-        option_key = tuple(sorted(options.items()))
-        found = self._lookup(distinct, option_key)
+    async def embed(self, prompts: Sequence[Prompt],
+                    options: EmbedOptions = EmbedOptions()) -> EmbeddingBatch:
+        # Position of each prompt's first occurrence among the distinct prompts; token-id
+        # prompts are keyed by their ids (a text and an id tuple never compare equal).
+        slots: dict[Hashable, int] = {}
+        keys = [p if isinstance(p, str) else tuple(p) for p in prompts]
+        order = [slots.setdefault(key, len(slots)) for key in keys]
+        if len(slots) == len(prompts) and self.cache is None:
+            return await self.engine.embed(prompts, options)
+        self.stats.deduplicated += len(prompts) - len(slots)
+        first = {slot: i for i, slot in reversed(list(enumerate(order)))}
+        distinct = [prompts[first[slot]] for slot in range(len(slots))]
+        cache_keys = [(key, options) for key in slots]
+        found = self._lookup(cache_keys)
         missing = [i for i, entry in enumerate(found) if entry is None]
         if missing:
             try:
-                batch = await self.engine.embed([distinct[i] for i in missing], **options)
+                batch = await self.engine.embed([distinct[i] for i in missing], options)
             except EngineError as exc:
-                if exc.index is None or len(distinct) == len(texts):
+                if exc.index is None or len(distinct) == len(prompts):
                     raise
-                # Let the engine name the failing input by its index in the request.
-                return await self.engine.embed(texts, **options)
+                # Let the engine name the failing prompt by its index in the request.
+                return await self.engine.embed(prompts, options)
+            cut = set(batch.truncated)
             for row, i in enumerate(missing):
-                found[i] = (batch.vectors[row], int(batch.token_counts[row]))
+                entry = _Entry(batch.vectors[row], int(batch.token_counts[row]), row in cut)
+                found[i] = entry
                 if self.cache is not None:
-                    self.cache.put((distinct[i], option_key), batch.vectors[row],
-                                   int(batch.token_counts[row]))
-        vectors = np.stack([entry[0] for entry in found])  # type: ignore[index]
-        counts = [found[i][1] for i in order]  # type: ignore[index]
-        return EmbeddingBatch(vectors=vectors[order], token_counts=counts)
+                    self.cache.put(cache_keys[i], entry)
+        vectors = np.stack([entry.vector for entry in found])  # type: ignore[union-attr]
+        rows = [found[slot] for slot in order]
+        return EmbeddingBatch(
+            vectors=vectors[order],
+            token_counts=[entry.tokens for entry in rows],  # type: ignore[union-attr]
+            truncated=tuple(i for i, entry in enumerate(rows) if entry.truncated),  # type: ignore[union-attr]
+        )
 
-    def _lookup(self, distinct: list[str], option_key: tuple) -> list[tuple[np.ndarray, int] | None]:
+    def _lookup(self, keys: list[tuple]) -> list[_Entry | None]:
         if self.cache is None:
-            return [None] * len(distinct)
-        return [self.cache.get((text, option_key)) for text in distinct]
+            return [None] * len(keys)
+        return [self.cache.get(key) for key in keys]

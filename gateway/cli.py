@@ -50,7 +50,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
                  if settings.embedding_cache_size else None)
         return CachingEngine(make_engine(settings.engine, spec), cache)
 
-    return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine))
+    return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine), m.policy)
                           for m in settings.models])
 
 
@@ -83,7 +83,8 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
         log.error("an engine failed to load; shutting down")
         server.should_exit = True
 
-    app = create_app(build_registry(settings), on_fatal=on_fatal)
+    app = create_app(build_registry(settings), on_fatal=on_fatal,
+                     tiktoken_dir=settings.tiktoken_cache_dir)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         lifespan="on", timeout_graceful_shutdown=30,

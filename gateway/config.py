@@ -89,6 +89,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "server", int, "TCP port to listen on (default 8000).", env="GATEWAY_PORT"),
     Option("log_level", "server", str, "Logging level: debug, info, warning, error "
            "(default info).", env="GATEWAY_LOG_LEVEL"),
+    Option("tiktoken_cache_dir", "server", str, "Folder holding tiktoken's cl100k_base file "
+           "(named 9b5ad71b2ce5302211f9c61530b329a4922fc6a4, as tiktoken caches it, or "
+           "cl100k_base.tiktoken), used to decode token-id inputs; read offline, never "
+           "downloaded (default: tiktoken's own cache folder).", env="TIKTOKEN_CACHE_DIR",
+           metavar="DIR"),
     Option("engine", "server", str, "Engine backend: vllm (default), or fake for instant "
            "deterministic vectors that measure the gateway alone.", env="GATEWAY_ENGINE"),
     Option("workers", "server", _workers, "Gateway worker processes on the one port, each with "
@@ -122,6 +127,21 @@ OPTIONS: tuple[Option, ...] = (
            env="GATEWAY_TENSOR_PARALLEL_SIZE"),
     Option("trust_remote_code", "model", _bool, "Allow model code from the hub (default false).",
            env="GATEWAY_TRUST_REMOTE_CODE"),
+    Option("token_ids", "model", str, "How to read token-id inputs (lists of integers): "
+           "cl100k_base (default; what OpenAI clients such as LangChain send: decoded with "
+           "tiktoken and re-tokenized for the model) or native (the model's own vocabulary).",
+           env="GATEWAY_TOKEN_IDS"),
+    Option("truncate", "model", str, "Inputs longer than the model's window: none (default; "
+           "a 400 stating the counts), end (keep the first tokens) or start (keep the last). "
+           "Requests may override it with `truncate`.", env="GATEWAY_TRUNCATE"),
+    Option("prompts", "model", _json_object, "Prompt templates by name, as a JSON object, e.g. "
+           "'{\"query\": \"query: \", \"document\": \"passage: \"}'. A template holding "
+           "{text} has the input put there; otherwise it is a prefix. Added to the prompts of "
+           "the model folder's config_sentence_transformers.json.", env="GATEWAY_PROMPTS",
+           metavar="JSON"),
+    Option("prompt_aliases", "model", _json_object, "Extra model names that apply a prompt, "
+           "as a JSON object of name to prompt name, e.g. '{\"e5-query\": \"query\"}'.",
+           env="GATEWAY_PROMPT_ALIASES", metavar="JSON"),
     Option("engine_kwargs", "model", _json_object, "Extra vLLM engine arguments as a JSON "
            "object, e.g. '{\"enforce_eager\": true}'.", env="GATEWAY_ENGINE_KWARGS",
            metavar="JSON"),
@@ -130,20 +150,40 @@ _BY_NAME = {option.name: option for option in OPTIONS}
 # Model keys a YAML entry may carry beyond the engine-argument options.
 _MODEL_ONLY_KEYS = {"name", "path"}
 # Server keys a YAML file may set at its top level.
-_SERVER_FILE_KEYS = ("host", "port", "log_level", "engine", "workers", "embedding_cache_size")
+_SERVER_FILE_KEYS = ("host", "port", "log_level", "engine", "tiktoken_cache_dir", "workers",
+                     "embedding_cache_size")
+
+
+TOKEN_ID_MODES = ("cl100k_base", "native")
+TRUNCATE_MODES = ("none", "end", "start")
+# sentence-transformers keeps a model's prompts in this file of its folder.
+ST_CONFIG_FILE = "config_sentence_transformers.json"
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """How the gateway turns a model's request inputs into prompts: token-id decoding,
+    prompt templates and the default length policy."""
+
+    token_ids: str = "cl100k_base"
+    truncate: str = "none"
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    # Extra model name -> prompt name it applies.
+    prompt_aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One served model: its public name, aliases and engine arguments."""
+    """One served model: its public name, aliases, engine arguments and input policy."""
 
     name: str
     aliases: tuple[str, ...]
     engine: EngineSpec
+    policy: InputPolicy = field(default_factory=InputPolicy)
 
     @property
     def all_names(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases)
+        return (self.name, *self.aliases, *self.policy.prompt_aliases)
 
 
 @dataclass(frozen=True)
@@ -154,6 +194,7 @@ class Settings:
     port: int = 8000
     log_level: str = "info"
     engine: str = "vllm"
+    tiktoken_cache_dir: str | None = None
     workers: int = 1
     embedding_cache_size: int = 0
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
@@ -165,10 +206,12 @@ class Settings:
             "port": self.port,
             "log_level": self.log_level,
             "engine": self.engine,
+            "tiktoken_cache_dir": self.tiktoken_cache_dir,
             "workers": self.workers,
             "embedding_cache_size": self.embedding_cache_size,
             "models": [
-                {"name": m.name, "aliases": list(m.aliases), "engine": m.engine.__dict__}
+                {"name": m.name, "aliases": list(m.aliases), "engine": m.engine.__dict__,
+                 "policy": m.policy.__dict__}
                 for m in self.models
             ],
         }
@@ -224,6 +267,7 @@ def load_settings(
         port=_parse(_BY_NAME["port"], server.get("port", Settings.port)),
         log_level=str(server.get("log_level", Settings.log_level)).lower(),
         engine=_choice("engine", server.get("engine", Settings.engine), ("vllm", "fake")),
+        tiktoken_cache_dir=server.get("tiktoken_cache_dir"),
         workers=workers,
         embedding_cache_size=cache_size,
         models=_share_accelerator_memory(models, workers),
@@ -301,7 +345,39 @@ def _model_config(entry: Any, defaults: Mapping[str, Any]) -> ModelConfig:
         name=str(name), model=resolve_model_path(str(path)),
         **{k: v for k, v in values.items() if k in engine_fields},
     )
-    return ModelConfig(name=str(name), aliases=tuple(values.get("aliases") or ()), engine=spec)
+    return ModelConfig(name=str(name), aliases=tuple(values.get("aliases") or ()), engine=spec,
+                       policy=_input_policy(str(name), spec.model, values))
+
+
+def _input_policy(name: str, folder: str, values: Mapping[str, Any]) -> InputPolicy:
+    prompts = {**_folder_prompts(folder), **values.get("prompts", {})}
+    if not all(isinstance(v, str) for v in prompts.values()):
+        raise ConfigError(f"model {name!r}: every entry of `prompts` must be a string")
+    aliases = {str(k): str(v) for k, v in values.get("prompt_aliases", {}).items()}
+    for alias, prompt in aliases.items():
+        if prompt not in prompts:
+            raise ConfigError(f"model {name!r}: prompt alias {alias!r} names the prompt "
+                              f"{prompt!r}, but the model's prompts are {sorted(prompts)}")
+    return InputPolicy(
+        token_ids=_choice("token_ids", values.get("token_ids", "cl100k_base"), TOKEN_ID_MODES),
+        truncate=_choice("truncate", values.get("truncate", "none"), TRUNCATE_MODES),
+        prompts=prompts,
+        prompt_aliases=aliases,
+    )
+
+
+def _folder_prompts(folder: str) -> dict[str, str]:
+    """The `prompts` of a local model folder's sentence-transformers config (none for a hub id:
+    the gateway never downloads just to read them; give them in `prompts` instead)."""
+    path = Path(folder) / ST_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
 
 
 def resolve_model_path(path: str) -> str:

@@ -18,10 +18,11 @@ from gateway.errors import APIError, ErrorKind, invalid
 _LE_FLOAT32 = np.dtype("<f4")
 
 
-def check_dimensions(dimensions: int | None, model_dimension: int) -> None:
+def check_dimensions(dimensions: int | None, model_dimension: int, *,
+                     param: str = "dimensions") -> None:
     if dimensions is not None and dimensions > model_dimension:
-        raise invalid(f"`dimensions` must be between 1 and the model's dimension "
-                      f"{model_dimension}, got {dimensions}", param="dimensions")
+        raise invalid(f"`{param}` must be between 1 and the model's dimension "
+                      f"{model_dimension}, got {dimensions}", param=param)
 
 
 def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:

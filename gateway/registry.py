@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Iterable, Sequence
 
 from adapters.base import Engine, EngineError
+from gateway.config import InputPolicy
 from gateway.errors import APIError, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -23,17 +24,23 @@ class EngineState(Enum):
 
 @dataclass
 class ServedModel:
-    """One engine and the names clients reach it by."""
+    """One engine, the names clients reach it by, and how its inputs become prompts."""
 
     name: str
     aliases: tuple[str, ...]
     engine: Engine
+    policy: InputPolicy = field(default_factory=InputPolicy)
     state: EngineState = EngineState.LOADING
     failure: str | None = None
 
     @property
     def all_names(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases)
+        """Name, aliases, and the virtual names that apply a prompt template."""
+        return (self.name, *self.aliases, *self.policy.prompt_aliases)
+
+    def prompt_of(self, name: str) -> str | None:
+        """The prompt a virtual model name applies (None for the plain names)."""
+        return self.policy.prompt_aliases.get(name)
 
 
 @dataclass

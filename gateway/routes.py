@@ -10,19 +10,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.base import EngineError
-from gateway.encoding import check_dimensions, encode_vectors, truncate_dimensions
+from adapters.base import EmbeddingBatch, EngineError
+from gateway import cohere
+from gateway.encoding import (
+    check_dimensions,
+    encode_vectors,
+    refuse_non_finite,
+    truncate_dimensions,
+)
 from gateway.errors import from_engine_error, invalid
+from gateway.inputs import engine_call
 from gateway.registry import ModelRegistry
 from gateway.schemas import embeddings_response, models_response, parse_embeddings_request
+from gateway.token_ids import Cl100kDecoder
 
 T = TypeVar("T")
 _STARTED = int(time.time())
 
 
-def json_response(body: Any, status: int = 200) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    media_type="application/json")
+                    headers=headers, media_type="application/json")
+
+
+def truncation_header(batch: EmbeddingBatch) -> dict[str, str]:
+    """Truncation is never silent: the indices of truncated inputs, when there are any."""
+    if not batch.truncated:
+        return {}
+    return {"x-truncated-inputs": ",".join(map(str, batch.truncated))}
 
 
 async def read_json(request: Request) -> Any:
@@ -45,15 +61,39 @@ def registry_of(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
+def decoder_of(request: Request) -> Cl100kDecoder:
+    return request.app.state.cl100k
+
+
 async def create_embeddings(request: Request) -> Response:
     """POST /v1/embeddings: the OpenAI embeddings contract."""
     req = parse_embeddings_request(await read_json(request))
     served = registry_of(request).resolve(req.model)
     check_dimensions(req.dimensions, served.engine.facts.dimension)
-    batch = await run_engine(served.engine.embed(req.texts))
+    call = await engine_call(served, req.model, req.inputs, req.input_type, req.length,
+                             decoder_of(request))
+    batch = await run_engine(served.engine.embed(call.prompts, call.options))
     vectors = truncate_dimensions(batch.vectors, req.dimensions)
     data = encode_vectors(vectors, req.encoding_format)
-    return json_response(embeddings_response(req.model, data, batch.total_tokens))
+    return json_response(embeddings_response(req.model, data, batch.total_tokens),
+                         headers=truncation_header(batch))
+
+
+async def cohere_embed(request: Request) -> Response:
+    """POST /v1/embed and /v2/embed: Cohere's embed contract (texts only)."""
+    version = 1 if request.url.path.startswith("/v1/") else 2
+    req = cohere.parse_cohere_embed(await read_json(request), version=version)
+    served = registry_of(request).resolve(req.model)
+    check_dimensions(req.output_dimension, served.engine.facts.dimension,
+                     param="output_dimension")
+    call = await engine_call(served, req.model, req.texts, req.input_type, req.length,
+                             decoder_of(request))
+    batch = await run_engine(served.engine.embed(call.prompts, call.options))
+    vectors = truncate_dimensions(batch.vectors, req.output_dimension)
+    refuse_non_finite(vectors)
+    body = cohere.embed_response(req, vectors, version=version, input_tokens=batch.total_tokens,
+                                 truncated=batch.truncated)
+    return json_response(body, headers=truncation_header(batch))
 
 
 async def list_models(request: Request) -> Response:
@@ -77,6 +117,8 @@ async def ready(request: Request) -> Response:
 ROUTES = [
     Route("/v1/embeddings", create_embeddings, methods=["POST"]),
     Route("/embeddings", create_embeddings, methods=["POST"]),
+    Route("/v1/embed", cohere_embed, methods=["POST"]),
+    Route("/v2/embed", cohere_embed, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),

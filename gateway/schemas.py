@@ -8,11 +8,26 @@ allowed. Unknown fields are ignored, as the OpenAI API does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 from gateway.errors import invalid
 
 ENCODING_FORMATS = ("float", "base64")
+# `input_type` values: ours, Cohere's, and the sentence-transformers prompt names they select.
+INPUT_TYPES = ("query", "document", "passage", "search_query", "search_document",
+               "classification", "clustering")
+TRUNCATE_VALUES = ("none", "end", "start")  # Cohere sends them in capitals
+
+# Texts, or token-id lists (one list per input).
+Inputs = Union[list[str], list[list[int]]]
+
+
+@dataclass(frozen=True)
+class Length:
+    """A request's length policy; None fields fall back to the model's settings."""
+
+    truncate: str | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -20,9 +35,11 @@ class EmbeddingsRequest:
     """A validated `POST /v1/embeddings` body."""
 
     model: str
-    texts: list[str]
+    inputs: Inputs
     encoding_format: str
     dimensions: int | None
+    input_type: str | None = None
+    length: Length = Length()
 
 
 def require_object(body: Any) -> dict:
@@ -50,10 +67,40 @@ def optional_int(body: dict, name: str, *, minimum: int) -> int | None:
     return value
 
 
+def parse_input_type(body: dict) -> str | None:
+    """`input_type`, lower-cased; None when absent."""
+    value = body.get("input_type")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in INPUT_TYPES:
+        raise invalid(f"`input_type` must be one of {list(INPUT_TYPES)}, got {value!r}",
+                      param="input_type")
+    return value.lower()
+
+
+def parse_length(body: dict, *, max_tokens_field: str) -> Length:
+    """`truncate` (none/end/start, any case) and a token cap (vLLM's `truncate_prompt_tokens`,
+    Cohere's `max_tokens`; -1 means the model's window). A cap without `truncate` truncates
+    the end, as vLLM does."""
+    truncate = body.get("truncate")
+    if truncate is not None:
+        if not isinstance(truncate, str) or truncate.lower() not in TRUNCATE_VALUES:
+            raise invalid(f"`truncate` must be one of {list(TRUNCATE_VALUES)} (any case), got "
+                          f"{truncate!r}", param="truncate")
+        truncate = truncate.lower()
+    cap = body.get(max_tokens_field)
+    if cap == -1:
+        return Length(truncate or "end", None)
+    cap = optional_int(body, max_tokens_field, minimum=1)
+    if cap is not None:
+        return Length(truncate or "end", cap)
+    return Length(truncate, None)
+
+
 def parse_embeddings_request(body: Any) -> EmbeddingsRequest:
     body = require_object(body)
     model = require_model(body)
-    texts = _parse_input(body.get("input"))
+    inputs = _parse_input(body.get("input"))
     encoding_format = body.get("encoding_format")
     if encoding_format is None:
         encoding_format = "float"
@@ -61,37 +108,42 @@ def parse_embeddings_request(body: Any) -> EmbeddingsRequest:
         raise invalid(f"`encoding_format` must be one of {list(ENCODING_FORMATS)}, got "
                       f"{encoding_format!r}", param="encoding_format")
     dimensions = optional_int(body, "dimensions", minimum=1)
-    return EmbeddingsRequest(model, texts, encoding_format, dimensions)
+    return EmbeddingsRequest(model, inputs, encoding_format, dimensions,
+                             input_type=parse_input_type(body),
+                             length=parse_length(body, max_tokens_field="truncate_prompt_tokens"))
 
 
-def _parse_input(value: Any) -> list[str]:
+_INPUT_SHAPES = ("a string, a list of strings, a list of token ids (integers), or a list of "
+                 "token-id lists")
+
+
+def _parse_input(value: Any) -> Inputs:
     if isinstance(value, str):
         return [value]
     if value is None:
-        raise invalid("`input` is required: a string or a list of strings", param="input")
+        raise invalid(f"`input` is required: {_INPUT_SHAPES}", param="input")
     if not isinstance(value, list):
-        raise invalid(f"`input` must be a string or a list of strings, got "
-                      f"{type(value).__name__}", param="input")
+        raise invalid(f"`input` must be {_INPUT_SHAPES}, got {type(value).__name__}",
+                      param="input")
     if not value:
         raise invalid("`input` must not be an empty list", param="input")
+    if all(isinstance(item, str) for item in value):
+        return value
+    if all(_is_token_id(item) for item in value):
+        return [value]  # one input given as its token ids
+    if all(isinstance(item, list) and all(_is_token_id(t) for t in item) for item in value):
+        return value
     for i, item in enumerate(value):
-        if not isinstance(item, str):
-            if _is_token_ids(item):
-                raise invalid("token-id inputs (lists of integers) are not supported by this "
-                              "server; send the text instead", param="input")
-            raise invalid(f"`input[{i}]` must be a string, got {type(item).__name__}",
-                          param="input")
-    return value
+        if not (isinstance(item, str)
+                or isinstance(item, list) and all(_is_token_id(t) for t in item)):
+            raise invalid(f"`input[{i}]` must be a string or a list of token ids (integers), "
+                          f"got {type(item).__name__}", param="input")
+    raise invalid("`input` mixes strings and token-id lists; send one kind per request",
+                  param="input")
 
 
-def _is_token_ids(item: Any) -> bool:
-    if isinstance(item, bool):
-        return False
-    if isinstance(item, int):
-        return True
-    return isinstance(item, list) and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in item
-    )
+def _is_token_id(item: Any) -> bool:
+    return isinstance(item, int) and not isinstance(item, bool)
 
 
 def embeddings_response(

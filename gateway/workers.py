@@ -42,7 +42,7 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
     cleanly, 1 when one failed (the others are then stopped too, as a failed engine does)."""
     context = multiprocessing.get_context("spawn")
     # Not daemonic: each worker's vLLM engine starts processes of its own.
-    workers = [context.Process(target=_worker_main, args=(serve_one, settings, i),
+    workers = [context.Process(target=_worker_main, args=(serve_one, settings, os.getpid()),
                                name=f"gateway-worker-{i}", daemon=False)
                for i in range(settings.workers)]
     stopping = False
@@ -79,10 +79,12 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
 
 
 def _worker_main(serve_one: Callable[[Settings, Any], int], settings: Settings,
-                 index: int) -> None:
+                 supervisor: int) -> None:
+    # Started before anything slow, and given the supervisor's pid rather than reading it
+    # here: a supervisor that died while this process was still importing would be missed.
+    threading.Thread(target=_stop_when_orphaned, args=(supervisor,), daemon=True,
+                     name="supervisor-watch").start()
     sock = reuse_port_socket(settings.host, settings.port)
-    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True,
-                     name="parent-watch").start()
     raise SystemExit(serve_one(settings, sock))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -10,7 +12,13 @@ from starlette.testclient import TestClient
 
 from adapters.fake import FakeEngine
 from gateway.app import create_app
+from gateway.config import InputPolicy
 from gateway.registry import ModelRegistry, ServedModel
+
+REPO = Path(__file__).resolve().parents[1]
+# tiktoken's cl100k_base file, offline, beside the clone (CI's .ci/run exports the same). Client
+# libraries in the test process (LangChain) tokenize with it; the gateway decodes with it.
+TIKTOKEN_DIR = os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken"))
 
 
 def wait_ready(client: TestClient, timeout_s: float = 5.0) -> None:
@@ -30,6 +38,15 @@ def fake_engine() -> FakeEngine:
 def client(fake_engine: FakeEngine) -> Iterator[TestClient]:
     """A ready app serving one fake model named `fake` (alias `fake-alias`)."""
     registry = ModelRegistry([ServedModel("fake", ("fake-alias",), fake_engine)])
-    with TestClient(create_app(registry), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(registry, tiktoken_dir=TIKTOKEN_DIR),
+                    raise_server_exceptions=False) as test_client:
         wait_ready(test_client)
         yield test_client
+
+
+def make_client(engine: FakeEngine, policy: InputPolicy | None = None,
+                tiktoken_dir: str | None = TIKTOKEN_DIR) -> TestClient:
+    """A TestClient (use it in `with`) over one fake model `fake` with the given input policy."""
+    registry = ModelRegistry([ServedModel("fake", (), engine, policy or InputPolicy())])
+    return TestClient(create_app(registry, tiktoken_dir=tiktoken_dir),
+                      raise_server_exceptions=False)

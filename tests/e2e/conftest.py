@@ -18,10 +18,18 @@ import pytest
 import yaml
 
 from gateway.config import resolve_model_path
+from tests.conftest import TIKTOKEN_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 600
 MINILM = "all-MiniLM-L6-v2"
+# Prompt templates on the built-in model, and virtual names applying them; they cost no engine.
+MINILM_PROMPTS = {
+    "query": "query: ",
+    "document": "passage: ",
+    "qwen-query": "Instruct: Given a question, retrieve passages that answer it\nQuery: {text}",
+}
+MINILM_PROMPT_ALIASES = {"minilm-query": "query", "minilm-qwen3-query": "qwen-query"}
 
 
 @dataclass
@@ -55,6 +63,8 @@ def served_models() -> list[dict]:
         "name": MINILM,
         "path": "builtin:" + MINILM,
         "aliases": ["sentence-transformers/all-MiniLM-L6-v2"],
+        "prompts": MINILM_PROMPTS,
+        "prompt_aliases": MINILM_PROMPT_ALIASES,
     }]
 
 
@@ -63,7 +73,9 @@ def gateway(served_models: list[dict], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[RunningGateway]:
     workdir = tmp_path_factory.mktemp("gateway")
     config = workdir / "models.yaml"
-    config.write_text(yaml.safe_dump({"models": served_models}))
+    # The option, not only the environment: the server must find the file either way.
+    config.write_text(yaml.safe_dump({"models": served_models,
+                                      "tiktoken_cache_dir": TIKTOKEN_DIR}))
     port = free_port()
     log_path = workdir / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

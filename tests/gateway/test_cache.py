@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from adapters.base import InvalidInput
+from adapters.base import EmbedOptions, InvalidInput
 from adapters.fake import FakeEngine, fake_vector
 from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
@@ -68,17 +68,33 @@ def test_cache_evicts_the_least_recently_used_entry() -> None:
 
 
 def test_cache_key_includes_the_engine_options() -> None:
-    class OptionEngine(FakeEngine):
-        async def embed(self, texts, **options):  # type: ignore[override]
-            self.calls.append([*texts, options])
-            return await super().embed(texts)
-
-    fake = started(OptionEngine(dimension=8))
+    fake = started(FakeEngine(dimension=8))
     engine = CachingEngine(fake, EmbeddingCache(max_entries=10))
-    asyncio.run(engine.embed(["a"], truncate=True))
-    asyncio.run(engine.embed(["a"], truncate=False))
-    asyncio.run(engine.embed(["a"], truncate=True))
-    assert len([c for c in fake.calls if isinstance(c[-1], dict)]) == 2
+    asyncio.run(engine.embed(["a"], EmbedOptions(truncate="end")))
+    asyncio.run(engine.embed(["a"], EmbedOptions()))
+    asyncio.run(engine.embed(["a"], EmbedOptions(truncate="end")))
+    assert fake.options == [EmbedOptions(truncate="end"), EmbedOptions()]
+
+
+def test_token_id_prompts_are_deduplicated_by_their_ids() -> None:
+    fake = started(FakeEngine(dimension=8))
+    engine = CachingEngine(fake)
+    batch = asyncio.run(engine.embed([[5, 6], "5 6", [5, 6], [7]]))
+    assert fake.calls == [[[5, 6], "5 6", [7]]]
+    np.testing.assert_array_equal(batch.vectors[0], batch.vectors[2])
+    assert list(batch.token_counts) == [2, 4, 2, 1]
+
+
+def test_truncated_indices_point_at_every_repeat() -> None:
+    fake = started(FakeEngine(dimension=8, max_model_len=4))
+    engine = CachingEngine(fake, EmbeddingCache(max_entries=10))
+    long = "one two three four five"
+    batch = asyncio.run(engine.embed(["a", long, long], EmbedOptions(truncate="end")))
+    assert batch.truncated == (1, 2)
+    again = asyncio.run(engine.embed([long, "a"], EmbedOptions(truncate="end")))
+    assert again.truncated == (0,)
+    assert list(again.token_counts) == [4, 3]
+    assert len(fake.calls) == 1
 
 
 def test_a_failing_input_is_named_by_its_index_in_the_request() -> None:

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from adapters.base import EngineFailure, EngineUnavailable
+from adapters.base import EmbedOptions, EngineFailure, EngineUnavailable
 from adapters.fake import fake_vector
 
 
@@ -69,7 +69,8 @@ def test_user_and_unknown_fields_are_ignored(client) -> None:
         ({"model": "fake"}, "input", "`input` is required"),
         ({"model": "fake", "input": 3.5}, "input", "got float"),
         ({"model": "fake", "input": ["a", None]}, "input", "`input[1]` must be a string"),
-        ({"model": "fake", "input": [[1, 2]]}, "input", "token-id inputs"),
+        ({"model": "fake", "input": [[1, "a"]]}, "input",
+         "`input[0]` must be a string or a list of token ids"),
         ({"input": "a"}, "model", "`model` is required"),
         ({"model": "fake", "input": "a", "encoding_format": "int8"}, "encoding_format",
          "must be one of ['float', 'base64']"),
@@ -150,8 +151,8 @@ def test_unavailable_engine_is_503_and_ready_flips(client, fake_engine) -> None:
 def test_non_finite_vector_is_500_naming_the_index(client, fake_engine, monkeypatch) -> None:
     original = fake_engine.embed
 
-    async def with_nan(texts):
-        batch = await original(texts)
+    async def with_nan(prompts, options=EmbedOptions()):
+        batch = await original(prompts, options)
         batch.vectors[1, 0] = np.nan
         return batch
 
@@ -173,3 +174,9 @@ def test_health_and_ready(client) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "models": {"fake": "ready"}}
+
+
+def test_token_id_lists_are_accepted(client, fake_engine) -> None:
+    response = client.post("/v1/embeddings", json={"model": "fake", "input": [[15339, 1917]]})
+    assert response.status_code == 200
+    assert fake_engine.calls == [["hello world"]]

@@ -1,0 +1,82 @@
+"""Request inputs to engine prompts: token ids decoded or passed through, the prompt template
+chosen by `input_type` or a virtual model name applied, and the length policy resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, cast
+
+from adapters.base import EmbedOptions, Prompt
+from gateway.config import InputPolicy
+from gateway.errors import invalid
+from gateway.registry import ServedModel
+from gateway.schemas import Inputs, Length
+from gateway.token_ids import Cl100kDecoder
+
+# Which of a model's prompts each `input_type` selects, first match wins. sentence-transformers
+# models name their document prompt "document" or "passage".
+PROMPTS_FOR_INPUT_TYPE = {
+    "query": ("query",),
+    "search_query": ("query",),
+    "document": ("document", "passage"),
+    "search_document": ("document", "passage"),
+    "passage": ("passage", "document"),
+    "classification": ("classification",),
+    "clustering": ("clustering",),
+}
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """What to hand `Engine.embed`."""
+
+    prompts: list[Prompt]
+    options: EmbedOptions
+
+
+async def engine_call(
+    served: ServedModel, name: str, inputs: Inputs, input_type: str | None, length: Length,
+    decoder: Cl100kDecoder,
+) -> EngineCall:
+    """`name` is the model name the client used: a virtual name applies its prompt, unless an
+    explicit `input_type` chooses another."""
+    policy = served.policy
+    template = prompt_template(policy, name=served.prompt_of(name), input_type=input_type)
+    prompts = await _decode(policy, inputs, decoder, templated=template is not None)
+    if template is not None:  # `_decode` refused ids it could not template
+        prompts = [apply_template(template, p) if isinstance(p, str) else p for p in prompts]
+    options = EmbedOptions(truncate=length.truncate or policy.truncate,
+                           max_tokens=length.max_tokens)
+    return EngineCall(list(prompts), options)
+
+
+def prompt_template(policy: InputPolicy, *, name: str | None, input_type: str | None
+                    ) -> str | None:
+    """The template to apply; None leaves texts unchanged (also for a model without prompts,
+    so that Cohere clients, which always send `input_type`, work with every model)."""
+    if input_type is not None:
+        for candidate in PROMPTS_FOR_INPUT_TYPE[input_type]:
+            if candidate in policy.prompts:
+                return policy.prompts[candidate]
+        return None
+    return policy.prompts[name] if name is not None else None
+
+
+def apply_template(template: str, text: str) -> str:
+    """`{text}` marks where the input goes; a template without it is a prefix (as
+    sentence-transformers applies its `prompts`)."""
+    if "{text}" in template:
+        return template.replace("{text}", text)
+    return template + text
+
+
+async def _decode(policy: InputPolicy, inputs: Inputs, decoder: Cl100kDecoder, *,
+                  templated: bool) -> Sequence[Prompt]:
+    if not inputs or isinstance(inputs[0], str):
+        return inputs
+    if policy.token_ids == "cl100k_base":
+        return await decoder.decode(cast("list[list[int]]", inputs))
+    if templated:
+        raise invalid("a prompt template cannot be applied to token ids of the model's own "
+                      "vocabulary; send text, or leave out `input_type`", param="input")
+    return inputs

@@ -1,0 +1,105 @@
+"""Token-id inputs read as OpenAI's cl100k_base ids, decoded back to text with tiktoken.
+
+LangChain's `OpenAIEmbeddings` (default settings) and other OpenAI clients send cl100k_base ids
+instead of text. Decoding them and letting the served model tokenize the text again gives the
+vectors of the original strings.
+
+The encoding is built from the rank file in an operator-given folder, never through
+`tiktoken.get_encoding`, which downloads the file when it is missing: here a missing file is a
+quick 400, not a hang on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from gateway.errors import invalid
+
+# tiktoken caches cl100k_base under the sha1 of its download address; accept the plain name too.
+FILE_NAMES = ("9b5ad71b2ce5302211f9c61530b329a4922fc6a4", "cl100k_base.tiktoken")
+SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+# From tiktoken_ext/openai_public.py; the pattern only matters for encoding, not decoding.
+PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++"""
+           r"""[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+ORDINARY_TOKENS = 100256  # ids 0..100255 are byte sequences; 100256 is unused
+# Above this many ids a decode (about 0.2 ms per thousand) leaves the event loop for a thread.
+_DECODE_INLINE_MAX = 16384
+SPECIAL_TOKENS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                  "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+
+
+def default_folder() -> Path:
+    """Where tiktoken itself caches files when no folder is configured."""
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+class Cl100kDecoder:
+    """Decodes cl100k_base ids; loads the rank file on first use and keeps it."""
+
+    def __init__(self, folder: str | None = None) -> None:
+        self.folder = Path(folder) if folder else default_folder()
+        self._encoding: Any = None
+        self._lock = threading.Lock()
+
+    async def decode(self, inputs: Sequence[Sequence[int]]) -> list[str]:
+        """Each id list as text, or a 400 naming the first id cl100k_base does not have."""
+        encoding = self._encoding or await asyncio.to_thread(self._load)
+        if sum(map(len, inputs)) <= _DECODE_INLINE_MAX:
+            return _decode(encoding, inputs)
+        return await asyncio.to_thread(_decode, encoding, inputs)
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._encoding is None:
+                self._encoding = _read_encoding(self._find_file())
+            return self._encoding
+
+    def _find_file(self) -> Path:
+        for name in FILE_NAMES:
+            if (self.folder / name).is_file():
+                return self.folder / name
+        raise invalid(
+            f"token-id inputs are read as cl100k_base ids, but the tiktoken file for "
+            f"cl100k_base is not in {self.folder} (looked for {' or '.join(FILE_NAMES)}); "
+            f"the operator can set --tiktoken-cache-dir or TIKTOKEN_CACHE_DIR to a folder "
+            f"holding it, or send the text instead of token ids", param="input")
+
+
+def _decode(encoding: Any, inputs: Sequence[Sequence[int]]) -> list[str]:
+    _check_ids(inputs)
+    # errors="replace": a client's chunk boundary may split a multi-byte character.
+    return [encoding.decode(list(ids), errors="replace") for ids in inputs]
+
+
+def _read_encoding(path: Path) -> Any:
+    import tiktoken
+
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != SHA256:
+        raise invalid(f"the cl100k_base file {path} is damaged (its sha256 is not the "
+                      f"published one); token-id inputs cannot be decoded", param="input")
+    ranks = {base64.b64decode(token): int(rank)
+             for token, rank in (line.split() for line in data.splitlines() if line)}
+    return tiktoken.Encoding("cl100k_base", pat_str=PATTERN, mergeable_ranks=ranks,
+                             special_tokens=SPECIAL_TOKENS)
+
+
+def _check_ids(inputs: Sequence[Sequence[int]]) -> None:
+    ordinary = ORDINARY_TOKENS
+    flat = list(itertools.chain.from_iterable(inputs))
+    if not flat or (min(flat) >= 0 and max(flat) < ordinary):
+        return  # the common case, checked at C speed
+    specials = set(SPECIAL_TOKENS.values())
+    for i, ids in enumerate(inputs):
+        for token in ids:
+            if not 0 <= token < ordinary and token not in specials:
+                raise invalid(f"input {i}: token id {token} is not a cl100k_base token id "
+                              f"(those are 0 to {ordinary - 1} and the special tokens "
+                              f"{sorted(specials)})", param="input")
