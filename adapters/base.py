@@ -8,7 +8,7 @@ sees a vLLM (or other) exception type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -26,7 +26,23 @@ class EngineSpec:
     max_num_seqs: int = 1024
     tensor_parallel_size: int = 1
     trust_remote_code: bool = False
+    # Rerank: how the model scores (query, document) pairs; see `RERANK_KINDS`.
+    rerank_kind: str = "auto"
+    # True: relevance is the model's activation (sigmoid for one label); False: raw logits.
+    rerank_activation: bool = True
+    # Jinja template turning a (query, document) pair into one prompt, as vLLM's score
+    # template does for LLM rerankers (messages with roles `query` and `document`).
+    score_template: str | None = None
+    # Config overrides applied before loading (vLLM's hf_overrides), e.g. to load a causal LM
+    # as a sequence classifier over the tokens "no"/"yes".
+    hf_overrides: dict[str, Any] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+# cross_encoder: a sequence classifier reads query and document together (one logit);
+# llm: a causal LM loaded as such a classifier through hf_overrides, prompted by a template;
+# embedding: cosine of separately embedded query and document; auto: whatever the model is.
+RERANK_KINDS = ("auto", "cross_encoder", "embedding", "llm")
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,9 @@ class ModelFacts:
 
     dimension: int
     max_model_len: int
+    # True when `score` works (a cross-encoder or LLM reranker); False for embedding models,
+    # which rerank by the cosine of `embed` vectors and have no `score`.
+    scores_pairs: bool = False
 
 
 # What `Engine.embed` takes per prompt: a text, or token ids of the model's own vocabulary.
@@ -64,6 +83,18 @@ class EmbeddingBatch:
     vectors: np.ndarray
     token_counts: Sequence[int]
     truncated: tuple[int, ...] = ()
+
+    @property
+    def total_tokens(self) -> int:
+        return int(sum(self.token_counts))
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """One relevance score per (query, document) pair and each pair's prompt token count."""
+
+    scores: np.ndarray
+    token_counts: Sequence[int]
 
     @property
     def total_tokens(self) -> int:
@@ -115,6 +146,20 @@ class Engine(Protocol):
         """Embed each prompt (a text, or the model's own token ids taken as they are) on its
         own; rows in input order. Ids outside the vocabulary and over-long prompts are
         `InvalidInput` unless `options` allow truncation."""
+
+    async def score(self, query: str, documents: Sequence[str], *,
+                    activation: bool | None = None) -> ScoreBatch:
+        """Score each (query, document) pair with a pair model (`facts.scores_pairs`).
+        `activation` None means the model's configured default; False gives raw logits.
+        Every pair must fit the window: `split` first."""
+
+    async def split(self, texts: Sequence[str], *, query: str | None = None,
+                    max_tokens: int | None = None,
+                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+        """Cut each text at token boundaries into consecutive pieces that fit the model's
+        window, alone (query None: as `embed` gets `wrap(piece)`, e.g. with a document prompt)
+        or paired with `query` (as `score` sends it), each at most `max_tokens` tokens of its
+        own when given. A text that fits is one piece."""
 
     async def check_health(self) -> None:
         """Return if the engine can serve; raise `EngineUnavailable` otherwise."""

@@ -23,12 +23,13 @@ from adapters.base import (
     InvalidInput,
     ModelFacts,
     Prompt,
+    ScoreBatch,
 )
 from adapters.prompts import SpecialTokens, check_vocabulary, fit
 
 log = logging.getLogger(__name__)
 
-# Below this many texts the thread hop costs more than tokenizing on the event loop.
+# Below this many texts (or thousands of characters) tokenizing stays on the event loop.
 _TOKENIZE_INLINE_MAX = 8
 # vLLM on CPU reads gpu_memory_utilization as a share of host memory for its cache.
 _CPU_MEMORY_SHARE = 0.2
@@ -41,34 +42,42 @@ class VLLMEngine:
         self.spec = spec
         self._llm: Any = None
         self._tokenizer: Any = None
-        self._params: Any = None
+        self._embed_params: Any = None
         self._encode_batch: Callable[[list[str]], list[list[int]]] | None = None
         self._specials = SpecialTokens()
         self._facts: ModelFacts | None = None
+        # How a (query, document) pair becomes one prompt; set at start for pair models.
+        self._use_sep_token = True
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         # Building the engine blocks (it spawns the engine-core process and waits for the
         # model to load); a thread keeps /health and /ready answering meanwhile.
-        from vllm import PoolingParams
-
         self._llm = await asyncio.to_thread(self._build)
         self._tokenizer = self._llm.get_tokenizer()
-        # One instance for every prompt: vLLM clones it per request. Built once because the
-        # lazy `from vllm import` costs a module __getattr__ on every call.
-        self._params = PoolingParams(task="embed")
+        # One instance for every embedding prompt: vLLM clones it per request. Built once
+        # because the lazy `from vllm import` costs a module __getattr__ on every call.
+        self._embed_params = self._params("embed")
         self._encode_batch = rust_batch_encoder(self._tokenizer)
         self._specials = SpecialTokens.of(self._tokenizer("a")["input_ids"],
                                           self._tokenizer("a", add_special_tokens=False)["input_ids"])
-        max_len = int(self._llm.model_config.max_model_len)
-        self._facts = ModelFacts(dimension=0, max_model_len=max_len)
-        # One real request finds the output dimension (models with a projection head differ
-        # from hidden_size) and warms the engine up before /ready says yes.
-        probe = await self.embed(["warm-up"])
-        self._facts = ModelFacts(dimension=int(probe.vectors.shape[1]), max_model_len=max_len)
-        log.info("engine %s ready: dimension=%d max_model_len=%d",
-                 self.spec.name, self._facts.dimension, max_len)
+        model_config = self._llm.model_config
+        max_len = int(model_config.max_model_len)
+        scores_pairs = _scores_pairs(self.spec, await self._llm.get_supported_tasks())
+        self._use_sep_token = bool(getattr(model_config, "use_sep_token", True))
+        self._facts = ModelFacts(dimension=0, max_model_len=max_len, scores_pairs=scores_pairs)
+        # One real request warms the engine up before /ready says yes, and for embedding
+        # models finds the output dimension (a projection head may differ from hidden_size).
+        if scores_pairs:
+            await self.score("warm-up", ["warm-up"])
+            dimension = 0
+        else:
+            dimension = int((await self.embed(["warm-up"])).vectors.shape[1])
+        self._facts = ModelFacts(dimension=dimension, max_model_len=max_len,
+                                 scores_pairs=scores_pairs)
+        log.info("engine %s ready: %s max_model_len=%d", self.spec.name,
+                 "pair scoring" if scores_pairs else f"dimension={dimension}", max_len)
 
     def _build(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -106,15 +115,19 @@ class VLLMEngine:
         llm = self._llm
         if llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
+        if self._facts is not None and self._facts.scores_pairs:
+            raise InvalidInput(f"model '{self.spec.name}' is a reranker; it scores "
+                               "(query, document) pairs and has no embeddings")
         token_ids, specials = await self._token_ids(prompts)
         token_ids, truncated = fit(token_ids, options, max_model_len=self.facts.max_model_len,
                                    model=self.spec.name, specials=specials)
         request_id = uuid.uuid4().hex
         # One engine request per input, all in flight at once, so vLLM's continuous batching
         # mixes them with other requests' inputs.
-        outputs = await asyncio.gather(
-            *(self._encode_one(ids, f"{request_id}-{i}") for i, ids in enumerate(token_ids))
-        )
+        outputs = await asyncio.gather(*(
+            self._pool({"prompt_token_ids": ids}, self._embed_params, f"{request_id}-{i}")
+            for i, ids in enumerate(token_ids)
+        ))
         vectors = np.stack(outputs).astype(np.float32, copy=False)
         return EmbeddingBatch(vectors=vectors, token_counts=[len(ids) for ids in token_ids],
                               truncated=truncated)
@@ -124,7 +137,8 @@ class VLLMEngine:
     ) -> tuple[list[list[int]], list[SpecialTokens]]:
         """Texts tokenized (with special tokens) and client ids checked against the vocabulary."""
         texts = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
-        tokenized = await self._tokenize([text for _, text in texts]) if texts else []
+        tokenized = await self._off_loop(len(texts), self._tokenize_now,
+                                         [text for _, text in texts]) if texts else []
         token_ids: list[list[int]] = [[] for _ in prompts]
         specials = [SpecialTokens() for _ in prompts]
         for (i, _), ids in zip(texts, tokenized):
@@ -135,27 +149,138 @@ class VLLMEngine:
                 token_ids[i] = check_vocabulary(prompt, vocab, index=i)
         return token_ids, specials
 
-    async def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        # One batch call of the fast tokenizer, handing token ids to the engine: vLLM would
-        # otherwise tokenize one prompt per call, which is most of its per-text cost.
-        if len(texts) <= _TOKENIZE_INLINE_MAX:
-            return self._tokenize_now(texts)
-        return await asyncio.to_thread(self._tokenize_now, texts)
+    async def score(self, query: str, documents: Sequence[str], *,
+                    activation: bool | None = None) -> ScoreBatch:
+        if self._llm is None:
+            raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
+        if self._facts is not None and not self._facts.scores_pairs:
+            raise InvalidInput(f"model '{self.spec.name}' is an embedding model; it has no "
+                               "pair scores")
+        use_activation = self.spec.rerank_activation if activation is None else activation
+        pairs = await self._off_loop(
+            len(documents), lambda: [self._pair_prompt(query, d) for d in documents])
+        self._check_lengths([len(ids) for ids, _ in pairs])
+        request_id = uuid.uuid4().hex
+        outputs = await asyncio.gather(*(
+            self._pool({"prompt_token_ids": ids},
+                       self._params("classify", use_activation, type_ids),
+                       f"{request_id}-{i}")
+            for i, (ids, type_ids) in enumerate(pairs)
+        ))
+        # One-label classifiers (and the yes/no LLM rerankers) give one number per pair.
+        scores = np.array([float(np.ravel(out)[0]) for out in outputs], dtype=np.float64)
+        return ScoreBatch(scores=scores, token_counts=[len(ids) for ids, _ in pairs])
+
+    async def split(self, texts: Sequence[str], *, query: str | None = None,
+                    max_tokens: int | None = None,
+                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+        if self._llm is None:
+            raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
+        total = sum(len(t) for t in texts)
+        return await self._off_loop(total // 1000, self._split_now, texts, query, max_tokens,
+                                    wrap)
+
+    async def _off_loop(self, size: int, fn: Any, *args: Any) -> Any:
+        # Below a few texts the thread hop costs more than tokenizing on the event loop.
+        if size <= _TOKENIZE_INLINE_MAX:
+            return _tokenizer_call(fn, *args)
+        return await asyncio.to_thread(_tokenizer_call, fn, *args)
 
     def _tokenize_now(self, texts: Sequence[str]) -> list[list[int]]:
-        try:
-            if self._encode_batch is not None:
-                return self._encode_batch(list(texts))
-            return self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-        except Exception as exc:  # a tokenizer panic must not become an opaque 500
-            raise InvalidInput(f"the model's tokenizer rejected the input: {exc}") from exc
+        # One batch call of the fast tokenizer, handing token ids to the engine: vLLM would
+        # otherwise tokenize one prompt per call, which is most of its per-text cost.
+        if self._encode_batch is not None:
+            return self._encode_batch(list(texts))
+        return self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
 
-    async def _encode_one(self, token_ids: list[int], request_id: str) -> np.ndarray:
+    def _pair_prompt(self, query: str, document: str) -> tuple[list[int], list[int] | None]:
+        """Token ids (and BERT segment ids) of one pair, built as vLLM's own scoring path
+        builds them: a score template if configured, else the tokenizer's pair encoding for
+        cross-encoders, else query and document concatenated (LLM rerankers)."""
+        tok = self._tokenizer
+        if self.spec.score_template:
+            prompt = tok.apply_chat_template(
+                [{"role": "query", "content": query}, {"role": "document", "content": document}],
+                chat_template=self.spec.score_template, tokenize=False)
+            return tok(prompt, add_special_tokens=False)["input_ids"], None
+        if self._use_sep_token:
+            encoded = tok(text=query, text_pair=document, add_special_tokens=True)
+            return encoded["input_ids"], encoded.get("token_type_ids")
+        return tok(query + document, add_special_tokens=True)["input_ids"], None
+
+    def _split_now(self, texts: Sequence[str], query: str | None, max_tokens: int | None,
+                   wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+        tok, limit = self._tokenizer, self.facts.max_model_len
+        if query is None:
+            def prompt_length(piece: str) -> int:
+                text = wrap(piece) if wrap is not None else piece
+                return len(tok(text, add_special_tokens=True)["input_ids"])
+        else:
+            def prompt_length(piece: str) -> int:
+                return len(self._pair_prompt(query, piece)[0])
+        # What the prompt adds around a document (special tokens, query, template), measured
+        # on a one-token probe because an empty document is not a pair to every tokenizer.
+        overhead = prompt_length("x") - len(tok("x", add_special_tokens=False)["input_ids"])
+        budget = limit - overhead
+        if budget < 1:
+            raise InvalidInput(f"the query takes {overhead} of model '{self.spec.name}''s "
+                               f"{limit} tokens and leaves no room for a document", index=0)
+        if max_tokens is not None:
+            budget = min(budget, max_tokens)
+
+        def fits(piece: str, size: int) -> bool:
+            return size <= budget and prompt_length(piece) <= limit
+
+        return [self._split_one(text, budget, fits) for text in texts]
+
+    def _split_one(self, text: str, budget: int, fits: Any) -> list[str]:
+        offsets = self._tokenizer(text, add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"]
+        if fits(text, len(offsets)):
+            return [text]
+        pieces, start, n = [], 0, len(offsets)
+        while start < n:
+            end = min(start + budget, n)
+            while True:
+                # Cut where the next piece's first token begins, so no character is lost;
+                # a piece re-tokenizes differently at its edges and inside a prompt, hence
+                # the check on the real prompt.
+                piece = text[offsets[start][0]:offsets[end][0] if end < n else len(text)]
+                size = len(self._tokenizer(piece, add_special_tokens=False)["input_ids"])
+                if fits(piece, size) or end - start <= 1:
+                    break
+                end -= max(1, size - budget, (end - start) // 8)
+            pieces.append(piece)
+            start = end
+        return pieces
+
+    def _check_lengths(self, lengths: Sequence[int]) -> None:
+        limit = self.facts.max_model_len
+        for i, n in enumerate(lengths):
+            if n > limit:
+                raise InvalidInput(
+                    f"input {i} has {n} tokens, but model '{self.spec.name}' accepts "
+                    f"at most {limit} tokens per input",
+                    index=i,
+                )
+
+    def _params(self, task: str, use_activation: bool | None = None,
+                type_ids: list[int] | None = None) -> Any:
+        from vllm import PoolingParams
+
+        extra = None
+        if type_ids is not None:
+            # BERT cross-encoders need segment ids; vLLM carries them as the position of
+            # the first document token, as its own scoring path does.
+            from vllm.entrypoints.pooling.scoring.utils import compress_token_type_ids
+
+            extra = {"compressed_token_type_ids": compress_token_type_ids(type_ids)}
+        return PoolingParams(task=task, use_activation=use_activation, extra_kwargs=extra)
+
+    async def _pool(self, prompt: dict, params: Any, request_id: str) -> np.ndarray:
         final = None
         try:
-            async for output in self._llm.encode(
-                {"prompt_token_ids": token_ids}, self._params, request_id=request_id
-            ):
+            async for output in self._llm.encode(prompt, params, request_id=request_id):
                 final = output
         except asyncio.CancelledError:
             raise  # AsyncLLM.encode aborts the engine request itself on cancellation
@@ -164,6 +289,30 @@ class VLLMEngine:
         if final is None:
             raise EngineFailure(f"engine returned no output for request {request_id}")
         return final.outputs.data.numpy()
+
+
+def _tokenizer_call(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # a tokenizer or template panic must not become an opaque 500
+        raise InvalidInput(f"the model's tokenizer rejected the input: {exc}") from exc
+
+
+def _scores_pairs(spec: EngineSpec, tasks: Sequence[str]) -> bool:
+    """Whether the loaded model is a pair scorer, checked against the configured kind."""
+    can_score, can_embed = "classify" in tasks, "embed" in tasks
+    kind = spec.rerank_kind
+    if kind in ("cross_encoder", "llm") and not can_score:
+        hint = " (an LLM reranker needs hf_overrides that load it as a classifier)" \
+            if kind == "llm" else ""
+        raise ValueError(f"model '{spec.name}' is configured as rerank_kind={kind} but "
+                         f"is not a sequence classifier; it supports {list(tasks)}{hint}")
+    if kind == "embedding" and not can_embed:
+        raise ValueError(f"model '{spec.name}' is configured as rerank_kind=embedding but "
+                         f"cannot embed; it supports {list(tasks)}")
+    return can_score and kind != "embedding"
 
 
 # Texts the Rust batch encoder must tokenize exactly as the Python tokenizer does before it is
@@ -224,6 +373,8 @@ def engine_arguments(spec: EngineSpec, *, on_cpu: bool) -> dict[str, Any]:
     }
     if spec.max_model_len:
         args["max_model_len"] = spec.max_model_len
+    if spec.hf_overrides:
+        args["hf_overrides"] = dict(spec.hf_overrides)
     args.update(spec.engine_kwargs)
     return args
 

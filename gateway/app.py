@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from gateway.errors import APIError, ErrorKind, error_response
 from gateway.registry import ModelRegistry
+from gateway.rerank import is_rerank_path
 from gateway.routes import ROUTES
 from gateway.token_ids import Cl100kDecoder
 
@@ -63,9 +64,14 @@ def create_app(
     return app
 
 
+def _respond(request: Request, error: APIError) -> Response:
+    # The Jina rerank clients read a top-level `detail` instead of the OpenAI envelope.
+    return error_response(error, with_detail=is_rerank_path(request.url.path))
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return error_response(exc)
+    return _respond(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -78,10 +84,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = APIError(ErrorKind.NOT_FOUND, f"no route {request.method} {request.url.path}")
     else:
         error = APIError(ErrorKind.INVALID_REQUEST, str(exc.detail))
-    return error_response(error)
+    return _respond(request, error)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # Says nothing internal to the client; the traceback goes to the log.
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(APIError(ErrorKind.INTERNAL, "internal server error"))
+    return _respond(request, APIError(ErrorKind.INTERNAL, "internal server error"))

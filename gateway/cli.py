@@ -20,7 +20,8 @@ log = logging.getLogger("gateway")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedding-gateway",
-        description="Local OpenAI-compatible embeddings server on in-process vLLM engines.",
+        description="Local OpenAI-compatible embeddings and Cohere/Jina-compatible rerank "
+        "server on in-process vLLM engines.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -38,7 +39,8 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
     if kind == "fake":
         from adapters.fake import FakeEngine
 
-        return FakeEngine(spec, dimension=384, max_model_len=512)
+        return FakeEngine(spec, dimension=384, max_model_len=512,
+                          scores_pairs=spec.rerank_kind in ("cross_encoder", "llm"))
     from adapters.vllm_engine import VLLMEngine
 
     return VLLMEngine(spec)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from adapters.base import EngineSpec
+from adapters.base import RERANK_KINDS, EngineSpec
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2",)
@@ -63,6 +63,29 @@ def _str_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return [str(part) for part in value]
+
+
+def _rerank_kind(value: Any) -> str:
+    kind = str(value).strip().lower().replace("-", "_")
+    if kind not in RERANK_KINDS:
+        raise ValueError(f"expected one of {list(RERANK_KINDS)}, got {value!r}")
+    return kind
+
+
+def _activation(value: Any) -> bool:
+    """`sigmoid` (the model's activation, Cohere-like scores in [0, 1]) or `raw` logits."""
+    text = str(value).strip().lower()
+    if text not in {"sigmoid", "raw"}:
+        raise ValueError(f"expected sigmoid or raw, got {value!r}")
+    return text == "sigmoid"
+
+
+def _template(value: Any) -> str:
+    """A Jinja template inline, or the path of a file holding one."""
+    text = str(value)
+    if "\n" not in text and "{" not in text and Path(text).is_file():
+        return Path(text).read_text()
+    return text
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,19 @@ OPTIONS: tuple[Option, ...] = (
            env="GATEWAY_TENSOR_PARALLEL_SIZE"),
     Option("trust_remote_code", "model", _bool, "Allow model code from the hub (default false).",
            env="GATEWAY_TRUST_REMOTE_CODE"),
+    Option("rerank_kind", "model", _rerank_kind, "How the model reranks: auto (default: "
+           "sequence classifiers score pairs, embedding models use cosine), cross_encoder, "
+           "embedding, or llm (a causal LM loaded as a classifier via --hf-overrides).",
+           env="GATEWAY_RERANK_KIND"),
+    Option("rerank_activation", "model", _activation, "Pair-model relevance scores: sigmoid "
+           "(default, in [0, 1] as Cohere's) or raw logits.", env="GATEWAY_RERANK_ACTIVATION"),
+    Option("score_template", "model", _template, "Jinja template (inline, or a file path) "
+           "that turns a pair into one prompt, with messages of roles `query` and `document`, "
+           "as vLLM's score template; LLM rerankers such as Qwen3-Reranker need it.",
+           env="GATEWAY_SCORE_TEMPLATE", metavar="TEMPLATE"),
+    Option("hf_overrides", "model", _json_object, "Model config overrides as a JSON object "
+           "(vLLM's hf_overrides), e.g. to load Qwen3-Reranker as a yes/no classifier.",
+           env="GATEWAY_HF_OVERRIDES", metavar="JSON"),
     Option("token_ids", "model", str, "How to read token-id inputs (lists of integers): "
            "cl100k_base (default; what OpenAI clients such as LangChain send: decoded with "
            "tiktoken and re-tokenized for the model) or native (the model's own vocabulary).",

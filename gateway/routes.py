@@ -21,6 +21,13 @@ from gateway.encoding import (
 from gateway.errors import from_engine_error, invalid
 from gateway.inputs import engine_call
 from gateway.registry import ModelRegistry
+from gateway.rerank import (
+    RERANK_PATHS,
+    api_version_of,
+    parse_rerank_request,
+    rank,
+    rerank_response,
+)
 from gateway.schemas import embeddings_response, models_response, parse_embeddings_request
 from gateway.token_ids import Cl100kDecoder
 
@@ -96,6 +103,14 @@ async def cohere_embed(request: Request) -> Response:
     return json_response(body, headers=truncation_header(batch))
 
 
+async def rerank(request: Request) -> Response:
+    """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
+    req = parse_rerank_request(await read_json(request))
+    served = registry_of(request).resolve(req.model)
+    ranking = await run_engine(rank(served, req))
+    return json_response(rerank_response(req, ranking, api_version_of(request.url.path)))
+
+
 async def list_models(request: Request) -> Response:
     """GET /v1/models: every served name and alias, in the OpenAI list shape."""
     return json_response(models_response(list(registry_of(request).names()), _STARTED))
@@ -119,6 +134,7 @@ ROUTES = [
     Route("/embeddings", create_embeddings, methods=["POST"]),
     Route("/v1/embed", cohere_embed, methods=["POST"]),
     Route("/v2/embed", cohere_embed, methods=["POST"]),
+    *(Route(path, rerank, methods=["POST"]) for path in RERANK_PATHS),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),

@@ -25,3 +25,109 @@ def test_cpu_defaults_and_long_models() -> None:
     # A whole prompt must fit in one engine step for pooling models.
     assert args["max_num_batched_tokens"] == 32768
     assert args["enforce_eager"] is True
+
+
+# -- rerank: the tokenizer-side helpers, on the built-in model's tokenizer (no engine) --------
+
+import pytest
+from transformers import AutoTokenizer
+
+from adapters.base import InvalidInput, ModelFacts
+from adapters.vllm_engine import VLLMEngine, _scores_pairs
+from gateway.config import resolve_model_path
+
+TEMPLATE = "Q={{ messages[0].content }}|D={{ messages[1].content }}"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_path("builtin:all-MiniLM-L6-v2"))
+
+
+def offline_engine(tokenizer, max_model_len: int = 32, **spec) -> VLLMEngine:
+    engine = VLLMEngine(EngineSpec(name="m", model="/m", **spec))
+    engine._tokenizer = tokenizer
+    engine._facts = ModelFacts(dimension=0, max_model_len=max_model_len, scores_pairs=True)
+    return engine
+
+
+def test_hf_overrides_become_an_engine_argument() -> None:
+    overrides = {"architectures": ["Qwen3ForSequenceClassification"],
+                 "classifier_from_token": ["no", "yes"]}
+    args = engine_arguments(EngineSpec(name="m", model="/m", hf_overrides=overrides),
+                            on_cpu=True)
+    assert args["hf_overrides"] == overrides
+    assert "hf_overrides" not in engine_arguments(EngineSpec(name="m", model="/m"), on_cpu=True)
+
+
+def test_cross_encoder_pairs_carry_segment_ids(tokenizer) -> None:
+    ids, type_ids = offline_engine(tokenizer)._pair_prompt("a query", "the document")
+    assert ids == tokenizer("a query", "the document")["input_ids"]
+    assert type_ids == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_score_template_renders_query_then_document(tokenizer) -> None:
+    ids, type_ids = offline_engine(tokenizer, score_template=TEMPLATE)._pair_prompt("q1", "d2")
+    assert tokenizer.decode(ids) == "q = q1 | d = d2"
+    assert type_ids is None
+
+
+def test_llm_without_template_concatenates_as_vllm_does(tokenizer) -> None:
+    engine = offline_engine(tokenizer)
+    engine._use_sep_token = False
+    ids, _ = engine._pair_prompt("paris", "france")
+    assert ids == tokenizer("parisfrance")["input_ids"]
+
+
+def test_split_keeps_every_word_and_fits_the_window(tokenizer) -> None:
+    text = " ".join(f"word{i} unbelievably" for i in range(40))
+    engine = offline_engine(tokenizer, max_model_len=32)
+    (pieces,) = engine._split_now([text], "short query", None)
+    budget = 32 - len(tokenizer("short query", "")["input_ids"])
+    assert len(pieces) > 1
+    assert "".join(pieces) == text
+    for piece in pieces:
+        assert len(tokenizer("short query", piece)["input_ids"]) <= 32
+        assert len(tokenizer(piece, add_special_tokens=False)["input_ids"]) <= budget
+
+
+def test_split_respects_max_tokens_and_leaves_short_texts_whole(tokenizer) -> None:
+    engine = offline_engine(tokenizer, max_model_len=512)
+    short, long = engine._split_now(["a b", "one two three four five"], None, 2)
+    assert short == ["a b"]
+    assert long == ["one two ", "three four ", "five"]
+
+
+def test_split_leaves_room_for_a_document_prompt(tokenizer) -> None:
+    engine = offline_engine(tokenizer, max_model_len=16)
+    text = " ".join(f"w{i}" for i in range(30))
+    (pieces,) = engine._split_now([text], None, None, lambda t: "passage: " + t)
+    assert "".join(pieces) == text and len(pieces) > 1
+    for piece in pieces:
+        assert len(tokenizer("passage: " + piece)["input_ids"]) <= 16
+
+
+def test_split_refuses_a_query_that_fills_the_window(tokenizer) -> None:
+    with pytest.raises(InvalidInput, match="no room"):
+        offline_engine(tokenizer, max_model_len=8)._split_now(["d"], "a b c d e f g", None)
+
+
+@pytest.mark.parametrize("kind, tasks, expected", [
+    ("auto", ("embed", "token_embed"), False),
+    ("auto", ("classify", "token_classify"), True),
+    ("cross_encoder", ("classify",), True),
+    ("llm", ("classify",), True),
+    ("embedding", ("embed", "classify"), False),
+])
+def test_rerank_kind_against_what_the_model_supports(kind, tasks, expected) -> None:
+    assert _scores_pairs(EngineSpec(name="m", model="/m", rerank_kind=kind), tasks) is expected
+
+
+@pytest.mark.parametrize("kind, tasks, message", [
+    ("cross_encoder", ("embed",), "not a sequence classifier"),
+    ("llm", ("embed",), "hf_overrides"),
+    ("embedding", ("classify",), "cannot embed"),
+])
+def test_rerank_kind_mismatch_fails_the_load(kind, tasks, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        _scores_pairs(EngineSpec(name="m", model="/m", rerank_kind=kind), tasks)

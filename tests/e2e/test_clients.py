@@ -12,7 +12,7 @@ import pytest
 import tiktoken
 
 from gateway.cohere import convert
-from tests.e2e.conftest import MINILM, RunningGateway
+from tests.e2e.conftest import MINILM, MINILM_TRUNCATING, RunningGateway
 from tests.e2e.test_embeddings_openai import cosine_rows
 
 DOCS = [
@@ -82,6 +82,42 @@ def test_langchain_chunked_long_text(gateway, st_minilm, http) -> None:
     assert cosine_rows(vector[None], expected[None])[0] >= 0.999
     # and it is the original text's meaning, not garbage from misread ids
     assert cosine_rows(vector[None], st_minilm.encode([LONG]))[0] >= 0.9
+
+
+# Longer than LangChain's default 8191-token chunk, so that it splits the text itself: a
+# report whose sections repeat with small changes, as long documents do.
+VERY_LONG = " ".join(
+    f"Section {i}: the quarterly report lists revenue, costs and the outlook for the region."
+    for i in range(500)
+)
+
+
+def test_langchain_defaults_split_a_very_long_text_on_a_truncating_model(
+        gateway, st_minilm, http) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    assert len(tiktoken.get_encoding("cl100k_base").encode_ordinary(VERY_LONG)) > 8191
+    requests: list[httpx.Request] = []
+    http.event_hooks["request"].append(requests.append)
+    embeddings = OpenAIEmbeddings(model=MINILM_TRUNCATING, base_url=gateway.openai_base_url,
+                                  api_key="unused", max_retries=0, http_client=http)
+    vector = np.array(embeddings.embed_documents([VERY_LONG])[0])
+    # LangChain sent two cl100k chunks in one request; the model truncated each to its window,
+    # as sentence-transformers truncates the original text.
+    assert len(requests) == 1
+    assert cosine_rows(vector[None], st_minilm.encode([VERY_LONG]))[0] >= 0.999
+
+
+def test_langchain_defaults_on_a_non_truncating_model_get_a_400_with_counts(
+        gateway, http) -> None:
+    import openai
+    from langchain_openai import OpenAIEmbeddings
+
+    embeddings = OpenAIEmbeddings(model=MINILM, base_url=gateway.openai_base_url,
+                                  api_key="unused", max_retries=0, http_client=http)
+    with pytest.raises(openai.BadRequestError) as info:
+        embeddings.embed_documents([VERY_LONG])
+    assert "accepts at most 256 tokens" in info.value.body["message"]
 
 
 def test_out_of_vocabulary_cl100k_id_is_400(gateway) -> None:

@@ -80,3 +80,46 @@ def test_every_option_has_a_flag_an_env_and_help() -> None:
     for option in OPTIONS:
         assert option.flag in help_text
         assert option.env and option.env in help_text
+
+
+def test_rerank_options_per_model(tmp_path: Path) -> None:
+    template = tmp_path / "template.jinja"
+    template.write_text("{{ messages[0].content }} {{ messages[1].content }}")
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        "models:\n"
+        "  - name: emb\n    path: builtin:all-MiniLM-L6-v2\n"
+        "  - name: ce\n    path: org/ce\n    rerank_kind: cross-encoder\n"
+        "    rerank_activation: raw\n    gpu_memory_utilization: 0.3\n"
+        f"  - name: llm\n    path: org/llm\n    rerank_kind: llm\n    score_template: {template}\n"
+        "    hf_overrides: {architectures: [Qwen3ForSequenceClassification],"
+        " classifier_from_token: ['no', 'yes']}\n"
+    )
+    emb, ce, llm = load_settings({"config": str(config)}, {}).models
+    assert (emb.engine.rerank_kind, emb.engine.rerank_activation) == ("auto", True)
+    assert (ce.engine.rerank_kind, ce.engine.rerank_activation) == ("cross_encoder", False)
+    assert ce.engine.gpu_memory_utilization == 0.3
+    assert llm.engine.rerank_kind == "llm"
+    assert llm.engine.score_template == template.read_text()
+    assert llm.engine.hf_overrides == {"architectures": ["Qwen3ForSequenceClassification"],
+                                       "classifier_from_token": ["no", "yes"]}
+
+
+def test_rerank_options_from_flags_and_env() -> None:
+    settings = load_settings(
+        {"model": "org/reranker", "rerank_kind": "llm",
+         "score_template": "{{ messages[0].content }}"},
+        {"GATEWAY_RERANK_ACTIVATION": "raw", "GATEWAY_HF_OVERRIDES": '{"a": 1}'})
+    (model,) = settings.models
+    assert model.engine.rerank_kind == "llm"
+    assert model.engine.rerank_activation is False
+    assert model.engine.score_template == "{{ messages[0].content }}"
+    assert model.engine.hf_overrides == {"a": 1}
+
+
+@pytest.mark.parametrize("key, value", [("rerank_kind", "colbert"),
+                                        ("rerank_activation", "softmax"),
+                                        ("hf_overrides", "[1]")])
+def test_bad_rerank_options_are_config_errors(key, value) -> None:
+    with pytest.raises(ConfigError, match=key.replace("_", "-")):
+        load_settings({"model": "org/m", key: value}, {})

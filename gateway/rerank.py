@@ -1,0 +1,213 @@
+"""Rerank: the Cohere v1/v2 and Jina wire shapes, long-document chunking, and scoring.
+
+One request shape covers the three dialects (they differ only in optional fields), and one
+response shape satisfies every client: Cohere's SDKs read `results[].index/relevance_score`
+and allow extra keys, the Jina clients read the same plus `usage`. Every optional field may be
+an explicit `null` (LangChain sends `"max_tokens_per_doc": null`).
+
+A document longer than the model's window is cut into consecutive chunks by the engine's
+tokenizer; its score is its best chunk's, as Cohere does. Pair models (cross-encoders, LLM
+rerankers) score (query, chunk) pairs; embedding models score by the cosine of the query's and
+the chunk's vectors, each embedded with the model's query or document prompt if it has one.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
+
+import numpy as np
+
+from adapters.base import InvalidInput
+from gateway.errors import invalid
+from gateway.inputs import apply_template, prompt_template
+from gateway.registry import ServedModel
+from gateway.schemas import optional_int, require_model, require_object
+
+# Paths served by the one rerank handler. `/v1/v2/rerank` is what the Cohere SDK calls when a
+# user gives it an OpenAI-style base URL ending in /v1.
+RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank", "/v1/v2/rerank")
+# Cohere bills one search unit per query and up to this many documents (chunks included).
+_DOCUMENTS_PER_SEARCH_UNIT = 100
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """A validated rerank body; `texts[i]` is what gets scored for `documents[i]`."""
+
+    model: str
+    query: str
+    documents: list[Any]
+    texts: list[str]
+    top_n: int | None
+    return_documents: bool
+    max_tokens_per_doc: int | None
+    max_chunks_per_doc: int | None
+    use_activation: bool | None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Each request document's score (input order) and the tokens the engine read."""
+
+    scores: np.ndarray
+    prompt_tokens: int
+    chunks: int
+
+
+def parse_rerank_request(body: Any) -> RerankRequest:
+    body = require_object(body)
+    model = require_model(body)
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise invalid("`query` is required and must be a non-empty string", param="query")
+    documents = body.get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise invalid("`documents` is required and must be a non-empty list of strings or "
+                      "objects with a `text` field", param="documents")
+    rank_fields = _rank_fields(body.get("rank_fields"))
+    texts = [_document_text(i, d, rank_fields) for i, d in enumerate(documents)]
+    return RerankRequest(
+        model=model,
+        query=query,
+        documents=documents,
+        texts=texts,
+        top_n=optional_int(body, "top_n", minimum=1),
+        return_documents=_optional_bool(body, "return_documents", default=True),
+        max_tokens_per_doc=optional_int(body, "max_tokens_per_doc", minimum=1),
+        max_chunks_per_doc=optional_int(body, "max_chunks_per_doc", minimum=1),
+        use_activation=_optional_bool(body, "use_activation", default=None),
+    )
+
+
+def _optional_bool(body: dict, name: str, *, default: bool | None) -> bool | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid(f"`{name}` must be a boolean, got {type(value).__name__}", param=name)
+    return value
+
+
+def _rank_fields(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(f, str) for f in value):
+        raise invalid("`rank_fields` must be a non-empty list of field names",
+                      param="rank_fields")
+    return value
+
+
+def _document_text(index: int, document: Any, rank_fields: list[str] | None) -> str:
+    if isinstance(document, str):
+        return document
+    if not isinstance(document, dict):
+        raise invalid(f"`documents[{index}]` must be a string or an object, got "
+                      f"{type(document).__name__}", param="documents")
+    fields = rank_fields or ["text"]
+    missing = [f for f in fields if f not in document]
+    if missing:
+        raise invalid(f"`documents[{index}]` has no field {missing[0]!r}"
+                      + ("" if rank_fields else "; name the fields to rank by in `rank_fields`"),
+                      param="documents")
+    if rank_fields is None:
+        if not isinstance(document["text"], str):
+            raise invalid(f"`documents[{index}].text` must be a string", param="documents")
+        return document["text"]
+    # Several fields are ranked as "name: value" lines in the order given, as Cohere does.
+    return "\n".join(f"{f}: {_field_text(document[f])}" for f in fields)
+
+
+def _field_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+async def rank(served: ServedModel, req: RerankRequest) -> Ranking:
+    """Score every document for the query: the best of its chunks' scores."""
+    engine = served.engine
+    if engine.facts.scores_pairs:
+        pieces = await engine.split(req.texts, query=req.query,
+                                    max_tokens=req.max_tokens_per_doc)
+        flat, owners = _flatten(pieces, req.max_chunks_per_doc)
+        batch = await engine.score(req.query, flat, activation=req.use_activation)
+        return _best_chunks(len(pieces), owners, batch.scores, batch.total_tokens)
+    # An embedding model with query/document prompts (e5, bge, ...) embeds each side with its
+    # own, as a search would: chunks are cut so that they fit with the document prompt.
+    query_prompt, document_prompt = (
+        prompt_template(served.policy, name=None, input_type=side)
+        for side in ("search_query", "search_document"))
+    wrap = partial(apply_template, document_prompt) if document_prompt is not None else None
+    pieces = await engine.split(req.texts, max_tokens=req.max_tokens_per_doc, wrap=wrap)
+    flat, owners = _flatten(pieces, req.max_chunks_per_doc)
+    query = apply_template(query_prompt, req.query) if query_prompt is not None else req.query
+    try:
+        embedded = await engine.embed([query, *(wrap(c) if wrap else c for c in flat)])
+    except InvalidInput as exc:
+        if exc.index != 0:  # chunks fit by construction; input 0 is the query
+            raise
+        raise invalid(f"`query` does not fit the model: {exc.message}", param="query") from exc
+    scores = cosine(embedded.vectors[0], embedded.vectors[1:])
+    return _best_chunks(len(pieces), owners, scores, embedded.total_tokens)
+
+
+def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str], np.ndarray]:
+    """All chunks in one list (at most `max_chunks` per document), and each one's document."""
+    if max_chunks is not None:
+        pieces = [chunks[:max_chunks] for chunks in pieces]
+    owners = np.array([i for i, chunks in enumerate(pieces) for _ in chunks])
+    return [chunk for chunks in pieces for chunk in chunks], owners
+
+
+def _best_chunks(documents: int, owners: np.ndarray, chunk_scores: np.ndarray,
+                 tokens: int) -> Ranking:
+    scores = np.full(documents, -np.inf)
+    np.maximum.at(scores, owners, chunk_scores)
+    return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(owners))
+
+
+def cosine(query: np.ndarray, documents: np.ndarray) -> np.ndarray:
+    """Cosine similarity of one vector with each row, in float64."""
+    q = np.asarray(query, dtype=np.float64)
+    d = np.asarray(documents, dtype=np.float64)
+    norms = np.linalg.norm(d, axis=1) * np.linalg.norm(q)
+    return (d @ q) / np.where(norms == 0, 1.0, norms)
+
+
+def rerank_response(req: RerankRequest, ranking: Ranking, api_version: str) -> dict:
+    """Results sorted by descending score, `index` pointing into the request's documents."""
+    order = sorted(range(len(ranking.scores)), key=lambda i: -ranking.scores[i])
+    if req.top_n is not None:
+        order = order[:req.top_n]
+    results = []
+    for i in order:
+        result: dict[str, Any] = {"index": i, "relevance_score": float(ranking.scores[i])}
+        if req.return_documents:
+            document = req.documents[i]
+            result["document"] = document if isinstance(document, dict) else {"text": document}
+        results.append(result)
+    return {
+        "id": f"rerank-{uuid.uuid4().hex}",
+        "model": req.model,
+        "results": results,
+        "meta": {
+            "api_version": {"version": api_version, "is_experimental": False},
+            "billed_units": {"search_units": search_units(ranking.chunks)},
+        },
+        "usage": {"prompt_tokens": ranking.prompt_tokens, "total_tokens": ranking.prompt_tokens},
+    }
+
+
+def search_units(chunks: int) -> int:
+    return max(1, math.ceil(chunks / _DOCUMENTS_PER_SEARCH_UNIT))
+
+
+def api_version_of(path: str) -> str:
+    """Cohere's `meta.api_version.version`: 2 on the v2 route, 1 elsewhere."""
+    return "2" if path.endswith("/v2/rerank") else "1"
+
+
+def is_rerank_path(path: str) -> bool:
+    return path.rstrip("/") in RERANK_PATHS
