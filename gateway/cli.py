@@ -8,12 +8,13 @@ import logging
 import sys
 import time
 from types import FrameType
-from typing import Sequence
+from typing import Any, Sequence
 
 import uvicorn
 
 from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
+from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
 from gateway.observe import Drain
 from gateway.registry import ModelRegistry, ServedModel
@@ -54,16 +55,34 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
 
 
 def build_registry(settings: Settings) -> ModelRegistry:
-    return ModelRegistry([
-        ServedModel(m.name, m.aliases, make_engine(settings.engine, m.engine), m.policy)
-        for m in settings.models
-    ])
+    def engine(spec: EngineSpec) -> Engine:
+        cache = (EmbeddingCache(settings.embedding_cache_size)
+                 if settings.embedding_cache_size else None)
+        return CachingEngine(make_engine(settings.engine, spec), cache)
+
+    return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine), m.policy)
+                          for m in settings.models])
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Serve in this process, or in `settings.workers` worker processes on the one port."""
+    _configure_logging(settings)
     log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
+    if settings.workers > 1:
+        from gateway.workers import run_workers
+
+        return run_workers(settings, serve_one)
+    return serve_one(settings)
+
+
+def serve_one(settings: Settings, sock: Any = None) -> int:
+    """One server process with its own engines; `sock` is a pre-bound listening socket."""
+    _configure_logging(settings)
     failed = False
 
     def on_fatal() -> None:
@@ -78,7 +97,7 @@ def serve(settings: Settings) -> int:
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         lifespan="on", access_log=False, timeout_graceful_shutdown=1,
     ), app.state.drain, settings.drain_grace_s)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     return 1 if failed else 0
 
 

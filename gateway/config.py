@@ -49,6 +49,16 @@ def _json_object(value: Any) -> dict:
     return parsed
 
 
+def _workers(value: Any) -> int | None:
+    """A positive count, or None for `auto` (decided from the hardware and the models)."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"must be `auto` or at least 1, got {count}")
+    return count
+
+
 def _str_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -120,6 +130,15 @@ OPTIONS: tuple[Option, ...] = (
            metavar="DIR"),
     Option("engine", "server", str, "Engine backend: vllm (default), or fake for instant "
            "deterministic vectors that measure the gateway alone.", env="GATEWAY_ENGINE"),
+    Option("workers", "server", _workers, "Gateway worker processes on the one port, each with "
+           "its own engine per model (SO_REUSEPORT): auto (default) is 1 on CPU and, on a GPU, "
+           "up to 4 for models under 1 GB (one per 4 CPU cores), which hides the engine front "
+           "end's per-request CPU work; memory shares then apply per engine.",
+           env="GATEWAY_WORKERS"),
+    Option("embedding_cache_size", "server", int, "Keep the vectors of this many recent "
+           "distinct inputs per model in memory and answer repeats from there (default 0: "
+           "off). Identical inputs within one request are always embedded once.",
+           env="GATEWAY_EMBEDDING_CACHE_SIZE", metavar="N"),
     # -- security and limits (see README "Reliability and security") ---------------------
     Option("api_keys", "server", _str_list, "API key clients must send as `Authorization: "
            "Bearer <key>`; repeat the flag (or comma-separate the env value) for several keys. "
@@ -209,6 +228,9 @@ OPTIONS: tuple[Option, ...] = (
 _BY_NAME = {option.name: option for option in OPTIONS}
 # Model keys a YAML entry may carry beyond the engine-argument options.
 _MODEL_ONLY_KEYS = {"name", "path"}
+# Server keys a YAML file may set at its top level.
+_SERVER_FILE_KEYS = ("host", "port", "log_level", "engine", "tiktoken_cache_dir", "workers",
+                     "embedding_cache_size")
 
 
 TOKEN_ID_MODES = ("cl100k_base", "native")
@@ -252,6 +274,8 @@ class Settings:
     log_level: str = "info"
     engine: str = "vllm"
     tiktoken_cache_dir: str | None = None
+    workers: int = 1
+    embedding_cache_size: int = 0
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
     api_keys: tuple[str, ...] = ()
     public_metrics: bool = False
@@ -320,21 +344,53 @@ def load_settings(
                     "aliases": list(DEFAULT_MODEL_ALIASES)}]
     models = tuple(_model_config(entry, model_flags) for entry in entries)
     _check_unique_names(models)
+    workers = _parse(_BY_NAME["workers"], server.get("workers", "auto"))
+    if workers is None:
+        workers = default_workers(models, gpu=_has_nvidia_gpu(), cpus=os.cpu_count() or 1)
+    cache_size = _parse(_BY_NAME["embedding_cache_size"], server.get("embedding_cache_size", 0))
+    if cache_size < 0:
+        raise ConfigError(f"--embedding-cache-size: must be 0 (off) or more, got {cache_size}")
     return Settings(
         host=str(server.get("host", Settings.host)),
         port=_parse(_BY_NAME["port"], server.get("port", Settings.port)),
         log_level=str(server.get("log_level", Settings.log_level)).lower(),
         engine=_choice("engine", server.get("engine", Settings.engine), ("vllm", "fake")),
         tiktoken_cache_dir=server.get("tiktoken_cache_dir"),
-        models=_share_accelerator_memory(models),
+        workers=workers,
+        embedding_cache_size=cache_size,
+        models=_share_accelerator_memory(models, workers),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in server.items()
            if k in _PASSED_THROUGH},
     )
 
 
-# Server settings passed through to Settings as parsed (everything but the four above).
+# Server settings passed through to Settings as parsed (all but those handled above).
 _PASSED_THROUGH = {o.name for o in OPTIONS if o.scope == "server"} - {
-    "config", "host", "port", "log_level", "engine", "tiktoken_cache_dir"}
+    "config", "host", "port", "log_level", "engine", "tiktoken_cache_dir", "workers",
+    "embedding_cache_size"}
+
+
+# Models at most this big get several engine replicas (one per worker) on a GPU by default.
+_SMALL_MODEL_BYTES = 1 << 30
+_MAX_AUTO_WORKERS = 4
+
+
+def default_workers(models: Sequence[ModelConfig], *, gpu: bool, cpus: int) -> int:
+    """`--workers auto`: 1 on CPU, where the engine already uses every core. On a GPU a small
+    model leaves the GPU idle while one process's event loop is busy with per-request work, so
+    several processes (each with its own engine) serve more: one per 4 cores, at most 4."""
+    if not gpu or any(_weights_bytes(m.engine.model) > _SMALL_MODEL_BYTES for m in models):
+        return 1
+    return max(1, min(_MAX_AUTO_WORKERS, cpus // 4))
+
+
+def _weights_bytes(model: str) -> int:
+    """Size of a local folder's weight files; a hub id (unknown size) counts as large."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return _SMALL_MODEL_BYTES + 1
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin")
+               for f in folder.glob(pattern))
 
 
 def _parse(option: Option, raw: Any) -> Any:
@@ -441,14 +497,17 @@ def _check_unique_names(models: Sequence[ModelConfig]) -> None:
             seen.add(name)
 
 
-def _share_accelerator_memory(models: tuple[ModelConfig, ...]) -> tuple[ModelConfig, ...]:
-    """On a GPU, engines without an explicit memory share split 0.9 evenly between them;
-    on CPU the adapter's own default applies. Decided here so the startup log shows it."""
+def _share_accelerator_memory(models: tuple[ModelConfig, ...],
+                              workers: int = 1) -> tuple[ModelConfig, ...]:
+    """On a GPU, engines without an explicit memory share split 0.9 evenly between them (every
+    worker has its own engine per model); on CPU the adapter's own default applies. An explicit
+    share is per engine. Decided here so the startup log shows it."""
     unset = [m for m in models if m.engine.gpu_memory_utilization is None]
-    if len(models) < 2 or not unset or not _has_nvidia_gpu():
+    if (len(models) < 2 and workers < 2) or not unset or not _has_nvidia_gpu():
         return models
-    taken = sum(m.engine.gpu_memory_utilization or 0.0 for m in models)
-    share = round(max(0.9 - taken, 0.05 * len(unset)) / len(unset), 3)
+    taken = workers * sum(m.engine.gpu_memory_utilization or 0.0 for m in models)
+    engines = len(unset) * workers
+    share = round(max(0.9 - taken, 0.05 * engines) / engines, 3)
     return tuple(
         replace(m, engine=replace(m.engine, gpu_memory_utilization=share))
         if m.engine.gpu_memory_utilization is None else m

@@ -1,12 +1,14 @@
 """Vectors to wire form: Matryoshka truncation, float rows or little-endian float32 base64.
 
-Works on whole numpy matrices; the only per-vector Python step is the base64 call, which the
-wire format requires (one string per vector).
+Works on whole numpy matrices. base64 needs one string per vector; when a row is a whole
+number of 3-byte groups (any dimension divisible by 3: 384, 768, 1536, ...) the matrix is
+encoded in one call and the text sliced, which is exactly the per-row encoding, about a third
+cheaper.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 
 import numpy as np
 
@@ -49,5 +51,15 @@ def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list:
     refuse_non_finite(vectors)
     matrix = np.ascontiguousarray(vectors, dtype=_LE_FLOAT32)
     if encoding_format == "base64":
-        return [base64.b64encode(row.tobytes()).decode("ascii") for row in matrix]
+        return base64_rows(matrix)
     return list(matrix)
+
+
+def base64_rows(matrix: np.ndarray) -> list[str]:
+    """One base64 string per row of a C-contiguous little-endian float32 matrix."""
+    row_bytes = matrix.shape[1] * matrix.itemsize
+    if row_bytes % 3 == 0:
+        text = binascii.b2a_base64(matrix.data, newline=False).decode("ascii")
+        step = row_bytes // 3 * 4
+        return [text[i:i + step] for i in range(0, len(text), step)]
+    return [binascii.b2a_base64(row.data, newline=False).decode("ascii") for row in matrix]

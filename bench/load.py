@@ -1,0 +1,155 @@
+"""Closed-loop HTTP load: `concurrency` clients, each sending its next request as soon as the
+previous one answered, for a fixed time. The same bodies go to every server.
+
+aiohttp on uvloop keeps the client's own cost per request to tens of microseconds; responses
+are read but not parsed (one is parsed before the cell starts, to check the server answers
+what was asked). The client's CPU time is measured per cell, because it shares the cores with
+the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import aiohttp
+import orjson
+import psutil
+
+_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Body:
+    """One pre-serialized request body and what it carries."""
+
+    data: bytes
+    texts: int
+    tokens: int
+
+
+@dataclass
+class CellResult:
+    requests: int
+    texts: int
+    tokens: int
+    wall_s: float
+    texts_per_s: float
+    tokens_per_s: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    client_cpu_pct: float  # of one core
+    server_cpu_pct: float  # of one core, the server process and its children
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _own_cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _tree_cpu(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+async def closed_loop(
+    url: str,
+    bodies: Sequence[Body],
+    *,
+    concurrency: int,
+    duration_s: float,
+    server: psutil.Process | None = None,
+    max_requests: int | None = None,
+) -> CellResult:
+    """Drive `url` with `concurrency` closed-loop clients for `duration_s` (after one warm-up
+    request per client). In-flight requests finish after the deadline and are counted, so the
+    throughput is work done over the time it took."""
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await _check(session, url, bodies[0])
+        await asyncio.gather(*(_post(session, url, bodies[i % len(bodies)])
+                               for i in range(concurrency)))
+        latencies: list[float] = []
+        counters = {"next": 0, "texts": 0, "tokens": 0, "errors": 0}
+        me = psutil.Process()
+        cpu0, server0 = _own_cpu(me), _tree_cpu(server)
+        start = time.perf_counter()
+        deadline = start + duration_s
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                if max_requests is not None and counters["next"] >= max_requests:
+                    return
+                body = bodies[counters["next"] % len(bodies)]
+                counters["next"] += 1
+                t0 = time.perf_counter()
+                ok = await _post(session, url, body)
+                latencies.append(time.perf_counter() - t0)
+                if ok:
+                    counters["texts"] += body.texts
+                    counters["tokens"] += body.tokens
+                else:
+                    counters["errors"] += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+        cpu = _own_cpu(me) - cpu0
+        server_cpu = _tree_cpu(server) - server0
+    done = len(latencies) - counters["errors"]
+    return CellResult(
+        requests=len(latencies), texts=counters["texts"], tokens=counters["tokens"],
+        wall_s=round(wall, 3),
+        texts_per_s=counters["texts"] / wall, tokens_per_s=counters["tokens"] / wall,
+        requests_per_s=done / wall,
+        p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
+        errors=counters["errors"],
+        client_cpu_pct=100 * cpu / wall, server_cpu_pct=100 * server_cpu / wall,
+    )
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: Body) -> bool:
+    async with session.post(url, data=body.data, headers=_HEADERS) as response:
+        await response.read()
+        return response.status == 200
+
+
+async def _check(session: aiohttp.ClientSession, url: str, body: Body) -> None:
+    async with session.post(url, data=body.data, headers=_HEADERS) as response:
+        raw = await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}: {raw[:500]!r}")
+        answer = orjson.loads(raw)
+    rows = answer.get("data") or answer.get("results") or []
+    if len(rows) not in (body.texts, orjson.loads(body.data).get("top_n")):
+        raise RuntimeError(f"{url} answered {len(rows)} rows for {body.texts} inputs")
+
+
+async def probe(url: str, body: bytes) -> tuple[int, bytes]:
+    """One request; (status, body). Used to find out whether a route exists."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        async with session.post(url, data=body, headers=_HEADERS) as response:
+            return response.status, await response.read()

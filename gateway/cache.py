@@ -1,0 +1,140 @@
+"""Embed each distinct prompt once: within a request always, across requests with an optional
+bounded LRU cache of recent vectors, keyed by prompt (text or token ids) and `EmbedOptions`
+(one cache per model).
+
+`CachingEngine` wraps any `Engine` and changes only `embed`; everything else (start, facts,
+health, shutdown, and any method it does not define) goes straight to the wrapped engine.
+When a request has no repeated input and the cache is off, the wrapped engine gets the
+request untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from adapters.base import EmbedOptions, EmbeddingBatch, Engine, EngineError, ModelFacts, Prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One prompt's result: its vector, its token count and whether it was truncated."""
+
+    vector: np.ndarray
+    tokens: int
+    truncated: bool
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    # Inputs answered from an identical input of the same request.
+    deduplicated: int = 0
+
+
+class EmbeddingCache:
+    """At most `max_entries` vectors (with their token counts), least recently used first out."""
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("an embedding cache holds at least one entry")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self.stats = CacheStats()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.stats.hits += 1
+        return entry
+
+    def put(self, key: Hashable, entry: _Entry) -> None:
+        # A copy, so that the cache does not keep a whole response matrix alive per row.
+        self._entries[key] = _Entry(entry.vector.copy(), entry.tokens, entry.truncated)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+            self.stats.evictions += 1
+
+
+class CachingEngine:
+    """An `Engine` that embeds each distinct input once (see the module docstring)."""
+
+    def __init__(self, engine: Engine, cache: EmbeddingCache | None = None) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.stats = cache.stats if cache is not None else CacheStats()
+
+    @property
+    def spec(self) -> Any:
+        return self.engine.spec
+
+    @property
+    def facts(self) -> ModelFacts:
+        return self.engine.facts
+
+    def __getattr__(self, name: str) -> Any:
+        # Methods this wrapper does not change (start, check_health, rerank, ...).
+        return getattr(self.engine, name)
+
+    async def shutdown(self) -> None:
+        if self.cache is not None or self.stats.deduplicated:
+            log.info("model %s: %s, %d cached vectors", self.engine.spec.name, self.stats,
+                     len(self.cache) if self.cache is not None else 0)
+        await self.engine.shutdown()
+
+    async def embed(self, prompts: Sequence[Prompt],
+                    options: EmbedOptions = EmbedOptions()) -> EmbeddingBatch:
+        # Position of each prompt's first occurrence among the distinct prompts; token-id
+        # prompts are keyed by their ids (a text and an id tuple never compare equal).
+        slots: dict[Hashable, int] = {}
+        keys = [p if isinstance(p, str) else tuple(p) for p in prompts]
+        order = [slots.setdefault(key, len(slots)) for key in keys]
+        if len(slots) == len(prompts) and self.cache is None:
+            return await self.engine.embed(prompts, options)
+        self.stats.deduplicated += len(prompts) - len(slots)
+        first = {slot: i for i, slot in reversed(list(enumerate(order)))}
+        distinct = [prompts[first[slot]] for slot in range(len(slots))]
+        cache_keys = [(key, options) for key in slots]
+        found = self._lookup(cache_keys)
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        if missing:
+            try:
+                batch = await self.engine.embed([distinct[i] for i in missing], options)
+            except EngineError as exc:
+                if exc.index is None or len(distinct) == len(prompts):
+                    raise
+                # Let the engine name the failing prompt by its index in the request.
+                return await self.engine.embed(prompts, options)
+            cut = set(batch.truncated)
+            for row, i in enumerate(missing):
+                entry = _Entry(batch.vectors[row], int(batch.token_counts[row]), row in cut)
+                found[i] = entry
+                if self.cache is not None:
+                    self.cache.put(cache_keys[i], entry)
+        vectors = np.stack([entry.vector for entry in found])  # type: ignore[union-attr]
+        rows = [found[slot] for slot in order]
+        return EmbeddingBatch(
+            vectors=vectors[order],
+            token_counts=[entry.tokens for entry in rows],  # type: ignore[union-attr]
+            truncated=tuple(i for i, entry in enumerate(rows) if entry.truncated),  # type: ignore[union-attr]
+        )
+
+    def _lookup(self, keys: list[tuple]) -> list[_Entry | None]:
+        if self.cache is None:
+            return [None] * len(keys)
+        return [self.cache.get(key) for key in keys]

@@ -1,0 +1,138 @@
+"""`--workers`: parsing, the automatic default, and N processes serving one port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from gateway.config import ConfigError, default_workers, load_settings, resolve_model_path
+from tests.e2e.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("raw, expected", [("1", 1), ("3", 3), (" 4 ", 4)])
+def test_workers_flag_takes_a_count(raw: str, expected: int) -> None:
+    assert load_settings({"workers": raw}, environ={}).workers == expected
+
+
+def test_workers_env_twin() -> None:
+    assert load_settings({}, environ={"GATEWAY_WORKERS": "2"}).workers == 2
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "many"])
+def test_workers_must_be_auto_or_positive(raw: str) -> None:
+    with pytest.raises(ConfigError, match="--workers"):
+        load_settings({"workers": raw}, environ={})
+
+
+def test_workers_auto_is_one_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.config._has_nvidia_gpu", lambda: False)
+    assert load_settings({"workers": "auto"}, environ={}).workers == 1
+    assert load_settings({}, environ={}).workers == 1
+
+
+def test_default_workers_on_a_gpu_follow_cores_and_model_size() -> None:
+    small = load_settings({}, environ={}).models  # the built-in MiniLM, about 90 MB
+    assert default_workers(small, gpu=True, cpus=16) == 4
+    assert default_workers(small, gpu=True, cpus=8) == 2
+    assert default_workers(small, gpu=True, cpus=2) == 1
+    assert default_workers(small, gpu=False, cpus=64) == 1
+    hub_id = load_settings({"model": "BAAI/bge-large-en-v1.5"}, environ={}).models
+    assert default_workers(hub_id, gpu=True, cpus=16) == 1  # size unknown: one replica
+
+
+def test_gpu_memory_is_split_across_worker_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.config._has_nvidia_gpu", lambda: True)
+    settings = load_settings({"workers": "4"}, environ={})
+    assert settings.models[0].engine.gpu_memory_utilization == pytest.approx(0.225)
+
+
+def test_cache_size_option() -> None:
+    assert load_settings({}, environ={}).embedding_cache_size == 0
+    assert load_settings({}, environ={"GATEWAY_EMBEDDING_CACHE_SIZE": "1000"}
+                         ).embedding_cache_size == 1000
+    with pytest.raises(ConfigError, match="--embedding-cache-size"):
+        load_settings({"embedding_cache_size": "-1"}, environ={})
+
+
+def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, process, log)
+        workers = [p for p in psutil.Process(process.pid).children()
+                   if "spawn_main" in " ".join(p.cmdline())]  # not the resource tracker
+        assert len(workers) == 2
+        # Every worker answers on the one port: fresh connections reach both.
+        for _ in range(20):
+            with httpx.Client() as client:
+                r = client.post(url + "/v1/embeddings",
+                                json={"model": "all-MiniLM-L6-v2", "input": ["hi", "hi"]})
+            assert r.status_code == 200
+            assert len(r.json()["data"]) == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    workers: list[psutil.Process] = []
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", process, log)
+        workers = psutil.Process(process.pid).children()
+        process.kill()
+        process.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive
+    finally:
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+
+
+def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("workers did not become ready")
+
+
+def test_builtin_model_folder_is_local() -> None:
+    # default_workers measures weight files; the built-in model must be a folder with them.
+    assert list(Path(resolve_model_path("builtin:all-MiniLM-L6-v2")).glob("*.safetensors"))
