@@ -22,7 +22,6 @@ from gateway.errors import APIError, ErrorKind, error_response
 from gateway.limits import BodyLimitMiddleware
 from gateway.observe import Drain, RequestContextMiddleware
 from gateway.registry import ModelRegistry
-from gateway.rerank import is_rerank_path
 from gateway.routes import ROUTES
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
 from gateway.token_ids import Cl100kDecoder
@@ -96,8 +95,7 @@ def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
 
 
 def _respond(request: Request, error: APIError) -> Response:
-    # The Jina rerank clients read a top-level `detail` instead of the OpenAI envelope.
-    return error_response(error, with_detail=is_rerank_path(request.scope["path"]))
+    return error_response(error, path=request.scope["path"])
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -112,13 +112,13 @@ def from_engine_error(exc: EngineError) -> APIError:
     return APIError(ErrorKind.INTERNAL, "internal server error")
 
 
-def error_response(error: APIError, *, with_detail: bool = False, close: bool = False
-                   ) -> Response:
-    """The HTTP response for an error. `with_detail` adds a top-level `detail` string, which
-    the Jina rerank clients read instead of the envelope. `close` ends the connection after
-    it (a body left unread, a draining server)."""
+def error_response(error: APIError, *, path: str, close: bool = False) -> Response:
+    """The HTTP response for an error on `path`. On rerank paths the body also carries a
+    top-level `detail` string, which the Jina rerank clients read instead of the envelope;
+    deciding it here gives every error there (auth, limits, draining, routes) the same body.
+    `close` ends the connection after it (a body left unread, a draining server)."""
     body = error.body()
-    if with_detail:
+    if path.rstrip("/").endswith("/rerank"):
         body["detail"] = error.message
     headers = dict(error.headers)
     if error.status >= 500 and error.kind is not ErrorKind.UNAVAILABLE:

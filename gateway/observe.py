@@ -75,7 +75,8 @@ class RequestContextMiddleware:
             if self.drain.draining and not probe:
                 error = APIError(ErrorKind.UNAVAILABLE, "the server is shutting down; retry on "
                                  "another instance", code="draining", headers={"Retry-After": "5"})
-                await error_response(error, close=True)(scope, receive, send_with_id)
+                await error_response(error, path=scope["path"], close=True)(
+                    scope, receive, send_with_id)
                 return
             if not probe:
                 self.drain.inflight += 1
@@ -90,7 +91,7 @@ class RequestContextMiddleware:
             if status == 0:
                 error = APIError(ErrorKind.INTERNAL, "internal server error (request id "
                                  f"{request_id.decode()})")
-                await error_response(error)(scope, receive, send_with_id)
+                await error_response(error, path=scope["path"])(scope, receive, send_with_id)
         finally:
             _log_line(scope, request_id, status, time.perf_counter() - started)
 

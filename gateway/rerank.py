@@ -207,7 +207,3 @@ def search_units(chunks: int) -> int:
 def api_version_of(path: str) -> str:
     """Cohere's `meta.api_version.version`: 2 on the v2 route, 1 elsewhere."""
     return "2" if path.endswith("/v2/rerank") else "1"
-
-
-def is_rerank_path(path: str) -> bool:
-    return path.rstrip("/") in RERANK_PATHS

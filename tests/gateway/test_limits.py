@@ -41,6 +41,14 @@ def test_chunked_body_over_the_limit_is_413(small) -> None:
     assert_error(response, 413, "larger than the limit")
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_too_large_on_a_rerank_path_carries_detail(small, chunked) -> None:
+    body = b"x" * 1001
+    response = small.post("/v1/rerank", content=iter([body]) if chunked else body, headers=JSON)
+    assert response.status_code == 413
+    assert response.json()["detail"] == response.json()["error"]["message"]
+
+
 def test_streamed_body_is_cut_off_before_the_excess_is_read() -> None:
     received: list[int] = []
 

@@ -116,3 +116,14 @@ def test_websockets_are_refused_without_a_key(locked) -> None:
         with locked.websocket_connect("/v1/embeddings"):
             pass
     assert info.value.code == 1008
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank", "/rerank"])
+def test_refusals_on_rerank_paths_carry_detail_for_jina_clients(locked, path) -> None:
+    response = locked.post(path, json=EMBED)
+    assert response.status_code == 401
+    assert response.json()["detail"] == response.json()["error"]["message"]
+
+
+def test_refusals_elsewhere_are_the_plain_envelope(locked) -> None:
+    assert set(locked.post("/v1/embeddings", json=EMBED).json()) == {"error"}
