@@ -64,7 +64,8 @@ def test_cache_size_option() -> None:
         load_settings({"embedding_cache_size": "-1"}, environ={})
 
 
-def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
+def _start_two_workers(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """A fake-engine gateway with two workers, started as a user starts it, once ready."""
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as out:
@@ -74,9 +75,19 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
             cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
             stderr=subprocess.STDOUT,
         )
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         _wait_ready(url, process, log)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, url
+
+
+def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
+    process, url = _start_two_workers(tmp_path)
+    try:
         workers = [p for p in psutil.Process(process.pid).children()
                    if "spawn_main" in " ".join(p.cmdline())]  # not the resource tracker
         assert len(workers) == 2
@@ -97,18 +108,9 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
 
 
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process, _ = _start_two_workers(tmp_path)
     workers: list[psutil.Process] = []
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", process, log)
         workers = psutil.Process(process.pid).children()
         process.kill()
         process.wait()
