@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -349,6 +350,34 @@ def rust_batch_encoder(tokenizer: Any) -> Callable[[list[str]], list[list[int]]]
                     exc_info=True)
         return None
     return encode if same else None
+
+
+def cpu_thread_binding(cpu_threads: str, available: Iterable[int]) -> str:
+    """vLLM's VLLM_CPU_OMP_THREADS_BIND value for the `cpu_threads` setting: `all` lists the
+    cores in `available` (e.g. "0-1"); anything else is vLLM's own syntax, passed on."""
+    if cpu_threads != "all":
+        return cpu_threads
+    cores = sorted(available)
+    runs: list[str] = []
+    start = prev = cores[0]
+    for core in [*cores[1:], None]:
+        if core is not None and core == prev + 1:
+            prev = core
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if core is not None:
+            start = prev = core
+    return ",".join(runs)
+
+
+def configure_cpu_threads(cpu_threads: str) -> str:
+    """Bind the CPU engines this process starts from now on (their processes inherit the
+    environment). vLLM's `auto` reserves one core per engine for its scheduler, which on a
+    2-core machine leaves the model one core: measured here, binding both made the gateway
+    1.35-1.8x faster. vLLM's GPU platforms ignore the variable."""
+    binding = cpu_thread_binding(cpu_threads, os.sched_getaffinity(0))
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
+    return binding
 
 
 def engine_arguments(spec: EngineSpec, *, on_cpu: bool) -> dict[str, Any]:

@@ -73,6 +73,11 @@ def serve(settings: Settings) -> int:
     """Serve in this process, or in `settings.workers` worker processes on the one port."""
     _configure_logging(settings)
     log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
+    if settings.engine == "vllm":
+        from adapters.vllm_engine import configure_cpu_threads
+
+        log.info("vLLM CPU model threads bound to cores %s",
+                 configure_cpu_threads(settings.cpu_threads))
     if settings.workers > 1:
         from gateway.workers import run_workers
 

@@ -135,6 +135,12 @@ OPTIONS: tuple[Option, ...] = (
            "up to 4 for models under 1 GB (one per 4 CPU cores), which hides the engine front "
            "end's per-request CPU work; memory shares then apply per engine.",
            env="GATEWAY_WORKERS"),
+    Option("cpu_threads", "server", str, "CPU cores the vLLM CPU engine's model threads run "
+           "on (no effect on a GPU): all (default) binds them to every core this process may "
+           "use; auto is vLLM's own choice, which keeps one core for its scheduler (on 2 cores "
+           "that halves the model's speed); or a core list such as 0-3. Sets vLLM's "
+           "VLLM_CPU_OMP_THREADS_BIND, which also serves as the default when set.",
+           env="GATEWAY_CPU_THREADS"),
     Option("embedding_cache_size", "server", int, "Keep the vectors of this many recent "
            "distinct inputs per model in memory and answer repeats from there (default 0: "
            "off). Identical inputs within one request are always embedded once.",
@@ -275,6 +281,7 @@ class Settings:
     engine: str = "vllm"
     tiktoken_cache_dir: str | None = None
     workers: int = 1
+    cpu_threads: str = "all"
     embedding_cache_size: int = 0
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
     api_keys: tuple[str, ...] = ()
@@ -357,6 +364,9 @@ def load_settings(
         engine=_choice("engine", server.get("engine", Settings.engine), ("vllm", "fake")),
         tiktoken_cache_dir=server.get("tiktoken_cache_dir"),
         workers=workers,
+        # An operator's own vLLM setting is the default, so that it is not silently replaced.
+        cpu_threads=str(server.get("cpu_threads")
+                        or environ.get("VLLM_CPU_OMP_THREADS_BIND") or Settings.cpu_threads),
         embedding_cache_size=cache_size,
         models=_share_accelerator_memory(models, workers),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in server.items()
@@ -367,7 +377,7 @@ def load_settings(
 # Server settings passed through to Settings as parsed (all but those handled above).
 _PASSED_THROUGH = {o.name for o in OPTIONS if o.scope == "server"} - {
     "config", "host", "port", "log_level", "engine", "tiktoken_cache_dir", "workers",
-    "embedding_cache_size"}
+    "cpu_threads", "embedding_cache_size"}
 
 
 # Models at most this big get several engine replicas (one per worker) on a GPU by default.

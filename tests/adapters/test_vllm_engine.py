@@ -156,3 +156,13 @@ def test_tokenizer_does_not_swallow_interrupts(exc) -> None:
 
     with pytest.raises(exc):
         _tokenizer_call(interrupted, ["x"], True)
+
+
+def test_cpu_thread_binding_lists_every_available_core() -> None:
+    from adapters.vllm_engine import cpu_thread_binding
+
+    assert cpu_thread_binding("all", {0, 1}) == "0-1"
+    assert cpu_thread_binding("all", {3}) == "3"
+    assert cpu_thread_binding("all", {0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+    assert cpu_thread_binding("auto", {0, 1}) == "auto"
+    assert cpu_thread_binding("0-3|4-7", {0}) == "0-3|4-7"

@@ -169,3 +169,17 @@ def test_request_token_limit_counts_the_real_tokenizer(client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.embeddings.create(model=MINILM, input=texts)
     assert "tokens in all, but a request may have at most 300000" in info.value.body["message"]
+
+
+def test_cpu_engine_model_threads_use_every_core(gateway: RunningGateway) -> None:
+    # vLLM's own default reserves one core for its scheduler; the gateway binds them all.
+    import os
+
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip("thread binding applies to vLLM's CPU engine only")
+    cores = sorted(os.sched_getaffinity(0))
+    log = gateway.log_path.read_text()
+    assert f"core ids={cores}" in log
+    assert "core ids=[" + str(cores[-1]) + "]" not in log or len(cores) == 1

@@ -152,3 +152,11 @@ def test_rerank_options_from_flags_and_env() -> None:
 def test_bad_rerank_options_are_config_errors(key, value) -> None:
     with pytest.raises(ConfigError, match=key.replace("_", "-")):
         load_settings({"model": "org/m", key: value}, {})
+
+
+def test_cpu_threads_default_all_and_respect_vllm_setting() -> None:
+    assert load_settings({}, {}).cpu_threads == "all"
+    assert load_settings({}, {"VLLM_CPU_OMP_THREADS_BIND": "auto"}).cpu_threads == "auto"
+    assert load_settings({"cpu_threads": "0-1"},
+                         {"VLLM_CPU_OMP_THREADS_BIND": "auto"}).cpu_threads == "0-1"
+    assert load_settings({}, {"GATEWAY_CPU_THREADS": "1"}).cpu_threads == "1"
