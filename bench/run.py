@@ -27,7 +27,8 @@ import uvloop
 from bench import cells as C
 from bench import report
 from bench.load import closed_loop, probe
-from bench.servers import REPO, free_port, gateway_command, running, vllm_serve_command
+from bench.servers import REPO, gateway_command, running, vllm_serve_command
+from reliability.server import free_port
 
 RESULTS = REPO / "bench" / "results"
 

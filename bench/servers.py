@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import httpx
 import psutil
+
+from reliability.server import wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 900
@@ -31,12 +31,6 @@ class Server:
     @property
     def psutil(self) -> psutil.Process:
         return psutil.Process(self.process.pid)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gateway_command(port: int, *, engine: str = "vllm", extra: Sequence[str] = ()) -> list[str]:
@@ -70,23 +64,10 @@ def running(name: str, command: list[str], port: int, ready_path: str, log_dir: 
                                    stderr=subprocess.STDOUT, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base_url + ready_path, process, log_path)
+        wait_ready(base_url + ready_path, process, log_path, timeout_s=START_TIMEOUT_S)
         yield Server(name, base_url, process, log_path, time.monotonic() - started)
     finally:
         _stop(process)
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {process.returncode}:\n"
-                               + log_path.read_text(errors="replace")[-3000:])
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not become ready; see {log_path}")
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -29,6 +29,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_ready(url: str, process: subprocess.Popen, log_path: Path, *, timeout_s: float,
+               poll_s: float = 0.5) -> None:
+    """Return once GET `url` answers 200; raise with the log's tail if the process exits
+    first or `timeout_s` passes. Used by the battery, the benchmark and the tests."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {process.returncode}:\n"
+                               + log_path.read_text(errors="replace")[-3000:])
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(poll_s)
+    raise RuntimeError(f"{url} did not become ready in {timeout_s:.0f} s:\n"
+                       + log_path.read_text(errors="replace")[-3000:])
+
+
 @dataclass
 class Gateway:
     process: subprocess.Popen
@@ -95,16 +114,10 @@ def start_gateway(workdir: Path, *, fake_models: dict[str, dict] | None = None,
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
     gateway = Gateway(process, port, workdir, log_path)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}:\n"
-                               + gateway.log()[-3000:])
-        try:
-            if httpx.get(gateway.base_url + "/ready", timeout=2).status_code == 200:
-                return gateway
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    gateway.stop()
-    raise RuntimeError("gateway did not become ready:\n" + gateway.log()[-3000:])
+    try:
+        wait_ready(gateway.base_url + "/ready", process, log_path, timeout_s=ready_timeout,
+                   poll_s=0.1)
+    except RuntimeError:
+        gateway.stop()
+        raise
+    return gateway

@@ -5,7 +5,6 @@ it. Tests that need more models add entries to `served_models` (the YAML `models
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from gateway.config import resolve_model_path
+from reliability.server import free_port
 from tests.conftest import TIKTOKEN_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,12 +48,6 @@ class RunningGateway:
     @property
     def openai_base_url(self) -> str:
         return self.base_url + "/v1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import psutil
 import pytest
 
 from gateway.config import ConfigError, default_workers, load_settings, resolve_model_path
-from tests.e2e.conftest import free_port
+from reliability.server import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +76,7 @@ def _start_two_workers(tmp_path: Path) -> tuple[subprocess.Popen, str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, log)
+        wait_ready(url + "/ready", process, log, timeout_s=60, poll_s=0.2)
     except BaseException:
         process.kill()
         process.wait()
@@ -120,19 +119,6 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         for worker in workers:
             if worker.is_running():
                 worker.kill()
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("workers did not become ready")
 
 
 def test_builtin_model_folder_is_local() -> None:
