@@ -58,7 +58,8 @@ class ModelFacts:
 
 # What `Engine.embed` takes per prompt: a text, or token ids of the model's own vocabulary.
 Prompt = Union[str, Sequence[int]]
-TRUNCATE_SIDES = ("none", "end", "start")
+# The truncation choices, here because adapters never import the gateway; every layer uses these.
+TRUNCATE_CHOICES = ("none", "end", "start")
 
 
 @dataclass(frozen=True)

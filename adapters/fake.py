@@ -35,7 +35,7 @@ from adapters.base import (
     Prompt,
     ScoreBatch,
 )
-from adapters.prompts import SpecialTokens, check_total_tokens, check_vocabulary, fit
+from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
 # The two special tokens the fake tokenizer puts around a text, like BERT's [CLS] and [SEP].
 _CLS, _SEP = "[CLS]", "[SEP]"

@@ -26,7 +26,7 @@ from adapters.base import (
     Prompt,
     ScoreBatch,
 )
-from adapters.prompts import SpecialTokens, check_total_tokens, check_vocabulary, fit
+from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
 log = logging.getLogger(__name__)
 

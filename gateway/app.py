@@ -19,7 +19,7 @@ from starlette.responses import Response
 from gateway.admission import Admission
 from gateway.config import Settings
 from gateway.errors import APIError, ErrorKind, error_response
-from gateway.limits import BodyLimitMiddleware
+from gateway.body import BodyLimitMiddleware
 from gateway.observe import Drain, RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from adapters.base import RERANK_KINDS, EngineSpec
+from adapters.base import RERANK_KINDS, TRUNCATE_CHOICES, EngineSpec
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2",)
@@ -234,13 +234,9 @@ OPTIONS: tuple[Option, ...] = (
 _BY_NAME = {option.name: option for option in OPTIONS}
 # Model keys a YAML entry may carry beyond the engine-argument options.
 _MODEL_ONLY_KEYS = {"name", "path"}
-# Server keys a YAML file may set at its top level.
-_SERVER_FILE_KEYS = ("host", "port", "log_level", "engine", "tiktoken_cache_dir", "workers",
-                     "embedding_cache_size")
 
 
 TOKEN_ID_MODES = ("cl100k_base", "native")
-TRUNCATE_MODES = ("none", "end", "start")
 # sentence-transformers keeps a model's prompts in this file of its folder.
 ST_CONFIG_FILE = "config_sentence_transformers.json"
 
@@ -466,7 +462,7 @@ def _input_policy(name: str, folder: str, values: Mapping[str, Any]) -> InputPol
                               f"{prompt!r}, but the model's prompts are {sorted(prompts)}")
     return InputPolicy(
         token_ids=_choice("token_ids", values.get("token_ids", "cl100k_base"), TOKEN_ID_MODES),
-        truncate=_choice("truncate", values.get("truncate", "none"), TRUNCATE_MODES),
+        truncate=_choice("truncate", values.get("truncate", "none"), TRUNCATE_CHOICES),
         prompts=prompts,
         prompt_aliases=aliases,
     )

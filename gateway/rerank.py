@@ -17,7 +17,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -21,7 +21,7 @@ from gateway.encoding import (
     truncate_dimensions,
 )
 from gateway.inputs import engine_call
-from gateway.limits import check_documents, check_texts, read_json
+from gateway.body import read_json
 from gateway.observe import note
 from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry, ServedModel
@@ -35,6 +35,8 @@ from gateway.rerank import (
 from gateway.schemas import (
     Inputs,
     Length,
+    check_documents,
+    check_texts,
     embeddings_response,
     models_response,
     parse_embeddings_request,

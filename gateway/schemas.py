@@ -7,16 +7,22 @@ allowed. Unknown fields are ignored, as the OpenAI API does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
+from adapters.base import TRUNCATE_CHOICES
 from gateway.errors import brief, invalid
 
 ENCODING_FORMATS = ("float", "base64")
 # `input_type` values: ours, Cohere's, and the sentence-transformers prompt names they select.
 INPUT_TYPES = ("query", "document", "passage", "search_query", "search_document",
                "classification", "clustering")
-TRUNCATE_VALUES = ("none", "end", "start")  # Cohere sends them in capitals
+
+# Lone surrogates cannot be encoded as UTF-8 (the tokenizer would fail on them); NUL is
+# refused because tokenizers and downstream stores treat it inconsistently.
+_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
+
 
 # Texts, or token-id lists (one list per input).
 Inputs = Union[list[str], list[list[int]]]
@@ -84,8 +90,8 @@ def parse_length(body: dict, *, max_tokens_field: str) -> Length:
     the end, as vLLM does."""
     truncate = body.get("truncate")
     if truncate is not None:
-        if not isinstance(truncate, str) or truncate.lower() not in TRUNCATE_VALUES:
-            raise invalid(f"`truncate` must be one of {list(TRUNCATE_VALUES)} (any case), got "
+        if not isinstance(truncate, str) or truncate.lower() not in TRUNCATE_CHOICES:
+            raise invalid(f"`truncate` must be one of {list(TRUNCATE_CHOICES)} (any case), got "
                           f"{brief(truncate)}", param="truncate")
         truncate = truncate.lower()
     cap = body.get(max_tokens_field)
@@ -172,3 +178,24 @@ def models_response(names: Sequence[tuple[str, str]], created: int) -> dict:
         ],
     }
 
+
+def check_texts(texts: Sequence[object], *, max_items: int, param: str = "input") -> None:
+    """At most `max_items` inputs; no string among them holding NUL or a lone surrogate
+    (token-id inputs are checked against the vocabulary by the engine)."""
+    if len(texts) > max_items:
+        raise invalid(f"`{param}` has {len(texts)} items, but a request may have at most "
+                      f"{max_items}", param=param)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            continue
+        found = _FORBIDDEN.search(text)
+        if found:
+            what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+            raise invalid(f"`{param}[{i}]` contains {what} at position {found.start()}",
+                          param=param)
+
+
+def check_documents(documents: Sequence[str], max_documents: int) -> None:
+    """For rerank: at most `max_documents` documents (GATEWAY_MAX_RERANK_DOCUMENTS), clean
+    text. Rerank routes call this, then `admission.run_guarded` with the document count."""
+    check_texts(documents, max_items=max_documents, param="documents")

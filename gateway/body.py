@@ -1,25 +1,18 @@
-"""Input limits: body size (before the body is read), JSON only, and per-request counts.
+"""The request body: the size cap (before the body is read) and decoding it as JSON.
 
-Every limit is a `Settings` option (gateway/config.py) with a documented default. The body
-cap is an ASGI middleware so that nothing past it ever holds more than the cap in memory,
-whether the client sent a `Content-Length` or a chunked body.
+The cap (`--max-body-bytes`) is an ASGI middleware so that nothing past it ever holds more
+than the cap in memory, whether the client sent a `Content-Length` or a chunked body.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import APIError, ErrorKind, error_response, invalid
-
-# Lone surrogates cannot be encoded as UTF-8 (the tokenizer would fail on them); NUL is
-# refused because tokenizers and downstream stores treat it inconsistently.
-_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
-
 
 def too_large(limit: int) -> APIError:
     # The rest of the body stays unread: close the connection rather than drain it.
@@ -84,25 +77,3 @@ async def read_json(request: Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"the request body is not valid JSON: {exc}") from exc
-
-
-def check_texts(texts: Sequence[object], *, max_items: int, param: str = "input") -> None:
-    """At most `max_items` inputs; no string among them holding NUL or a lone surrogate
-    (token-id inputs are checked against the vocabulary by the engine)."""
-    if len(texts) > max_items:
-        raise invalid(f"`{param}` has {len(texts)} items, but a request may have at most "
-                      f"{max_items}", param=param)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            continue
-        found = _FORBIDDEN.search(text)
-        if found:
-            what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
-            raise invalid(f"`{param}[{i}]` contains {what} at position {found.start()}",
-                          param=param)
-
-
-def check_documents(documents: Sequence[str], max_documents: int) -> None:
-    """For rerank: at most `max_documents` documents (GATEWAY_MAX_RERANK_DOCUMENTS), clean
-    text. Rerank routes call this, then `admission.run_guarded` with the document count."""
-    check_texts(documents, max_items=max_documents, param="documents")

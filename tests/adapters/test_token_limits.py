@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.base import EmbedOptions, InvalidInput
-from adapters.prompts import SpecialTokens, check_vocabulary, fit
+from adapters.token_limits import SpecialTokens, check_vocabulary, fit
 
 BERT = SpecialTokens(1, 1)
 
