@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.types import Receive
 
 from adapters.base import EngineError, EngineUnavailable
+from gateway.drain import grace_expired
 from gateway.errors import APIError, ErrorKind, from_engine_error
 from gateway.registry import ServedModel
 
@@ -103,9 +104,7 @@ def _outcome(request: Request, served: ServedModel, work: asyncio.Future,
         raise APIError(ErrorKind.UNAVAILABLE, f"model '{served.name}' went out of service while "
                        f"serving this request: {served.failure}", headers={"Retry-After": "5"})
     if request.app.state.drain.expired.is_set():
-        raise APIError(ErrorKind.UNAVAILABLE, "the server shut down before the engine answered; "
-                       "retry on another instance", code="draining",
-                       headers={"Retry-After": "5"})
+        raise grace_expired()
     if gone.done() and not gone.cancelled():
         counters.disconnects += 1
         raise APIError(ErrorKind.CLIENT_CLOSED, "the client closed the connection")

@@ -20,7 +20,8 @@ from gateway.admission import Admission
 from gateway.config import Settings
 from gateway.errors import APIError, ErrorKind, error_response
 from gateway.body import BodyLimitMiddleware
-from gateway.observe import Drain, RequestContextMiddleware
+from gateway.drain import Drain, DrainGateMiddleware
+from gateway.request_context import RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
@@ -69,7 +70,6 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
         exception_handlers={
             APIError: _api_error,
             HTTPException: _http_error,
-            Exception: _unexpected_error,
         },
     )
     app.state.registry = registry
@@ -81,7 +81,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
 
 
 def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
-    stack = [Middleware(RequestContextMiddleware, drain=drain)]
+    stack = [Middleware(RequestContextMiddleware), Middleware(DrainGateMiddleware, drain=drain)]
     if settings.cors_allow_origins:
         # Outside auth, so that browsers' preflight requests (which carry no key) get an answer.
         stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins),
@@ -95,7 +95,7 @@ def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
 
 
 def _respond(request: Request, error: APIError) -> Response:
-    return error_response(error, path=request.scope["path"])
+    return error_response(error, request.scope)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -120,9 +120,3 @@ def _path(request: Request) -> str:
     # The path routing used (request.url is rebuilt from the Host header), echoed briefly.
     path = request.scope["path"]
     return path if len(path) <= 100 else path[:100] + "..."
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # Says nothing internal to the client; the traceback goes to the log.
-    log.error("unhandled error on %s %r", request.method, _path(request), exc_info=exc)
-    return _respond(request, APIError(ErrorKind.INTERNAL, "internal server error"))

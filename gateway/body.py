@@ -36,10 +36,10 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared is None:
             error = invalid("the Content-Length header is not a valid number")
-            await error_response(error, path=scope["path"], close=True)(scope, receive, send)
+            await error_response(error, scope, close=True)(scope, receive, send)
             return
         if declared > self.max_bytes:
-            await error_response(too_large(self.max_bytes), path=scope["path"])(
+            await error_response(too_large(self.max_bytes), scope)(
                 scope, receive, send)
             return
         seen = 0

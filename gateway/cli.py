@@ -6,8 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import time
-from types import FrameType
 from typing import Any, Sequence
 
 import uvicorn
@@ -16,7 +14,7 @@ from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
-from gateway.observe import Drain
+from gateway.drain import DrainingServer
 from gateway.registry import ModelRegistry, ServedModel
 
 log = logging.getLogger("gateway")
@@ -104,43 +102,6 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
     ), app.state.drain, settings.drain_grace_s)
     server.run(sockets=[sock] if sock is not None else None)
     return 1 if failed else 0
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, with a graceful drain on SIGTERM or SIGINT: /ready turns 503 and new requests
-    are refused with 503 while the listener stays open (so load balancers see the 503s rather
-    than connection errors); the server exits 0 once in-flight requests have finished or
-    `grace_s` has passed. A second signal stops it at once."""
-
-    def __init__(self, config: uvicorn.Config, drain: Drain, grace_s: float) -> None:
-        super().__init__(config)
-        self.drain = drain
-        self.grace_s = grace_s
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Not calling super(): uvicorn would re-raise the signal after shutdown, and the
-        # process would end by SIGTERM instead of exiting 0.
-        if self.drain.draining:
-            self.should_exit = True
-            return
-        log.info("signal %d: draining (%d requests in flight, grace %g s)",
-                 sig, self.drain.inflight, self.grace_s)
-        self.drain.begin()
-
-    async def on_tick(self, counter: int) -> bool:
-        drain = self.drain
-        if drain.draining and not self.should_exit:
-            waited = time.monotonic() - (drain.started_at or 0.0)
-            if waited >= self.grace_s and not drain.expired.is_set():
-                # Requests still waiting on an engine answer 503 now, rather than being cut.
-                log.warning("drain grace of %g s is over: aborting %d requests",
-                            self.grace_s, drain.inflight)
-                drain.expired.set()
-            if drain.inflight == 0 or waited >= self.grace_s + 1:
-                log.info("drained after %.2f s (%d requests still in flight)",
-                         waited, drain.inflight)
-                self.should_exit = True
-        return await super().on_tick(counter)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Scope
 
 from adapters.base import (
     EngineError,
@@ -21,6 +22,7 @@ from adapters.base import (
     EngineUnavailable,
     InvalidInput,
 )
+from gateway.dialects import dialect_of
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,13 @@ def from_engine_error(exc: EngineError) -> APIError:
     return APIError(ErrorKind.INTERNAL, "internal server error")
 
 
-def error_response(error: APIError, *, path: str, close: bool = False) -> Response:
-    """The HTTP response for an error on `path`. On rerank paths the body also carries a
-    top-level `detail` string, which the Jina rerank clients read instead of the envelope;
-    deciding it here gives every error there (auth, limits, draining, routes) the same body.
-    `close` ends the connection after it (a body left unread, a draining server)."""
+def error_response(error: APIError, scope: Scope, *, close: bool = False) -> Response:
+    """The HTTP response for an error on the request `scope`, shaped for its dialect (on
+    rerank paths the body also carries `detail`); deciding it here gives every error there
+    (auth, limits, draining, routes) the same body. `close` ends the connection after it (a
+    body left unread, a draining server)."""
     body = error.body()
-    if path.rstrip("/").endswith("/rerank"):
+    if dialect_of(scope).error_detail:
         body["detail"] = error.message
     headers = dict(error.headers)
     if error.status >= 500 and error.kind is not ErrorKind.UNAVAILABLE:

@@ -176,7 +176,7 @@ def cosine(query: np.ndarray, documents: np.ndarray) -> np.ndarray:
     return (d @ q) / np.where(norms == 0, 1.0, norms)
 
 
-def rerank_response(req: RerankRequest, ranking: Ranking, api_version: str) -> dict:
+def rerank_response(req: RerankRequest, ranking: Ranking, api_version: int) -> dict:
     """Results sorted by descending score, `index` pointing into the request's documents."""
     order = sorted(range(len(ranking.scores)), key=lambda i: -ranking.scores[i])
     if req.top_n is not None:
@@ -193,7 +193,7 @@ def rerank_response(req: RerankRequest, ranking: Ranking, api_version: str) -> d
         "model": req.model,
         "results": results,
         "meta": {
-            "api_version": {"version": api_version, "is_experimental": False},
+            "api_version": {"version": str(api_version), "is_experimental": False},
             "billed_units": {"search_units": search_units(ranking.chunks)},
         },
         "usage": {"prompt_tokens": ranking.prompt_tokens, "total_tokens": ranking.prompt_tokens},
@@ -203,7 +203,3 @@ def rerank_response(req: RerankRequest, ranking: Ranking, api_version: str) -> d
 def search_units(chunks: int) -> int:
     return max(1, math.ceil(chunks / _DOCUMENTS_PER_SEARCH_UNIT))
 
-
-def api_version_of(path: str) -> str:
-    """Cohere's `meta.api_version.version`: 2 on the v2 route, 1 elsewhere."""
-    return "2" if path.endswith("/v2/rerank") else "1"

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from adapters.base import EmbeddingBatch
 from gateway import cohere
 from gateway.admission import run_guarded
+from gateway.dialects import dialect_of
 from gateway.encoding import (
     check_dimensions,
     encode_vectors,
@@ -22,12 +23,11 @@ from gateway.encoding import (
 )
 from gateway.inputs import engine_call
 from gateway.body import read_json
-from gateway.observe import note
+from gateway.request_context import note
 from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry, ServedModel
 from gateway.rerank import (
     RERANK_PATHS,
-    api_version_of,
     parse_rerank_request,
     rank,
     rerank_response,
@@ -96,8 +96,7 @@ async def create_embeddings(request: Request) -> Response:
 
 async def cohere_embed(request: Request) -> Response:
     """POST /v1/embed and /v2/embed: Cohere's embed contract (texts only)."""
-    # scope["path"], the routed path: request.url is rebuilt from the Host header.
-    version = 1 if request.scope["path"].startswith("/v1/") else 2
+    version = dialect_of(request.scope).version
     req = cohere.parse_cohere_embed(await read_json(request), version=version)
     served = registry_of(request).resolve(req.model)
     check_dimensions(req.output_dimension, served.engine.facts.dimension,
@@ -119,7 +118,7 @@ async def rerank(request: Request) -> Response:
     served = registry_of(request).resolve(req.model)
     note(request, model=served.name, inputs=len(req.texts))
     ranking = await run_guarded(request, served, len(req.texts), lambda: rank(served, req))
-    return json_response(rerank_response(req, ranking, api_version_of(request.scope["path"])))
+    return json_response(rerank_response(req, ranking, dialect_of(request.scope).version))
 
 
 async def list_models(request: Request) -> Response:

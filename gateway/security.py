@@ -73,4 +73,4 @@ class AuthMiddleware:
                    else "incorrect API key provided")
         error = APIError(ErrorKind.UNAUTHORIZED, message,
                          headers={"WWW-Authenticate": "Bearer"})
-        await error_response(error, path=scope["path"], close=True)(scope, receive, send)
+        await error_response(error, scope, close=True)(scope, receive, send)

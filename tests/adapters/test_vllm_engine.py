@@ -33,10 +33,9 @@ def test_cpu_defaults_and_long_models() -> None:
 
 # -- rerank: the tokenizer-side helpers, on the built-in model's tokenizer (no engine) --------
 
-import pytest
 from transformers import AutoTokenizer
 
-from adapters.base import InvalidInput, ModelFacts
+from adapters.base import ModelFacts
 from adapters.vllm_engine import VLLMEngine, _scores_pairs
 from gateway.config import resolve_model_path
 

@@ -1,47 +1,30 @@
-"""The outermost middleware: request ids, one log line per request, and the drain gate.
+"""The outermost middleware: request ids, one log line per request, and the one catch-all
+for unexpected errors.
 
 Each request gets an id (the client's `x-request-id` when it is a short token, else a new
 one), returned in the `x-request-id` header and written in its log line with the route,
 model, status, input and token counts and timings. Request bodies and headers (so API keys)
-are never logged. While the server drains (SIGTERM), new requests other than the probes are
-refused with 503 and `Retry-After`, and the in-flight count tells the server when to exit.
+are never logged. An exception nothing else handled becomes a 500 that says nothing internal
+but the request id; the traceback goes to the log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.drain import PROBES
 from gateway.errors import APIError, ErrorKind, error_response
 
 log = logging.getLogger("gateway.access")
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
-# Probes keep answering during a drain: /ready must be able to say 503.
-_PROBES = frozenset({"/health", "/ready"})
 _NOTES = "gateway.notes"
-
-
-@dataclass
-class Drain:
-    """Whether the server is draining, and how many requests are in flight."""
-
-    draining: bool = False
-    started_at: float | None = None
-    inflight: int = 0
-    # Set when the grace period is over: requests still waiting on an engine give up (503).
-    expired: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def begin(self) -> None:
-        if not self.draining:
-            self.draining, self.started_at = True, time.monotonic()
 
 
 def note(request: Request, **fields: Any) -> None:
@@ -50,9 +33,8 @@ def note(request: Request, **fields: Any) -> None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, drain: Drain) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,28 +52,14 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id)]
             await send(message)
 
-        probe = scope["path"] in _PROBES
         try:
-            if self.drain.draining and not probe:
-                error = APIError(ErrorKind.UNAVAILABLE, "the server is shutting down; retry on "
-                                 "another instance", code="draining", headers={"Retry-After": "5"})
-                await error_response(error, path=scope["path"], close=True)(
-                    scope, receive, send_with_id)
-                return
-            if not probe:
-                self.drain.inflight += 1
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                if not probe:
-                    self.drain.inflight -= 1
+            await self.app(scope, receive, send_with_id)
         except Exception:
-            # Says nothing internal to the client; the traceback goes to the log.
             log.exception("unhandled error, request %s", request_id.decode())
             if status == 0:
                 error = APIError(ErrorKind.INTERNAL, "internal server error (request id "
                                  f"{request_id.decode()})")
-                await error_response(error, path=scope["path"])(scope, receive, send_with_id)
+                await error_response(error, scope)(scope, receive, send_with_id)
         finally:
             _log_line(scope, request_id, status, time.perf_counter() - started)
 
@@ -99,12 +67,12 @@ class RequestContextMiddleware:
 def _request_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _CLIENT_ID.fullmatch(value):
-            return value
+            return bytes(value)
     return uuid.uuid4().hex.encode()
 
 
 def _log_line(scope: Scope, request_id: bytes, status: int, seconds: float) -> None:
-    if scope["path"] in _PROBES and status < 400:
+    if scope["path"] in PROBES and status < 400:
         level = logging.DEBUG  # probes every few seconds would drown the log
     else:
         level = logging.INFO
