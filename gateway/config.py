@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from adapters.base import RERANK_KINDS, TRUNCATE_CHOICES, EngineSpec
+from gateway import hardware
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2",)
@@ -349,7 +350,9 @@ def load_settings(
     _check_unique_names(models)
     workers = _parse(_BY_NAME["workers"], server.get("workers", "auto"))
     if workers is None:
-        workers = default_workers(models, gpu=_has_nvidia_gpu(), cpus=os.cpu_count() or 1)
+        workers = hardware.default_workers([m.engine.model for m in models],
+                                           gpu=hardware.has_nvidia_gpu(),
+                                           cpus=os.cpu_count() or 1)
     cache_size = _parse(_BY_NAME["embedding_cache_size"], server.get("embedding_cache_size", 0))
     if cache_size < 0:
         raise ConfigError(f"--embedding-cache-size: must be 0 (off) or more, got {cache_size}")
@@ -364,7 +367,7 @@ def load_settings(
         cpu_threads=str(server.get("cpu_threads")
                         or environ.get("VLLM_CPU_OMP_THREADS_BIND") or Settings.cpu_threads),
         embedding_cache_size=cache_size,
-        models=_share_accelerator_memory(models, workers),
+        models=_with_memory_shares(models, workers),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in server.items()
            if k in _PASSED_THROUGH},
     )
@@ -374,29 +377,6 @@ def load_settings(
 _PASSED_THROUGH = {o.name for o in OPTIONS if o.scope == "server"} - {
     "config", "host", "port", "log_level", "engine", "tiktoken_cache_dir", "workers",
     "cpu_threads", "embedding_cache_size"}
-
-
-# Models at most this big get several engine replicas (one per worker) on a GPU by default.
-_SMALL_MODEL_BYTES = 1 << 30
-_MAX_AUTO_WORKERS = 4
-
-
-def default_workers(models: Sequence[ModelConfig], *, gpu: bool, cpus: int) -> int:
-    """`--workers auto`: 1 on CPU, where the engine already uses every core. On a GPU a small
-    model leaves the GPU idle while one process's event loop is busy with per-request work, so
-    several processes (each with its own engine) serve more: one per 4 cores, at most 4."""
-    if not gpu or any(_weights_bytes(m.engine.model) > _SMALL_MODEL_BYTES for m in models):
-        return 1
-    return max(1, min(_MAX_AUTO_WORKERS, cpus // 4))
-
-
-def _weights_bytes(model: str) -> int:
-    """Size of a local folder's weight files; a hub id (unknown size) counts as large."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return _SMALL_MODEL_BYTES + 1
-    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin")
-               for f in folder.glob(pattern))
 
 
 def _parse(option: Option, raw: Any) -> Any:
@@ -503,23 +483,9 @@ def _check_unique_names(models: Sequence[ModelConfig]) -> None:
             seen.add(name)
 
 
-def _share_accelerator_memory(models: tuple[ModelConfig, ...],
-                              workers: int = 1) -> tuple[ModelConfig, ...]:
-    """On a GPU, engines without an explicit memory share split 0.9 evenly between them (every
-    worker has its own engine per model); on CPU the adapter's own default applies. An explicit
-    share is per engine. Decided here so the startup log shows it."""
-    unset = [m for m in models if m.engine.gpu_memory_utilization is None]
-    if (len(models) < 2 and workers < 2) or not unset or not _has_nvidia_gpu():
-        return models
-    taken = workers * sum(m.engine.gpu_memory_utilization or 0.0 for m in models)
-    engines = len(unset) * workers
-    share = round(max(0.9 - taken, 0.05 * engines) / engines, 3)
-    return tuple(
-        replace(m, engine=replace(m.engine, gpu_memory_utilization=share))
-        if m.engine.gpu_memory_utilization is None else m
-        for m in models
-    )
-
-
-def _has_nvidia_gpu() -> bool:
-    return Path("/dev/nvidiactl").exists()
+def _with_memory_shares(models: tuple[ModelConfig, ...], workers: int
+                        ) -> tuple[ModelConfig, ...]:
+    """Each engine's accelerator memory share, decided here so the startup log shows it."""
+    shares = hardware.memory_shares([m.engine.gpu_memory_utilization for m in models], workers)
+    return tuple(replace(m, engine=replace(m.engine, gpu_memory_utilization=share))
+                 for m, share in zip(models, shares))

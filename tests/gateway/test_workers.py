@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from gateway.config import ConfigError, default_workers, load_settings, resolve_model_path
+from gateway.config import ConfigError, load_settings, resolve_model_path
 from reliability.server import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,25 +34,9 @@ def test_workers_must_be_auto_or_positive(raw: str) -> None:
 
 
 def test_workers_auto_is_one_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.config._has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr("gateway.hardware.has_nvidia_gpu", lambda: False)
     assert load_settings({"workers": "auto"}, environ={}).workers == 1
     assert load_settings({}, environ={}).workers == 1
-
-
-def test_default_workers_on_a_gpu_follow_cores_and_model_size() -> None:
-    small = load_settings({}, environ={}).models  # the built-in MiniLM, about 90 MB
-    assert default_workers(small, gpu=True, cpus=16) == 4
-    assert default_workers(small, gpu=True, cpus=8) == 2
-    assert default_workers(small, gpu=True, cpus=2) == 1
-    assert default_workers(small, gpu=False, cpus=64) == 1
-    hub_id = load_settings({"model": "BAAI/bge-large-en-v1.5"}, environ={}).models
-    assert default_workers(hub_id, gpu=True, cpus=16) == 1  # size unknown: one replica
-
-
-def test_gpu_memory_is_split_across_worker_engines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.config._has_nvidia_gpu", lambda: True)
-    settings = load_settings({"workers": "4"}, environ={})
-    assert settings.models[0].engine.gpu_memory_utilization == pytest.approx(0.225)
 
 
 def test_cache_size_option() -> None:
