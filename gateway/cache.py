@@ -2,8 +2,8 @@
 bounded LRU cache of recent vectors, keyed by prompt (text or token ids) and `EmbedOptions`
 (one cache per model).
 
-`CachingEngine` wraps any `Engine` and changes only `embed`; everything else (start, facts,
-health, shutdown, and any method it does not define) goes straight to the wrapped engine.
+`CachingEngine` wraps any `Engine` and changes only `embed`; every other method of the Engine
+protocol (start, facts, score, split, health, shutdown) goes straight to the wrapped engine.
 When a request has no repeated input and the cache is off, the wrapped engine gets the
 request untouched.
 """
@@ -13,11 +13,20 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
-from adapters.base import EmbedOptions, EmbeddingBatch, Engine, EngineError, ModelFacts, Prompt
+from adapters.base import (
+    EmbeddingBatch,
+    EmbedOptions,
+    Engine,
+    EngineError,
+    EngineSpec,
+    ModelFacts,
+    Prompt,
+    ScoreBatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +80,7 @@ class EmbeddingCache:
             self.stats.evictions += 1
 
 
-class CachingEngine:
+class CachingEngine(Engine):
     """An `Engine` that embeds each distinct input once (see the module docstring)."""
 
     def __init__(self, engine: Engine, cache: EmbeddingCache | None = None) -> None:
@@ -80,16 +89,27 @@ class CachingEngine:
         self.stats = cache.stats if cache is not None else CacheStats()
 
     @property
-    def spec(self) -> Any:
+    def spec(self) -> EngineSpec:
         return self.engine.spec
 
     @property
     def facts(self) -> ModelFacts:
         return self.engine.facts
 
-    def __getattr__(self, name: str) -> Any:
-        # Methods this wrapper does not change (start, check_health, rerank, ...).
-        return getattr(self.engine, name)
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def score(self, query: str, documents: Sequence[str], *,
+                    activation: bool | None = None) -> ScoreBatch:
+        return await self.engine.score(query, documents, activation=activation)
+
+    async def split(self, texts: Sequence[str], *, query: str | None = None,
+                    max_tokens: int | None = None,
+                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+        return await self.engine.split(texts, query=query, max_tokens=max_tokens, wrap=wrap)
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
 
     async def shutdown(self) -> None:
         if self.cache is not None or self.stats.deduplicated:

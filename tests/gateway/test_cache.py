@@ -135,3 +135,13 @@ def test_http_response_with_repeated_inputs_keeps_order_and_usage() -> None:
     np.testing.assert_array_equal(rows[1], fake_vector("y", 8))
     assert body["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
     assert fake.calls == [["x", "y"]]
+
+
+def test_the_wrapper_is_an_engine_with_every_method_of_its_own() -> None:
+    from adapters.base import Engine
+
+    wrapped = CachingEngine(FakeEngine())
+    assert isinstance(wrapped, Engine)
+    for name in ("start", "embed", "score", "split", "check_health", "shutdown"):
+        # defined on the wrapper itself, not the protocol's empty default or a __getattr__
+        assert name in vars(CachingEngine), name
