@@ -15,13 +15,13 @@ import contextlib
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterator, TypeVar
 
-from starlette.requests import Request
 from starlette.types import Receive
 
 from adapters.base import EngineError, EngineUnavailable
 from gateway.drain import grace_expired
 from gateway.errors import APIError, ErrorKind, from_engine_error
 from gateway.registry import ServedModel
+from gateway.state import GatewayRequest
 
 T = TypeVar("T")
 
@@ -64,21 +64,21 @@ class Admission:
             self._inflight[model] -= inputs
 
 
-async def run_guarded(request: Request, served: ServedModel, inputs: int,
+async def run_guarded(request: GatewayRequest, served: ServedModel, inputs: int,
                       call: Callable[[], Awaitable[T]]) -> T:
     """Admit `inputs` inputs, run `call()` (the engine work) and return its result, or raise
     the APIError for whichever comes first: engine error, model out of service, timeout,
     client gone. In the last three cases the engine work is cancelled, which aborts it."""
-    state = request.app.state
-    admission: Admission = state.admission
+    state = request.state
+    admission = state["admission"]
     with admission.admit(served.name, inputs):
         work = asyncio.ensure_future(call())
         gone = asyncio.ensure_future(_disconnected(request.receive))
         down = asyncio.ensure_future(served.down.wait())
-        expired = asyncio.ensure_future(state.drain.expired.wait())
+        expired = asyncio.ensure_future(state["drain"].expired.wait())
         try:
             await asyncio.wait({work, gone, down, expired},
-                               timeout=state.settings.request_timeout_s,
+                               timeout=state["settings"].request_timeout_s,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             for watcher in (gone, down, expired):
@@ -90,26 +90,26 @@ async def run_guarded(request: Request, served: ServedModel, inputs: int,
         return _outcome(request, served, work, gone, admission.counters)
 
 
-def _outcome(request: Request, served: ServedModel, work: asyncio.Future,
+def _outcome(request: GatewayRequest, served: ServedModel, work: asyncio.Future,
              gone: asyncio.Future, counters: Counters) -> T:
     if work.done() and not work.cancelled():
         try:
             return work.result()
         except EngineError as exc:
             if isinstance(exc, EngineUnavailable):
-                request.app.state.registry.mark_down(served, exc.message)
+                request.state["registry"].mark_down(served, exc.message)
             raise from_engine_error(exc) from exc
     if served.down.is_set():
         counters.engine_down += 1
         raise APIError(ErrorKind.UNAVAILABLE, f"model '{served.name}' went out of service while "
                        f"serving this request: {served.failure}", headers={"Retry-After": "5"})
-    if request.app.state.drain.expired.is_set():
+    if request.state["drain"].expired.is_set():
         raise grace_expired()
     if gone.done() and not gone.cancelled():
         counters.disconnects += 1
         raise APIError(ErrorKind.CLIENT_CLOSED, "the client closed the connection")
     counters.timeouts += 1
-    timeout = request.app.state.settings.request_timeout_s
+    timeout = request.state["settings"].request_timeout_s
     raise APIError(ErrorKind.TIMEOUT, f"the engine did not answer within {timeout:g} s; the "
                    "work was aborted")
 

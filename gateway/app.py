@@ -24,6 +24,7 @@ from gateway.drain import Drain, DrainGateMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
+from gateway.state import GatewayState
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
 from gateway.token_ids import Cl100kDecoder
 
@@ -42,8 +43,14 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
     non-zero exit, as vLLM and TEI do); without it the app keeps serving the others.
     """
 
+    settings = settings or Settings()
+    drain = Drain()
+    state = GatewayState(
+        registry=registry, settings=settings, admission=Admission(settings.max_inflight_inputs),
+        drain=drain, cl100k=Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir))
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
         async def start() -> None:
             if not await registry.start_all() and on_fatal is not None:
                 on_fatal()
@@ -53,7 +60,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
                                                       settings.health_check_timeout_s),
                                        name="engine-watchdog")
         try:
-            yield
+            yield state
         finally:
             for task in (starting, watchdog):
                 task.cancel()
@@ -61,8 +68,6 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
                     await task
             await registry.shutdown_all()
 
-    settings = settings or Settings()
-    drain = Drain()
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
@@ -72,11 +77,8 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
             HTTPException: _http_error,
         },
     )
-    app.state.registry = registry
-    app.state.settings = settings
-    app.state.admission = Admission(settings.max_inflight_inputs)
-    app.state.drain = drain
-    app.state.cl100k = Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir)
+    # The same objects outside requests: the CLI's draining server, tests.
+    app.state.gateway = state
     return app
 
 

@@ -99,7 +99,7 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
         # The gateway's own log line per request replaces uvicorn's access log.
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         lifespan="on", access_log=False, timeout_graceful_shutdown=1,
-    ), app.state.drain, settings.drain_grace_s)
+    ), app.state.gateway["drain"], settings.drain_grace_s)
     server.run(sockets=[sock] if sock is not None else None)
     return 1 if failed else 0
 

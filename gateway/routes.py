@@ -7,7 +7,6 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -32,6 +31,7 @@ from gateway.rerank import (
     rank,
     rerank_response,
 )
+from gateway.state import GatewayRequest
 from gateway.schemas import (
     Inputs,
     Length,
@@ -59,19 +59,19 @@ def truncation_header(batch: EmbeddingBatch) -> dict[str, str]:
     return {"x-truncated-inputs": ",".join(map(str, batch.truncated))}
 
 
-def registry_of(request: Request) -> ModelRegistry:
-    return request.app.state.registry
+def registry_of(request: GatewayRequest) -> ModelRegistry:
+    return request.state["registry"]
 
 
-def decoder_of(request: Request) -> Cl100kDecoder:
-    return request.app.state.cl100k
+def decoder_of(request: GatewayRequest) -> Cl100kDecoder:
+    return request.state["cl100k"]
 
 
-async def embed(request: Request, served: ServedModel, name: str, inputs: Inputs,
+async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs: Inputs,
                 input_type: str | None, length: Length, param: str = "input") -> EmbeddingBatch:
     """The inputs checked against the limits, made prompts, and embedded under admission
     control, the request timeout and disconnect and fault watch (`run_guarded`)."""
-    settings = request.app.state.settings
+    settings = request.state["settings"]
     check_texts(inputs, max_items=settings.max_inputs, param=param)
     note(request, model=served.name, inputs=len(inputs))
     call = await engine_call(served, name, inputs, input_type, length, decoder_of(request))
@@ -82,7 +82,7 @@ async def embed(request: Request, served: ServedModel, name: str, inputs: Inputs
     return batch
 
 
-async def create_embeddings(request: Request) -> Response:
+async def create_embeddings(request: GatewayRequest) -> Response:
     """POST /v1/embeddings: the OpenAI embeddings contract."""
     req = parse_embeddings_request(await read_json(request))
     served = registry_of(request).resolve(req.model)
@@ -94,7 +94,7 @@ async def create_embeddings(request: Request) -> Response:
                          headers=truncation_header(batch))
 
 
-async def cohere_embed(request: Request) -> Response:
+async def cohere_embed(request: GatewayRequest) -> Response:
     """POST /v1/embed and /v2/embed: Cohere's embed contract (texts only)."""
     version = dialect_of(request.scope).version
     req = cohere.parse_cohere_embed(await read_json(request), version=version)
@@ -110,10 +110,10 @@ async def cohere_embed(request: Request) -> Response:
     return json_response(body, headers=truncation_header(batch))
 
 
-async def rerank(request: Request) -> Response:
+async def rerank(request: GatewayRequest) -> Response:
     """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
     req = parse_rerank_request(await read_json(request))
-    check_documents(req.texts, request.app.state.settings.max_rerank_documents)
+    check_documents(req.texts, request.state["settings"].max_rerank_documents)
     check_texts([req.query], max_items=1, param="query")
     served = registry_of(request).resolve(req.model)
     note(request, model=served.name, inputs=len(req.texts))
@@ -121,31 +121,31 @@ async def rerank(request: Request) -> Response:
     return json_response(rerank_response(req, ranking, dialect_of(request.scope).version))
 
 
-async def list_models(request: Request) -> Response:
+async def list_models(request: GatewayRequest) -> Response:
     """GET /v1/models: every served name and alias, in the OpenAI list shape."""
     return json_response(models_response(list(registry_of(request).names()), _STARTED))
 
 
-async def health(request: Request) -> Response:
+async def health(request: GatewayRequest) -> Response:
     """GET /health: the process is alive (engines may still be loading)."""
     return json_response({"status": "ok"})
 
 
-async def ready(request: Request) -> Response:
+async def ready(request: GatewayRequest) -> Response:
     """GET /ready: 200 once every engine has loaded and can serve, 503 otherwise (also while
     the server drains after SIGTERM)."""
     states = await registry_of(request).readiness()
-    if request.app.state.drain.draining:
+    if request.state["drain"].draining:
         return json_response({"status": "draining", "models": states}, 503)
     ok = all(state == "ready" for state in states.values())
     return json_response({"status": "ready" if ok else "not ready", "models": states},
                          200 if ok else 503)
 
 
-async def openapi(request: Request) -> Response:
+async def openapi(request: GatewayRequest) -> Response:
     """GET /openapi.json: the OpenAPI 3 description of every route."""
     names = [name for name, _ in registry_of(request).names()]
-    return json_response(openapi_document(request.app.state.settings, names))
+    return json_response(openapi_document(request.state["settings"], names))
 
 
 ROUTES = [

@@ -29,8 +29,12 @@ def anyio_backend() -> str:
 async def running(settings: Settings, **engines: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
     registry = ModelRegistry([ServedModel(name, (), e) for name, e in engines.items()])
     app = create_app(registry, settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+    async with app.router.lifespan_context(app) as state:
+        async def with_state(scope, receive, send):
+            # As a server does: each request gets a copy of the lifespan state.
+            await app({**scope, "state": dict(state)}, receive, send)
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state),
                                      base_url="http://gateway") as client:
             while (await client.get("/ready")).status_code != 200:
                 await asyncio.sleep(0.01)
@@ -58,7 +62,7 @@ async def test_past_the_bound_requests_get_429_at_once() -> None:
         assert waited < 0.1  # refused at once, not queued behind the work in flight
         assert (await big).status_code == (await fits).status_code == 200
         assert (await embed(client, n=10)).status_code == 200  # capacity came back
-        assert client.app.state.admission.inflight == 0
+        assert client.app.state.gateway["admission"].inflight == 0
 
 
 async def test_a_request_bigger_than_the_bound_runs_alone() -> None:
@@ -75,7 +79,7 @@ async def test_timeout_is_504_and_aborts_the_engine_work() -> None:
         assert time.perf_counter() - started < 1
         assert response.json()["error"]["code"] == "timeout"
         assert engine.aborted == 1
-        assert client.app.state.admission.inflight == 0
+        assert client.app.state.gateway["admission"].inflight == 0
 
 
 async def test_client_disconnect_aborts_the_engine_work() -> None:
@@ -99,15 +103,16 @@ async def test_client_disconnect_aborts_the_engine_work() -> None:
              "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
              "headers": [(b"content-type", b"application/json")], "client": ("t", 1),
              "server": ("gateway", 80)}
-    async with app.router.lifespan_context(app):
-        while app.state.registry.models[0].state.value != "ready":
+    async with app.router.lifespan_context(app) as state:
+        scope["state"] = dict(state)  # as the server hands each request the lifespan state
+        while app.state.gateway["registry"].models[0].state.value != "ready":
             await asyncio.sleep(0.01)
         started = time.perf_counter()
         await asyncio.wait_for(app(scope, receive, send), 2)
         assert time.perf_counter() - started < 1
     assert engine.aborted == 1
-    assert app.state.admission.counters.disconnects == 1
-    assert app.state.admission.inflight == 0
+    assert app.state.gateway["admission"].counters.disconnects == 1
+    assert app.state.gateway["admission"].inflight == 0
 
 
 async def test_engine_death_fails_in_flight_fast_and_spares_other_models() -> None:

@@ -8,7 +8,7 @@ from tests.conftest import serving
 
 def test_new_requests_are_refused_with_503_and_close_while_draining() -> None:
     with serving() as client:
-        drain = client.app.state.drain
+        drain = client.app_state["drain"]
         drain.begin()
         response = client.post("/v1/embeddings", json={"model": "fake", "input": "x"})
         assert response.status_code == 503
@@ -21,7 +21,7 @@ def test_new_requests_are_refused_with_503_and_close_while_draining() -> None:
 
 def test_probes_answer_while_draining_and_ready_says_so() -> None:
     with serving() as client:
-        client.app.state.drain.begin()
+        client.app_state["drain"].begin()
         assert client.get("/health").status_code == 200
         ready = client.get("/ready")
         assert ready.status_code == 503
@@ -30,7 +30,7 @@ def test_probes_answer_while_draining_and_ready_says_so() -> None:
 
 def test_rerank_refusal_carries_detail() -> None:
     with serving() as client:
-        client.app.state.drain.begin()
+        client.app_state["drain"].begin()
         response = client.post("/v1/rerank", json={})
         assert response.status_code == 503
         assert response.json()["detail"] == response.json()["error"]["message"]
