@@ -4,11 +4,13 @@ command with flags it accepts) and the Makefile (the same engine pins)."""
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import re
 import shlex
 import tomllib
+from pathlib import Path
 
 import pytest
 import tiktoken.load
@@ -48,11 +50,15 @@ def test_makefile_pins_the_gpu_engine() -> None:
 
 
 @pytest.mark.parametrize("image", IMAGES)
-def test_every_copied_path_is_in_the_repository(image: str) -> None:
+def test_every_copied_path_is_in_the_build_context(image: str) -> None:
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
     assert copies(image)
     for sources, _ in copies(image):
         for source in sources:
             assert (ROOT / source).exists(), source
+            prefixes = [str(p) for p in (Path(source), *Path(source).parents) if str(p) != "."]
+            assert not any(fnmatch.fnmatch(p, pattern) for p in prefixes for pattern in ignored)
 
 
 @pytest.mark.parametrize("image", IMAGES)
