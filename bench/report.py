@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.cells import Cell
+from docgen.markers import REPO, write_section
+
+RESULTS = REPO / "bench" / "results"
+# The generated section `make bench` and `python -m bench --render-only` write in these files.
+SECTION = "bench"
+TARGETS = ("README.md", "docs/benchmarks.md")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -51,7 +57,7 @@ def table(result: dict, matrix: list[Cell]) -> str:
 def baselines(result: dict) -> str:
     lines = ["| in process, no HTTP | short texts/s | short tokens/s | long texts/s | "
              "long tokens/s |", "|---|---:|---:|---:|---:|"]
-    for key, name in (("engine_inprocess", "vLLM AsyncLLM, token ids, all at once (ceiling)"),
+    for key, name in (("engine_inprocess", "vLLM AsyncLLM, token ids, all at once (vLLM's thread binding)"),
                       ("st_inprocess", "sentence-transformers encode, batch 64 (512 on a GPU)")):
         r = result.get(key) or {}
         if "failed" in r or not r:
@@ -125,14 +131,29 @@ def targets(result: dict, matrix: list[Cell]) -> list[dict]:
     return out
 
 
+def summary(result: dict, matrix: list[Cell]) -> str:
+    """One sentence on the ratio column: its range and every cell where the gateway loses,
+    so that prose beside the table need not quote (and go stale on) these figures."""
+    compared = [r for r in rows(result, matrix) if r["ratio"] is not None]
+    if not compared:
+        return "No cell was measured on both servers."
+    low = min(compared, key=lambda r: r["ratio"])
+    high = max(compared, key=lambda r: r["ratio"])
+    losses = [f"{r['label']} ({r['ratio']:.2f}x)" for r in compared if r["ratio"] < 1.0]
+    return (f"Gateway / vllm serve texts/s: {low['ratio']:.2f}x ({low['label']}) to "
+            f"{high['ratio']:.2f}x ({high['label']}) over {len(compared)} cells; below 1.0x in "
+            + (", ".join(losses) if losses else "none") + ".")
+
+
 def markdown(result: dict, matrix: list[Cell]) -> str:
     m = result["meta"]
     load = ", ".join(f"{x:.2f}" for x in m["loadavg_start"])
     parts = [
-        f"Run {m['date_utc']} UTC, mode `{m['mode']}` ({m['duration_s']:g} s of load per cell), "
-        f"{m['cpus']} x {m['cpu_model']}, vLLM {m['vllm']}, torch {m['torch']}, "
-        f"Python {m['python']}, {m['model']} {m['dtype']}; load average at start {load}.",
-        "", table(result, matrix), "", baselines(result), "", overhead(result), "",
+        f"Run {m['date_utc']} UTC (`{m.get('command', 'python -m bench')}`), mode `{m['mode']}` ({m['duration_s']:g} s "
+        f"of load per cell), {m['cpus']} x {m['cpu_model']}, vLLM {m['vllm']}, "
+        f"torch {m['torch']}, Python {m['python']}, {m['model']} {m['dtype']}; "
+        f"load average at start {load}.",
+        "", summary(result, matrix), "", table(result, matrix), "", baselines(result), "", overhead(result), "",
         rerank_line(result), "",
         "| target | this run | met |", "|---|---|---|",
         *(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |"
@@ -188,6 +209,39 @@ def write(result: dict, matrix: list[Cell], out: Path) -> None:
     (out / "latest.md").write_text(text)
     chart(result, matrix, out / "latest.png")
     print(f"wrote {out / 'latest.json'}, {out / 'latest.md'}, {out / 'latest.png'}")
+    if out.resolve() == RESULTS.resolve():
+        publish(text)
+
+
+def saved_matrix(result: dict) -> list[Cell]:
+    """The cells of a saved run, in its order (the JSON keeps them in `table`)."""
+    return [Cell(**row["cell"]) for row in result["table"]]
+
+
+def render_saved(out: Path = RESULTS) -> str:
+    """The Markdown of the run saved in `out/latest.json`, with today's report code: what
+    `make bench` would have written, without rerunning it."""
+    result = json.loads((out / "latest.json").read_text())
+    matrix = saved_matrix(result)
+    result["targets"] = targets(result, matrix)
+    return markdown(result, matrix)
+
+
+def render_only(out: Path = RESULTS) -> None:
+    """`python -m bench --render-only`: rewrite latest.md and the docs from latest.json."""
+    text = render_saved(out)
+    (out / "latest.md").write_text(text)
+    print(f"wrote {out / 'latest.md'} from {out / 'latest.json'}")
+    if out.resolve() == RESULTS.resolve():
+        publish(text)
+
+
+def publish(text: str) -> None:
+    """Put the tables into the docs' generated sections (a run saved elsewhere, e.g. a GPU
+    run with --out, leaves the docs alone)."""
+    for target in TARGETS:
+        changed = write_section(REPO / target, SECTION, text)
+        print(f"{'rewrote' if changed else 'unchanged'}: {target} section `{SECTION}`")
 
 
 def _json_default(value: Any) -> Any:

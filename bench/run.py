@@ -1,11 +1,14 @@
 """`make bench`: the gateway against `vllm serve` on the same engine, side by side, one run.
 
     python -m bench [--quick | --full] [--duration S] [--skip-vllm-serve] [--gateway-arg ARG]
+    python -m bench --render-only
 
 Order (one server at a time, so that neither shares the cores with the other):
 micro-benchmark of base64 encoding, null-engine gateway (its own overhead), gateway on vLLM,
 `vllm serve` on the same model and engine limits, the in-process engine (the ceiling),
-sentence-transformers in-process. Results: a table on stdout and bench/results/latest.{json,md,png}.
+sentence-transformers in-process. Results: a table on stdout and bench/results/latest.{json,md,png};
+with the default --out, the same tables go into the generated `bench` section of README.md and
+docs/benchmarks.md. --render-only rewrites latest.md and those sections from latest.json alone.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from bench.load import closed_loop, probe
 from bench.servers import REPO, gateway_command, running, vllm_serve_command
 from reliability.server import free_port
 
-RESULTS = REPO / "bench" / "results"
+RESULTS = report.RESULTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,11 +57,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(float32 on CPU; float16 on a GPU)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.2)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: render the run saved in OUT/latest.json into "
+                        "latest.md (and, for the default OUT, the docs' bench section)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_only:
+        report.render_only(args.out)
+        return 0
     mode = "quick" if args.quick else "full" if args.full else "default"
     matrix = C.quick_matrix() if args.quick else C.full_matrix() if args.full else C.default_matrix()
     duration = args.duration or (3.0 if args.quick else 8.0)

@@ -5,6 +5,10 @@ vLLM engine for an engine-kill case), drives them, and prints a table of figures
 and this generator share the machine's cores (`--pin` puts them on CPU 0 and CPU 1).
 
     python -m reliability.battery [--soak-s 180] [--skip-real] [--pin] [--only steady,...]
+    python -m reliability.battery --render-only
+
+Results: reliability/results/latest.{md,json} and the generated `reliability` section of
+README.md; --render-only rewrites latest.md and that section from latest.json alone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import httpx
 import numpy as np
 import psutil
 
+from docgen.markers import write_section
 from gateway.routes import ROUTES
 from reliability.corpus import build_corpus, run_corpus
 from reliability.fuzz import fuzz
@@ -44,6 +49,9 @@ SIZES = ((1, 0.6), (4, 0.3), (8, 0.1))
 MEAN_INPUTS = 2.6
 CAPACITY_RPS = BOUND / MEAN_INPUTS / LATENCY_S
 RESULTS = REPO / "reliability" / "results"
+# The generated section of README.md that the battery writes.
+SECTION = "reliability"
+TARGETS = ("README.md",)
 SECTIONS = ("steady", "overload", "corpus", "fuzz", "auth", "kill", "hang", "real_kill",
             "sigterm", "disconnect", "soak")
 
@@ -464,15 +472,47 @@ async def _disconnect_run(gateway: Gateway, n: int, wave: int = 20) -> int:
     return cancelled
 
 
-def print_table(rows: list[tuple[str, str, str]], failures: list[str]) -> str:
+def print_table(rows: list[tuple[str, str, str]], failures: list[str]) -> None:
     width = max(len(name) for _, name, _ in rows)
-    lines = [f"| section | figure | value |", "|---|---|---|"]
-    lines += [f"| {section} | {name} | {value} |" for section, name, value in rows]
-    text = "\n".join(lines)
     print("\n" + "=" * (width + 40))
-    print(text)
+    print(table_markdown(rows))
     print("\nresult:", "PASS" if not failures else "FAIL\n  " + "\n  ".join(failures))
-    return text
+
+
+def table_markdown(rows: list[tuple[str, str, str]] | list[list[str]]) -> str:
+    lines = ["| section | figure | value |", "|---|---|---|"]
+    lines += [f"| {section} | {name} | {value} |" for section, name, value in rows]
+    return "\n".join(lines)
+
+
+def markdown(saved: dict) -> str:
+    """The report of a saved run (latest.json): how it was run, the verdict, the table."""
+    date = f"{saved['date_utc']} UTC" if saved.get("date_utc") else "(date not recorded)"
+    command = saved.get("command", "python -m reliability.battery")
+    verdict = ("every check passed" if not saved["failures"] else
+               "FAILED: " + "; ".join(saved["failures"]))
+    return (f"Run {date} (`{command}`), {saved['cpus']} CPUs, Python {saved['python']}: "
+            f"{verdict}.\n\n{table_markdown(saved['rows'])}\n")
+
+
+def save(saved: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(saved, indent=1))
+    render_only()
+
+
+def render_saved() -> str:
+    """The report of the run saved in latest.json, with today's report code."""
+    return markdown(json.loads((RESULTS / "latest.json").read_text()))
+
+
+def render_only() -> None:
+    """Rewrite latest.md and README's section from latest.json, without running anything."""
+    text = render_saved()
+    (RESULTS / "latest.md").write_text(text)
+    for target in TARGETS:
+        changed = write_section(REPO / target, SECTION, text)
+        print(f"{'rewrote' if changed else 'unchanged'}: {target} section `{SECTION}`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,14 +523,20 @@ def main(argv: list[str] | None = None) -> int:
                         "generator to CPU 1 (only on an otherwise idle machine)")
     parser.add_argument("--only", default="",
                         help="comma-separated sections: " + ",".join(SECTIONS))
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: rewrite latest.md and README's section from "
+                             "latest.json")
     args = parser.parse_args(argv)
+    if args.render_only:
+        render_only()
+        return 0
     selected = [s for s in SECTIONS if not args.only or s in args.only.split(",")]
     if args.skip_real and "real_kill" in selected:
         selected.remove("real_kill")
     pin = args.pin and (os.cpu_count() or 1) > 1
     if pin:
         os.sched_setaffinity(0, {1})  # the server runs on CPU 0
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
     with tempfile.TemporaryDirectory(prefix="battery-") as tmp:
         battery = Battery(Path(tmp), args.soak_s, pin)
         for section in selected:
@@ -501,12 +547,12 @@ def main(argv: list[str] | None = None) -> int:
                 battery.failures.append(f"{section}: crashed: {exc!r}")
                 print(f"  {section} CRASHED: {exc!r}", flush=True)
     battery.figure("battery", "wall time (s)", time.monotonic() - began)
-    table = print_table(battery.rows, battery.failures)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.md").write_text(table + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps(
-        {"rows": battery.rows, "failures": battery.failures, "cpus": os.cpu_count(),
-         "python": sys.version.split()[0]}, indent=1))
+    print_table(battery.rows, battery.failures)
+    save({"rows": battery.rows, "failures": battery.failures, "cpus": os.cpu_count(),
+          "python": sys.version.split()[0],
+          "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(began_wall)),
+          "command": " ".join(["python -m reliability.battery",
+                               *(sys.argv[1:] if argv is None else argv)])})
     return 1 if battery.failures else 0
 
 

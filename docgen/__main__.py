@@ -1,0 +1,56 @@
+"""`make docs` / `python -m docgen [--check]`: rewrite every generated section of the docs.
+
+options      README.md                       from gateway.config.OPTIONS
+bench        README.md, docs/benchmarks.md   from bench/results/latest.json
+reliability  README.md                       from reliability/results/latest.json
+
+Nothing is measured: the benchmark and the battery write their sections themselves when they
+run; here their saved results are only rendered again. --check writes nothing and exits 1
+when a section differs from what would be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from docgen.markers import REPO, replace_section, section
+
+
+def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
+    # Imported here so that `docgen.markers`, which bench and reliability import, does not
+    # import them back.
+    from bench import report
+    from docgen import options
+    from reliability import battery
+
+    return [(options.SECTION, options.TARGETS, options.render),
+            (report.SECTION, report.TARGETS, report.render_saved),
+            (battery.SECTION, battery.TARGETS, battery.render_saved)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m docgen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if any section is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, targets, render in generators():
+        body = render()
+        for target in targets:
+            path = REPO / target
+            text = path.read_text()
+            if section(text, name) == body.strip("\n"):
+                continue
+            stale.append(f"{target} section `{name}`")
+            if not args.check:
+                path.write_text(replace_section(text, name, body))
+    verb = "stale" if args.check else "rewrote"
+    print("\n".join(f"{verb}: {s}" for s in stale) or "every generated section is current")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

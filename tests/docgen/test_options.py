@@ -1,0 +1,34 @@
+"""README's options table is rendered from gateway.config.OPTIONS and must equal it."""
+
+from __future__ import annotations
+
+from docgen import options
+from docgen.markers import REPO, section
+from gateway.config import OPTIONS, Option
+
+
+def test_readme_options_table_is_current() -> None:
+    # Fails when an option is added, renamed or re-worded without `make docs`, or when the
+    # table is edited by hand.
+    readme = (REPO / "README.md").read_text()
+    assert section(readme, options.SECTION) == options.render(), "run `make docs`"
+
+
+def test_every_option_has_a_row_with_its_flag_and_env() -> None:
+    rows = options.render().splitlines()[2:]
+    assert len(rows) == len(OPTIONS)
+    for option, row in zip(OPTIONS, rows):
+        assert row.startswith(f"| `{option.flag} ")
+        assert f"`{option.env}`" in row
+
+
+def test_a_row_uses_the_metavar_serve_help_shows_and_marks_repeatable_flags() -> None:
+    rendered = options.render([
+        Option("api_keys", "server", str, "A key.", env="K", cli="--api-key", repeat=True,
+               metavar="KEY"),
+        Option("max_inputs", "model", int, "Most | inputs\nper request.", env=None),
+    ])
+    assert rendered.splitlines()[2:] == [
+        "| `--api-key KEY` (repeatable) | `K` | server | A key. |",
+        "| `--max-inputs MAX_INPUTS` |  | per model | Most \\| inputs per request. |",
+    ]

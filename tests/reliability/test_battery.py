@@ -1,0 +1,27 @@
+"""The battery's table in README.md is exactly what its report code renders from the saved
+results."""
+
+from __future__ import annotations
+
+from docgen.markers import REPO, section
+from reliability import battery
+
+
+def test_readme_holds_what_the_saved_run_renders_to() -> None:
+    # A hand edit of the section, or a report change without `--render-only`, fails here.
+    readme = (REPO / "README.md").read_text()
+    assert section(readme, battery.SECTION) == battery.render_saved().strip("\n")
+
+
+def test_saved_markdown_is_what_the_saved_json_renders_to() -> None:
+    assert (battery.RESULTS / "latest.md").read_text() == battery.render_saved()
+
+
+def test_report_states_the_run_and_its_failures() -> None:
+    saved = {"rows": [["steady", "requests", "3"]], "failures": ["steady: 5xx"], "cpus": 2,
+             "python": "3.11.7", "date_utc": "2026-01-02 03:04:05",
+             "command": "python -m reliability.battery --only steady"}
+    assert battery.markdown(saved) == (
+        "Run 2026-01-02 03:04:05 UTC (`python -m reliability.battery --only steady`), 2 CPUs, "
+        "Python 3.11.7: FAILED: steady: 5xx.\n\n"
+        "| section | figure | value |\n|---|---|---|\n| steady | requests | 3 |\n")
