@@ -9,7 +9,7 @@ import pytest
 from adapters.fake import FakeEngine
 from gateway.config import Settings
 from gateway.errors import APIError
-from gateway.schemas import check_documents
+from gateway.rerank import parse_rerank_request
 from tests.conftest import serving
 
 JSON = {"content-type": "application/json"}
@@ -68,12 +68,17 @@ def test_long_values_are_not_echoed_whole(client) -> None:
     assert len(response.content) < 1000
 
 
-def test_rerank_document_helper() -> None:
-    check_documents(["a"] * 3, 3)
+def test_rerank_documents_are_limited_by_the_settings_at_parse_time() -> None:
+    settings = Settings(max_rerank_documents=3)
+    body = {"model": "m", "query": "q"}
+    assert parse_rerank_request({**body, "documents": ["a"] * 3}, settings).texts == ["a"] * 3
     with pytest.raises(APIError, match="`documents` has 4 items, but a request may have at most 3"):
-        check_documents(["a"] * 4, 3)
-    with pytest.raises(APIError, match=r"`documents\[1\]` contains a NUL"):
-        check_documents(["a", "b\x00"], 3)
+        parse_rerank_request({**body, "documents": ["a"] * 4}, settings)
+    with pytest.raises(APIError, match=r"`documents\[1\]` contains a NUL character at position 1"):
+        parse_rerank_request({**body, "documents": ["a", "b\x00"]}, settings)
+    with pytest.raises(APIError, match=r"`documents\[0\]` contains a lone surrogate"):
+        parse_rerank_request({**body, "documents": [{"t": "\ud800"}], "rank_fields": ["t"]},
+                             settings)
     assert Settings().max_rerank_documents == 1000
 
 
