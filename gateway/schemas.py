@@ -291,13 +291,12 @@ def _says(shape: type[Wire], name: str) -> Says | None:
 
 
 def _find_says(items: Sequence[Any]) -> Says | None:
+    """The outermost `Says` (breadth first): the field's own wording wins over its items'."""
     for item in items:
         if isinstance(item, Says):
             return item
-        found = _find_says(get_args(item)) if get_args(item) else None
-        if found is not None:
-            return found
-    return None
+    inner = [arg for item in items for arg in get_args(item)]
+    return _find_says(inner) if inner else None
 
 
 def forbidden_text(where: str, found: re.Match) -> str:
