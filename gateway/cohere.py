@@ -16,61 +16,65 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
+from pydantic import AfterValidator, Field
 
-from gateway.errors import brief, invalid
+from gateway.errors import invalid
 from gateway.schemas import (
-    Length,
-    optional_int,
-    parse_input_type,
-    parse_length,
-    require_model,
-    require_object,
+    InputType,
+    Limit,
+    Model,
+    PositiveInt,
+    Says,
+    Text,
+    TokenCap,
+    Truncate,
+    Truncation,
+    Wire,
+    one_of,
+    parse,
 )
 
 EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
 
 
-@dataclass(frozen=True)
-class CohereEmbedRequest:
-    """A validated Cohere embed body. `by_type` is False only for a v1 request without
-    `embedding_types`, which Cohere answers with a plain list of float vectors."""
+class CohereEmbedRequest(Wire):
+    """A Cohere embed body (v1 and v2 share it). A v1 request without `embedding_types` is
+    answered with a plain list of float vectors (`by_type`)."""
 
-    model: str
-    texts: list[str]
-    input_type: str | None
-    embedding_types: tuple[str, ...]
-    by_type: bool
-    output_dimension: int | None
-    length: Length
+    model: Model
+    texts: Annotated[list[Text], Field(min_length=1), Limit("max_inputs"),
+                     Says("`texts` is required: a non-empty list of strings")]
+    input_type: InputType | None = None  # type: ignore[valid-type]
+    embedding_types: Annotated[
+        list[one_of(EMBEDDING_TYPES)], Field(min_length=1),  # type: ignore[misc]
+        AfterValidator(lambda types: list(dict.fromkeys(types))),
+        Says(f"`embedding_types` must be a non-empty list of {list(EMBEDDING_TYPES)}, got "
+             "{value}")] | None = None
+    output_dimension: PositiveInt | None = None
+    truncate: Truncate | None = None  # type: ignore[valid-type]
+    max_tokens: TokenCap | None = None
+
+    def by_type(self, version: int) -> bool:
+        return self.embedding_types is not None or version >= 2
+
+    @property
+    def types(self) -> list[str]:
+        return self.embedding_types or ["float"]
+
+    @property
+    def truncation(self) -> Truncation:
+        return Truncation.of(self.truncate, self.max_tokens)
 
 
-def parse_cohere_embed(body: Any, *, version: int) -> CohereEmbedRequest:
-    body = require_object(body)
-    model = require_model(body)
-    texts = body.get("texts")
-    if texts is None and (body.get("images") is not None or body.get("inputs") is not None):
+def parse_cohere_embed(body: Any, settings: Any) -> CohereEmbedRequest:
+    if (isinstance(body, dict) and body.get("texts") is None
+            and (body.get("images") is not None or body.get("inputs") is not None)):
         raise invalid("only `texts` can be embedded here; `images` and `inputs` are not "
                       "supported", param="texts")
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise invalid("`texts` is required: a non-empty list of strings", param="texts")
-    types = body.get("embedding_types")
-    by_type = types is not None or version >= 2
-    if types is None:
-        types = ["float"]
-    if (not isinstance(types, list) or not types
-            or not all(isinstance(t, str) and t in EMBEDDING_TYPES for t in types)):
-        raise invalid(f"`embedding_types` must be a non-empty list of {list(EMBEDDING_TYPES)}, "
-                      f"got {brief(types)}", param="embedding_types")
-    return CohereEmbedRequest(
-        model=model, texts=texts, input_type=parse_input_type(body),
-        embedding_types=tuple(dict.fromkeys(types)), by_type=by_type,
-        output_dimension=optional_int(body, "output_dimension", minimum=1),
-        length=parse_length(body, max_tokens_field="max_tokens"),
-    )
+    return parse(CohereEmbedRequest, body, settings)
 
 
 def embed_response(
@@ -78,8 +82,9 @@ def embed_response(
     truncated: Sequence[int],
 ) -> dict:
     embeddings: Any
-    if req.by_type:
-        embeddings = {kind: convert(vectors, kind) for kind in req.embedding_types}
+    by_type = req.by_type(version)
+    if by_type:
+        embeddings = {kind: convert(vectors, kind) for kind in req.types}
     else:
         embeddings = convert(vectors, "float")
     meta: dict[str, Any] = {"api_version": {"version": str(version)},
@@ -92,7 +97,7 @@ def embed_response(
         "texts": req.texts,
         "embeddings": embeddings,
         "meta": meta,
-        "response_type": "embeddings_by_type" if req.by_type else "embeddings_floats",
+        "response_type": "embeddings_by_type" if by_type else "embeddings_floats",
     }
 
 

@@ -1,5 +1,5 @@
 """Request inputs to engine prompts: token ids decoded or passed through, the prompt template
-chosen by `input_type` or a virtual model name applied, and the length policy resolved."""
+chosen by `input_type` or a virtual model name applied, and the truncation policy resolved."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from adapters.base import EmbedOptions, Prompt
 from gateway.config import InputPolicy
 from gateway.errors import invalid
 from gateway.registry import ServedModel
-from gateway.schemas import Inputs, Length
+from gateway.schemas import Inputs, Truncation
 from gateway.token_ids import Cl100kDecoder
 
 # Which of a model's prompts each `input_type` selects, first match wins. sentence-transformers
@@ -35,7 +35,8 @@ class EngineCall:
 
 
 async def engine_call(
-    served: ServedModel, name: str, inputs: Inputs, input_type: str | None, length: Length,
+    served: ServedModel, name: str, inputs: Inputs, input_type: str | None,
+    truncation: Truncation,
     decoder: Cl100kDecoder,
 ) -> EngineCall:
     """`name` is the model name the client used: a virtual name applies its prompt, unless an
@@ -45,8 +46,8 @@ async def engine_call(
     prompts = await _decode(policy, inputs, decoder, templated=template is not None)
     if template is not None:  # `_decode` refused ids it could not template
         prompts = [apply_template(template, p) if isinstance(p, str) else p for p in prompts]
-    options = EmbedOptions(truncate=length.truncate or policy.truncate,
-                           max_tokens=length.max_tokens)
+    options = EmbedOptions(truncate=truncation.truncate or policy.truncate,
+                           max_tokens=truncation.max_tokens)
     return EngineCall(list(prompts), options)
 
 

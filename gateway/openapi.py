@@ -1,19 +1,21 @@
 """The OpenAPI 3 description served at /openapi.json: every route, request and error shape.
 
-Hand-written rather than generated, because the routes parse JSON by hand (schemas.py); a
-test checks that every route of the app is described here with the same methods. Limits from
-the settings (inputs per request, served model names) appear as schema constraints, so a
-schema fuzzer's "valid" requests are ones the server accepts.
+Request bodies are generated from the declarations the routes parse with (schemas.py,
+cohere.py, rerank.py), so the document cannot drift from what is accepted; limits from the
+settings (inputs per request, rerank documents, served model names) appear as schema
+constraints, so a schema fuzzer's "valid" requests are ones the server accepts. Responses are
+described here by hand. Tests check that every route is described with its methods, and that
+every documented request field and constraint holds (tests/gateway/test_openapi.py).
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from gateway.cohere import EMBEDDING_TYPES
+from gateway.cohere import CohereEmbedRequest
 from gateway.config import Settings
-from gateway.rerank import RERANK_PATHS
-from gateway.schemas import INPUT_TYPES
+from gateway.rerank import RERANK_PATHS, RerankRequest
+from gateway.schemas import EmbeddingsRequest, request_schemas
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 
@@ -40,80 +42,6 @@ def _operation(summary: str, ok: dict, *, body: dict | None = None,
     else:
         operation["responses"].update(_errors(401))
     return operation
-
-
-_TEXT = {"type": "string", "pattern": "^[^\\x00]*$"}
-_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
-_INPUT_TYPE = {"type": "string", "enum": list(INPUT_TYPES)}
-_TRUNCATE = {"type": "string", "enum": ["none", "end", "start", "NONE", "END", "START"]}
-
-
-def _model(models: Sequence[str]) -> dict:
-    model: dict[str, Any] = {"type": "string", "minLength": 1}
-    if models:
-        model["enum"] = list(models)
-    return model
-
-
-def _embeddings_request(settings: Settings, models: Sequence[str]) -> dict:
-    many = {"minItems": 1, "maxItems": settings.max_inputs}
-    return {
-        "type": "object",
-        "required": ["model", "input"],
-        "properties": {
-            "model": _model(models),
-            "input": {"oneOf": [
-                _TEXT,
-                {"type": "array", "items": _TEXT, **many},
-                _TOKEN_IDS,
-                {"type": "array", "items": _TOKEN_IDS, **many},
-            ]},
-            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-            "dimensions": {"type": "integer", "minimum": 1},
-            "input_type": _INPUT_TYPE,
-            "truncate": _TRUNCATE,
-            "truncate_prompt_tokens": {"type": "integer", "minimum": -1},
-            "user": {"type": "string"},
-        },
-    }
-
-
-def _cohere_embed_request(settings: Settings, models: Sequence[str]) -> dict:
-    return {
-        "type": "object",
-        "required": ["model", "texts"],
-        "properties": {
-            "model": _model(models),
-            "texts": {"type": "array", "items": _TEXT, "minItems": 1,
-                      "maxItems": settings.max_inputs},
-            "input_type": _INPUT_TYPE,
-            "embedding_types": {"type": "array", "minItems": 1,
-                                "items": {"type": "string", "enum": list(EMBEDDING_TYPES)}},
-            "output_dimension": {"type": "integer", "minimum": 1},
-            "truncate": _TRUNCATE,
-            "max_tokens": {"type": "integer", "minimum": -1},
-        },
-    }
-
-
-def _rerank_request(settings: Settings, models: Sequence[str]) -> dict:
-    document = {"oneOf": [_TEXT, {"type": "object", "properties": {"text": _TEXT}}]}
-    return {
-        "type": "object",
-        "required": ["model", "query", "documents"],
-        "properties": {
-            "model": _model(models),
-            "query": {**_TEXT, "minLength": 1},
-            "documents": {"type": "array", "items": document, "minItems": 1,
-                          "maxItems": settings.max_rerank_documents},
-            "top_n": {"type": "integer", "minimum": 1},
-            "return_documents": {"type": "boolean"},
-            "rank_fields": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            "max_tokens_per_doc": {"type": "integer", "minimum": 1},
-            "max_chunks_per_doc": {"type": "integer", "minimum": 1},
-            "use_activation": {"type": "boolean"},
-        },
-    }
 
 
 _RERANK_RESPONSE = {
@@ -201,17 +129,18 @@ _ERROR_SCHEMA = {
 
 def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
     """The document for an app with these settings serving these model names."""
+    bodies, request_components = request_schemas(
+        (EmbeddingsRequest, CohereEmbedRequest, RerankRequest), settings, models)
     embeddings = _operation(
         "Create embeddings (OpenAI contract)", _EMBEDDINGS_RESPONSE,
-        body=_embeddings_request(settings, models),
-        errors=(400, 404, 413, 415, 429, 503, 504))
+        body=bodies[EmbeddingsRequest], errors=(400, 404, 413, 415, 429, 503, 504))
     cohere_embed = _operation(
         "Embed texts (Cohere embed contract, v1 and v2 shapes)", _COHERE_EMBED_RESPONSE,
-        body=_cohere_embed_request(settings, models), errors=(400, 404, 413, 415, 429, 503, 504))
+        body=bodies[CohereEmbedRequest], errors=(400, 404, 413, 415, 429, 503, 504))
     rerank = _operation(
         "Rerank documents for a query (Cohere v1/v2 and Jina shapes; errors on these paths "
         "also carry a top-level `detail`)", _RERANK_RESPONSE,
-        body=_rerank_request(settings, models), errors=(400, 404, 413, 415, 429, 503, 504))
+        body=bodies[RerankRequest], errors=(400, 404, 413, 415, 429, 503, 504))
     list_models = _operation("List served models and aliases", _MODELS_RESPONSE)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -233,7 +162,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
             "/openapi.json": {"get": _operation("This document", {"type": "object"})},
         },
         "components": {
-            "schemas": {"Error": _ERROR_SCHEMA},
+            "schemas": {**request_components, "Error": _ERROR_SCHEMA},
             "responses": {"Error": {"description": "The OpenAI error envelope",
                                     **_json({"$ref": "#/components/schemas/Error"})}},
         },

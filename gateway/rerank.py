@@ -17,36 +17,33 @@ import math
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from typing_extensions import NotRequired, TypedDict
 
 from adapters.base import InvalidInput
 from gateway.errors import brief, invalid
 from gateway.inputs import apply_template, prompt_template
 from gateway.registry import ServedModel
-from gateway.schemas import optional_int, require_model, require_object
+from gateway.schemas import (
+    Limit,
+    Model,
+    PositiveInt,
+    Says,
+    Text,
+    Wire,
+    check_text,
+    parse,
+    shapes,
+)
 
 # Paths served by the one rerank handler. `/v1/v2/rerank` is what the Cohere SDK calls when a
 # user gives it an OpenAI-style base URL ending in /v1.
 RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank", "/v1/v2/rerank")
 # Cohere bills one search unit per query and up to this many documents (chunks included).
 _DOCUMENTS_PER_SEARCH_UNIT = 100
-
-
-@dataclass(frozen=True)
-class RerankRequest:
-    """A validated rerank body; `texts[i]` is what gets scored for `documents[i]`."""
-
-    model: str
-    query: str
-    documents: list[Any]
-    texts: list[str]
-    top_n: int | None
-    return_documents: bool
-    max_tokens_per_doc: int | None
-    max_chunks_per_doc: int | None
-    use_activation: bool | None
 
 
 @dataclass(frozen=True)
@@ -58,55 +55,67 @@ class Ranking:
     chunks: int
 
 
-def parse_rerank_request(body: Any) -> RerankRequest:
-    body = require_object(body)
-    model = require_model(body)
-    query = body.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise invalid("`query` is required and must be a non-empty string", param="query")
-    documents = body.get("documents")
-    if not isinstance(documents, list) or not documents:
-        raise invalid("`documents` is required and must be a non-empty list of strings or "
-                      "objects with a `text` field", param="documents")
-    rank_fields = _rank_fields(body.get("rank_fields"))
-    texts = [_document_text(i, d, rank_fields) for i, d in enumerate(documents)]
-    return RerankRequest(
-        model=model,
-        query=query,
-        documents=documents,
-        texts=texts,
-        top_n=optional_int(body, "top_n", minimum=1),
-        return_documents=_optional_bool(body, "return_documents", default=True),
-        max_tokens_per_doc=optional_int(body, "max_tokens_per_doc", minimum=1),
-        max_chunks_per_doc=optional_int(body, "max_chunks_per_doc", minimum=1),
-        use_activation=_optional_bool(body, "use_activation", default=None),
-    )
+def _document_shape(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "a string"
+    return "an object" if isinstance(value, dict) else None
 
 
-def _optional_bool(body: dict, name: str, *, default: bool | None) -> bool | None:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise invalid(f"`{name}` must be a boolean, got {type(value).__name__}", param=name)
-    return value
+class RerankDocument(TypedDict):
+    """A document given as an object: ranked by `text`, or by the `rank_fields` it has."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+    text: NotRequired[Text]
 
 
-def _rank_fields(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not all(isinstance(f, str) for f in value):
-        raise invalid("`rank_fields` must be a non-empty list of field names",
-                      param="rank_fields")
-    return value
+def _documents_wording(error: dict) -> str:
+    loc, value = error["loc"], error["input"]
+    if len(loc) == 1:
+        return ("`documents` is required and must be a non-empty list of strings or objects "
+                "with a `text` field")
+    if len(loc) == 2:
+        return f"`documents[{loc[1]}]` must be a string or an object, got {type(value).__name__}"
+    return f"`documents[{loc[1]}].text` must be a string"
+
+
+class RerankRequest(Wire):
+    """A rerank body (Cohere v1/v2, Jina); `texts[i]` is what gets scored for `documents[i]`."""
+
+    model: Model
+    query: Annotated[str, Field(pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"),
+                     Says("`query` is required and must be a non-empty string")]
+    documents: Annotated[
+        list[shapes(_document_shape, a_string=Text, an_object=RerankDocument)],
+        Field(min_length=1), Limit("max_rerank_documents"), Says(_documents_wording)]
+    top_n: PositiveInt | None = None
+    return_documents: bool = True
+    rank_fields: Annotated[list[str], Field(min_length=1),
+                           Says("`rank_fields` must be a non-empty list of field names")
+                           ] | None = None
+    max_tokens_per_doc: PositiveInt | None = None
+    max_chunks_per_doc: PositiveInt | None = None
+    use_activation: bool | None = None
+    _texts: list[str] = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _rank_texts(self) -> RerankRequest:
+        # Which fields are ranked depends on `rank_fields`, so this is checked after both.
+        self._texts = [_document_text(i, d, self.rank_fields)
+                       for i, d in enumerate(self.documents)]
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        return self._texts
+
+
+def parse_rerank_request(body: Any, settings: Any) -> RerankRequest:
+    return parse(RerankRequest, body, settings)
 
 
 def _document_text(index: int, document: Any, rank_fields: list[str] | None) -> str:
     if isinstance(document, str):
         return document
-    if not isinstance(document, dict):
-        raise invalid(f"`documents[{index}]` must be a string or an object, got "
-                      f"{type(document).__name__}", param="documents")
     fields = rank_fields or ["text"]
     missing = [f for f in fields if f not in document]
     if missing:
@@ -114,11 +123,11 @@ def _document_text(index: int, document: Any, rank_fields: list[str] | None) -> 
                       + ("" if rank_fields else "; name the fields to rank by in `rank_fields`"),
                       param="documents")
     if rank_fields is None:
-        if not isinstance(document["text"], str):
-            raise invalid(f"`documents[{index}].text` must be a string", param="documents")
         return document["text"]
     # Several fields are ranked as "name: value" lines in the order given, as Cohere does.
-    return "\n".join(f"{f}: {_field_text(document[f])}" for f in fields)
+    text = "\n".join(f"{f}: {_field_text(document[f])}" for f in fields)
+    check_text(text, f"documents[{index}]", param="documents")
+    return text
 
 
 def _field_text(value: Any) -> str:

@@ -34,9 +34,7 @@ from gateway.rerank import (
 from gateway.state import GatewayRequest
 from gateway.schemas import (
     Inputs,
-    Length,
-    check_documents,
-    check_texts,
+    Truncation,
     embeddings_response,
     models_response,
     parse_embeddings_request,
@@ -68,13 +66,13 @@ def decoder_of(request: GatewayRequest) -> Cl100kDecoder:
 
 
 async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs: Inputs,
-                input_type: str | None, length: Length, param: str = "input") -> EmbeddingBatch:
-    """The inputs checked against the limits, made prompts, and embedded under admission
-    control, the request timeout and disconnect and fault watch (`run_guarded`)."""
+                input_type: str | None, truncation: Truncation) -> EmbeddingBatch:
+    """The inputs (checked against the limits when parsed) made prompts, and embedded under
+    admission control, the request timeout and disconnect and fault watch (`run_guarded`)."""
     settings = request.state["settings"]
-    check_texts(inputs, max_items=settings.max_inputs, param=param)
     note(request, model=served.name, inputs=len(inputs))
-    call = await engine_call(served, name, inputs, input_type, length, decoder_of(request))
+    call = await engine_call(served, name, inputs, input_type, truncation,
+                             decoder_of(request))
     options = replace(call.options, max_total_tokens=settings.max_request_tokens)
     batch = await run_guarded(request, served, len(inputs),
                               lambda: served.engine.embed(call.prompts, options))
@@ -84,10 +82,11 @@ async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs:
 
 async def create_embeddings(request: GatewayRequest) -> Response:
     """POST /v1/embeddings: the OpenAI embeddings contract."""
-    req = parse_embeddings_request(await read_json(request))
+    req = parse_embeddings_request(await read_json(request), request.state["settings"])
     served = registry_of(request).resolve(req.model)
     check_dimensions(req.dimensions, served.engine.facts.dimension)
-    batch = await embed(request, served, req.model, req.inputs, req.input_type, req.length)
+    batch = await embed(request, served, req.model, req.inputs, req.input_type,
+                        req.truncation)
     vectors = truncate_dimensions(batch.vectors, req.dimensions)
     data = encode_vectors(vectors, req.encoding_format)
     return json_response(embeddings_response(req.model, data, batch.total_tokens),
@@ -97,12 +96,12 @@ async def create_embeddings(request: GatewayRequest) -> Response:
 async def cohere_embed(request: GatewayRequest) -> Response:
     """POST /v1/embed and /v2/embed: Cohere's embed contract (texts only)."""
     version = dialect_of(request.scope).version
-    req = cohere.parse_cohere_embed(await read_json(request), version=version)
+    req = cohere.parse_cohere_embed(await read_json(request), request.state["settings"])
     served = registry_of(request).resolve(req.model)
     check_dimensions(req.output_dimension, served.engine.facts.dimension,
                      param="output_dimension")
-    batch = await embed(request, served, req.model, req.texts, req.input_type, req.length,
-                        param="texts")
+    batch = await embed(request, served, req.model, req.texts, req.input_type,
+                        req.truncation)
     vectors = truncate_dimensions(batch.vectors, req.output_dimension)
     refuse_non_finite(vectors)
     body = cohere.embed_response(req, vectors, version=version, input_tokens=batch.total_tokens,
@@ -112,9 +111,7 @@ async def cohere_embed(request: GatewayRequest) -> Response:
 
 async def rerank(request: GatewayRequest) -> Response:
     """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
-    req = parse_rerank_request(await read_json(request))
-    check_documents(req.texts, request.state["settings"].max_rerank_documents)
-    check_texts([req.query], max_items=1, param="query")
+    req = parse_rerank_request(await read_json(request), request.state["settings"])
     served = registry_of(request).resolve(req.model)
     note(request, model=served.name, inputs=len(req.texts))
     ranking = await run_guarded(request, served, len(req.texts), lambda: rank(served, req))

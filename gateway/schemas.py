@@ -1,18 +1,32 @@
-"""Wire shapes: request parsing and validation, and response bodies.
+"""Wire shapes: every request body declared once (pydantic), response bodies, and the one
+translation of validation errors into the gateway's `invalid(...)` messages.
 
-Requests arrive as decoded JSON; `parse_*` functions check them field by field and return
-plain dataclasses, raising `APIError` with a message that says what was wrong and what is
-allowed. Unknown fields are ignored, as the OpenAI API does.
+A declaration is the only statement of a field's type, enum, minimum and limits: `parse`
+validates a decoded JSON body against it, and `request_schemas` turns the same declarations
+into the JSON Schemas of /openapi.json. Conventions every shape shares (`Wire`):
+- unknown fields are ignored, as the OpenAI API does;
+- an explicit `null` means the field is absent (LangChain sends `"max_tokens_per_doc": null`);
+- strict types: a bool is not an integer, "4" is not a number;
+- limits that come from the settings (`Limit`) are checked against the `Settings` passed to
+  `parse` and written into the schema by `request_schemas`;
+- wording of a refusal lives next to the field it is about (`Says`); everything else gets
+  the generic wording of `_wording`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from functools import lru_cache
+from typing import Annotated, Any, Callable, Literal, Sequence, TypeVar, Union, get_args
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from pydantic_core import PydanticCustomError, core_schema
 
 from adapters.base import TRUNCATE_CHOICES
-from gateway.errors import brief, invalid
+from gateway.errors import APIError, brief, invalid
 
 ENCODING_FORMATS = ("float", "base64")
 # `input_type` values: ours, Cohere's, and the sentence-transformers prompt names they select.
@@ -23,134 +37,318 @@ INPUT_TYPES = ("query", "document", "passage", "search_query", "search_document"
 # refused because tokenizers and downstream stores treat it inconsistently.
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 
-
 # Texts, or token-id lists (one list per input).
 Inputs = Union[list[str], list[list[int]]]
 
 
+# -- declaration vocabulary -------------------------------------------------------------------
+
 @dataclass(frozen=True)
-class Length:
-    """A request's length policy; None fields fall back to the model's settings."""
+class Says:
+    """How any refusal of this field is worded (content and limit refusals excepted): a
+    format string with `{name}` (the field), `{value}` (a brief echo of the refused value)
+    and `{type}`, or a function of the pydantic error."""
+
+    text: str | Callable[[dict], str]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `Settings.<setting>` items: checked at parse time against the settings given
+    to `parse` (before the items are validated), written as `maxItems` by `request_schemas`."""
+
+    setting: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        return core_schema.with_info_before_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict:
+        return {**handler(schema), _LIMIT_KEY: self.setting}
+
+    def _check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
+        if isinstance(value, list) and info.context is not None:
+            most = getattr(info.context, self.setting)
+            if len(value) > most:
+                raise PydanticCustomError("too_many", "too many items",
+                                          {"actual": len(value), "most": most})
+        return value
+
+
+class ServedName:
+    """The `model` field: documented as an enum of the served names by `request_schemas`;
+    a name not served is refused by the registry (404 `model_not_found`, as OpenAI does)."""
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict:
+        return {**handler(schema), _MODELS_KEY: True}
+
+
+_LIMIT_KEY, _MODELS_KEY = "x-gateway-limit", "x-gateway-served-names"
+
+def one_of(choices: Sequence[str], *, any_case: bool = False) -> Any:
+    """A string from `choices` (compared lower-cased when `any_case`)."""
+    note = " (any case)" if any_case else ""
+    kind: Any = Annotated[Literal[tuple(choices)],  # type: ignore[valid-type]
+                          Says(f"`{{name}}` must be one of {list(choices)}{note}, got {{value}}")]
+    if any_case:
+        kind = Annotated[kind, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
+    return kind
+
+
+def shapes(decide: Callable[[Any], str | None], **members: Any) -> Any:
+    """A union whose member is chosen by `decide(value)` (a member name with spaces for
+    underscores, None for none), so that only that member is validated and its errors name
+    it. The spaces keep member names out of the paths that error messages show."""
+    tagged = [Annotated[kind, Tag(name.replace("_", " "))] for name, kind in members.items()]
+    return Annotated[Union[tuple(tagged)], Discriminator(decide)]
+
+
+# Text the engine will read: no NUL (the schema can say so; lone surrogates it cannot, and
+# they fail as `string_unicode`).
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+TokenId = Annotated[int, Field(ge=0)]
+Model = Annotated[str, Field(min_length=1), ServedName(),
+                  Says("`model` is required and must be a non-empty string; GET /v1/models "
+                       "lists the served models")]
+PositiveInt = Annotated[int, Field(ge=1)]
+# vLLM's `truncate_prompt_tokens`, Cohere's `max_tokens`: a token cap, or -1 for the window.
+TokenCap = Annotated[Union[Literal[-1], PositiveInt],
+                     Says("`{name}` must be -1 (the model's window) or an integer of at least 1, "
+                          "got {value}")]
+InputType = one_of(INPUT_TYPES, any_case=True)
+Truncate = one_of(TRUNCATE_CHOICES, any_case=True)
+
+
+class Wire(BaseModel):
+    """The conventions of every request shape (module docstring)."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A request's truncation policy; None fields fall back to the model's settings."""
 
     truncate: str | None = None
     max_tokens: int | None = None
 
-
-@dataclass(frozen=True)
-class EmbeddingsRequest:
-    """A validated `POST /v1/embeddings` body."""
-
-    model: str
-    inputs: Inputs
-    encoding_format: str
-    dimensions: int | None
-    input_type: str | None = None
-    length: Length = Length()
+    @classmethod
+    def of(cls, truncate: str | None, cap: int | None) -> Truncation:
+        """A cap without `truncate` truncates the end, as vLLM does; -1 caps at the window."""
+        if cap is None:
+            return cls(truncate, None)
+        return cls(truncate or "end", None if cap == -1 else cap)
 
 
-def require_object(body: Any) -> dict:
-    if not isinstance(body, dict):
-        raise invalid("the request body must be a JSON object")
-    return body
-
-
-def require_model(body: dict) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid("`model` is required and must be a non-empty string; GET /v1/models "
-                      "lists the served models", param="model")
-    return model
-
-
-def optional_int(body: dict, name: str, *, minimum: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(f"`{name}` must be an integer, got {type(value).__name__}", param=name)
-    if value < minimum:
-        raise invalid(f"`{name}` must be at least {minimum}, got {value}", param=name)
-    return value
-
-
-def parse_input_type(body: dict) -> str | None:
-    """`input_type`, lower-cased; None when absent."""
-    value = body.get("input_type")
-    if value is None:
-        return None
-    if not isinstance(value, str) or value.lower() not in INPUT_TYPES:
-        raise invalid(f"`input_type` must be one of {list(INPUT_TYPES)}, got {brief(value)}",
-                      param="input_type")
-    return value.lower()
-
-
-def parse_length(body: dict, *, max_tokens_field: str) -> Length:
-    """`truncate` (none/end/start, any case) and a token cap (vLLM's `truncate_prompt_tokens`,
-    Cohere's `max_tokens`; -1 means the model's window). A cap without `truncate` truncates
-    the end, as vLLM does."""
-    truncate = body.get("truncate")
-    if truncate is not None:
-        if not isinstance(truncate, str) or truncate.lower() not in TRUNCATE_CHOICES:
-            raise invalid(f"`truncate` must be one of {list(TRUNCATE_CHOICES)} (any case), got "
-                          f"{brief(truncate)}", param="truncate")
-        truncate = truncate.lower()
-    cap = body.get(max_tokens_field)
-    if cap == -1:
-        return Length(truncate or "end", None)
-    cap = optional_int(body, max_tokens_field, minimum=1)
-    if cap is not None:
-        return Length(truncate or "end", cap)
-    return Length(truncate, None)
-
-
-def parse_embeddings_request(body: Any) -> EmbeddingsRequest:
-    body = require_object(body)
-    model = require_model(body)
-    inputs = _parse_input(body.get("input"))
-    encoding_format = body.get("encoding_format")
-    if encoding_format is None:
-        encoding_format = "float"
-    if encoding_format not in ENCODING_FORMATS:
-        raise invalid(f"`encoding_format` must be one of {list(ENCODING_FORMATS)}, got "
-                      f"{brief(encoding_format)}", param="encoding_format")
-    dimensions = optional_int(body, "dimensions", minimum=1)
-    return EmbeddingsRequest(model, inputs, encoding_format, dimensions,
-                             input_type=parse_input_type(body),
-                             length=parse_length(body, max_tokens_field="truncate_prompt_tokens"))
-
+# -- OpenAI embeddings ------------------------------------------------------------------------
 
 _INPUT_SHAPES = ("a string, a list of strings, a list of token ids (integers), or a list of "
                  "token-id lists")
 
 
-def _parse_input(value: Any) -> Inputs:
+def _input_shape(value: Any) -> str | None:
     if isinstance(value, str):
-        return [value]
-    if value is None:
-        raise invalid(f"`input` is required: {_INPUT_SHAPES}", param="input")
-    if not isinstance(value, list):
-        raise invalid(f"`input` must be {_INPUT_SHAPES}, got {type(value).__name__}",
-                      param="input")
-    if not value:
-        raise invalid("`input` must not be an empty list", param="input")
-    if all(isinstance(item, str) for item in value):
-        return value
-    if all(_is_token_id(item) for item in value):
-        return [value]  # one input given as its token ids
-    if all(isinstance(item, list) and all(_is_token_id(t) for t in item) for item in value):
-        return value
-    for i, item in enumerate(value):
-        if not (isinstance(item, str)
-                or isinstance(item, list) and all(_is_token_id(t) for t in item)):
-            raise invalid(f"`input[{i}]` must be a string or a list of token ids (integers), "
-                          f"got {type(item).__name__}", param="input")
-    raise invalid("`input` mixes strings and token-id lists; send one kind per request",
-                  param="input")
+        return "a string"
+    if not isinstance(value, list) or not value:
+        return None
+    first = value[0]
+    if isinstance(first, int):
+        return "list of token ids"
+    return "list of token id lists" if isinstance(first, list) else "list of strings"
 
 
-def _is_token_id(item: Any) -> bool:
-    return isinstance(item, int) and not isinstance(item, bool)
+def _input_wording(error: dict) -> str:
+    loc, value = error["loc"], error["input"]
+    if error["type"] == "missing":
+        return f"`input` is required: {_INPUT_SHAPES}"
+    if len(loc) == 1:
+        if value == []:
+            return "`input` must not be an empty list"
+        return f"`input` must be {_INPUT_SHAPES}, got {type(value).__name__}"
+    shape, index = loc[1], loc[2]
+    if error["type"] == "greater_than_equal":  # the same words as the vocabulary checks
+        owner = 0 if shape == "list of token ids" else index
+        return (f"input {owner}: token id {value} is not a cl100k_base token id, nor one of "
+                f"any vocabulary (token ids are integers from 0)")
+    if shape == "list of token ids":
+        return f"`input[{index}]` must be a token id (an integer >= 0), got {brief(value)}"
+    if len(loc) == 4:
+        return (f"`input[{index}]` must be a string or a list of token ids (integers); "
+                f"`input[{index}][{loc[3]}]` is {brief(value)}")
+    if isinstance(value, (str, list)):
+        return "`input` mixes strings and token-id lists; send one kind per request"
+    return (f"`input[{index}]` must be a string or a list of token ids (integers), got "
+            f"{type(value).__name__}")
 
+
+Input = Annotated[
+    shapes(_input_shape,
+           a_string=Text,
+           list_of_strings=Annotated[list[Text], Field(min_length=1), Limit("max_inputs")],
+           list_of_token_ids=Annotated[list[TokenId], Field(min_length=1)],
+           list_of_token_id_lists=Annotated[list[list[TokenId]], Field(min_length=1),
+                                            Limit("max_inputs")]),
+    Says(_input_wording)]
+
+
+class EmbeddingsRequest(Wire):
+    """`POST /v1/embeddings`: the OpenAI contract, plus vLLM's `truncate_prompt_tokens` and
+    our `input_type` and `truncate`."""
+
+    model: Model
+    input: Input
+    encoding_format: one_of(ENCODING_FORMATS) = "float"  # type: ignore[valid-type]
+    dimensions: PositiveInt | None = None
+    input_type: InputType | None = None  # type: ignore[valid-type]
+    truncate: Truncate | None = None  # type: ignore[valid-type]
+    truncate_prompt_tokens: TokenCap | None = None
+    # Accepted and ignored, as any unknown field (OpenAI's end-user id).
+    user: Any = None
+
+    @property
+    def inputs(self) -> Inputs:
+        """One entry per input: a lone string or a lone token-id list made a list of one."""
+        value = self.input
+        if isinstance(value, str) or isinstance(value[0], int):
+            return [value]  # type: ignore[list-item]
+        return value  # type: ignore[return-value]
+
+    @property
+    def truncation(self) -> Truncation:
+        return Truncation.of(self.truncate, self.truncate_prompt_tokens)
+
+
+# -- parsing and the one translation of validation errors -------------------------------------
+
+_W = TypeVar("_W", bound=Wire)
+
+
+def parse(shape: type[_W], body: Any, settings: Any) -> _W:
+    """`body` (decoded JSON) validated against `shape` with `settings`' limits, or the
+    `APIError` that says what is wrong with the first refused field."""
+    try:
+        return shape.model_validate(body, context=settings)
+    except pydantic.ValidationError as exc:
+        raise _translate(shape, exc.errors(include_url=False)[0]) from None
+
+
+def _translate(shape: type[Wire], error: dict) -> APIError:
+    loc = error["loc"]
+    if not loc:
+        return invalid("the request body must be a JSON object")
+    name = str(loc[0])
+    where = name + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                           for p in loc[1:] if isinstance(p, int) or p.isidentifier())
+    value = error["input"]
+    found = _FORBIDDEN.search(value) if isinstance(value, str) else None
+    if found and error["type"] in ("string_pattern_mismatch", "string_unicode"):
+        return invalid(forbidden_text(where, found), param=name)
+    if error["type"] == "too_many":
+        ctx = error["ctx"]
+        return invalid(f"`{where}` has {ctx['actual']} items, but a request may have at most "
+                       f"{ctx['most']}", param=name)
+    says = _says(shape, name)
+    if says is None:
+        return invalid(_wording(where, error), param=name)
+    if callable(says.text):
+        return invalid(says.text(error), param=name)
+    return invalid(says.text.format(name=name, value=brief(value), type=type(value).__name__),
+                   param=name)
+
+
+_TYPE_WORDS = {"int_type": "an integer", "bool_type": "a boolean", "string_type": "a string",
+               "list_type": "a list", "dict_type": "an object"}
+
+
+def _wording(where: str, error: dict) -> str:
+    """The generic wording of a refusal, by pydantic's error type."""
+    kind, value, ctx = error["type"], error["input"], error.get("ctx", {})
+    if kind == "missing":
+        return f"`{where}` is required"
+    if kind in _TYPE_WORDS:
+        return f"`{where}` must be {_TYPE_WORDS[kind]}, got {type(value).__name__}"
+    if kind == "greater_than_equal":
+        return f"`{where}` must be at least {ctx['ge']}, got {brief(value)}"
+    if kind in ("too_short", "string_too_short"):
+        return f"`{where}` must not be empty"
+    if kind == "literal_error":
+        return f"`{where}` must be {ctx['expected']}, got {brief(value)}"
+    return f"`{where}`: {error['msg']}"
+
+
+@lru_cache(maxsize=None)
+def _says(shape: type[Wire], name: str) -> Says | None:
+    field = shape.model_fields.get(name)
+    if field is None:
+        return None
+    return _find_says([*field.metadata, field.annotation])
+
+
+def _find_says(items: Sequence[Any]) -> Says | None:
+    """The outermost `Says` (breadth first): the field's own wording wins over its items'."""
+    for item in items:
+        if isinstance(item, Says):
+            return item
+    inner = [arg for item in items for arg in get_args(item)]
+    return _find_says(inner) if inner else None
+
+
+def forbidden_text(where: str, found: re.Match) -> str:
+    what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+    return f"`{where}` contains {what} at position {found.start()}"
+
+
+def check_text(text: str, where: str, param: str) -> None:
+    """For text composed after validation (rerank's `rank_fields`): no NUL, no lone
+    surrogate."""
+    found = _FORBIDDEN.search(text)
+    if found:
+        raise invalid(forbidden_text(where, found), param=param)
+
+
+def parse_embeddings_request(body: Any, settings: Any) -> EmbeddingsRequest:
+    return parse(EmbeddingsRequest, body, settings)
+
+
+# -- /openapi.json ----------------------------------------------------------------------------
+
+class _Generator(GenerateJsonSchema):
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False  # titles repeat the field names
+
+
+def request_schemas(declared: Sequence[type[Wire]], settings: Any, models: Sequence[str]
+                    ) -> tuple[dict[type[Wire], dict], dict[str, dict]]:
+    """`#/components/schemas` references for each shape, and the components themselves, with
+    the settings' limits as `maxItems` and the served names as `model`'s enum."""
+    refs, defs = models_json_schema([(s, "validation") for s in declared],
+                                    ref_template="#/components/schemas/{model}",
+                                    schema_generator=_Generator)
+    components = _apply(defs.get("$defs", {}), settings, list(models))
+    return {s: refs[(s, "validation")] for s in declared}, components
+
+
+def _apply(node: Any, settings: Any, models: list[str]) -> Any:
+    if isinstance(node, list):
+        return [_apply(item, settings, models) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _apply(v, settings, models) for k, v in node.items()
+           if k not in (_LIMIT_KEY, _MODELS_KEY)}
+    if _LIMIT_KEY in node:
+        out["maxItems"] = getattr(settings, node[_LIMIT_KEY])
+    if node.get(_MODELS_KEY) and models:
+        out["enum"] = models
+    return out
+
+
+# -- responses --------------------------------------------------------------------------------
 
 def embeddings_response(
     model: str, embeddings: Sequence[Any], prompt_tokens: int
@@ -177,25 +375,3 @@ def models_response(names: Sequence[tuple[str, str]], created: int) -> dict:
             for name, root in names
         ],
     }
-
-
-def check_texts(texts: Sequence[object], *, max_items: int, param: str = "input") -> None:
-    """At most `max_items` inputs; no string among them holding NUL or a lone surrogate
-    (token-id inputs are checked against the vocabulary by the engine)."""
-    if len(texts) > max_items:
-        raise invalid(f"`{param}` has {len(texts)} items, but a request may have at most "
-                      f"{max_items}", param=param)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            continue
-        found = _FORBIDDEN.search(text)
-        if found:
-            what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
-            raise invalid(f"`{param}[{i}]` contains {what} at position {found.start()}",
-                          param=param)
-
-
-def check_documents(documents: Sequence[str], max_documents: int) -> None:
-    """For rerank: at most `max_documents` documents (GATEWAY_MAX_RERANK_DOCUMENTS), clean
-    text. Rerank routes call this, then `admission.run_guarded` with the document count."""
-    check_texts(documents, max_items=max_documents, param="documents")

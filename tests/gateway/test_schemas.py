@@ -9,7 +9,7 @@ import pytest
 from adapters.fake import FakeEngine
 from gateway.config import Settings
 from gateway.errors import APIError
-from gateway.schemas import check_documents
+from gateway.rerank import parse_rerank_request
 from tests.conftest import serving
 
 JSON = {"content-type": "application/json"}
@@ -68,12 +68,17 @@ def test_long_values_are_not_echoed_whole(client) -> None:
     assert len(response.content) < 1000
 
 
-def test_rerank_document_helper() -> None:
-    check_documents(["a"] * 3, 3)
+def test_rerank_documents_are_limited_by_the_settings_at_parse_time() -> None:
+    settings = Settings(max_rerank_documents=3)
+    body = {"model": "m", "query": "q"}
+    assert parse_rerank_request({**body, "documents": ["a"] * 3}, settings).texts == ["a"] * 3
     with pytest.raises(APIError, match="`documents` has 4 items, but a request may have at most 3"):
-        check_documents(["a"] * 4, 3)
-    with pytest.raises(APIError, match=r"`documents\[1\]` contains a NUL"):
-        check_documents(["a", "b\x00"], 3)
+        parse_rerank_request({**body, "documents": ["a"] * 4}, settings)
+    with pytest.raises(APIError, match=r"`documents\[1\]` contains a NUL character at position 1"):
+        parse_rerank_request({**body, "documents": ["a", "b\x00"]}, settings)
+    with pytest.raises(APIError, match=r"`documents\[0\]` contains a lone surrogate"):
+        parse_rerank_request({**body, "documents": [{"t": "\ud800"}], "rank_fields": ["t"]},
+                             settings)
     assert Settings().max_rerank_documents == 1000
 
 
@@ -86,3 +91,43 @@ def test_rerank_documents_are_limited_and_checked() -> None:
         assert response.json()["detail"]  # the Jina clients' field, on rerank paths
         response = client.post("/v2/rerank", json={**body, "query": "q\x00"})
         assert_error(response, 400, "contains a NUL")
+
+
+# -- conventions every declared shape shares ---------------------------------------------------
+
+def test_explicit_null_means_absent(client) -> None:
+    response = client.post("/v1/embeddings", json={
+        "model": "fake", "input": "a", "encoding_format": None, "dimensions": None,
+        "input_type": None, "truncate": None, "truncate_prompt_tokens": None, "user": None})
+    assert response.status_code == 200
+    assert isinstance(response.json()["data"][0]["embedding"], list)  # the default format
+
+
+@pytest.mark.parametrize("path, body, param, message", [
+    ("/v1/embeddings", {"input": "a", "dimensions": True}, "dimensions",
+     "`dimensions` must be an integer, got bool"),
+    ("/v1/embeddings", {"input": "a", "truncate_prompt_tokens": 0}, "truncate_prompt_tokens",
+     "`truncate_prompt_tokens` must be -1 (the model's window) or an integer of at least 1, "
+     "got 0"),
+    ("/v1/embeddings", {"input": "a", "encoding_format": "x" * 10_000}, "encoding_format",
+     "`encoding_format` must be one of ['float', 'base64'], got '" + "x" * 40 + "'..."),
+    ("/v1/embeddings", {"input": "a", "truncate": [[[["end"]]]]}, "truncate",
+     "`truncate` must be one of ['none', 'end', 'start'] (any case), got a JSON array"),
+    ("/v1/embeddings", {"input": [-5]}, "input",
+     "input 0: token id -5 is not a cl100k_base token id"),
+    ("/v2/embed", {"texts": ["a"], "embedding_types": "float"}, "embedding_types",
+     "`embedding_types` must be a non-empty list of ['float', 'int8', 'uint8', 'binary', "
+     "'ubinary', 'base64'], got 'float'"),
+    ("/v2/embed", {"texts": ["a"], "max_tokens": False}, "max_tokens", "got False"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": True}, "top_n",
+     "`top_n` must be an integer, got bool"),
+    ("/v1/rerank", {"query": "q", "documents": [{"text": 5}]}, "documents",
+     "`documents[0].text` must be a string"),
+])
+def test_refusals_keep_their_wording(client, path, body, param, message) -> None:
+    response = client.post(path, json={"model": "fake", **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert message in error["message"]
+    assert len(response.content) < 1000
