@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import batches
 from gateway.admission import Admission
 from gateway.config import Settings
 from gateway.errors import APIError, ErrorKind, error_response
@@ -51,10 +52,11 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
         watchdog = asyncio.create_task(registry.watch(settings.health_check_interval_s,
                                                       settings.health_check_timeout_s),
                                        name="engine-watchdog")
+        batch_runner = asyncio.create_task(app.state.batches.run(app), name="batch-runner")
         try:
             yield
         finally:
-            for task in (starting, watchdog):
+            for task in (starting, watchdog, batch_runner):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -77,6 +79,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
     app.state.admission = Admission(settings.max_inflight_inputs)
     app.state.drain = drain
     app.state.cl100k = Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir)
+    app.state.batches = batches.BatchService(settings)
     return app
 
 
@@ -90,7 +93,8 @@ def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
                                 expose_headers=["x-request-id"]))
     public = PUBLIC_PATHS | ({"/metrics"} if settings.public_metrics else set())
     stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
-    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                            upload_limits=batches.upload_limits(settings)))
     return stack
 
 

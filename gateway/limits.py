@@ -8,7 +8,7 @@ whether the client sent a `Content-Length` or a chunked body.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import orjson
 from starlette.requests import Request
@@ -32,21 +32,27 @@ class BodyLimitMiddleware:
     """413 for a body over `max_bytes`: at once from `Content-Length`, or as soon as a
     streamed (chunked) body passes the limit, before the excess is buffered."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 upload_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # POSTs to these exact paths (file uploads) may carry up to their own limit.
+        self.upload_limits = dict(upload_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if scope["method"] == "POST":
+            limit = self.upload_limits.get(scope["path"], limit)
         declared = _content_length(scope)
         if declared is None:
             error = invalid("the Content-Length header is not a valid number")
             await error_response(error, path=scope["path"], close=True)(scope, receive, send)
             return
-        if declared > self.max_bytes:
-            await error_response(too_large(self.max_bytes), path=scope["path"])(
+        if declared > limit:
+            await error_response(too_large(limit), path=scope["path"])(
                 scope, receive, send)
             return
         seen = 0
@@ -56,8 +62,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise too_large(self.max_bytes)  # answered by the app's APIError handler
+                if seen > limit:
+                    raise too_large(limit)  # answered by the app's APIError handler
             return message
 
         await self.app(scope, counted, send)

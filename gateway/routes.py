@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.base import EmbeddingBatch
-from gateway import cohere
+from gateway import batches, cohere
 from gateway.admission import run_guarded
 from gateway.encoding import (
     check_dimensions,
@@ -144,7 +144,9 @@ async def ready(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     """GET /openapi.json: the OpenAPI 3 description of every route."""
     names = [name for name, _ in registry_of(request).names()]
-    return json_response(openapi_document(request.app.state.settings, names))
+    document = openapi_document(request.app.state.settings, names)
+    document["paths"].update(batches.OPENAPI_PATHS)  # TODO(lead): merge in gateway/openapi.py
+    return json_response(document)
 
 
 ROUTES = [
@@ -158,4 +160,5 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *batches.ROUTES,
 ]
