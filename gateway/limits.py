@@ -44,7 +44,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
-        if scope["method"] == "POST":
+        if scope.get("method") == "POST":
             limit = self.upload_limits.get(scope["path"], limit)
         declared = _content_length(scope)
         if declared is None:
