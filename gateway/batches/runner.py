@@ -132,7 +132,6 @@ class Job:
         self.interactive = interactive
         self.id = batch_id
         self.row = self.store.batch(batch_id)
-        self._status = self.row["status"]
         self._checked_at = 0.0
 
     async def run(self) -> None:
@@ -266,16 +265,16 @@ class Job:
 
     def _stop_reason(self) -> str | None:
         if time.monotonic() - self._checked_at >= _STATUS_POLL_S:
+            # A cancel, through any worker, is a status change in the shared database.
             self._checked_at = time.monotonic()
-            self._status = self._current_status()
-        if self._status == "cancelling":
+            self.row = self.store.batch(self.id)
+        if self.row["status"] == "cancelling":
             return "cancelling"
         if time.time() >= self.row["expires_at"]:
             return "expired"
         return None
 
     def _current_status(self) -> str:
-        # A cancel, through any worker, is a status change in the shared database.
         return self.store.batch(self.id)["status"]
 
     def _expire_rest(self, path: Path, err: BinaryIO, out: BinaryIO) -> None:
