@@ -3,6 +3,7 @@ a whole batch, per-line errors, cancel, and a crash in the middle of a batch."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import signal
@@ -57,8 +58,14 @@ def gateway(tmp_path: Path):
     served.stop()
 
 
-def test_a_batch_runs_end_to_end_with_the_openai_client(gateway: Gateway) -> None:
-    client = client_of(gateway)
+@pytest.fixture
+def client(gateway: Gateway):
+    # Closed explicitly: a pooled socket left to the garbage collector is a ResourceWarning.
+    with client_of(gateway) as openai_client:
+        yield openai_client
+
+
+def test_a_batch_runs_end_to_end_with_the_openai_client(gateway: Gateway, client: openai.OpenAI) -> None:
     bodies = [{"model": "fake", "input": [f"text {i}", "shared"], "dimensions": 4}
               for i in range(6)] + [{"model": "fake", "input": "b64", "encoding_format": "base64"}]
     lines = [line(f"req-{i}", body) for i, body in enumerate(bodies)]
@@ -99,8 +106,7 @@ def test_a_batch_runs_end_to_end_with_the_openai_client(gateway: Gateway) -> Non
         client.files.retrieve(uploaded.id)
 
 
-def test_bad_lines_go_to_the_error_file_and_the_rest_completes(gateway: Gateway) -> None:
-    client = client_of(gateway)
+def test_bad_lines_go_to_the_error_file_and_the_rest_completes(gateway: Gateway, client: openai.OpenAI) -> None:
     lines = [
         line("ok", {"model": "fake", "input": "fine"}),
         "{not json",
@@ -131,8 +137,7 @@ def test_bad_lines_go_to_the_error_file_and_the_rest_completes(gateway: Gateway)
     assert "tokens" in too_long["body"]["error"]["message"]
 
 
-def test_a_rerank_batch_uses_the_rerank_route(gateway: Gateway) -> None:
-    client = client_of(gateway)
+def test_a_rerank_batch_uses_the_rerank_route(gateway: Gateway, client: openai.OpenAI) -> None:
     body = {"model": "fake-ranker", "query": "red fox", "documents": ["a red fox", "blue"]}
     batch = client.batches.create(
         input_file_id=upload(client, [line("r", body, url="/v1/rerank")]),
@@ -147,10 +152,11 @@ def test_a_rerank_batch_uses_the_rerank_route(gateway: Gateway) -> None:
 
 
 def test_cancel_stops_the_batch_and_keeps_what_finished(tmp_path: Path) -> None:
+    stack = contextlib.ExitStack()
     gateway = start_gateway(tmp_path, fake_models={"fake": {"latency_s": 0.1}},
                             args=["--batch-dir", str(tmp_path / "batches")])
     try:
-        client = client_of(gateway)
+        client = stack.enter_context(client_of(gateway))
         lines = [line(f"r{i}", {"model": "fake", "input": f"t{i}"}) for i in range(200)]
         batch = client.batches.create(input_file_id=upload(client, lines),
                                       endpoint="/v1/embeddings", completion_window="24h")
@@ -169,6 +175,7 @@ def test_cancel_stops_the_batch_and_keeps_what_finished(tmp_path: Path) -> None:
         with pytest.raises(openai.BadRequestError):
             client.batches.cancel(wait_for(client, _completed_batch(client)).id)
     finally:
+        stack.close()
         gateway.stop()
 
 
@@ -186,10 +193,10 @@ def test_a_crash_mid_batch_resumes_without_redoing_finished_lines(tmp_path: Path
     total = 120
     lines = [line(f"r{i}", {"model": "fake", "input": f"text {i}"}) for i in range(total)]
     try:
-        client = client_of(first)
-        batch = client.batches.create(input_file_id=upload(client, lines),
-                                      endpoint="/v1/embeddings", completion_window="24h")
-        wait_for(client, batch.id, lambda b: b.request_counts.completed >= 20)
+        with client_of(first) as client:
+            batch = client.batches.create(input_file_id=upload(client, lines),
+                                          endpoint="/v1/embeddings", completion_window="24h")
+            wait_for(client, batch.id, lambda b: b.request_counts.completed >= 20)
         first.process.send_signal(signal.SIGKILL)  # a crash: no drain, no lease released
         first.process.wait(10)
     finally:
@@ -202,12 +209,12 @@ def test_a_crash_mid_batch_resumes_without_redoing_finished_lines(tmp_path: Path
     second = start_gateway(tmp_path / "second", fake_models={"fake": {"latency_s": 0.05}},
                            args=args)
     try:
-        client = client_of(second)
-        done = wait_for(client, batch.id, timeout_s=60)  # after the crashed owner's lease
+        with client_of(second) as client:
+            done = wait_for(client, batch.id, timeout_s=60)  # after the crashed owner's lease
+            outputs = jsonl(client, done.output_file_id)
         assert done.status == "completed"
         assert done.request_counts.model_dump() == {"total": total, "completed": total,
                                                     "failed": 0}
-        outputs = jsonl(client, done.output_file_id)
         assert sorted(o["custom_id"] for o in outputs) == sorted(f"r{i}" for i in range(total))
         time.sleep(0.3)  # the stats file is written every 0.1 s
         # Only the lines not recorded before the crash ran again.
