@@ -194,9 +194,11 @@ OPTIONS: tuple[Option, ...] = (
            "files expire and are deleted, unless the request sets expires_after (default "
            "2592000 = 30 days, OpenAI's).", env="GATEWAY_BATCH_FILE_TTL_S"),
     Option("batch_max_inflight_inputs", "server", _positive(int), "Batch work's share of the "
-           "engine: inputs in flight per model for batch lines, which also start only while no "
-           "interactive request is in flight (default 32; lower keeps interactive latency "
-           "closer to idle, higher finishes batches sooner).",
+           "engine while interactive requests arrive (any in the last second): inputs in "
+           "flight per model for batch lines, which also start only while no interactive "
+           "request is in flight (default 8; lower keeps interactive latency closer to idle, "
+           "higher finishes batches sooner). With no interactive traffic a batch may use up "
+           "to --max-inflight-inputs.",
            env="GATEWAY_BATCH_MAX_INFLIGHT_INPUTS"),
     Option("model", "model", str, "Serve this one model (a local folder or a Hugging Face hub id) "
            "instead of the YAML list or the built-in default.", env="GATEWAY_MODEL"),
@@ -323,7 +325,7 @@ class Settings:
     batch_max_lines: int = 50_000
     batch_min_free_bytes: int = 1 << 30
     batch_file_ttl_s: int = 30 * 24 * 3600
-    batch_max_inflight_inputs: int = 32
+    batch_max_inflight_inputs: int = 8
 
     def redacted(self) -> dict:
         """The effective config for the startup log; API keys appear only as a count."""

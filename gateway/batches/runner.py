@@ -8,10 +8,11 @@ the error file with code `batch_expired`). Cancelled and expired batches keep th
 of the lines that finished.
 
 Priority: batch work yields to interactive requests. A line starts only while no
-interactive input is in flight (the app's admission count is zero), at most
-`LINES_IN_FLIGHT` lines run at once, and their engine work is bounded by its own admission
-share (`--batch-max-inflight-inputs`), so an interactive request waits behind at most that
-much batch work in the engine.
+interactive input is in flight (the app's admission count is zero). While interactive
+requests keep arriving (any in the last second), at most `LINES_IN_FLIGHT` lines run and
+their engine work is bounded by the batch's own admission share
+(`--batch-max-inflight-inputs`), so an interactive request waits behind at most that much
+batch work; with no interactive traffic the batch may fill the engine.
 
 A batch is leased to one process at a time (a row lock in SQLite, renewed while it runs),
 so several `--workers` share one data folder, and a restarted gateway resumes a batch at
@@ -44,6 +45,8 @@ COMPLETION_WINDOW_S = {"24h": 24 * 3600}
 LEASE_S = 10.0
 _RENEW_S = 2.0
 LINES_IN_FLIGHT = 4
+LINES_IN_FLIGHT_QUIET = 32
+_QUIET_S = 1.0  # no interactive request for this long: the batch may use the whole engine
 _IDLE_POLL_S = 5.0  # look for batches leased by a process that died
 _CLEANUP_EVERY_S = 60.0
 _YIELD_POLL_S = 0.002
@@ -259,9 +262,19 @@ class Job:
             if until_empty:
                 if not running:
                     return None
-            elif len(running) < LINES_IN_FLIGHT and self.interactive.inflight == 0:
+            elif self.interactive.inflight == 0 and len(running) < self._lines_allowed():
                 return None
             await asyncio.sleep(_YIELD_POLL_S)
+
+    def _lines_allowed(self) -> int:
+        """Interactive traffic in the last second: a small share (`--batch-max-inflight-
+        inputs`, LINES_IN_FLIGHT lines); none: the batch may fill the engine up to the
+        interactive bound, and gives it back within one line's work once traffic returns."""
+        busy = time.monotonic() - self.interactive.last_admitted < _QUIET_S
+        share = self.service.admission
+        share.limit = (self.service.settings.batch_max_inflight_inputs if busy
+                       else self.interactive.limit)
+        return LINES_IN_FLIGHT if busy else LINES_IN_FLIGHT_QUIET
 
     def _stop_reason(self) -> str | None:
         if time.monotonic() - self._checked_at >= _STATUS_POLL_S:
