@@ -91,7 +91,7 @@ class BatchService:
         try:
             while True:
                 if self._store is None and self._root is not None and Store.exists(self._root):
-                    self.store  # batches from an earlier run may be waiting
+                    self._store = Store(self._root)  # an earlier run's batches may be waiting
                 if self._store is not None:
                     if time.monotonic() - last_cleanup >= _CLEANUP_EVERY_S:
                         self.cleanup()
@@ -310,7 +310,7 @@ class Job:
         paths = self.store.partial_paths(self.id)
         files = []
         try:
-            for path, size in zip(paths, (row["out_bytes"], row["err_bytes"])):
+            for path, size in zip(paths, (row["out_bytes"], row["err_bytes"]), strict=True):
                 file = path.open("ab")
                 file.truncate(size)
                 file.seek(size)

@@ -13,6 +13,7 @@ line is neither lost nor written twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -285,19 +286,15 @@ class Store:
                                "LIMIT ?", (*args, limit + 1)).fetchall()
         return Page(rows[:limit], len(rows) > limit)
 
-    def _transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: Any, *rest: Any) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
 
 def _marks(values: Iterable[Any]) -> str:
