@@ -56,4 +56,4 @@ def test_a_batch_gives_the_vectors_of_the_embeddings_route(client: openai.OpenAI
     [error] = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
     assert error["custom_id"] == "too-long"
     assert error["response"]["status_code"] == 400
-    assert "512" in error["response"]["body"]["error"]["message"]
+    assert "1002 tokens" in error["response"]["body"]["error"]["message"]
