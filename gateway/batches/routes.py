@@ -127,7 +127,10 @@ def _expires_after(form: Any, default_s: int) -> int:
 
 
 def _seconds(value: Any, param: str) -> int:
+    # An integer in JSON, or its digits in a form field (never a float: int(inf) overflows).
     try:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError
         seconds = int(value)
     except (TypeError, ValueError):
         raise invalid(f"`{param}.seconds` must be an integer", param=param) from None
@@ -202,7 +205,7 @@ async def create_batch(request: Request) -> Response:
         raise invalid(f"`endpoint` must be one of {list(ENDPOINTS)}, got {brief(endpoint)}",
                       param="endpoint")
     window = body.get("completion_window")
-    if window not in COMPLETION_WINDOW_S:
+    if not isinstance(window, str) or window not in COMPLETION_WINDOW_S:
         raise invalid(f"`completion_window` must be one of {list(COMPLETION_WINDOW_S)}, got "
                       f"{brief(window)}", param="completion_window")
     file_id = body.get("input_file_id")

@@ -137,6 +137,9 @@ def test_uploads_must_be_multipart(tmp_path: Path) -> None:
 @pytest.mark.parametrize("change,param", [
     ({"endpoint": "/v1/chat/completions"}, "endpoint"),
     ({"completion_window": "48h"}, "completion_window"),
+    ({"completion_window": ["24h"]}, "completion_window"),
+    ({"output_expires_after": {"anchor": "created_at", "seconds": 3600.0}},
+     "output_expires_after"),
     ({"metadata": {"k": 1}}, "metadata"),
     ({"output_expires_after": {"anchor": "created_at", "seconds": 10}}, "output_expires_after"),
 ])
