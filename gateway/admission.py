@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterator, TypeVar
 
@@ -44,6 +45,7 @@ class Admission:
         self.limit = limit
         self._inflight: dict[str, int] = {}
         self.counters = Counters()
+        self.last_admitted = float("-inf")  # when work was last admitted (the batch runner)
 
     @property
     def inflight(self) -> int:
@@ -58,6 +60,7 @@ class Admission:
                            f"model '{model}' is at capacity ({busy} inputs in flight, limit "
                            f"{self.limit}); retry shortly", headers={"Retry-After": "1"})
         self._inflight[model] = busy + inputs
+        self.last_admitted = time.monotonic()
         try:
             yield
         finally:

@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import batches
 from gateway.admission import Admission
 from gateway.config import Settings
 from gateway.errors import APIError, ErrorKind, error_response
@@ -47,7 +48,8 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
     drain = Drain()
     state = GatewayState(
         registry=registry, settings=settings, admission=Admission(settings.max_inflight_inputs),
-        drain=drain, cl100k=Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir))
+        drain=drain, cl100k=Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir),
+        batches=batches.BatchService(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -59,10 +61,11 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
         watchdog = asyncio.create_task(registry.watch(settings.health_check_interval_s,
                                                       settings.health_check_timeout_s),
                                        name="engine-watchdog")
+        batch_runner = asyncio.create_task(state["batches"].run(app), name="batch-runner")
         try:
             yield state
         finally:
-            for task in (starting, watchdog):
+            for task in (starting, watchdog, batch_runner):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -77,7 +80,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
             HTTPException: _http_error,
         },
     )
-    # The same objects outside requests: the CLI's draining server, tests.
+    # The same objects outside requests: the CLI's draining server, batch jobs, tests.
     app.state.gateway = state
     return app
 
@@ -92,7 +95,8 @@ def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
                                 expose_headers=["x-request-id"]))
     public = PUBLIC_PATHS | ({"/metrics"} if settings.public_metrics else set())
     stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
-    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                            upload_limits=batches.upload_limits(settings)))
     return stack
 
 

@@ -6,7 +6,7 @@ than the cap in memory, whether the client sent a `Content-Length` or a chunked 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 from starlette.requests import Request
@@ -25,21 +25,27 @@ class BodyLimitMiddleware:
     """413 for a body over `max_bytes`: at once from `Content-Length`, or as soon as a
     streamed (chunked) body passes the limit, before the excess is buffered."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 upload_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # POSTs to these exact paths (file uploads) may carry up to their own limit.
+        self.upload_limits = dict(upload_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if scope.get("method") == "POST":
+            limit = self.upload_limits.get(scope["path"], limit)
         declared = _content_length(scope)
         if declared is None:
             error = invalid("the Content-Length header is not a valid number")
             await error_response(error, scope, close=True)(scope, receive, send)
             return
-        if declared > self.max_bytes:
-            await error_response(too_large(self.max_bytes), scope)(
+        if declared > limit:
+            await error_response(too_large(limit), scope)(
                 scope, receive, send)
             return
         seen = 0
@@ -49,8 +55,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise too_large(self.max_bytes)  # answered by the app's APIError handler
+                if seen > limit:
+                    raise too_large(limit)  # answered by the app's APIError handler
             return message
 
         await self.app(scope, counted, send)

@@ -178,6 +178,29 @@ OPTIONS: tuple[Option, ...] = (
     Option("drain_grace_s", "server", _positive(float), "On SIGTERM, seconds in-flight requests "
            "get to finish while new ones are refused with 503 (default 30).",
            env="GATEWAY_DRAIN_GRACE_S"),
+    # -- Batch API (see README "Bulk indexing") --------------------------------------------
+    Option("batch_dir", "server", str, "Folder for Batch API files and job state (SQLite); "
+           "batches survive restarts and resume where they stopped (default "
+           "$XDG_DATA_HOME/embedding-gateway/batches, ~/.local/share/... without it).",
+           env="GATEWAY_BATCH_DIR", metavar="DIR"),
+    Option("batch_max_file_bytes", "server", _positive(int), "Largest Batch API upload in "
+           "bytes; POST /v1/files gets this body limit instead of --max-body-bytes (default "
+           "209715200 = 200 MiB, OpenAI's).", env="GATEWAY_BATCH_MAX_FILE_BYTES"),
+    Option("batch_max_lines", "server", _positive(int), "Most requests (lines) in a batch "
+           "file (default 50000, OpenAI's).", env="GATEWAY_BATCH_MAX_LINES"),
+    Option("batch_min_free_bytes", "server", int, "Uploads are refused (507) unless this many "
+           "bytes stay free on the batch folder's disk after them (default 1073741824 = "
+           "1 GiB; results need room too).", env="GATEWAY_BATCH_MIN_FREE_BYTES"),
+    Option("batch_file_ttl_s", "server", _positive(int), "Seconds until uploaded and result "
+           "files expire and are deleted, unless the request sets expires_after (default "
+           "2592000 = 30 days, OpenAI's).", env="GATEWAY_BATCH_FILE_TTL_S"),
+    Option("batch_max_inflight_inputs", "server", _positive(int), "Batch work's share of the "
+           "engine while interactive requests arrive (any in the last second): inputs in "
+           "flight per model for batch lines, which also start only while no interactive "
+           "request is in flight (default 8; lower keeps interactive latency closer to idle, "
+           "higher finishes batches sooner). With no interactive traffic a batch may use up "
+           "to --max-inflight-inputs.",
+           env="GATEWAY_BATCH_MAX_INFLIGHT_INPUTS"),
     Option("model", "model", str, "Serve this one model (a local folder or a Hugging Face hub id) "
            "instead of the YAML list or the built-in default.", env="GATEWAY_MODEL"),
     Option("served_model_name", "model", str, "Name clients use for --model (default: the "
@@ -293,6 +316,13 @@ class Settings:
     health_check_interval_s: float = 2.0
     health_check_timeout_s: float = 10.0
     drain_grace_s: float = 30.0
+    # None (an app built without load_settings, as in tests): a temporary folder per app.
+    batch_dir: str | None = None
+    batch_max_file_bytes: int = 200 * 1024 * 1024
+    batch_max_lines: int = 50_000
+    batch_min_free_bytes: int = 1 << 30
+    batch_file_ttl_s: int = 30 * 24 * 3600
+    batch_max_inflight_inputs: int = 8
 
     def redacted(self) -> dict:
         """The effective config for the startup log; API keys appear only as a count."""
@@ -367,6 +397,7 @@ def load_settings(
         cpu_threads=str(server.get("cpu_threads")
                         or environ.get("VLLM_CPU_OMP_THREADS_BIND") or Settings.cpu_threads),
         embedding_cache_size=cache_size,
+        batch_dir=server.get("batch_dir") or default_batch_dir(environ),
         models=_with_memory_shares(models, workers),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in server.items()
            if k in _PASSED_THROUGH},
@@ -376,7 +407,13 @@ def load_settings(
 # Server settings passed through to Settings as parsed (all but those handled above).
 _PASSED_THROUGH = {o.name for o in OPTIONS if o.scope == "server"} - {
     "config", "host", "port", "log_level", "engine", "tiktoken_cache_dir", "workers",
-    "cpu_threads", "embedding_cache_size"}
+    "cpu_threads", "embedding_cache_size", "batch_dir"}
+
+
+def default_batch_dir(environ: Mapping[str, str]) -> str:
+    """Where a served gateway keeps Batch API state unless told: the user's data folder."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "embedding-gateway" / "batches")
 
 
 def _parse(option: Option, raw: Any) -> Any:

@@ -48,6 +48,7 @@ class ErrorKind(Enum):
     INTERNAL = _Kind(500, "server_error", "internal_error")
     ENGINE_FAILURE = _Kind(500, "server_error", "engine_failure")
     UNAVAILABLE = _Kind(503, "service_unavailable", "model_unavailable")
+    INSUFFICIENT_STORAGE = _Kind(507, "server_error", "insufficient_storage")
     TIMEOUT = _Kind(504, "server_error", "timeout")
 
 

@@ -10,8 +10,10 @@ every documented request field and constraint holds (tests/gateway/test_openapi.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
+from gateway.batches.openapi import OPENAPI_PATHS as BATCH_PATHS
 from gateway.cohere import CohereEmbedRequest
 from gateway.config import Settings
 from gateway.rerank import RERANK_PATHS, RerankRequest
@@ -160,6 +162,8 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
                                          "after an engine fault, and while draining)", _STATUS,
                                          errors=(503,), public=True)},
             "/openapi.json": {"get": _operation("This document", {"type": "object"})},
+            # A copy: the document is edited below (security), the declarations stay as they are.
+            **copy.deepcopy(BATCH_PATHS),
         },
         "components": {
             "schemas": {**request_components, "Error": _ERROR_SCHEMA},

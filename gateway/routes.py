@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.base import EmbeddingBatch
-from gateway import cohere
+from gateway import batches, cohere
 from gateway.admission import run_guarded
 from gateway.dialects import dialect_of
 from gateway.encoding import (
@@ -156,4 +156,5 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *batches.ROUTES,
 ]

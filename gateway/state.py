@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 if TYPE_CHECKING:  # the modules below import this one for GatewayRequest
     from gateway.admission import Admission
+    from gateway.batches import BatchService
     from gateway.config import Settings
     from gateway.drain import Drain
     from gateway.registry import ModelRegistry
@@ -22,6 +23,7 @@ class GatewayState(TypedDict):
     admission: Admission
     drain: Drain
     cl100k: Cl100kDecoder
+    batches: BatchService
 
 
 GatewayRequest = Request[GatewayState]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 # tiktoken's cl100k_base file, offline, beside the clone (CI's .ci/run exports the same). Client
 # libraries in the test process (LangChain) tokenize with it; the gateway decodes with it.
 TIKTOKEN_DIR = os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken"))
+# Batch API state of every app and gateway process the tests start (tests that look at it
+# pass their own folder): never the user's own data folder.
+os.environ.setdefault("GATEWAY_BATCH_DIR", tempfile.mkdtemp(prefix="gateway-test-batches-"))
 
 
 def wait_ready(client: TestClient, timeout_s: float = 5.0) -> None:

@@ -1,0 +1,22 @@
+"""The OpenAI Batch API for /v1/embeddings (and /v1/rerank): Files and Batches endpoints, a
+SQLite-backed store, and a background runner that executes each line through the gateway's
+own route at a lower priority than interactive requests.
+
+The app mounts `ROUTES`, gives POSTs to `UPLOAD_PATHS` the larger body limit
+`upload_limits(settings)`, keeps a `BatchService` in the app state (`state["batches"]`) and runs
+`service.run(app)` in its lifespan; gateway/openapi.py merges `OPENAPI_PATHS`.
+"""
+
+from __future__ import annotations
+
+from gateway.batches.openapi import OPENAPI_PATHS
+from gateway.batches.routes import MULTIPART_OVERHEAD_BYTES, ROUTES, UPLOAD_PATHS
+from gateway.batches.runner import BatchService
+from gateway.config import Settings
+
+__all__ = ["OPENAPI_PATHS", "ROUTES", "UPLOAD_PATHS", "BatchService", "upload_limits"]
+
+
+def upload_limits(settings: Settings) -> dict[str, int]:
+    """Body limits for POSTs to the upload paths: a batch file plus its multipart envelope."""
+    return dict.fromkeys(UPLOAD_PATHS, settings.batch_max_file_bytes + MULTIPART_OVERHEAD_BYTES)

@@ -1,0 +1,151 @@
+"""One batch input line through the gateway's own route, and its output or error line.
+
+A line `{"custom_id", "method", "url", "body"}` is answered by calling the endpoint function
+the app routes `url` to (`gateway/routes.py`), with a request built in memory: the same
+parsing, limits, model lookup, prompt building, guarded engine call and encoding as over
+HTTP, and the same error envelope. Only the admission differs: batch lines count against
+the batch's own share (the `admission` of `BatchApp.state`), never against interactive requests' bound.
+
+Output and error lines have OpenAI's shapes:
+    {"id": "batch_req_..", "custom_id": "..", "response": {"status_code": 200,
+     "request_id": "..", "body": {...}}, "error": null}
+    {"id": "batch_req_..", "custom_id": "..", "response": null,
+     "error": {"code": "invalid_json", "message": ".."}}      (a line that could not be sent)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Awaitable, Callable
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+
+from gateway.admission import Admission
+from gateway.errors import APIError, ErrorKind, brief, error_response
+from gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
+# Endpoints a batch may name: OpenAI's embeddings, and the gateway's rerank as an extension.
+ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
+# Answers that say "not now": the line waits and is sent again (a model still loading, the
+# batch share full, an overloaded engine), until the batch is cancelled or expires.
+_RETRY_STATUSES = {429: 0.01, 503: 0.5}
+_MAX_RETRY_DELAY_S = 5.0
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class BatchApp:
+    """What a batch line's request sees: the app's routes, and the app's state with the
+    batch's own admission bound in place of the interactive one."""
+
+    def __init__(self, app: Any, admission: Admission) -> None:
+        self.routes = app.routes
+        self.state: GatewayState = {**app.state.gateway, "admission": admission}
+
+
+def endpoint_for(app: BatchApp, path: str) -> Endpoint:
+    """The endpoint function the app routes `POST path` to."""
+    scope = _scope(app, path, b"")
+    for route in app.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route.endpoint
+    raise LookupError(f"no POST route for {path}")
+
+
+async def run_line(app: BatchApp, endpoint: str, call: Endpoint, raw: bytes,
+                   number: int) -> tuple[bool, bytes]:
+    """(succeeded, the output or error line) for input line `number`."""
+    request_id = f"batch_req_{uuid.uuid4().hex}"
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return False, _failure(request_id, None, "invalid_json",
+                               f"line {number} is not valid JSON: {exc}")
+    if not isinstance(line, dict):
+        return False, _failure(request_id, None, "invalid_request",
+                               f"line {number} must be a JSON object")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return False, _failure(request_id, None, "missing_custom_id",
+                               f"line {number} needs a `custom_id` string")
+    if line.get("method", "POST") != "POST":
+        return False, _failure(request_id, custom_id, "invalid_method",
+                               f"line {number}: `method` must be POST")
+    if line.get("url") != endpoint:
+        return False, _failure(request_id, custom_id, "invalid_url",
+                               f"line {number}: `url` must be the batch's endpoint {endpoint}, "
+                               f"got {brief(line.get('url'))}")
+    if not isinstance(line.get("body"), dict):
+        return False, _failure(request_id, custom_id, "invalid_body",
+                               f"line {number}: `body` must be a JSON object")
+    status, body = await _call_until_accepted(app, endpoint, call,
+                                              orjson.dumps(line["body"]))
+    response = (b'{"status_code":%d,"request_id":"%s","body":' % (status, request_id.encode())
+                + body + b"}")
+    return status == 200, (b'{"id":"%s","custom_id":' % request_id.encode()
+                           + orjson.dumps(custom_id) + b',"response":' + response
+                           + b',"error":null}\n')
+
+
+def failure_line(custom_id: str | None, code: str, message: str) -> bytes:
+    return _failure(f"batch_req_{uuid.uuid4().hex}", custom_id, code, message)
+
+
+def _failure(request_id: str, custom_id: str | None, code: str, message: str) -> bytes:
+    return orjson.dumps({"id": request_id, "custom_id": custom_id, "response": None,
+                         "error": {"code": code, "message": message}}) + b"\n"
+
+
+async def _call_until_accepted(app: BatchApp, path: str, call: Endpoint,
+                               body: bytes) -> tuple[int, bytes]:
+    delay = 0.0
+    while True:
+        response = await _call(app, path, call, body)
+        first = _RETRY_STATUSES.get(response.status_code)
+        if first is None or _is_draining(response):
+            return response.status_code, bytes(response.body)
+        delay = min(max(first, delay * 2), _MAX_RETRY_DELAY_S)
+        await asyncio.sleep(delay)
+
+
+def _is_draining(response: Response) -> bool:
+    # The server is shutting down: the runner is about to be cancelled; don't spin.
+    return b'"code":"draining"' in bytes(response.body)
+
+
+async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Response:
+    delivered = False
+
+    async def receive() -> dict:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        # Never a disconnect: the runner ends a line by cancelling it.
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    scope = _scope(app, path, body)
+    try:
+        return await call(Request(scope, receive))
+    except APIError as exc:
+        return error_response(exc, scope)
+    except Exception:  # the HTTP app's catch-all, for lines: log it, answer a bare 500
+        log.exception("unhandled error on a batch line for %s", path)
+        return error_response(APIError(ErrorKind.INTERNAL, "internal server error"), scope)
+
+
+def _scope(app: BatchApp, path: str, body: bytes) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "client": None, "server": None,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+            "app": app, "state": dict(app.state)}

@@ -1,0 +1,344 @@
+"""Batch API state: file and batch records in SQLite (WAL), file contents in a data folder.
+
+Nothing a client sends ever becomes part of a path: ids are generated here
+(`file-<32 hex>`, `batch_<32 hex>`), a path is only ever built from an id that matches that
+pattern, and routes look records up by id before touching a file. Objects are returned in
+OpenAI's shapes (`FileObject`, `Batch`), built in one place each.
+
+A running batch records its progress in the same transaction as each finished line: the
+line number, and the byte length of its partial output and error files. A restarted
+gateway truncates those files to the recorded lengths and skips the recorded lines, so a
+line is neither lost nor written twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+# Live states: a runner owns the batch (under a lease) until it reaches a final state.
+LIVE_STATES = ("validating", "in_progress", "finalizing", "cancelling")
+FINAL_STATES = ("completed", "failed", "expired", "cancelled")
+_FILE_ID = re.compile(r"file-[0-9a-f]{32}")
+_BATCH_ID = re.compile(r"batch_[0-9a-f]{32}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    endpoint TEXT NOT NULL,
+    input_file_id TEXT NOT NULL,
+    completion_window TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    in_progress_at INTEGER, finalizing_at INTEGER, completed_at INTEGER, failed_at INTEGER,
+    expired_at INTEGER, cancelling_at INTEGER, cancelled_at INTEGER,
+    output_file_id TEXT, error_file_id TEXT,
+    errors TEXT,
+    metadata TEXT,
+    output_expires_s INTEGER,
+    total INTEGER NOT NULL DEFAULT 0,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    out_bytes INTEGER NOT NULL DEFAULT 0,
+    err_bytes INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batch_lines (
+    batch_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, line)
+) WITHOUT ROWID;
+"""
+_BATCH_TIMESTAMPS = ("in_progress_at", "finalizing_at", "completed_at", "failed_at",
+                     "expired_at", "cancelling_at", "cancelled_at")
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def new_file_id() -> str:
+    return f"file-{uuid.uuid4().hex}"
+
+
+def new_batch_id() -> str:
+    return f"batch_{uuid.uuid4().hex}"
+
+
+def is_file_id(value: str) -> bool:
+    return _FILE_ID.fullmatch(value) is not None
+
+
+def is_batch_id(value: str) -> bool:
+    return _BATCH_ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a cursor-paginated list (`after` = the last id of the previous page)."""
+
+    rows: list[sqlite3.Row]
+    has_more: bool
+
+
+class Store:
+    """The SQLite database and the data folder under `root`, created on first use."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.files_dir = self.root / "files"
+        self.partial_dir = self.root / "partial"
+        for folder in (self.files_dir, self.partial_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        # One connection, used from the event loop thread only (uploads copy bytes in a
+        # thread, but record them from the loop); autocommit, transactions explicit.
+        self.db = sqlite3.connect(self.root / "batches.sqlite3", isolation_level=None,
+                                  check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed line survives a process crash; an OS crash may
+        # lose the last few, which are then redone (the output files are truncated to match).
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(_SCHEMA)
+
+    @staticmethod
+    def exists(root: str | os.PathLike) -> bool:
+        return (Path(root) / "batches.sqlite3").exists()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- paths: only ever from generated ids ---------------------------------------------
+
+    def file_path(self, file_id: str) -> Path:
+        if not is_file_id(file_id):
+            raise ValueError(f"not a file id: {file_id!r}")
+        return self.files_dir / file_id
+
+    def partial_paths(self, batch_id: str) -> tuple[Path, Path]:
+        """The output and error files a running batch appends to."""
+        if not is_batch_id(batch_id):
+            raise ValueError(f"not a batch id: {batch_id!r}")
+        return (self.partial_dir / f"{batch_id}.output.jsonl",
+                self.partial_dir / f"{batch_id}.errors.jsonl")
+
+    def upload_path(self) -> Path:
+        """A fresh temporary path in the data folder for an upload being received."""
+        return self.partial_dir / f"upload-{uuid.uuid4().hex}.tmp"
+
+    # -- files ---------------------------------------------------------------------------
+
+    def add_file(self, file_id: str, filename: str, purpose: str, size: int,
+                 expires_at: int | None) -> sqlite3.Row:
+        self.db.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, "
+                        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (file_id, filename, purpose, size, now(), expires_at))
+        return self.file(file_id)
+
+    def file(self, file_id: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+
+    def files(self, *, after: str | None, limit: int, order: str,
+              purpose: str | None) -> Page:
+        where, args = [], []
+        if purpose is not None:
+            where.append("purpose = ?")
+            args.append(purpose)
+        return self._page("files", where, args, after=after, limit=limit, order=order)
+
+    def delete_file(self, file_id: str) -> bool:
+        with self._transaction():
+            deleted = self.db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount
+        if deleted:
+            self.file_path(file_id).unlink(missing_ok=True)
+        return bool(deleted)
+
+    def expired_files(self, at: int) -> list[str]:
+        rows = self.db.execute("SELECT id FROM files WHERE expires_at IS NOT NULL AND "
+                               "expires_at <= ?", (at,)).fetchall()
+        return [row["id"] for row in rows]
+
+    # -- batches -------------------------------------------------------------------------
+
+    def add_batch(self, *, endpoint: str, input_file_id: str, completion_window: str,
+                  window_s: int, metadata: dict | None, output_expires_s: int) -> sqlite3.Row:
+        batch_id, created = new_batch_id(), now()
+        self.db.execute(
+            "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status, "
+            "created_at, expires_at, metadata, output_expires_s) "
+            "VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?)",
+            (batch_id, endpoint, input_file_id, completion_window, created, created + window_s,
+             json.dumps(metadata) if metadata is not None else None, output_expires_s))
+        return self.batch(batch_id)
+
+    def batch(self, batch_id: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+
+    def batches(self, *, after: str | None, limit: int) -> Page:
+        return self._page("batches", [], [], after=after, limit=limit, order="desc")
+
+    def set_status(self, batch_id: str, status: str, **fields: Any) -> None:
+        """Move a batch to `status`, stamping `<status>_at` (OpenAI's timestamps)."""
+        stamp = f"{status}_at"
+        if stamp in _BATCH_TIMESTAMPS:
+            fields.setdefault(stamp, now())
+        columns = {"status": status, **fields}
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        self.db.execute(f"UPDATE batches SET {assignments} WHERE id = ?",
+                        (*columns.values(), batch_id))
+
+    def request_cancel(self, batch_id: str) -> bool:
+        """validating/in_progress -> cancelling; False when the batch is past that."""
+        return bool(self.db.execute(
+            "UPDATE batches SET status = 'cancelling', cancelling_at = ? WHERE id = ? AND "
+            "status IN ('validating', 'in_progress')", (now(), batch_id)).rowcount)
+
+    def claim(self, owner: str, lease_s: float) -> sqlite3.Row | None:
+        """The oldest live batch whose lease has lapsed (or is `owner`'s), now leased to
+        `owner`; None when there is none. Several gateway workers share one database."""
+        with self._transaction():
+            row = self.db.execute(
+                f"SELECT id FROM batches WHERE status IN ({_marks(LIVE_STATES)}) AND "
+                "(lease_until < ? OR lease_owner = ?) ORDER BY seq LIMIT 1",
+                (*LIVE_STATES, time.time(), owner)).fetchone()
+            if row is None:
+                return None
+            self.db.execute("UPDATE batches SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                            (owner, time.time() + lease_s, row["id"]))
+        return self.batch(row["id"])
+
+    def renew(self, batch_id: str, owner: str, lease_s: float) -> sqlite3.Row | None:
+        """Extend `owner`'s lease; the fresh record, or None if another owner took it."""
+        updated = self.db.execute(
+            "UPDATE batches SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+            (time.time() + lease_s, batch_id, owner)).rowcount
+        return self.batch(batch_id) if updated else None
+
+    def release(self, batch_id: str, owner: str) -> None:
+        """Give the lease up at once (clean shutdown), so a restart resumes without waiting."""
+        self.db.execute("UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?",
+                        (batch_id, owner))
+
+    def done_lines(self, batch_id: str) -> set[int]:
+        rows = self.db.execute("SELECT line FROM batch_lines WHERE batch_id = ?", (batch_id,))
+        return {row["line"] for row in rows}
+
+    def record_line(self, batch_id: str, line: int, *, ok: bool, out_bytes: int,
+                    err_bytes: int) -> None:
+        """One finished line, with the partial files' lengths after its result was written."""
+        counter = "completed" if ok else "failed"
+        with self._transaction():
+            self.db.execute("INSERT INTO batch_lines (batch_id, line) VALUES (?, ?)",
+                            (batch_id, line))
+            self.db.execute(f"UPDATE batches SET {counter} = {counter} + 1, out_bytes = ?, "
+                            "err_bytes = ? WHERE id = ?", (out_bytes, err_bytes, batch_id))
+
+    def publish(self, batch_id: str, column: str, filename: str, size: int,
+                expires_at: int) -> str:
+        """Record a result file (purpose `batch_output`) as the batch's output or error
+        file, in one transaction; the caller then moves the content into place."""
+        assert column in ("output_file_id", "error_file_id")
+        file_id = new_file_id()
+        with self._transaction():
+            self.db.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, "
+                            "expires_at) VALUES (?, ?, 'batch_output', ?, ?, ?)",
+                            (file_id, filename, size, now(), expires_at))
+            self.db.execute(f"UPDATE batches SET {column} = ? WHERE id = ?", (file_id, batch_id))
+        return file_id
+
+    def forget_lines(self, batch_id: str) -> None:
+        self.db.execute("DELETE FROM batch_lines WHERE batch_id = ?", (batch_id,))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _page(self, table: str, where: list[str], args: list[Any], *, after: str | None,
+              limit: int, order: str) -> Page:
+        if after is not None:
+            anchor = self.db.execute(f"SELECT seq FROM {table} WHERE id = ?",
+                                     (after,)).fetchone()
+            if anchor is not None:
+                where.append("seq < ?" if order == "desc" else "seq > ?")
+                args.append(anchor["seq"])
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        direction = "DESC" if order == "desc" else "ASC"
+        rows = self.db.execute(f"SELECT * FROM {table} {clause} ORDER BY seq {direction} "
+                               "LIMIT ?", (*args, limit + 1)).fetchall()
+        return Page(rows[:limit], len(rows) > limit)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+
+def _marks(values: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+# -- OpenAI object shapes -----------------------------------------------------------------
+
+def file_object(row: sqlite3.Row) -> dict:
+    """openai.types.FileObject."""
+    return {"id": row["id"], "object": "file", "bytes": row["bytes"],
+            "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "filename": row["filename"], "purpose": row["purpose"], "status": "processed",
+            "status_details": None}
+
+
+def batch_object(row: sqlite3.Row) -> dict:
+    """openai.types.Batch."""
+    body = {
+        "id": row["id"], "object": "batch", "endpoint": row["endpoint"], "errors": None,
+        "input_file_id": row["input_file_id"], "completion_window": row["completion_window"],
+        "status": row["status"], "output_file_id": row["output_file_id"],
+        "error_file_id": row["error_file_id"], "created_at": row["created_at"],
+        "expires_at": row["expires_at"],
+        **{stamp: row[stamp] for stamp in _BATCH_TIMESTAMPS},
+        "request_counts": {"total": row["total"], "completed": row["completed"],
+                           "failed": row["failed"]},
+        "metadata": json.loads(row["metadata"]) if row["metadata"] else None,
+    }
+    if row["errors"]:
+        body["errors"] = {"object": "list", "data": json.loads(row["errors"])}
+    return body
+
+
+def list_object(data: list[dict], has_more: bool) -> dict:
+    """The cursor page openai-python reads (`after` = the last id)."""
+    return {"object": "list", "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) for every non-blank line of a JSONL file."""
+    with path.open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            if line.strip():
+                yield number, line
