@@ -181,7 +181,10 @@ _MODELS_RESPONSE = {
 
 _STATUS = {"type": "object", "required": ["status"], "properties": {
     "status": {"type": "string"},
-    "models": {"type": "object", "additionalProperties": {"type": "string"}}}}
+    "models": {"type": "object", "additionalProperties": {"type": "string"}},
+    # While engines start: each starting model's step and seconds since its start began.
+    "progress": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "step": {"type": "string"}, "elapsed_s": {"type": "number"}}}}}}
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -213,6 +216,9 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
         "also carry a top-level `detail`)", _RERANK_RESPONSE,
         body=_rerank_request(settings, models), errors=(400, 404, 413, 415, 429, 503, 504))
     list_models = _operation("List served models and aliases", _MODELS_RESPONSE)
+    metrics = _operation("Prometheus metrics (text exposition format)", {"type": "string"},
+                         public=settings.public_metrics)
+    metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "embedding-gateway", "version": "0.1.0",
@@ -231,6 +237,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
                                          "after an engine fault, and while draining)", _STATUS,
                                          errors=(503,), public=True)},
             "/openapi.json": {"get": _operation("This document", {"type": "object"})},
+            "/metrics": {"get": metrics},
         },
         "components": {
             "schemas": {"Error": _ERROR_SCHEMA},

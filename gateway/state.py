@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the modules below import this one for GatewayRequest
     from gateway.admission import Admission
     from gateway.config import Settings
     from gateway.drain import Drain
+    from gateway.metrics import Metrics
     from gateway.registry import ModelRegistry
     from gateway.token_ids import Cl100kDecoder
 
@@ -22,6 +23,7 @@ class GatewayState(TypedDict):
     admission: Admission
     drain: Drain
     cl100k: Cl100kDecoder
+    metrics: Metrics
 
 
 GatewayRequest = Request[GatewayState]
