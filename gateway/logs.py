@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import tempfile
+from typing import IO
 
 LOG_FORMATS = ("auto", "json", "text")
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
@@ -63,9 +64,9 @@ def formatter(kind: str) -> logging.Formatter:
     return logging.Formatter(_TEXT)
 
 
-def handler(kind: str) -> logging.Handler:
-    """A stderr handler in format `kind`, with the request-id filter."""
-    out = logging.StreamHandler(sys.stderr)
+def handler(kind: str, stream: IO[str] | None = None) -> logging.Handler:
+    """A handler (on stderr by default) in format `kind`, with the request-id filter."""
+    out = logging.StreamHandler(stream if stream is not None else sys.stderr)
     out.setFormatter(formatter(kind))
     out.addFilter(RequestIdFilter())
     return out

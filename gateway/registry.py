@@ -63,6 +63,8 @@ class ModelRegistry:
     """Routes a request's `model` to its engine and knows whether every engine can serve."""
 
     models: Sequence[ServedModel]
+    # While an engine starts, a "still <step>" log line this often.
+    progress_log_interval_s: float = 10.0
     _by_name: dict[str, ServedModel] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,7 +98,7 @@ class ModelRegistry:
         results = await asyncio.gather(*(self._start(m) for m in self.models))
         return all(results)
 
-    async def _start(self, model: ServedModel, progress_every_s: float = 10.0) -> bool:
+    async def _start(self, model: ServedModel) -> bool:
         model.start_began = time.monotonic()
 
         def report(step: str) -> None:
@@ -107,7 +109,7 @@ class ModelRegistry:
         starting: asyncio.Future | None = None
         try:
             starting = asyncio.ensure_future(model.engine.start(report))
-            while not (await asyncio.wait({starting}, timeout=progress_every_s))[0]:
+            while not (await asyncio.wait({starting}, timeout=self.progress_log_interval_s))[0]:
                 log.info("model %s: still %s (%.0f s since start)", model.name, model.step,
                          time.monotonic() - model.start_began)
             starting.result()
@@ -117,8 +119,9 @@ class ModelRegistry:
             raise
         except Exception as exc:  # any load failure: record it, log the traceback, stay up
             model.state, model.failure = EngineState.FAILED, f"{type(exc).__name__}: {exc}"
-            log.exception("model %s failed to load while %s: %s", model.name, model.step,
-                          model.failure)
+            # A missing model needs no traceback: the message names the path.
+            log.error("model %s failed to load while %s: %s", model.name, model.step,
+                      model.failure, exc_info=not isinstance(exc, FileNotFoundError))
             return False
         finally:
             elapsed, model.step, model.start_began = (

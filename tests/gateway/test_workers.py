@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,44 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
 def test_builtin_model_folder_is_local() -> None:
     # default_workers measures weight files; the built-in model must be a folder with them.
     assert list(Path(resolve_model_path("builtin:all-MiniLM-L6-v2")).glob("*.safetensors"))
+
+
+def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> None:
+    """Every scrape, whichever worker answers it, shows both workers' requests; the log (a
+    file, so JSON by default) carries each request's id."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from reliability.server import start_gateway
+
+    gateway = start_gateway(tmp_path, fake_models={"m": {}},
+                            args=["--workers", "2", "--max-inflight-inputs", "100"])
+    try:
+        for i in range(20):
+            with httpx.Client() as client:  # a fresh connection: either worker may answer
+                r = client.post(gateway.base_url + "/v1/embeddings",
+                                json={"model": "m", "input": ["a b", "c"]},
+                                headers={"x-request-id": f"req-{i}"})
+                assert r.status_code == 200
+        assert httpx.get(gateway.base_url + "/no/such/path").status_code == 404
+        for _ in range(6):
+            with httpx.Client() as client:
+                text = client.get(gateway.base_url + "/metrics").text
+            scrape = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                      for family in text_string_to_metric_families(text)
+                      for s in family.samples}
+            assert scrape[("embedding_gateway_requests_total", (
+                ("model", "m"), ("route", "/v1/embeddings"), ("status", "200")))] == 20
+            assert scrape[("embedding_gateway_requests_total", (
+                ("model", ""), ("route", "unmatched"), ("status", "404")))] == 1
+            assert scrape[("embedding_gateway_inputs_total", (("model", "m"),))] == 40
+            assert scrape[("embedding_gateway_engine_state", (
+                ("model", "m"), ("state", "ready")))] == 2
+            assert scrape[("embedding_gateway_admission_limit_inputs", (("model", "m"),))] == 200
+            assert scrape[("embedding_gateway_inflight_inputs", (("model", "m"),))] == 0
+    finally:
+        assert gateway.stop() == 0
+    lines = [json.loads(line) for line in gateway.log().splitlines()]
+    ids = {line["request_id"] for line in lines
+           if line["logger"] == "gateway.access" and line["path"] == "/v1/embeddings"}
+    assert ids == {f"req-{i}" for i in range(20)}
+    assert any(line["message"].startswith("model m: loading weights") for line in lines)
