@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -120,29 +121,37 @@ def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> 
 
     gateway = start_gateway(tmp_path, fake_models={"m": {}},
                             args=["--workers", "2", "--max-inflight-inputs", "100"])
+    ready = ("embedding_gateway_engine_state", (("model", "m"), ("state", "ready")))
+
+    def scrape() -> dict:
+        with httpx.Client() as client:  # a fresh connection: either worker may answer
+            text = client.get(gateway.base_url + "/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
     try:
+        # /ready said yes from one worker; the other may still be starting.
+        deadline = time.monotonic() + 30
+        while scrape().get(ready) != 2:
+            assert time.monotonic() < deadline, "the second worker never became ready"
+            time.sleep(0.2)
         for i in range(20):
-            with httpx.Client() as client:  # a fresh connection: either worker may answer
+            with httpx.Client() as client:
                 r = client.post(gateway.base_url + "/v1/embeddings",
                                 json={"model": "m", "input": ["a b", "c"]},
                                 headers={"x-request-id": f"req-{i}"})
                 assert r.status_code == 200
         assert httpx.get(gateway.base_url + "/no/such/path").status_code == 404
         for _ in range(6):
-            with httpx.Client() as client:
-                text = client.get(gateway.base_url + "/metrics").text
-            scrape = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                      for family in text_string_to_metric_families(text)
-                      for s in family.samples}
-            assert scrape[("embedding_gateway_requests_total", (
+            numbers = scrape()
+            assert numbers[("embedding_gateway_requests_total", (
                 ("model", "m"), ("route", "/v1/embeddings"), ("status", "200")))] == 20
-            assert scrape[("embedding_gateway_requests_total", (
+            assert numbers[("embedding_gateway_requests_total", (
                 ("model", ""), ("route", "unmatched"), ("status", "404")))] == 1
-            assert scrape[("embedding_gateway_inputs_total", (("model", "m"),))] == 40
-            assert scrape[("embedding_gateway_engine_state", (
-                ("model", "m"), ("state", "ready")))] == 2
-            assert scrape[("embedding_gateway_admission_limit_inputs", (("model", "m"),))] == 200
-            assert scrape[("embedding_gateway_inflight_inputs", (("model", "m"),))] == 0
+            assert numbers[("embedding_gateway_inputs_total", (("model", "m"),))] == 40
+            assert numbers[ready] == 2
+            assert numbers[("embedding_gateway_admission_limit_inputs", (("model", "m"),))] == 200
+            assert numbers[("embedding_gateway_inflight_inputs", (("model", "m"),))] == 0
     finally:
         assert gateway.stop() == 0
     lines = [json.loads(line) for line in gateway.log().splitlines()]
