@@ -8,7 +8,7 @@ model, status, input and token counts and timings. Request bodies and headers (s
 are never logged. An exception nothing else handled becomes a 500 that says nothing internal
 but the request id; the traceback goes to the log.
 
-Requests that reached an engine also answer with TEI's timing headers, in whole
+Successful requests that reached an engine also answer with TEI's timing headers, in whole
 milliseconds: `x-queue-time` (arrival to the engine call: reading, validation, admission),
 `x-tokenization-time` and `x-inference-time` (the engine call, split by what the engine
 measured as tokenizing), and `x-total-time` (arrival to the response), which is never less
@@ -101,8 +101,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
+                # Timings on successes only, as TEI: an error's split says nothing useful.
+                timings = record.headers(time.perf_counter() - started) if status < 400 else []
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id),
-                                      *record.headers(time.perf_counter() - started)]
+                                      *timings]
             await send(message)
 
         try:

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from adapters.base import EngineFailure
 from adapters.fake import FakeEngine
 from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
@@ -76,7 +77,8 @@ def test_requests_refused_before_routing_carry_the_route_template() -> None:
 
 
 def test_timing_headers_are_present_and_add_up() -> None:
-    with serving(fake=FakeEngine(latency_s=0.05)) as client:
+    engine = FakeEngine(latency_s=0.05)
+    with serving(fake=engine) as client:
         response = client.post("/v1/embeddings", json={"model": "fake", "input": ["a", "b"]})
         assert response.status_code == 200
         times = {name: int(response.headers[name]) for name in TIMING_HEADERS}
@@ -86,8 +88,13 @@ def test_timing_headers_are_present_and_add_up() -> None:
         rerank = client.post("/v1/rerank", json={"model": "fake", "query": "a",
                                                  "documents": ["a", "b"]})
         assert all(name in rerank.headers for name in TIMING_HEADERS)
-        # No engine work, no timing headers (TEI sends them on inference routes only).
+        # No engine work, no timing headers (TEI sends them on inference routes only), and
+        # none on a failed engine call either.
         assert not any(name in client.get("/v1/models").headers for name in TIMING_HEADERS)
+        engine.fail_with = EngineFailure("boom")
+        failed = client.post("/v1/embeddings", json={"model": "fake", "input": "a"})
+        assert failed.status_code == 500
+        assert not any(name in failed.headers for name in TIMING_HEADERS)
 
 
 def test_cache_counters_appear_when_the_cache_is_on() -> None:
