@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from pathlib import Path
 from typing import AsyncIterator
 
 import httpx
@@ -16,6 +18,7 @@ from adapters.fake import FakeEngine
 from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import Settings
+from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess
 from gateway.registry import ModelRegistry, ServedModel
 from tests.conftest import serving, wait_ready
 
@@ -167,3 +170,23 @@ def test_engine_state_follows_loading_and_failure() -> None:
     assert value(failed, "embedding_gateway_engine_state", model="fake", state="ready") == 0
     assert value(failed, "embedding_gateway_requests_total", route="/v1/embeddings",
                  model="fake", status="503") == 1
+
+
+def test_an_operators_multiprocess_folder_is_emptied_at_start(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    (tmp_path / "keep.txt").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    prepare_multiprocess(workers=1)()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_several_workers_get_a_temporary_folder_removed_at_exit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    assert prepare_multiprocess(workers=1)() is None and MULTIPROC_ENV not in os.environ
+    cleanup = prepare_multiprocess(workers=2)
+    folder = Path(os.environ[MULTIPROC_ENV])
+    assert folder.is_dir()
+    cleanup()
+    assert not folder.exists() and MULTIPROC_ENV not in os.environ
