@@ -190,3 +190,14 @@ def test_several_workers_get_a_temporary_folder_removed_at_exit(
     assert folder.is_dir()
     cleanup()
     assert not folder.exists() and MULTIPROC_ENV not in os.environ
+
+
+def test_restarts_follow_the_models_restart_count() -> None:
+    # The registry counts restarts on ServedModel.restarts (engine healing); a counter here.
+    with serving() as client:
+        model = client.app.state.gateway["registry"].models[0]
+        before = samples(client.get("/metrics").text)
+        model.restarts = 2
+        after = samples(client.get("/metrics").text)
+    assert value(before, "embedding_gateway_engine_restarts_total", model="fake") in (None, 0)
+    assert value(after, "embedding_gateway_engine_restarts_total", model="fake") == 2
