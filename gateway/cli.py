@@ -65,7 +65,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
 
 
 def _configure_logging(settings: Settings) -> None:
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, vllm=settings.engine == "vllm")
 
 
 def serve(settings: Settings) -> int:

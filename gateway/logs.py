@@ -72,15 +72,17 @@ def handler(kind: str, stream: IO[str] | None = None) -> logging.Handler:
     return out
 
 
-def configure(level: str, log_format: str) -> str:
-    """Route every logger through one handler at `level`; returns the format chosen."""
+def configure(level: str, log_format: str, *, vllm: bool = True) -> str:
+    """Route every logger through one handler at `level` (vLLM's too, when `vllm`: a server
+    of fake engines starts none); returns the format chosen."""
     kind = resolve_format(log_format)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler(kind))
     root.setLevel(level.upper())
-    route_vllm_logs(level, kind)
+    if vllm:
+        route_vllm_logs(level, kind)
     return kind
 
 

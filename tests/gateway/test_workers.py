@@ -57,7 +57,10 @@ def _start_two_workers(tmp_path: Path) -> tuple[subprocess.Popen, str]:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
+            # An operator's metrics folder (emptied at start, kept): a supervisor killed with
+            # SIGKILL cannot remove a temporary one.
+            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}, stdout=out,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
