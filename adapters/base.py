@@ -54,10 +54,23 @@ class ModelFacts:
     # True when `score` works (a cross-encoder or LLM reranker); False for embedding models,
     # which rerank by the cosine of `embed` vectors and have no `score`.
     scores_pairs: bool = False
+    # What runs the model, for the build-info metric: e.g. "vllm 0.32.0" on device "cpu".
+    engine_version: str = ""
+    device: str = ""
 
 
 # What `Engine.embed` takes per prompt: a text, or token ids of the model's own vocabulary.
 Prompt = Union[str, Sequence[int]]
+# Reports a loading step (see `START_STEPS`) while `Engine.start` runs.
+StepReporter = Callable[[str], None]
+# The steps an engine's start goes through, in order; an adapter may skip some.
+START_STEPS = ("resolving", "loading weights", "warming up")
+
+
+def no_report(step: str) -> None:
+    """The default `StepReporter`: steps go nowhere."""
+
+
 # The truncation choices, here because adapters never import the gateway; every layer uses these.
 TRUNCATE_CHOICES = ("none", "end", "start")
 
@@ -81,11 +94,13 @@ class EmbedOptions:
 @dataclass(frozen=True)
 class EmbeddingBatch:
     """Vectors (n x dimension, float32, row i for prompt i), each prompt's token count as
-    embedded, and the indices of the prompts that were truncated to fit."""
+    embedded, the indices of the prompts that were truncated to fit, and the seconds spent
+    tokenizing (part of the call's time; the rest is inference)."""
 
     vectors: np.ndarray
     token_counts: Sequence[int]
     truncated: tuple[int, ...] = ()
+    tokenization_s: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -94,10 +109,12 @@ class EmbeddingBatch:
 
 @dataclass(frozen=True)
 class ScoreBatch:
-    """One relevance score per (query, document) pair and each pair's prompt token count."""
+    """One relevance score per (query, document) pair, each pair's prompt token count, and
+    the seconds spent tokenizing."""
 
     scores: np.ndarray
     token_counts: Sequence[int]
+    tokenization_s: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -136,8 +153,9 @@ class Engine(Protocol):
 
     spec: EngineSpec
 
-    async def start(self) -> None:
-        """Load the model. Called once, by the application lifespan."""
+    async def start(self, report: StepReporter = no_report) -> None:
+        """Load the model, calling `report(step)` as each of `START_STEPS` begins. A model
+        that cannot be found fails in the first step, with its path in the message."""
 
     @property
     def facts(self) -> ModelFacts:

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,6 +35,8 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
+    StepReporter,
+    no_report,
 )
 from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
@@ -102,8 +105,12 @@ class FakeEngine:
     def dead(self, value: bool) -> None:
         self._dead.set() if value else self._dead.clear()
 
-    async def start(self) -> None:
-        await asyncio.sleep(self.start_delay_s)
+    async def start(self, report: StepReporter = no_report) -> None:
+        report("resolving")
+        report("loading weights")
+        await asyncio.sleep(self.start_delay_s * 0.8)
+        report("warming up")
+        await asyncio.sleep(self.start_delay_s * 0.2)
         self.started = True
         if self._stats_file:
             self._stats_task = asyncio.create_task(self._write_stats_forever())
@@ -117,6 +124,7 @@ class FakeEngine:
     ) -> EmbeddingBatch:
         self._begin(prompts)
         self.options.append(options)
+        tokenizing = time.perf_counter()
         tokens = [fake_tokens(p) if isinstance(p, str)
                   else [str(t) for t in check_vocabulary(p, self.vocab_size, index=i)]
                   for i, p in enumerate(prompts)]
@@ -125,6 +133,7 @@ class FakeEngine:
         tokens, truncated = fit(tokens, options, max_model_len=self._facts.max_model_len,
                                 model=self.spec.name, specials=specials)
         check_total_tokens([len(t) for t in tokens], options)
+        tokenization_s = time.perf_counter() - tokenizing
         await self._run()
         # A text that fits keeps the vector of its own string; truncated texts and client ids
         # get the vector of the tokens embedded.
@@ -136,7 +145,7 @@ class FakeEngine:
             vectors[poisoned] = np.nan
         self.completed += 1
         return EmbeddingBatch(vectors=vectors, token_counts=[len(t) for t in tokens],
-                              truncated=truncated)
+                              truncated=truncated, tokenization_s=tokenization_s)
 
     async def score(self, query: str, documents: Sequence[str], *,
                     activation: bool | None = None) -> ScoreBatch:
@@ -144,7 +153,9 @@ class FakeEngine:
             raise InvalidInput(f"model '{self.spec.name}' is an embedding model")
         self._begin(documents)
         await self._run()
+        tokenizing = time.perf_counter()
         counts = [fake_token_count(query) + fake_token_count(d) - 1 for d in documents]
+        tokenization_s = time.perf_counter() - tokenizing
         for i, n in enumerate(counts):
             if n > self._facts.max_model_len:
                 raise InvalidInput(
@@ -158,7 +169,7 @@ class FakeEngine:
         self.completed += 1
         use_activation = self.spec.rerank_activation if activation is None else activation
         return ScoreBatch(scores=1 / (1 + np.exp(-logits)) if use_activation else logits,
-                          token_counts=counts)
+                          token_counts=counts, tokenization_s=tokenization_s)
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
                     max_tokens: int | None = None,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -25,6 +27,8 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
+    StepReporter,
+    no_report,
 )
 from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
@@ -52,7 +56,10 @@ class VLLMEngine:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, report: StepReporter = no_report) -> None:
+        report("resolving")
+        await asyncio.to_thread(check_model_source, self.spec.model)
+        report("loading weights")
         # Building the engine blocks (it spawns the engine-core process and waits for the
         # model to load); a thread keeps /health and /ready answering meanwhile.
         self._llm = await asyncio.to_thread(self._build)
@@ -70,13 +77,14 @@ class VLLMEngine:
         self._facts = ModelFacts(dimension=0, max_model_len=max_len, scores_pairs=scores_pairs)
         # One real request warms the engine up before /ready says yes, and for embedding
         # models finds the output dimension (a projection head may differ from hidden_size).
+        report("warming up")
         if scores_pairs:
             await self.score("warm-up", ["warm-up"])
             dimension = 0
         else:
             dimension = int((await self.embed(["warm-up"])).vectors.shape[1])
         self._facts = ModelFacts(dimension=dimension, max_model_len=max_len,
-                                 scores_pairs=scores_pairs)
+                                 scores_pairs=scores_pairs, **_build_facts())
         log.info("engine %s ready: %s max_model_len=%d", self.spec.name,
                  "pair scoring" if scores_pairs else f"dimension={dimension}", max_len)
 
@@ -119,10 +127,12 @@ class VLLMEngine:
         if self._facts is not None and self._facts.scores_pairs:
             raise InvalidInput(f"model '{self.spec.name}' is a reranker; it scores "
                                "(query, document) pairs and has no embeddings")
+        tokenizing = time.perf_counter()
         token_ids, specials = await self._token_ids(prompts)
         token_ids, truncated = fit(token_ids, options, max_model_len=self.facts.max_model_len,
                                    model=self.spec.name, specials=specials)
         check_total_tokens([len(ids) for ids in token_ids], options)
+        tokenization_s = time.perf_counter() - tokenizing
         request_id = uuid.uuid4().hex
         # One engine request per input, all in flight at once, so vLLM's continuous batching
         # mixes them with other requests' inputs.
@@ -132,7 +142,7 @@ class VLLMEngine:
         ))
         vectors = np.stack(outputs).astype(np.float32, copy=False)
         return EmbeddingBatch(vectors=vectors, token_counts=[len(ids) for ids in token_ids],
-                              truncated=truncated)
+                              truncated=truncated, tokenization_s=tokenization_s)
 
     async def _token_ids(
         self, prompts: Sequence[Prompt]
@@ -159,8 +169,10 @@ class VLLMEngine:
             raise InvalidInput(f"model '{self.spec.name}' is an embedding model; it has no "
                                "pair scores")
         use_activation = self.spec.rerank_activation if activation is None else activation
+        tokenizing = time.perf_counter()
         pairs = await self._off_loop(
             len(documents), lambda: [self._pair_prompt(query, d) for d in documents])
+        tokenization_s = time.perf_counter() - tokenizing
         self._check_lengths([len(ids) for ids, _ in pairs])
         request_id = uuid.uuid4().hex
         outputs = await asyncio.gather(*(
@@ -171,7 +183,8 @@ class VLLMEngine:
         ))
         # One-label classifiers (and the yes/no LLM rerankers) give one number per pair.
         scores = np.array([float(np.ravel(out)[0]) for out in outputs], dtype=np.float64)
-        return ScoreBatch(scores=scores, token_counts=[len(ids) for ids, _ in pairs])
+        return ScoreBatch(scores=scores, token_counts=[len(ids) for ids, _ in pairs],
+                          tokenization_s=tokenization_s)
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
                     max_tokens: int | None = None,
@@ -291,6 +304,34 @@ class VLLMEngine:
         if final is None:
             raise EngineFailure(f"engine returned no output for request {request_id}")
         return final.outputs.data.numpy()
+
+
+def _build_facts() -> dict[str, str]:
+    import vllm
+    from vllm.platforms import current_platform
+
+    return {"engine_version": f"vllm {vllm.__version__}",
+            "device": str(current_platform.device_type)}
+
+
+def check_model_source(model: str) -> None:
+    """Fail fast, naming the path, when the model cannot be found: a local path that does not
+    exist, or a hub id that is not in the Hugging Face cache while the hub is offline.
+    (vLLM would otherwise fail after importing itself, with a message about repositories.)"""
+    if Path(model).expanduser().exists():
+        return
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        raise FileNotFoundError(f"model path {model} does not exist")
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.HF_HUB_OFFLINE:
+        return  # a hub id: vLLM downloads it
+    try:
+        snapshot_download(model, local_files_only=True)
+    except Exception as exc:
+        raise FileNotFoundError(f"model path {model} does not exist, and as a Hugging Face "
+                                "hub id it is not in the local cache (the hub is offline: "
+                                "HF_HUB_OFFLINE)") from exc
 
 
 def _tokenizer_call(fn: Any, *args: Any) -> Any:

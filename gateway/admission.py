@@ -22,6 +22,7 @@ from adapters.base import EngineError, EngineUnavailable
 from gateway.drain import grace_expired
 from gateway.errors import APIError, ErrorKind, from_engine_error
 from gateway.registry import ServedModel
+from gateway.request_context import timing
 from gateway.state import GatewayRequest
 
 T = TypeVar("T")
@@ -41,11 +42,14 @@ class Admission:
     """At most `limit` inputs in flight per model; a request bigger than the limit still
     runs, alone."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int,
+                 on_change: Callable[[str, int], None] | None = None) -> None:
         self.limit = limit
         self._inflight: dict[str, int] = {}
         self.counters = Counters()
         self.last_admitted = float("-inf")  # when work was last admitted (the batch runner)
+        # Told (model, inputs in flight) on every change: the metrics' autoscaling gauge.
+        self._on_change = on_change or (lambda model, inflight: None)
 
     @property
     def inflight(self) -> int:
@@ -61,10 +65,12 @@ class Admission:
                            f"{self.limit}); retry shortly", headers={"Retry-After": "1"})
         self._inflight[model] = busy + inputs
         self.last_admitted = time.monotonic()
+        self._on_change(model, self._inflight[model])
         try:
             yield
         finally:
             self._inflight[model] -= inputs
+            self._on_change(model, self._inflight[model])
 
 
 async def run_guarded(request: GatewayRequest, served: ServedModel, inputs: int,
@@ -74,7 +80,10 @@ async def run_guarded(request: GatewayRequest, served: ServedModel, inputs: int,
     client gone. In the last three cases the engine work is cancelled, which aborts it."""
     state = request.state
     admission = state["admission"]
+    record = timing(request)
     with admission.admit(served.name, inputs):
+        began = time.perf_counter()
+        record.queue_s = began - record.started
         work = asyncio.ensure_future(call())
         gone = asyncio.ensure_future(_disconnected(request.receive))
         down = asyncio.ensure_future(served.down.wait())
@@ -90,6 +99,7 @@ async def run_guarded(request: GatewayRequest, served: ServedModel, inputs: int,
                 work.cancel()
                 # Let the engine finish aborting before answering (bounded, never hangs).
                 await asyncio.wait({work}, timeout=5)
+            record.engine_s = time.perf_counter() - began
         return _outcome(request, served, work, gone, admission.counters)
 
 

@@ -22,6 +22,7 @@ from gateway.config import Settings
 from gateway.errors import APIError, ErrorKind, error_response
 from gateway.body import BodyLimitMiddleware
 from gateway.drain import Drain, DrainGateMiddleware
+from gateway.metrics import Metrics
 from gateway.request_context import RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
@@ -46,10 +47,12 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
 
     settings = settings or Settings()
     drain = Drain()
+    metrics = Metrics(registry, ROUTES, settings.max_inflight_inputs)
     state = GatewayState(
-        registry=registry, settings=settings, admission=Admission(settings.max_inflight_inputs),
+        registry=registry, settings=settings,
+        admission=Admission(settings.max_inflight_inputs, on_change=metrics.set_inflight),
         drain=drain, cl100k=Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir),
-        batches=batches.BatchService(settings))
+        batches=batches.BatchService(settings), metrics=metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -62,10 +65,11 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
                                                       settings.health_check_timeout_s),
                                        name="engine-watchdog")
         batch_runner = asyncio.create_task(state["batches"].run(app), name="batch-runner")
+        syncing = asyncio.create_task(metrics.sync_forever(), name="metrics-sync")
         try:
             yield state
         finally:
-            for task in (starting, watchdog, batch_runner):
+            for task in (starting, watchdog, batch_runner, syncing):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -74,7 +78,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        middleware=_middleware(settings, drain),
+        middleware=_middleware(settings, drain, metrics),
         exception_handlers={
             APIError: _api_error,
             HTTPException: _http_error,
@@ -85,14 +89,17 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
     return app
 
 
-def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
-    stack = [Middleware(RequestContextMiddleware), Middleware(DrainGateMiddleware, drain=drain)]
+def _middleware(settings: Settings, drain: Drain, metrics: Metrics) -> list[Middleware]:
+    stack = [Middleware(RequestContextMiddleware, observer=metrics),
+             Middleware(DrainGateMiddleware, drain=drain)]
     if settings.cors_allow_origins:
         # Outside auth, so that browsers' preflight requests (which carry no key) get an answer.
         stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins),
                                 allow_methods=["GET", "POST"],
                                 allow_headers=["Authorization", "Content-Type"],
-                                expose_headers=["x-request-id"]))
+                                expose_headers=["x-request-id", "x-queue-time",
+                                                "x-tokenization-time", "x-inference-time",
+                                                "x-total-time"]))
     public = PUBLIC_PATHS | ({"/metrics"} if settings.public_metrics else set())
     stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
     stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,

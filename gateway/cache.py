@@ -26,6 +26,8 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
+    StepReporter,
+    no_report,
 )
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,8 @@ class CachingEngine(Engine):
     def facts(self) -> ModelFacts:
         return self.engine.facts
 
-    async def start(self) -> None:
-        await self.engine.start()
+    async def start(self, report: StepReporter = no_report) -> None:
+        await self.engine.start(report)
 
     async def score(self, query: str, documents: Sequence[str], *,
                     activation: bool | None = None) -> ScoreBatch:
@@ -132,6 +134,7 @@ class CachingEngine(Engine):
         cache_keys = [(key, options) for key in slots]
         found = self._lookup(cache_keys)
         missing = [i for i, entry in enumerate(found) if entry is None]
+        tokenization_s = 0.0
         if missing:
             try:
                 batch = await self.engine.embed([distinct[i] for i in missing], options)
@@ -140,6 +143,7 @@ class CachingEngine(Engine):
                     raise
                 # Let the engine name the failing prompt by its index in the request.
                 return await self.engine.embed(prompts, options)
+            tokenization_s = batch.tokenization_s
             cut = set(batch.truncated)
             for row, i in enumerate(missing):
                 entry = _Entry(batch.vectors[row], int(batch.token_counts[row]), row in cut)
@@ -152,6 +156,7 @@ class CachingEngine(Engine):
             vectors=vectors[order],
             token_counts=[entry.tokens for entry in rows],  # type: ignore[union-attr]
             truncated=tuple(i for i, entry in enumerate(rows) if entry.truncated),  # type: ignore[union-attr]
+            tokenization_s=tokenization_s,
         )
 
     def _lookup(self, keys: list[tuple]) -> list[_Entry | None]:

@@ -15,6 +15,8 @@ from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
 from gateway.drain import DrainingServer
+from gateway.logs import configure as configure_logging
+from gateway.metrics import prepare_multiprocess
 from gateway.registry import ModelRegistry, ServedModel
 
 log = logging.getLogger("gateway")
@@ -63,8 +65,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format, vllm=settings.engine == "vllm")
 
 
 def serve(settings: Settings) -> int:
@@ -76,11 +77,16 @@ def serve(settings: Settings) -> int:
 
         log.info("vLLM CPU model threads bound to cores %s",
                  configure_cpu_threads(settings.cpu_threads))
-    if settings.workers > 1:
-        from gateway.workers import run_workers
+    # Before any worker starts: they inherit the folder their metrics go to.
+    cleanup_metrics = prepare_multiprocess(settings.workers)
+    try:
+        if settings.workers > 1:
+            from gateway.workers import run_workers
 
-        return run_workers(settings, serve_one)
-    return serve_one(settings)
+            return run_workers(settings, serve_one)
+        return serve_one(settings)
+    finally:
+        cleanup_metrics()
 
 
 def serve_one(settings: Settings, sock: Any = None) -> int:
@@ -96,9 +102,10 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
 
     app = create_app(build_registry(settings), settings, on_fatal=on_fatal)
     server = DrainingServer(uvicorn.Config(
-        # The gateway's own log line per request replaces uvicorn's access log.
+        # The gateway's own log line per request replaces uvicorn's access log; uvicorn's
+        # other lines go through the gateway's handler (log_config=None).
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        lifespan="on", access_log=False, timeout_graceful_shutdown=1,
+        log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=1,
     ), app.state.gateway["drain"], settings.drain_grace_s)
     server.run(sockets=[sock] if sock is not None else None)
     return 1 if failed else 0

@@ -66,6 +66,13 @@ def _str_list(value: Any) -> list[str]:
     return [part for item in value for part in _str_list(str(item))]
 
 
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("auto", "json", "text"):
+        raise ValueError(f"expected auto, json or text, got {value!r}")
+    return text
+
+
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         number = kind(value)
@@ -124,6 +131,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "server", int, "TCP port to listen on (default 8000).", env="GATEWAY_PORT"),
     Option("log_level", "server", str, "Logging level: debug, info, warning, error "
            "(default info).", env="GATEWAY_LOG_LEVEL"),
+    Option("log_format", "server", _log_format, "Log lines as json (one object per line, "
+           "with the request id), text, or auto (default: text on a terminal, else json). "
+           "vLLM's own lines use the same format and level.", env="GATEWAY_LOG_FORMAT"),
     Option("tiktoken_cache_dir", "server", str, "Folder holding tiktoken's cl100k_base file "
            "(named 9b5ad71b2ce5302211f9c61530b329a4922fc6a4, as tiktoken caches it, or "
            "cl100k_base.tiktoken), used to decode token-id inputs; read offline, never "
@@ -298,6 +308,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
+    log_format: str = "auto"
     engine: str = "vllm"
     tiktoken_cache_dir: str | None = None
     workers: int = 1

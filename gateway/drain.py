@@ -22,8 +22,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.errors import APIError, ErrorKind, error_response
 
 log = logging.getLogger("gateway")
-# Probes keep answering during a drain: /ready must be able to say 503.
-PROBES = frozenset({"/health", "/ready"})
+# Probes keep answering during a drain: /ready must be able to say 503, and Prometheus
+# scrapes the draining worker's last numbers. Successful ones are logged at debug.
+PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 
 @dataclass

@@ -111,7 +111,10 @@ _MODELS_RESPONSE = {
 
 _STATUS = {"type": "object", "required": ["status"], "properties": {
     "status": {"type": "string"},
-    "models": {"type": "object", "additionalProperties": {"type": "string"}}}}
+    "models": {"type": "object", "additionalProperties": {"type": "string"}},
+    # While engines start: each starting model's step and seconds since its start began.
+    "progress": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "step": {"type": "string"}, "elapsed_s": {"type": "number"}}}}}}
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -144,6 +147,9 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
         "also carry a top-level `detail`)", _RERANK_RESPONSE,
         body=bodies[RerankRequest], errors=(400, 404, 413, 415, 429, 503, 504))
     list_models = _operation("List served models and aliases", _MODELS_RESPONSE)
+    metrics = _operation("Prometheus metrics (text exposition format)", {"type": "string"},
+                         public=settings.public_metrics)
+    metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "embedding-gateway", "version": "0.1.0",
@@ -164,6 +170,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
             "/openapi.json": {"get": _operation("This document", {"type": "object"})},
             # A copy: the document is edited below (security), the declarations stay as they are.
             **copy.deepcopy(BATCH_PATHS),
+            "/metrics": {"get": metrics},
         },
         "components": {
             "schemas": {**request_components, "Error": _ERROR_SCHEMA},

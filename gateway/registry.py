@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable, Sequence
@@ -35,6 +36,17 @@ class ServedModel:
     failure: str | None = None
     # Set when the engine dies or hangs after loading: wakes the requests waiting on it.
     down: asyncio.Event = field(default_factory=asyncio.Event)
+    # While the engine starts: the step it reported (adapters.base.START_STEPS) and when the
+    # start began (time.monotonic()); both None otherwise.
+    step: str | None = None
+    start_began: float | None = None
+
+    def progress(self) -> dict | None:
+        """The current start step and seconds since the start began, while starting."""
+        if self.step is None or self.start_began is None:
+            return None
+        return {"step": self.step,
+                "elapsed_s": round(time.monotonic() - self.start_began, 1)}
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -51,6 +63,8 @@ class ModelRegistry:
     """Routes a request's `model` to its engine and knows whether every engine can serve."""
 
     models: Sequence[ServedModel]
+    # While an engine starts, a "still <step>" log line this often.
+    progress_log_interval_s: float = 10.0
     _by_name: dict[str, ServedModel] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,16 +99,40 @@ class ModelRegistry:
         return all(results)
 
     async def _start(self, model: ServedModel) -> bool:
+        model.start_began = time.monotonic()
+
+        def report(step: str) -> None:
+            model.step = step
+            log.info("model %s: %s (%.1f s since start)", model.name, step,
+                     time.monotonic() - model.start_began)
+
+        starting: asyncio.Future | None = None
         try:
-            await model.engine.start()
+            starting = asyncio.ensure_future(model.engine.start(report))
+            while not (await asyncio.wait({starting}, timeout=self.progress_log_interval_s))[0]:
+                log.info("model %s: still %s (%.0f s since start)", model.name, model.step,
+                         time.monotonic() - model.start_began)
+            starting.result()
         except asyncio.CancelledError:
+            if starting is not None:
+                starting.cancel()
             raise
         except Exception as exc:  # any load failure: record it, log the traceback, stay up
             model.state, model.failure = EngineState.FAILED, f"{type(exc).__name__}: {exc}"
-            log.exception("model %s failed to load", model.name)
+            # A missing model needs no traceback: the message names the path.
+            log.error("model %s failed to load while %s: %s", model.name, model.step,
+                      model.failure, exc_info=not isinstance(exc, FileNotFoundError))
             return False
+        finally:
+            elapsed, model.step, model.start_began = (
+                time.monotonic() - model.start_began, None, None)
         model.state = EngineState.READY
+        log.info("model %s: ready in %.1f s", model.name, elapsed)
         return True
+
+    def progress(self) -> dict[str, dict]:
+        """Step and elapsed seconds of every model whose engine is starting."""
+        return {m.name: p for m in self.models if (p := m.progress()) is not None}
 
     def mark_down(self, model: ServedModel, reason: str) -> None:
         """Take a loaded model out of service: new requests get 503, waiting ones fail now."""

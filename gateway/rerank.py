@@ -14,6 +14,7 @@ the chunk's vectors, each embedded with the model's query or document prompt if 
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -48,11 +49,13 @@ _DOCUMENTS_PER_SEARCH_UNIT = 100
 
 @dataclass(frozen=True)
 class Ranking:
-    """Each request document's score (input order) and the tokens the engine read."""
+    """Each request document's score (input order), the tokens the engine read, and the
+    seconds spent tokenizing (chunking included)."""
 
     scores: np.ndarray
     prompt_tokens: int
     chunks: int
+    tokenization_s: float = 0.0
 
 
 def _document_shape(value: Any) -> str | None:
@@ -137,12 +140,15 @@ def _field_text(value: Any) -> str:
 async def rank(served: ServedModel, req: RerankRequest) -> Ranking:
     """Score every document for the query: the best of its chunks' scores."""
     engine = served.engine
+    chunking = time.perf_counter()
     if engine.facts.scores_pairs:
         pieces = await engine.split(req.texts, query=req.query,
                                     max_tokens=req.max_tokens_per_doc)
+        split_s = time.perf_counter() - chunking
         flat, owners = _flatten(pieces, req.max_chunks_per_doc)
         batch = await engine.score(req.query, flat, activation=req.use_activation)
-        return _best_chunks(len(pieces), owners, batch.scores, batch.total_tokens)
+        return _best_chunks(len(pieces), owners, batch.scores, batch.total_tokens,
+                            split_s + batch.tokenization_s)
     # An embedding model with query/document prompts (e5, bge, ...) embeds each side with its
     # own, as a search would: chunks are cut so that they fit with the document prompt.
     query_prompt, document_prompt = (
@@ -150,6 +156,7 @@ async def rank(served: ServedModel, req: RerankRequest) -> Ranking:
         for side in ("search_query", "search_document"))
     wrap = partial(apply_template, document_prompt) if document_prompt is not None else None
     pieces = await engine.split(req.texts, max_tokens=req.max_tokens_per_doc, wrap=wrap)
+    split_s = time.perf_counter() - chunking
     flat, owners = _flatten(pieces, req.max_chunks_per_doc)
     query = apply_template(query_prompt, req.query) if query_prompt is not None else req.query
     try:
@@ -159,7 +166,8 @@ async def rank(served: ServedModel, req: RerankRequest) -> Ranking:
             raise
         raise invalid(f"`query` does not fit the model: {exc.message}", param="query") from exc
     scores = cosine(embedded.vectors[0], embedded.vectors[1:])
-    return _best_chunks(len(pieces), owners, scores, embedded.total_tokens)
+    return _best_chunks(len(pieces), owners, scores, embedded.total_tokens,
+                        split_s + embedded.tokenization_s)
 
 
 def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str], np.ndarray]:
@@ -171,10 +179,11 @@ def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str]
 
 
 def _best_chunks(documents: int, owners: np.ndarray, chunk_scores: np.ndarray,
-                 tokens: int) -> Ranking:
+                 tokens: int, tokenization_s: float) -> Ranking:
     scores = np.full(documents, -np.inf)
     np.maximum.at(scores, owners, chunk_scores)
-    return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(owners))
+    return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(owners),
+                   tokenization_s=tokenization_s)
 
 
 def cosine(query: np.ndarray, documents: np.ndarray) -> np.ndarray:

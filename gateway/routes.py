@@ -22,7 +22,7 @@ from gateway.encoding import (
 )
 from gateway.inputs import engine_call
 from gateway.body import read_json
-from gateway.request_context import note
+from gateway.request_context import note, timing
 from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry, ServedModel
 from gateway.rerank import (
@@ -76,6 +76,7 @@ async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs:
     options = replace(call.options, max_total_tokens=settings.max_request_tokens)
     batch = await run_guarded(request, served, len(inputs),
                               lambda: served.engine.embed(call.prompts, options))
+    timing(request).tokenization_s = batch.tokenization_s
     note(request, tokens=batch.total_tokens)
     return batch
 
@@ -113,8 +114,10 @@ async def rerank(request: GatewayRequest) -> Response:
     """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
     req = parse_rerank_request(await read_json(request), request.state["settings"])
     served = registry_of(request).resolve(req.model)
-    note(request, model=served.name, inputs=len(req.texts))
+    note(request, model=served.name, documents=len(req.texts))
     ranking = await run_guarded(request, served, len(req.texts), lambda: rank(served, req))
+    timing(request).tokenization_s = ranking.tokenization_s
+    note(request, tokens=ranking.prompt_tokens)
     return json_response(rerank_response(req, ranking, dialect_of(request.scope).version))
 
 
@@ -130,13 +133,23 @@ async def health(request: GatewayRequest) -> Response:
 
 async def ready(request: GatewayRequest) -> Response:
     """GET /ready: 200 once every engine has loaded and can serve, 503 otherwise (also while
-    the server drains after SIGTERM)."""
-    states = await registry_of(request).readiness()
+    the server drains after SIGTERM). `models` holds each model's state; while engines start,
+    `progress` holds each starting one's step and seconds since its start began."""
+    registry = registry_of(request)
+    states = await registry.readiness()
+    progress = registry.progress()
+    extra = {"progress": progress} if progress else {}
     if request.state["drain"].draining:
-        return json_response({"status": "draining", "models": states}, 503)
+        return json_response({"status": "draining", "models": states, **extra}, 503)
     ok = all(state == "ready" for state in states.values())
-    return json_response({"status": "ready" if ok else "not ready", "models": states},
+    return json_response({"status": "ready" if ok else "not ready", "models": states, **extra},
                          200 if ok else 503)
+
+
+async def metrics(request: GatewayRequest) -> Response:
+    """GET /metrics: Prometheus text format (behind the API key unless --public-metrics)."""
+    body, content_type = request.state["metrics"].exposition()
+    return Response(body, media_type=content_type)
 
 
 async def openapi(request: GatewayRequest) -> Response:
@@ -157,4 +170,5 @@ ROUTES = [
     Route("/ready", ready, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     *batches.ROUTES,
+    Route("/metrics", metrics, methods=["GET"]),
 ]

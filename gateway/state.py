@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the modules below import this one for GatewayRequest
     from gateway.batches import BatchService
     from gateway.config import Settings
     from gateway.drain import Drain
+    from gateway.metrics import Metrics
     from gateway.registry import ModelRegistry
     from gateway.token_ids import Cl100kDecoder
 
@@ -24,6 +25,7 @@ class GatewayState(TypedDict):
     drain: Drain
     cl100k: Cl100kDecoder
     batches: BatchService
+    metrics: Metrics
 
 
 GatewayRequest = Request[GatewayState]

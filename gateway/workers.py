@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 from typing import Any, Callable
 
 from gateway.config import Settings
+from gateway.metrics import worker_exited
 
 log = logging.getLogger("gateway")
 
@@ -67,6 +68,8 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
                 worker = next(w for w in running if w.sentinel == sentinel)
                 worker.join()
                 running.remove(worker)
+                if worker.pid is not None:
+                    worker_exited(worker.pid)
                 if worker.exitcode != 0 and not stopping:
                     log.error("%s exited with %s; stopping the others", worker.name,
                               worker.exitcode)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import httpx
 import numpy as np
@@ -183,3 +184,36 @@ def test_cpu_engine_model_threads_use_every_core(gateway: RunningGateway) -> Non
     log = gateway.log_path.read_text()
     assert f"core ids={cores}" in log
     assert "core ids=[" + str(cores[-1]) + "]" not in log or len(cores) == 1
+
+
+def test_metrics_timing_and_logs_after_a_real_embedding(gateway: RunningGateway) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict:
+        text = httpx.get(gateway.base_url + "/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    tokens = ("embedding_gateway_tokens_total", (("model", MINILM),))
+    tokenizing = ("embedding_gateway_tokenization_duration_seconds_sum", (("model", MINILM),))
+    inference = ("embedding_gateway_inference_duration_seconds_sum", (("model", MINILM),))
+    before = scrape()
+    response = httpx.post(gateway.base_url + "/v1/embeddings",
+                          json={"model": MINILM, "input": TEXTS})
+    assert response.status_code == 200
+    after = scrape()
+    assert after[tokens] - before.get(tokens, 0) == response.json()["usage"]["prompt_tokens"]
+    assert after[inference] > before.get(inference, 0)
+    assert after[tokenizing] > before.get(tokenizing, 0)
+    (build,) = [labels for name, labels in after if name == "embedding_gateway_build_info"]
+    assert dict(build)["vllm_version"] and dict(build)["device"] == "cpu"
+    times = {h: int(response.headers[h]) for h in ("x-queue-time", "x-tokenization-time",
+                                                   "x-inference-time", "x-total-time")}
+    assert times["x-inference-time"] >= 1  # a real forward pass takes milliseconds on CPU
+    assert times["x-total-time"] >= times["x-queue-time"] + times["x-tokenization-time"] \
+        + times["x-inference-time"]
+    # The server log is a file, so JSON lines; vLLM's own lines come through the same handler.
+    lines = [json.loads(line) for line in gateway.log_path.read_text().splitlines()
+             if line.startswith("{")]
+    assert any(line["logger"].startswith("vllm") for line in lines)
+    assert any(line["message"].startswith(f"model {MINILM}: warming up") for line in lines)

@@ -12,7 +12,7 @@ from gateway.registry import ModelRegistry, ServedModel
 
 
 class BrokenEngine(FakeEngine):
-    async def start(self) -> None:
+    async def start(self, report=None) -> None:
         raise OSError("no such model folder")
 
 
@@ -22,13 +22,19 @@ def test_ready_is_503_while_loading_then_200() -> None:
     with TestClient(app) as client:
         loading = client.get("/ready")
         assert loading.status_code == 503
-        assert loading.json() == {"status": "not ready", "models": {"fake": "loading"}}
+        body = loading.json()
+        elapsed = body["progress"]["fake"].pop("elapsed_s")
+        assert body == {"status": "not ready", "models": {"fake": "loading"},
+                        "progress": {"fake": {"step": "loading weights"}}}
+        assert 0 <= elapsed < 0.3
         assert client.get("/health").status_code == 200
         refused = client.post("/v1/embeddings", json={"model": "fake", "input": "a"})
         assert refused.status_code == 503
         assert "still loading" in refused.json()["error"]["message"]
         time.sleep(0.5)
-        assert client.get("/ready").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "models": {"fake": "ready"}}
     assert engine.stopped  # the lifespan shuts engines down
 
 

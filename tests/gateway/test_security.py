@@ -75,9 +75,13 @@ def test_host_header_cannot_change_the_path_auth_sees(locked, host) -> None:
 
 def test_metrics_is_public_only_when_configured() -> None:
     with serving(Settings(api_keys=KEYS, public_metrics=True)) as client:
-        # No /metrics route in this build: public means "not 401", here the 404 envelope.
-        assert client.get("/metrics").status_code == 404
+        assert client.get("/metrics").status_code == 200
         assert client.get("/v1/models").status_code == 401
+    with serving(Settings(api_keys=KEYS)) as client:
+        assert client.get("/metrics").status_code == 401
+        authorized = client.get("/metrics", headers={"Authorization": "Bearer key-one"})
+        assert authorized.status_code == 200
+        assert "embedding_gateway_requests_total" in authorized.text
 
 
 def test_no_keys_means_no_authentication(client) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -55,7 +57,10 @@ def _start_two_workers(tmp_path: Path) -> tuple[subprocess.Popen, str]:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
+            # An operator's metrics folder (emptied at start, kept): a supervisor killed with
+            # SIGKILL cannot remove a temporary one.
+            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}, stdout=out,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -108,3 +113,52 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
 def test_builtin_model_folder_is_local() -> None:
     # default_workers measures weight files; the built-in model must be a folder with them.
     assert list(Path(resolve_model_path("builtin:all-MiniLM-L6-v2")).glob("*.safetensors"))
+
+
+def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> None:
+    """Every scrape, whichever worker answers it, shows both workers' requests; the log (a
+    file, so JSON by default) carries each request's id."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from reliability.server import start_gateway
+
+    gateway = start_gateway(tmp_path, fake_models={"m": {}},
+                            args=["--workers", "2", "--max-inflight-inputs", "100"])
+    ready = ("embedding_gateway_engine_state", (("model", "m"), ("state", "ready")))
+
+    def scrape() -> dict:
+        with httpx.Client() as client:  # a fresh connection: either worker may answer
+            text = client.get(gateway.base_url + "/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    try:
+        # /ready said yes from one worker; the other may still be starting.
+        deadline = time.monotonic() + 30
+        while scrape().get(ready) != 2:
+            assert time.monotonic() < deadline, "the second worker never became ready"
+            time.sleep(0.2)
+        for i in range(20):
+            with httpx.Client() as client:
+                r = client.post(gateway.base_url + "/v1/embeddings",
+                                json={"model": "m", "input": ["a b", "c"]},
+                                headers={"x-request-id": f"req-{i}"})
+                assert r.status_code == 200
+        assert httpx.get(gateway.base_url + "/no/such/path").status_code == 404
+        for _ in range(6):
+            numbers = scrape()
+            assert numbers[("embedding_gateway_requests_total", (
+                ("model", "m"), ("route", "/v1/embeddings"), ("status", "200")))] == 20
+            assert numbers[("embedding_gateway_requests_total", (
+                ("model", ""), ("route", "unmatched"), ("status", "404")))] == 1
+            assert numbers[("embedding_gateway_inputs_total", (("model", "m"),))] == 40
+            assert numbers[ready] == 2
+            assert numbers[("embedding_gateway_admission_limit_inputs", (("model", "m"),))] == 200
+            assert numbers[("embedding_gateway_inflight_inputs", (("model", "m"),))] == 0
+    finally:
+        assert gateway.stop() == 0
+    lines = [json.loads(line) for line in gateway.log().splitlines()]
+    ids = {line["request_id"] for line in lines
+           if line["logger"] == "gateway.access" and line["path"] == "/v1/embeddings"}
+    assert ids == {f"req-{i}" for i in range(20)}
+    assert any(line["message"].startswith("model m: loading weights") for line in lines)
