@@ -24,6 +24,7 @@ from gateway.drain import Drain, DrainGateMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
+from gateway.docs import DOCS_PATHS, DOCS_ROUTES
 from gateway.state import GatewayState
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
 from gateway.token_ids import Cl100kDecoder
@@ -69,7 +70,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
             await registry.shutdown_all()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *DOCS_ROUTES],
         lifespan=lifespan,
         middleware=_middleware(settings, drain),
         exception_handlers={
@@ -90,7 +91,9 @@ def _middleware(settings: Settings, drain: Drain) -> list[Middleware]:
                                 allow_methods=["GET", "POST"],
                                 allow_headers=["Authorization", "Content-Type"],
                                 expose_headers=["x-request-id"]))
-    public = PUBLIC_PATHS | ({"/metrics"} if settings.public_metrics else set())
+    # /docs and the document it renders are public; the calls it makes need the key.
+    public = PUBLIC_PATHS | DOCS_PATHS | {"/openapi.json"} | (
+        {"/metrics"} if settings.public_metrics else set())
     stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
     stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
     return stack
