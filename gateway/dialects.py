@@ -49,9 +49,11 @@ class Dialect:
 # Paths of one dialect only (beyond the suffix rules of `_from_path`).
 _TEI_PATHS = frozenset({"", "/embed", "/similarity", "/tokenize", "/decode", "/info"})
 _VLLM_PATHS = frozenset({"/score", "/v1/score", "/detokenize"})
-# A shared path: (the body key that selects the other API, that API).
-_BY_BODY = {"/embed": ("texts", API.SEED), "/rerank": ("texts", API.TEI),
-            "/tokenize": ("prompt", API.VLLM)}
+# A shared path: (body keys that select the other API, keys that keep the path's own, and
+# that other API).
+_BY_BODY = {"/embed": (("texts",), (), API.SEED),
+            "/rerank": (("texts",), ("documents",), API.TEI),
+            "/tokenize": (("prompt", "messages"), (), API.VLLM)}
 
 
 def dialect_of(scope: Scope) -> Dialect:
@@ -72,8 +74,9 @@ def settle(scope: Scope, body: Any) -> Dialect:
     scope[_SETTLED_KEY] = True
     rule = _BY_BODY.get(scope.get("path", "").rstrip("/"))
     if rule is not None and isinstance(body, dict):
-        key, api = rule
-        if body.get(key) is not None and body.get("documents") is None:
+        selecting, keeping, api = rule
+        if (any(body.get(k) is not None for k in selecting)
+                and all(body.get(k) is None for k in keeping)):
             scope[_SCOPE_KEY] = Dialect(api)
     return dialect_of(scope)
 

@@ -145,9 +145,10 @@ async def tei_root(request: GatewayRequest) -> Response:
     """POST /: TEI's default route, where `InferenceClient(model="http://host:port")` posts:
     an `inputs` object is sentence similarity, `query` with `texts` a rerank, else embed."""
     body = await read_json(request)
-    if isinstance(body, dict) and isinstance(body.get("inputs"), dict):
+    shape = tei.root_shape(body)
+    if shape is tei.TeiSimilarityRequest:
         return await similarity(request, body)
-    if isinstance(body, dict) and body.get("texts") is not None:
+    if shape is tei.TeiRerankRequest:
         return await tei_rerank(request, body)
     return await _tei_embed(request, body)
 

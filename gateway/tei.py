@@ -127,6 +127,16 @@ class TeiDecodeRequest(Wire):
             else [list(self.ids)]  # type: ignore[arg-type]
 
 
+def root_shape(body: Any) -> type[Wire]:
+    """Which request `POST /` carries: an `inputs` object is sentence similarity (as
+    `InferenceClient.sentence_similarity` sends it), `texts` a rerank, anything else embed."""
+    if isinstance(body, dict) and isinstance(body.get("inputs"), dict):
+        return TeiSimilarityRequest
+    if isinstance(body, dict) and body.get("texts") is not None:
+        return TeiRerankRequest
+    return TeiEmbedRequest
+
+
 # -- request to engine input ------------------------------------------------------------------
 
 def with_prompt(policy: InputPolicy, prompt_name: str | None, texts: Sequence[str],

@@ -28,12 +28,14 @@ class _Scoring(Wire):
 
     def pairs(self) -> list[tuple[str, str]]:
         """vLLM's pairing: one first text with every second text, or lists of equal length
-        pairwise."""
+        pairwise (and, beyond vLLM, every first text with one second text)."""
         first, second, name_1, name_2 = self.sides()
         firsts = [first] if isinstance(first, str) else list(first)
         seconds = [second] if isinstance(second, str) else list(second)
         if len(firsts) == 1:
             return [(firsts[0], s) for s in seconds]
+        if len(seconds) == 1:
+            return [(f, seconds[0]) for f in firsts]
         if len(firsts) != len(seconds):
             raise invalid(f"`{name_1}` and `{name_2}` must have the same length, or "
                           f"`{name_1}` one entry; got {len(firsts)} and {len(seconds)}",
