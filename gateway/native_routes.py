@@ -16,7 +16,7 @@ from gateway import tei, vllm_api
 from gateway.admission import run_guarded
 from gateway.body import read_json
 from gateway.dialects import API, settle
-from gateway.encoding import check_dimensions, refuse_non_finite, truncate_dimensions
+from gateway.encoding import check_dimensions, refuse_non_finite
 from gateway.errors import APIError, ErrorKind, brief
 from gateway.registry import ServedModel
 from gateway.request_context import note

@@ -7,7 +7,8 @@ default model when absent). Token-id `inputs` are not accepted: send text.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.fake import FakeEngine, fake_logit, fake_vector
 from adapters.base import EngineSpec
+from adapters.fake import FakeEngine, fake_logit, fake_vector
 from gateway.config import InputPolicy, Settings
 from tests.conftest import make_client, serving, wait_ready
 
@@ -176,9 +176,10 @@ def test_several_embedding_models_without_a_default_is_a_400_listing_them() -> N
 
 
 def test_the_model_marked_default_answers() -> None:
+    from starlette.testclient import TestClient
+
     from gateway.app import create_app
     from gateway.registry import ModelRegistry, ServedModel
-    from starlette.testclient import TestClient
 
     one, two = FakeEngine(), FakeEngine()
     registry = ModelRegistry([ServedModel("one", (), one), ServedModel("two", (), two,
