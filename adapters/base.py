@@ -89,6 +89,9 @@ class EmbedOptions:
     max_tokens: int | None = None
     # All prompts together, as embedded (after truncation); None: no limit.
     max_total_tokens: int | None = None
+    # False: the pooled vector as the model computes it, without the model's normalisation
+    # (vLLM's `use_activation=False` on the embed task; TEI's `normalize: false`).
+    normalize: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,17 @@ class ScoreBatch:
     @property
     def total_tokens(self) -> int:
         return int(sum(self.token_counts))
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """One text as the model's tokenizer cuts it: ids, each token's own string, whether it
+    is a special token, and its character span in the text (None for added special tokens)."""
+
+    ids: list[int]
+    strings: list[str]
+    special: list[bool]
+    offsets: list[tuple[int, int] | None]
 
 
 class EngineError(Exception):
@@ -182,6 +196,14 @@ class Engine(Protocol):
         window, alone (query None: as `embed` gets `wrap(piece)`, e.g. with a document prompt)
         or paired with `query` (as `score` sends it), each at most `max_tokens` tokens of its
         own when given. A text that fits is one piece."""
+
+    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
+                       ) -> list[Tokens]:
+        """Each text through the model's tokenizer (TEI's and vLLM's /tokenize)."""
+
+    async def detokenize(self, ids: Sequence[Sequence[int]], *,
+                         skip_special_tokens: bool = False) -> list[str]:
+        """Each id list back to text; an id outside the vocabulary is `InvalidInput`."""
 
     async def check_health(self) -> None:
         """Return if the engine can serve; raise `EngineUnavailable` otherwise."""

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+import re
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,13 +31,13 @@ from adapters.base import (
     EngineFailure,
     EngineSpec,
     EngineUnavailable,
-    ModelFacts,
     InvalidInput,
     ModelFacts,
     Prompt,
     ScoreBatch,
     StepReporter,
     no_report,
+    Tokens,
 )
 from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
@@ -96,6 +97,8 @@ class FakeEngine:
         self._control_mtime: float | None = None
         self._stats_file = stats_file
         self._stats_task: asyncio.Task | None = None
+        self._vocab: dict[str, int] = {}
+        self._words: dict[int, str] = {}
 
     @property
     def dead(self) -> bool:
@@ -140,6 +143,8 @@ class FakeEngine:
         keys = [p if isinstance(p, str) and i not in truncated else " ".join(t)
                 for i, (p, t) in enumerate(zip(prompts, tokens))]
         vectors = np.stack([fake_vector(key, self._facts.dimension) for key in keys])
+        if not options.normalize:  # "unnormalised": a norm that depends on the input
+            vectors *= np.array([[len(t)] for t in tokens], dtype=np.float32)
         if self.nan_marker:
             poisoned = [i for i, key in enumerate(keys) if self.nan_marker in key]
             vectors[poisoned] = np.nan
@@ -191,6 +196,41 @@ class FakeEngine:
                 pieces.append([" ".join(words[i:i + budget])
                                for i in range(0, len(words), budget)])
         return pieces
+
+    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
+                       ) -> list[Tokens]:
+        self._begin(texts)
+        return [self._tokens(text, add_special_tokens) for text in texts]
+
+    def _tokens(self, text: str, add_special_tokens: bool) -> Tokens:
+        words = [(m.group(), (m.start(), m.end())) for m in re.finditer(r"\S+", text)]
+        ids = [self._word_id(w) for w, _ in words]
+        strings = [w for w, _ in words]
+        offsets: list[tuple[int, int] | None] = [span for _, span in words]
+        special = [False] * len(words)
+        if add_special_tokens:
+            ids, strings = [0, *ids, 1], [_CLS, *strings, _SEP]
+            offsets, special = [None, *offsets, None], [True, *special, True]
+        return Tokens(ids=ids, strings=strings, special=special, offsets=offsets)
+
+    def _word_id(self, word: str) -> int:
+        """Ids in order of first sight (0 and 1 are the special tokens), so that detokenize
+        can invert them; past the vocabulary, ids wrap (and no longer invert)."""
+        if word not in self._vocab:
+            self._vocab[word] = 2 + len(self._vocab) % max(self.vocab_size - 2, 1)
+            self._words.setdefault(self._vocab[word], word)
+        return self._vocab[word]
+
+    async def detokenize(self, ids: Sequence[Sequence[int]], *,
+                         skip_special_tokens: bool = False) -> list[str]:
+        self._begin([list(i) for i in ids])
+        texts = []
+        for i, row in enumerate(ids):
+            check_vocabulary(row, self.vocab_size, index=i)
+            words = [_CLS if t == 0 else _SEP if t == 1 else self._words.get(t, f"[{t}]")
+                     for t in row if not (skip_special_tokens and t in (0, 1))]
+            texts.append(" ".join(words))
+        return texts
 
     def _begin(self, prompts: Sequence[Prompt]) -> None:
         """A call arrives: the engine must be loaded; the prompts are recorded for tests."""

@@ -29,6 +29,7 @@ from adapters.base import (
     ScoreBatch,
     StepReporter,
     no_report,
+    Tokens,
 )
 from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
@@ -48,6 +49,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._tokenizer: Any = None
         self._embed_params: Any = None
+        self._raw_embed_params: Any = None
         self._encode_batch: Callable[[list[str]], list[list[int]]] | None = None
         self._specials = SpecialTokens()
         self._facts: ModelFacts | None = None
@@ -67,6 +69,8 @@ class VLLMEngine:
         # One instance for every embedding prompt: vLLM clones it per request. Built once
         # because the lazy `from vllm import` costs a module __getattr__ on every call.
         self._embed_params = self._params("embed")
+        # The embed pooler's activation is its normalisation: off for `normalize: false`.
+        self._raw_embed_params = self._params("embed", use_activation=False)
         self._encode_batch = rust_batch_encoder(self._tokenizer)
         self._specials = SpecialTokens.of(self._tokenizer("a")["input_ids"],
                                           self._tokenizer("a", add_special_tokens=False)["input_ids"])
@@ -134,10 +138,11 @@ class VLLMEngine:
         check_total_tokens([len(ids) for ids in token_ids], options)
         tokenization_s = time.perf_counter() - tokenizing
         request_id = uuid.uuid4().hex
+        params = self._embed_params if options.normalize else self._raw_embed_params
         # One engine request per input, all in flight at once, so vLLM's continuous batching
         # mixes them with other requests' inputs.
         outputs = await asyncio.gather(*(
-            self._pool({"prompt_token_ids": ids}, self._embed_params, f"{request_id}-{i}")
+            self._pool({"prompt_token_ids": ids}, params, f"{request_id}-{i}")
             for i, ids in enumerate(token_ids)
         ))
         vectors = np.stack(outputs).astype(np.float32, copy=False)
@@ -194,6 +199,39 @@ class VLLMEngine:
         total = sum(len(t) for t in texts)
         return await self._off_loop(total // 1000, self._split_now, texts, query, max_tokens,
                                     wrap)
+
+    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
+                       ) -> list[Tokens]:
+        if self._llm is None:
+            raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
+        return await self._off_loop(sum(len(t) for t in texts) // 1000, self._tokens_now,
+                                    texts, add_special_tokens)
+
+    def _tokens_now(self, texts: Sequence[str], add_special_tokens: bool) -> list[Tokens]:
+        tok = self._tokenizer
+        special_ids = set(tok.all_special_ids)
+        encoded = tok(list(texts), add_special_tokens=add_special_tokens,
+                      return_offsets_mapping=True, return_special_tokens_mask=True)
+        out = []
+        for ids, spans, mask in zip(encoded["input_ids"], encoded["offset_mapping"],
+                                    encoded["special_tokens_mask"]):
+            special = [bool(m) or i in special_ids for i, m in zip(ids, mask)]
+            out.append(Tokens(ids=list(ids), strings=tok.convert_ids_to_tokens(ids),
+                              special=special,
+                              offsets=[None if m else (a, b)
+                                       for (a, b), m in zip(spans, mask)]))
+        return out
+
+    async def detokenize(self, ids: Sequence[Sequence[int]], *,
+                         skip_special_tokens: bool = False) -> list[str]:
+        if self._llm is None:
+            raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
+        vocab = len(self._tokenizer)
+        rows = [check_vocabulary(row, vocab, index=i) for i, row in enumerate(ids)]
+        return await self._off_loop(
+            sum(map(len, rows)) // 1000,
+            lambda: [self._tokenizer.decode(row, skip_special_tokens=skip_special_tokens)
+                     for row in rows])
 
     async def _off_loop(self, size: int, fn: Any, *args: Any) -> Any:
         # Below a few texts the thread hop costs more than tokenizing on the event loop.

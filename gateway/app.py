@@ -26,6 +26,7 @@ from gateway.metrics import Metrics
 from gateway.request_context import RequestContextMiddleware
 from gateway.registry import ModelRegistry
 from gateway.routes import ROUTES
+from gateway.docs import DOCS_PATHS, DOCS_ROUTES
 from gateway.state import GatewayState
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
 from gateway.token_ids import Cl100kDecoder
@@ -76,7 +77,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
             await registry.shutdown_all()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *DOCS_ROUTES],
         lifespan=lifespan,
         middleware=_middleware(settings, drain, metrics),
         exception_handlers={
@@ -100,7 +101,9 @@ def _middleware(settings: Settings, drain: Drain, metrics: Metrics) -> list[Midd
                                 expose_headers=["x-request-id", "x-queue-time",
                                                 "x-tokenization-time", "x-inference-time",
                                                 "x-total-time"]))
-    public = PUBLIC_PATHS | ({"/metrics"} if settings.public_metrics else set())
+    # /docs and the document it renders are public; the calls it makes need the key.
+    public = PUBLIC_PATHS | DOCS_PATHS | {"/openapi.json"} | (
+        {"/metrics"} if settings.public_metrics else set())
     stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
     stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                             upload_limits=batches.upload_limits(settings)))

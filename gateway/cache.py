@@ -3,7 +3,8 @@ bounded LRU cache of recent vectors, keyed by prompt (text or token ids) and `Em
 (one cache per model).
 
 `CachingEngine` wraps any `Engine` and changes only `embed`; every other method of the Engine
-protocol (start, facts, score, split, health, shutdown) goes straight to the wrapped engine.
+protocol (start, facts, score, split, tokenize,
+detokenize, health, shutdown) goes straight to the wrapped engine.
 When a request has no repeated input and the cache is off, the wrapped engine gets the
 request untouched.
 """
@@ -28,6 +29,7 @@ from adapters.base import (
     ScoreBatch,
     StepReporter,
     no_report,
+    Tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,14 @@ class CachingEngine(Engine):
                     max_tokens: int | None = None,
                     wrap: Callable[[str], str] | None = None) -> list[list[str]]:
         return await self.engine.split(texts, query=query, max_tokens=max_tokens, wrap=wrap)
+
+    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
+                       ) -> list[Tokens]:
+        return await self.engine.tokenize(texts, add_special_tokens=add_special_tokens)
+
+    async def detokenize(self, ids: Sequence[Sequence[int]], *,
+                         skip_special_tokens: bool = False) -> list[str]:
+        return await self.engine.detokenize(ids, skip_special_tokens=skip_special_tokens)
 
     async def check_health(self) -> None:
         await self.engine.check_health()

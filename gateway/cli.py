@@ -60,7 +60,8 @@ def build_registry(settings: Settings) -> ModelRegistry:
                  if settings.embedding_cache_size else None)
         return CachingEngine(make_engine(settings.engine, spec), cache)
 
-    return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine), m.policy)
+    return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine), m.policy,
+                                      default=m.default)
                           for m in settings.models])
 
 

@@ -266,8 +266,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="JSON"),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
-# Model keys a YAML entry may carry beyond the engine-argument options.
-_MODEL_ONLY_KEYS = {"name", "path"}
+# Model keys a YAML entry may carry beyond the engine-argument options. `default: true` names
+# the model that requests without a `model` field get (the seed's and TEI's /embed, ...).
+_MODEL_ONLY_KEYS = {"name", "path", "default"}
 
 
 TOKEN_ID_MODES = ("cl100k_base", "native")
@@ -295,6 +296,8 @@ class ModelConfig:
     aliases: tuple[str, ...]
     engine: EngineSpec
     policy: InputPolicy = field(default_factory=InputPolicy)
+    # The model of requests that name none (YAML `default: true`).
+    default: bool = False
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -475,8 +478,12 @@ def _model_config(entry: Any, defaults: Mapping[str, Any]) -> ModelConfig:
         name=str(name), model=resolve_model_path(str(path)),
         **{k: v for k, v in values.items() if k in engine_fields},
     )
+    try:
+        default = _bool(entry.get("default", False))
+    except ValueError as exc:
+        raise ConfigError(f"model entry {name!r}: `default`: {exc}") from exc
     return ModelConfig(name=str(name), aliases=tuple(values.get("aliases") or ()), engine=spec,
-                       policy=_input_policy(str(name), spec.model, values))
+                       policy=_input_policy(str(name), spec.model, values), default=default)
 
 
 def _input_policy(name: str, folder: str, values: Mapping[str, Any]) -> InputPolicy:
@@ -523,6 +530,9 @@ def resolve_model_path(path: str) -> str:
 
 
 def _check_unique_names(models: Sequence[ModelConfig]) -> None:
+    defaults = [m.name for m in models if m.default]
+    if len(defaults) > 1:
+        raise ConfigError(f"only one model may be `default: true`, got {defaults}")
     seen: set[str] = set()
     for model in models:
         for name in model.all_names:

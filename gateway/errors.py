@@ -22,7 +22,7 @@ from adapters.base import (
     EngineUnavailable,
     InvalidInput,
 )
-from gateway.dialects import dialect_of
+from gateway.dialects import API, dialect_of
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,42 @@ def from_engine_error(exc: EngineError) -> APIError:
     return APIError(ErrorKind.INTERNAL, "internal server error")
 
 
+# Hugging Face TEI's error body is `{"error": message, "error_type": type}` with its own
+# statuses (router/src/http/server.rs): a refused request is 422 as TEI's JSON extractor
+# answers, an over-long batch 413 `validation`, overload 429, an unhealthy model 503, a
+# failed inference 424 `backend`. Kinds TEI has no answer for keep their status.
+_TEI: dict[ErrorKind, tuple[int, str]] = {
+    ErrorKind.INVALID_REQUEST: (422, "validation"),
+    ErrorKind.MODEL_NOT_FOUND: (422, "validation"),
+    ErrorKind.PAYLOAD_TOO_LARGE: (413, "validation"),
+    ErrorKind.UNSUPPORTED_MEDIA_TYPE: (415, "validation"),
+    ErrorKind.RATE_LIMITED: (429, "overloaded"),
+    ErrorKind.UNAVAILABLE: (503, "unhealthy"),
+    ErrorKind.ENGINE_FAILURE: (424, "backend"),
+    ErrorKind.TIMEOUT: (424, "backend"),
+}
+
+
+def tei_status(error: APIError) -> tuple[int, str]:
+    """The status and `error_type` of an error on a TEI route."""
+    return _TEI.get(error.kind, (error.status, error.kind.value.code or "validation"))
+
+
 def error_response(error: APIError, scope: Scope, *, close: bool = False) -> Response:
     """The HTTP response for an error on the request `scope`, shaped for its dialect (on
-    rerank paths the body also carries `detail`); deciding it here gives every error there
-    (auth, limits, draining, routes) the same body. `close` ends the connection after it (a
-    body left unread, a draining server)."""
-    body = error.body()
-    if dialect_of(scope).error_detail:
+    rerank paths and the seed's /embed the body also carries `detail`; on TEI's routes it is
+    TEI's body and status); deciding it here gives every error there (auth, limits,
+    draining, routes) the same body. `close` ends the connection after it (a body left
+    unread, a draining server)."""
+    dialect = dialect_of(scope)
+    status = error.status
+    body: dict[str, Any]
+    if dialect.api is API.TEI:
+        status, error_type = tei_status(error)
+        body = {"error": error.message, "error_type": error_type}
+    else:
+        body = error.body()
+    if dialect.error_detail:
         body["detail"] = error.message
     headers = dict(error.headers)
     if error.status >= 500 and error.kind is not ErrorKind.UNAVAILABLE:
@@ -130,6 +159,6 @@ def error_response(error: APIError, scope: Scope, *, close: bool = False) -> Res
     if close:
         headers["connection"] = "close"
     return Response(
-        orjson.dumps(body), status_code=error.status, headers=headers,
+        orjson.dumps(body), status_code=status, headers=headers,
         media_type="application/json",
     )

@@ -32,6 +32,8 @@ class ServedModel:
     aliases: tuple[str, ...]
     engine: Engine
     policy: InputPolicy = field(default_factory=InputPolicy)
+    # The model requests without a `model` field get (YAML `default: true`).
+    default: bool = False
     state: EngineState = EngineState.LOADING
     failure: str | None = None
     # Set when the engine dies or hangs after loading: wakes the requests waiting on it.
@@ -56,6 +58,16 @@ class ServedModel:
     def prompt_of(self, name: str) -> str | None:
         """The prompt a virtual model name applies (None for the plain names)."""
         return self.policy.prompt_aliases.get(name)
+
+
+def _scores_pairs(model: ServedModel) -> bool:
+    """Whether a model scores pairs: as loaded, or before that as configured."""
+    if model.state is not EngineState.READY:
+        return model.engine.spec.rerank_kind in ("cross_encoder", "llm")
+    try:
+        return model.engine.facts.scores_pairs
+    except EngineError:
+        return False
 
 
 @dataclass
@@ -86,6 +98,26 @@ class ModelRegistry:
             raise APIError(ErrorKind.UNAVAILABLE, f"model '{model.name}' is not available "
                            f"({model.state.value})", headers={"Retry-After": "5"})
         return model
+
+    def default_model(self, *, scoring: bool = False) -> ServedModel:
+        """The model of a request that names none (the seed's and TEI's routes, vLLM's
+        optional `model`): the one marked `default`, else the only embedding model (for
+        `scoring`: the only pair model, else the embedding default); a 400 listing the
+        candidates when there are several. Then resolved as `resolve` does."""
+        marked = [m for m in self.models if m.default]
+        if marked:
+            return self.resolve(marked[0].name)
+        pairs = [m for m in self.models if _scores_pairs(m)]
+        embedding = [m for m in self.models if not _scores_pairs(m)]
+        candidates = pairs if scoring and pairs else embedding
+        if len(candidates) > 1:
+            kind = "pair-scoring" if candidates is pairs else "embedding"
+            raise APIError(
+                ErrorKind.INVALID_REQUEST,
+                f"`model` is required: this server has several {kind} models "
+                f"{[m.name for m in candidates]} and none is marked `default: true`",
+                param="model")
+        return self.resolve((candidates or list(self.models))[0].name)
 
     def names(self) -> Iterable[tuple[str, str]]:
         """(name clients use, model it serves) for every name and alias."""

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from adapters.base import EmbeddingBatch
 from gateway import batches, cohere
 from gateway.admission import run_guarded
-from gateway.dialects import dialect_of
+from gateway.dialects import API, dialect_of, settle
 from gateway.encoding import (
     check_dimensions,
     encode_vectors,
@@ -66,14 +66,17 @@ def decoder_of(request: GatewayRequest) -> Cl100kDecoder:
 
 
 async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs: Inputs,
-                input_type: str | None, truncation: Truncation) -> EmbeddingBatch:
+                input_type: str | None, truncation: Truncation, *, normalize: bool = True
+                ) -> EmbeddingBatch:
     """The inputs (checked against the limits when parsed) made prompts, and embedded under
-    admission control, the request timeout and disconnect and fault watch (`run_guarded`)."""
+    admission control, the request timeout and disconnect and fault watch (`run_guarded`);
+    `normalize=False` asks for the model's vectors before its normalisation (TEI)."""
     settings = request.state["settings"]
     note(request, model=served.name, inputs=len(inputs))
     call = await engine_call(served, name, inputs, input_type, truncation,
                              decoder_of(request))
-    options = replace(call.options, max_total_tokens=settings.max_request_tokens)
+    options = replace(call.options, max_total_tokens=settings.max_request_tokens,
+                      normalize=normalize)
     batch = await run_guarded(request, served, len(inputs),
                               lambda: served.engine.embed(call.prompts, options))
     timing(request).tokenization_s = batch.tokenization_s
@@ -111,8 +114,12 @@ async def cohere_embed(request: GatewayRequest) -> Response:
 
 
 async def rerank(request: GatewayRequest) -> Response:
-    """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
-    req = parse_rerank_request(await read_json(request), request.state["settings"])
+    """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler;
+    TEI's rerank (`texts`, no `documents`) on /rerank."""
+    body = await read_json(request)
+    if settle(request.scope, body).api is API.TEI:
+        return await native_routes.tei_rerank(request, body)
+    req = parse_rerank_request(body, request.state["settings"])
     served = registry_of(request).resolve(req.model)
     note(request, model=served.name, documents=len(req.texts))
     ranking = await run_guarded(request, served, len(req.texts), lambda: rank(served, req))
@@ -172,3 +179,9 @@ ROUTES = [
     *batches.ROUTES,
     Route("/metrics", metrics, methods=["GET"]),
 ]
+
+# Other servers' dialects (TEI, vLLM, the seed service); imported last because their handlers
+# use the helpers above.
+from gateway import native_routes  # noqa: E402
+
+ROUTES += native_routes.NATIVE_ROUTES

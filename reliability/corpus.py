@@ -58,7 +58,7 @@ def _deep(depth: int) -> bytes:
 
 
 def generic_cases(route: Route, model: str) -> Iterator[Case]:
-    path = route.path
+    path = route.path.replace("{model:path}", model)
     methods = route.methods - {"HEAD"}
     good = _dump({"model": model, "input": "ok", "texts": ["ok"], "query": "ok",
                   "documents": ["ok"]})
@@ -190,6 +190,49 @@ def rerank_cases(path: str, model: str) -> Iterator[Case]:
     yield Case("rerank top_n over", "POST", path, _dump({**base, "top_n": 10}), may_succeed=True)
 
 
+# Field-level cases of other servers' routes (TEI, vLLM, the seed service): path -> bodies
+# that must be refused.
+NATIVE_BAD: dict[str, list[tuple[str, object]]] = {
+    "/embed": [("seed texts empty", {"texts": []}), ("seed texts ints", {"texts": [1]}),
+               ("seed texts NUL", {"texts": ["\x00"]}),
+               ("seed texts too many", {"texts": ["a"] * 2049}),
+               ("seed unknown model", {"texts": ["a"], "model": "nope"}),
+               ("tei inputs empty", {"inputs": []}), ("tei inputs int", {"inputs": 1}),
+               ("tei inputs ids", {"inputs": [[1, 2]]}),
+               ("tei direction", {"inputs": "a", "truncation_direction": "middle"}),
+               ("tei prompt_name unknown", {"inputs": "a", "prompt_name": "x" * 5000}),
+               ("tei normalize string", {"inputs": "a", "normalize": "no"}),
+               ("tei dimensions 0", {"inputs": "a", "dimensions": 0}),
+               ("tei dimensions huge", {"inputs": "a", "dimensions": 10 ** 9}),
+               ("neither", {"input": "a"})],
+    "/rerank": [("tei texts empty", {"query": "q", "texts": []}),
+                ("tei query blank", {"query": " ", "texts": ["a"]}),
+                ("tei texts nested", {"query": "q", "texts": [["a"]]}),
+                ("tei raw_scores string", {"query": "q", "texts": ["a"], "raw_scores": "y"})],
+    "/similarity": [("inputs string", {"inputs": "a"}), ("no sentences", {"inputs": {
+        "source_sentence": "a", "sentences": []}}), ("parameters list", {"inputs": {
+            "source_sentence": "a", "sentences": ["b"]}, "parameters": []})],
+    "/": [("empty object", {}), ("similarity no source", {"inputs": {"sentences": ["a"]}}),
+          ("texts no query", {"texts": ["a"]})],
+    "/tokenize": [("tei inputs empty", {"inputs": []}), ("vllm prompt int", {"prompt": 1}),
+                  ("vllm chat", {"messages": [{"role": "user", "content": "a"}]}),
+                  ("neither", {"text": "a"})],
+    "/decode": [("ids empty", {"ids": []}), ("ids negative", {"ids": [-1]}),
+                ("ids out of vocab", {"ids": [10 ** 12]}), ("ids strings", {"ids": ["a"]})],
+    "/score": [("text_2 missing", {"text_1": "a"}),
+               ("lengths differ", {"text_1": ["a", "b"], "text_2": ["a", "b", "c"]}),
+               ("queries without documents", {"queries": ["a"]}),
+               ("text_1 NUL", {"text_1": "\x00", "text_2": "a"})],
+    "/detokenize": [("tokens empty", {"tokens": []}), ("tokens huge", {"tokens": [2 ** 70]}),
+                    ("tokens negative", {"tokens": [-5]})],
+}
+
+
+def native_cases(path: str) -> Iterator[Case]:
+    for name, value in NATIVE_BAD.get(path, []):
+        yield Case(f"{path} {name}", "POST", path, _dump(value))
+
+
 def unknown_path_cases() -> Iterator[Case]:
     for path in ["/v2/embeddings", "/v1/embedding", "/v1", "/", "/v1/models/x", "/admin",
                  "/" + "a" * 4000, "/v1/embeddings/../../etc/passwd", "/%00",
@@ -205,8 +248,9 @@ def build_corpus(routes: Iterable[Route], model: str = "fake") -> list[Case]:
         cases.extend(generic_cases(route, model))
         if route.path.endswith("/embeddings"):
             cases.extend(embeddings_cases(route.path, model))
-        if route.path.endswith("/embed"):
+        if route.path.endswith("/embed") and route.path != "/embed":
             cases.extend(cohere_embed_cases(route.path, model))
+        cases.extend(native_cases(route.path))
         if route.path.endswith("/rerank"):
             cases.extend(rerank_cases(route.path, model))
     cases.extend(unknown_path_cases())
@@ -227,10 +271,14 @@ class CorpusResult:
 
 
 def is_envelope(response: httpx.Response) -> bool:
+    """The OpenAI envelope, or on TEI's routes TEI's `{error, error_type}`."""
     try:
-        error = response.json()["error"]
+        body = response.json()
+        error = body["error"]
     except (ValueError, KeyError, TypeError):
         return False
+    if isinstance(error, str):
+        return set(body) == {"error", "error_type"} and isinstance(body["error_type"], str)
     return isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
 
 

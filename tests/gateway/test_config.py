@@ -160,3 +160,16 @@ def test_cpu_threads_default_all_and_respect_vllm_setting() -> None:
     assert load_settings({"cpu_threads": "0-1"},
                          {"VLLM_CPU_OMP_THREADS_BIND": "auto"}).cpu_threads == "0-1"
     assert load_settings({}, {"GATEWAY_CPU_THREADS": "1"}).cpu_threads == "1"
+
+
+def test_a_model_may_be_marked_default_once(tmp_path) -> None:
+    from gateway.config import ConfigError, load_settings
+
+    config = tmp_path / "m.yaml"
+    config.write_text("models:\n  - {name: a, path: /x}\n  - {name: b, path: /y, default: true}\n")
+    settings = load_settings({"config": str(config)}, environ={})
+    assert [m.default for m in settings.models] == [False, True]
+    config.write_text("models:\n  - {name: a, path: /x, default: true}\n"
+                      "  - {name: b, path: /y, default: yes}\n")
+    with pytest.raises(ConfigError, match="only one model"):
+        load_settings({"config": str(config)}, environ={})

@@ -7,15 +7,21 @@ from starlette.routing import Route
 
 from gateway.config import Settings
 from gateway import batches
+from gateway.dialects import API, dialect_of
 from gateway.routes import ROUTES
 from gateway.security import KeyChecker
 from tests.conftest import serving
 
 KEYS = ("key-one", "key-two")
-PUBLIC = {"/health", "/ready"}
-# Accepted by every POST route: each reads its own fields (`input`, `texts`, `query` and
-# `documents`) and ignores the others.
+# /openapi.json is public for /docs (gateway/docs.py); the calls the page makes are not.
+PUBLIC = {"/health", "/ready", "/openapi.json"}
+# Accepted by every POST route but those in BODIES: each reads its own fields (`input`,
+# `texts`, `query` and `documents`) and ignores the others.
 EMBED = {"model": "fake", "input": "a", "texts": ["a"], "query": "a", "documents": ["a"]}
+BODIES = {"/similarity": {"inputs": {"source_sentence": "a", "sentences": ["b"]}},
+          "/tokenize": {"inputs": "a b"}, "/decode": {"ids": [1]},
+          "/score": {"text_1": "a", "text_2": ["b"]}, "/v1/score": {"text_1": "a", "text_2": "b"},
+          "/detokenize": {"tokens": [1]}}
 
 
 @pytest.fixture
@@ -26,8 +32,9 @@ def locked():
 
 def call(client, route: Route, path: str | None = None, **kwargs):
     method = sorted(route.methods - {"HEAD"})[0]
-    body = {"json": EMBED} if method == "POST" else {}
-    return client.request(method, path or route.path, **body, **kwargs)
+    body = {"json": BODIES.get(route.path, EMBED)} if method == "POST" else {}
+    return client.request(method, path or route.path.replace("{model:path}", "fake"), **body,
+                          **kwargs)
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.path)
@@ -41,8 +48,11 @@ def test_every_non_public_route_refuses_a_missing_or_wrong_key(locked, route, he
         return
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    error = response.json()["error"]
-    assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
+    if dialect_of({"path": route.path}).api is API.TEI:  # TEI's own error body
+        assert response.json()["error_type"] == "invalid_api_key"
+    else:
+        error = response.json()["error"]
+        assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
     assert "key-one" not in response.text
 
 
@@ -60,7 +70,8 @@ def test_every_route_accepts_each_configured_key(locked, route, header) -> None:
     "//v1/embeddings", "/v1/embeddings/", "/V1/embeddings", "/v1%2Fembeddings",
     "/health/../v1/embeddings", "/health/%2e%2e/v1/embeddings", "/ready/../v1/models",
     "/./v1/embeddings", "/health/", "/Health", "/healthz", "/health%00", "/metrics",
-    "/v1/rerank", "/rerank", "/docs", "/",
+    "/v1/rerank", "/rerank", "/docs/../v1/embeddings", "/docs/index.html", "/docs/", "/",
+    "/openapi.json/", "/v1/models/../embed",
 ])
 def test_path_tricks_are_not_public(locked, path) -> None:
     response = locked.post(path, json=EMBED)
@@ -135,3 +146,14 @@ def test_refusals_on_rerank_paths_carry_detail_for_jina_clients(locked, path) ->
 
 def test_refusals_elsewhere_are_the_plain_envelope(locked) -> None:
     assert set(locked.post("/v1/embeddings", json=EMBED).json()) == {"error"}
+
+
+def test_docs_page_its_files_and_the_document_are_public(locked) -> None:
+    page = locked.get("/docs")
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
+    assert locked.get("/docs/swagger-ui-bundle.js").status_code == 200
+    assert locked.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
+    assert locked.get("/openapi.json").status_code == 200
+    # Only the page's own files: anything else under /docs is an ordinary, locked path.
+    assert locked.get("/docs/swagger-initializer.js").status_code == 401
+    assert locked.post("/docs", json=EMBED).status_code == 405
