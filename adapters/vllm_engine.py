@@ -25,6 +25,7 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
+    redact_secrets,
 )
 from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
@@ -86,7 +87,7 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = engine_arguments(self.spec, on_cpu=current_platform.is_cpu())
-        log.info("starting vLLM engine for %s: %s", self.spec.name, args)
+        log.info("starting vLLM engine for %s: %s", self.spec.name, redact_secrets(args))
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
     async def shutdown(self) -> None:

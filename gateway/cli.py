@@ -16,6 +16,7 @@ from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
 from gateway.drain import DrainingServer
 from gateway.registry import ModelRegistry, ServedModel
+from gateway.security import exposure_warning
 
 log = logging.getLogger("gateway")
 
@@ -71,6 +72,9 @@ def serve(settings: Settings) -> int:
     """Serve in this process, or in `settings.workers` worker processes on the one port."""
     _configure_logging(settings)
     log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
+    warning = exposure_warning(settings.host, settings.api_keys)
+    if warning:
+        log.warning(warning)
     if settings.engine == "vllm":
         from adapters.vllm_engine import configure_cpu_threads
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from adapters.base import RERANK_KINDS, TRUNCATE_CHOICES, EngineSpec
+from adapters.base import RERANK_KINDS, TRUNCATE_CHOICES, EngineSpec, redact_secrets
 from gateway import hardware
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -66,6 +66,27 @@ def _str_list(value: Any) -> list[str]:
     return [part for item in value for part in _str_list(str(item))]
 
 
+def _keys(value: Any) -> list[str]:
+    """API keys: comma-separated text or a list. A blank entry or no key at all is an error:
+    an empty value (`GATEWAY_API_KEYS=","`, `--api-key ""`, an unfilled template) would
+    otherwise switch authentication off without a word."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    keys = [_key(item) for item in items]
+    if not keys:
+        raise ValueError("is set but holds no key")
+    return keys
+
+
+def _key(item: Any) -> str:
+    text = "" if item is None else str(item).strip()
+    if not text:
+        raise ValueError("holds an empty or blank key (authentication would silently be off); "
+                         "give a real key or remove the setting")
+    return text
+
+
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         number = kind(value)
@@ -110,6 +131,8 @@ class Option:
     metavar: str | None = None
     cli: str | None = None  # the flag, when it is not the name with dashes
     repeat: bool = False  # the flag may be given several times (values are appended)
+    # An empty value from the environment is an error rather than "unset" (API keys).
+    blank_is_error: bool = False
 
     @property
     def flag(self) -> str:
@@ -147,10 +170,15 @@ OPTIONS: tuple[Option, ...] = (
            "off). Identical inputs within one request are always embedded once.",
            env="GATEWAY_EMBEDDING_CACHE_SIZE", metavar="N"),
     # -- security and limits (see README "Reliability and security") ---------------------
-    Option("api_keys", "server", _str_list, "API key clients must send as `Authorization: "
+    Option("api_keys", "server", _keys, "API key clients must send as `Authorization: "
            "Bearer <key>`; repeat the flag (or comma-separate the env value) for several keys. "
-           "Unset: no authentication.", env="GATEWAY_API_KEYS", cli="--api-key", repeat=True,
-           metavar="KEY"),
+           "Unset: no authentication. An empty or blank key is a startup error.",
+           env="GATEWAY_API_KEYS", cli="--api-key", repeat=True, metavar="KEY",
+           blank_is_error=True),
+    Option("api_key_file", "server", str, "File of API keys, one per line (blank lines and "
+           "lines starting with # are ignored), e.g. a mounted Kubernetes Secret; added to "
+           "--api-key. A file without a key is a startup error.", env="GATEWAY_API_KEY_FILE",
+           metavar="FILE", blank_is_error=True),
     Option("public_metrics", "server", _bool, "Serve /metrics without an API key (default "
            "false; /health and /ready are always public).", env="GATEWAY_PUBLIC_METRICS"),
     Option("cors_allow_origins", "server", _str_list, "Origins allowed to call from a browser, "
@@ -282,6 +310,7 @@ class Settings:
     embedding_cache_size: int = 0
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
     api_keys: tuple[str, ...] = ()
+    api_key_file: str | None = None
     public_metrics: bool = False
     cors_allow_origins: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
@@ -295,13 +324,15 @@ class Settings:
     drain_grace_s: float = 30.0
 
     def redacted(self) -> dict:
-        """The effective config for the startup log; API keys appear only as a count."""
+        """The effective config for the startup log; API keys appear only as a count, and
+        credentials among engine arguments (e.g. `hf_token`) as `<redacted>`."""
         server = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
         server["api_keys"] = f"<{len(self.api_keys)} keys>"
         return {
             **server,
             "models": [
-                {"name": m.name, "aliases": list(m.aliases), "engine": m.engine.__dict__,
+                {"name": m.name, "aliases": list(m.aliases),
+                 "engine": redact_secrets(m.engine.__dict__),
                  "policy": m.policy.__dict__}
                 for m in self.models
             ],
@@ -325,16 +356,21 @@ def load_settings(
     environ = os.environ if environ is None else environ
     given: dict[str, Any] = {}
     for option in OPTIONS:
-        raw = (cli or {}).get(option.name)
+        raw, source = (cli or {}).get(option.name), option.flag
         if raw is None and option.env:
-            raw = environ.get(option.env)
-        if raw is not None and raw != "":
-            given[option.name] = _parse(option, raw)
+            raw, source = environ.get(option.env), option.env
+        if raw is not None and (raw != "" or option.blank_is_error):
+            given[option.name] = _parse(option, raw, source)
 
-    file_data = _read_yaml(given.pop("config", None))
-    server = {k: _parse(_BY_NAME[k], v) for k, v in file_data.items()
+    config_path = given.pop("config", None)
+    file_data = _read_yaml(config_path)
+    server = {k: _parse(_BY_NAME[k], v, f"config file {config_path}: `{k}`")
+              for k, v in file_data.items()
               if k in _BY_NAME and _BY_NAME[k].scope == "server" and k != "config"}
     server.update({k: v for k, v in given.items() if _BY_NAME[k].scope == "server"})
+    if server.get("api_key_file") is not None:
+        server["api_keys"] = [*server.get("api_keys", ()),
+                              *read_key_file(str(server["api_key_file"]))]
     model_flags = {k: v for k, v in given.items() if _BY_NAME[k].scope == "model"}
 
     if "model" in model_flags:
@@ -379,11 +415,29 @@ _PASSED_THROUGH = {o.name for o in OPTIONS if o.scope == "server"} - {
     "cpu_threads", "embedding_cache_size"}
 
 
-def _parse(option: Option, raw: Any) -> Any:
+def _parse(option: Option, raw: Any, source: str | None = None) -> Any:
+    """`raw` parsed by the option; a ConfigError names where the value came from."""
     try:
         return option.parse(raw)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{option.flag}: {exc}") from exc
+        raise ConfigError(f"{source or option.flag}: {exc}") from exc
+
+
+def read_key_file(path: str) -> list[str]:
+    """The keys of an API key file: one per line, blank lines and # comments ignored."""
+    source = _BY_NAME["api_key_file"].flag
+    if not path.strip():
+        raise ConfigError(f"{source}: the file name is empty")
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from exc
+    keys = [line.strip() for line in lines
+            if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise ConfigError(f"{source}: {path} holds no key (authentication would silently be "
+                          "off)")
+    return keys
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:

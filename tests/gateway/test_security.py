@@ -7,7 +7,7 @@ from starlette.routing import Route
 
 from gateway.config import Settings
 from gateway.routes import ROUTES
-from gateway.security import KeyChecker
+from gateway.security import KeyChecker, exposure_warning
 from tests.conftest import serving
 
 KEYS = ("key-one", "key-two")
@@ -127,3 +127,15 @@ def test_refusals_on_rerank_paths_carry_detail_for_jina_clients(locked, path) ->
 
 def test_refusals_elsewhere_are_the_plain_envelope(locked) -> None:
     assert set(locked.post("/v1/embeddings", json=EMBED).json()) == {"error"}
+
+
+@pytest.mark.parametrize("host, keys, warned", [
+    ("0.0.0.0", (), True), ("::", (), True), ("10.1.2.3", (), True),
+    ("127.0.0.1", (), False), ("::1", (), False), ("localhost", (), False),
+    ("0.0.0.0", ("k",), False),
+])
+def test_serving_beyond_loopback_without_keys_is_warned(host, keys, warned) -> None:
+    warning = exposure_warning(host, keys)
+    assert (warning is not None) == warned
+    if warned:
+        assert host in warning and "--api-key" in warning
