@@ -155,7 +155,8 @@ class Engine(Protocol):
     spec: EngineSpec
 
     async def start(self) -> None:
-        """Load the model. Called once, by the application lifespan."""
+        """Load the model: by the application lifespan, and again after `shutdown()` when the
+        registry restarts an engine that died or hung."""
 
     @property
     def facts(self) -> ModelFacts:
@@ -184,7 +185,11 @@ class Engine(Protocol):
         own when given. A text that fits is one piece."""
 
     async def check_health(self) -> None:
-        """Return if the engine can serve; raise `EngineUnavailable` otherwise."""
+        """Return once the engine has shown it can serve: a real request through it (or any
+        other work completing meanwhile), not a flag that a stopped process would still show.
+        Raise `EngineUnavailable` if it is dead; a hung engine never returns (the caller's
+        deadline decides)."""
 
     async def shutdown(self) -> None:
-        """Release the engine (processes, memory). Safe to call twice."""
+        """Release the engine (processes, memory), killing processes that do not stop (a
+        hung engine's). Safe to call twice."""

@@ -15,7 +15,7 @@ from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
 from gateway.drain import DrainingServer
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.registry import ModelRegistry, RestartPolicy, ServedModel
 from gateway.security import exposure_warning
 
 log = logging.getLogger("gateway")
@@ -60,7 +60,9 @@ def build_registry(settings: Settings) -> ModelRegistry:
         return CachingEngine(make_engine(settings.engine, spec), cache)
 
     return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine), m.policy)
-                          for m in settings.models])
+                          for m in settings.models],
+                         RestartPolicy(attempts=settings.engine_restart_attempts,
+                                       backoff_s=settings.engine_restart_backoff_s))
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -95,10 +97,14 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
     def on_fatal() -> None:
         nonlocal failed
         failed = True
-        log.error("an engine failed to load; shutting down")
+        log.error("an engine could not be started; shutting down")
         server.should_exit = True
 
-    app = create_app(build_registry(settings), settings, on_fatal=on_fatal)
+    registry = build_registry(settings)
+    if sock is not None:
+        # A worker whose model is down for good exits; its supervisor starts a fresh one.
+        registry.on_give_up = on_fatal
+    app = create_app(registry, settings, on_fatal=on_fatal)
     server = DrainingServer(uvicorn.Config(
         # The gateway's own log line per request replaces uvicorn's access log.
         app, host=settings.host, port=settings.port, log_level=settings.log_level,

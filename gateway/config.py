@@ -200,9 +200,18 @@ OPTIONS: tuple[Option, ...] = (
            env="GATEWAY_REQUEST_TIMEOUT_S"),
     Option("health_check_interval_s", "server", _positive(float), "Seconds between engine "
            "health checks by the watchdog (default 2).", env="GATEWAY_HEALTH_CHECK_INTERVAL_S"),
-    Option("health_check_timeout_s", "server", _positive(float), "An engine whose health check "
-           "takes longer is declared hung: its requests fail with 503 (default 10).",
+    Option("health_check_timeout_s", "server", _positive(float), "An engine whose probe (a "
+           "one-token request through it) gets no answer, and no other work completes, in this "
+           "many seconds is declared hung: its requests fail with 503 and it is restarted "
+           "(default 10).",
            env="GATEWAY_HEALTH_CHECK_TIMEOUT_S"),
+    Option("engine_restart_attempts", "server", _positive(int), "A dead or hung engine is "
+           "restarted in-process; after this many starts in a row that do not hold (serve 60 "
+           "s), the model is down and /health answers 503 so that the orchestrator restarts "
+           "the process (default 5).", env="GATEWAY_ENGINE_RESTART_ATTEMPTS", metavar="N"),
+    Option("engine_restart_backoff_s", "server", _positive(float), "Seconds before the first "
+           "restart of a dead engine, doubled for each next try up to 60 (default 1).",
+           env="GATEWAY_ENGINE_RESTART_BACKOFF_S"),
     Option("drain_grace_s", "server", _positive(float), "On SIGTERM, seconds in-flight requests "
            "get to finish while new ones are refused with 503 (default 30).",
            env="GATEWAY_DRAIN_GRACE_S"),
@@ -321,6 +330,8 @@ class Settings:
     request_timeout_s: float = 60.0
     health_check_interval_s: float = 2.0
     health_check_timeout_s: float = 10.0
+    engine_restart_attempts: int = 5
+    engine_restart_backoff_s: float = 1.0
     drain_grace_s: float = 30.0
 
     def redacted(self) -> dict:

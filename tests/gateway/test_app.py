@@ -46,6 +46,6 @@ def test_failed_load_calls_on_fatal_and_keeps_others_serving() -> None:
         assert fatal_calls == [True]
         ready = client.get("/ready")
         assert ready.status_code == 503
-        assert ready.json()["models"] == {"good": "ready", "bad": "failed"}
+        assert ready.json()["models"] == {"good": "ready", "bad": "down"}
         assert client.post("/v1/embeddings", json={"model": "good", "input": "a"}).status_code == 200
         assert client.post("/v1/embeddings", json={"model": "bad", "input": "a"}).status_code == 503
