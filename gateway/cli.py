@@ -13,6 +13,7 @@ import uvicorn
 from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
+from gateway.connections import ConnectionLimits, protocol_class
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
 from gateway.drain import DrainingServer
 from gateway.registry import ModelRegistry, RestartPolicy, ServedModel
@@ -109,6 +110,11 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
         # The gateway's own log line per request replaces uvicorn's access log.
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         lifespan="on", access_log=False, timeout_graceful_shutdown=1,
+        http=protocol_class(ConnectionLimits(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.max_connections)),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     ), app.state.gateway["drain"], settings.drain_grace_s)
     server.run(sockets=[sock] if sock is not None else None)
     return 1 if failed else 0

@@ -185,6 +185,22 @@ OPTIONS: tuple[Option, ...] = (
            "comma-separated (default none: CORS off).", env="GATEWAY_CORS_ALLOW_ORIGINS"),
     Option("max_body_bytes", "server", _positive(int), "Largest request body in bytes, checked "
            "before it is read (default 8388608 = 8 MiB).", env="GATEWAY_MAX_BODY_BYTES"),
+    Option("max_header_bytes", "server", _positive(int), "Largest request line plus headers "
+           "in bytes; past it the answer is 431 and the connection is closed (default 65536).",
+           env="GATEWAY_MAX_HEADER_BYTES"),
+    Option("header_timeout_s", "server", _positive(float), "Seconds a client has to send a "
+           "request's line and headers, from the connection (or from the request's first "
+           "byte on a kept-alive one); past it the connection is closed (default 30).",
+           env="GATEWAY_HEADER_TIMEOUT_S"),
+    Option("body_timeout_s", "server", _positive(float), "A request body that stalls (no byte) "
+           "this many seconds has its connection closed (default 30).",
+           env="GATEWAY_BODY_TIMEOUT_S"),
+    Option("keep_alive_timeout_s", "server", _positive(float), "Seconds an idle kept-alive "
+           "connection stays open between requests (default 5).",
+           env="GATEWAY_KEEP_ALIVE_TIMEOUT_S"),
+    Option("max_connections", "server", _positive(int), "Open connections per process; a "
+           "request on a connection past it gets 503 with Retry-After at once (default 1024; "
+           "keep it under the open-files limit, `ulimit -n`).", env="GATEWAY_MAX_CONNECTIONS"),
     Option("max_inputs", "server", _positive(int), "Most inputs per embeddings request "
            "(default 2048, OpenAI's).", env="GATEWAY_MAX_INPUTS"),
     Option("max_request_tokens", "server", _positive(int), "Most tokens per request, all "
@@ -323,6 +339,11 @@ class Settings:
     public_metrics: bool = False
     cors_allow_origins: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
+    max_connections: int = 1024
     max_inputs: int = 2048
     max_request_tokens: int = 300_000
     max_rerank_documents: int = 1000
