@@ -56,7 +56,7 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
 
 def build_registry(settings: Settings) -> ModelRegistry:
     def engine(spec: EngineSpec) -> Engine:
-        cache = (EmbeddingCache(settings.embedding_cache_size)
+        cache = (EmbeddingCache(settings.embedding_cache_size, settings.embedding_cache_bytes)
                  if settings.embedding_cache_size else None)
         return CachingEngine(make_engine(settings.engine, spec), cache)
 

@@ -169,6 +169,10 @@ OPTIONS: tuple[Option, ...] = (
            "distinct inputs per model in memory and answer repeats from there (default 0: "
            "off). Identical inputs within one request are always embedded once.",
            env="GATEWAY_EMBEDDING_CACHE_SIZE", metavar="N"),
+    Option("embedding_cache_bytes", "server", _positive(int), "Bound of each model's "
+           "embedding cache in bytes, inputs and vectors together (default 268435456 = 256 "
+           "MiB); the least recently used entries go first.",
+           env="GATEWAY_EMBEDDING_CACHE_BYTES", metavar="BYTES"),
     # -- security and limits (see README "Reliability and security") ---------------------
     Option("api_keys", "server", _keys, "API key clients must send as `Authorization: "
            "Bearer <key>`; repeat the flag (or comma-separate the env value) for several keys. "
@@ -333,6 +337,7 @@ class Settings:
     workers: int = 1
     cpu_threads: str = "all"
     embedding_cache_size: int = 0
+    embedding_cache_bytes: int = 256 * 2 ** 20
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
     api_keys: tuple[str, ...] = ()
     api_key_file: str | None = None
