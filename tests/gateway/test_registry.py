@@ -96,7 +96,7 @@ async def test_a_hung_engine_is_detected_by_its_probe_and_restarted() -> None:
         hung.hang = True
         stuck = asyncio.create_task(embed(client, "hung"))
         detected = await until(lambda: model.state is EngineState.RESTARTING)
-        assert detected < 0.3 + 0.05 + 0.5  # probe deadline + interval + scheduling slack
+        assert detected < 2  # probe deadline 0.3 s + interval 0.05 s, with slack for a busy box
         assert (await stuck).status_code == 503  # the waiting request fails, not hangs
         assert hung.aborted == 1
         await until(lambda: model.state is EngineState.READY)
