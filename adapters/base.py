@@ -7,8 +7,9 @@ sees a vLLM (or other) exception type.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -37,6 +38,23 @@ class EngineSpec:
     # as a sequence classifier over the tokens "no"/"yes".
     hf_overrides: dict[str, Any] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+# Engine argument names that hold credentials (hf_token, api_key, aws_secret_access_key, ...);
+# `max_num_batched_tokens` or `tokenizer` do not match.
+_SECRET_NAME = re.compile(r"(^|_)(token|key|secret|password|passwd|credentials?|auth)$", re.I)
+
+
+def redact_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` for a log line: credentials (by name, or a Hugging Face token's `hf_` form
+    under any name) replaced by `<redacted>`, nested mappings too."""
+    def one(name: str, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return redact_secrets(value)
+        if _SECRET_NAME.search(name) or (isinstance(value, str) and value.startswith("hf_")):
+            return "<redacted>"
+        return value
+    return {name: one(str(name), value) for name, value in values.items()}
 
 
 # cross_encoder: a sequence classifier reads query and document together (one logit);
@@ -168,8 +186,10 @@ class Engine(Protocol):
     spec: EngineSpec
 
     async def start(self, report: StepReporter = no_report) -> None:
-        """Load the model, calling `report(step)` as each of `START_STEPS` begins. A model
-        that cannot be found fails in the first step, with its path in the message."""
+        """Load the model, calling `report(step)` as each of `START_STEPS` begins: by the
+        application lifespan, and again after `shutdown()` when the registry restarts an
+        engine that died or hung. A model that cannot be found fails in the first step, with
+        its path in the message."""
 
     @property
     def facts(self) -> ModelFacts:
@@ -206,7 +226,11 @@ class Engine(Protocol):
         """Each id list back to text; an id outside the vocabulary is `InvalidInput`."""
 
     async def check_health(self) -> None:
-        """Return if the engine can serve; raise `EngineUnavailable` otherwise."""
+        """Return once the engine has shown it can serve: a real request through it (or any
+        other work completing meanwhile), not a flag that a stopped process would still show.
+        Raise `EngineUnavailable` if it is dead; a hung engine never returns (the caller's
+        deadline decides)."""
 
     async def shutdown(self) -> None:
-        """Release the engine (processes, memory). Safe to call twice."""
+        """Release the engine (processes, memory), killing processes that do not stop (a
+        hung engine's). Safe to call twice."""

@@ -7,7 +7,11 @@ switched on per instance: by attribute in tests, or through a JSON control file 
 whenever it changes) when the engine runs in a server process, so that the reliability battery
 can kill, hang or poison it mid-load:
 
-    {"latency_s": 0.05, "dead": false, "hang": false, "nan_marker": "POISON", "fail": false}
+    {"latency_s": 0.05, "dead": false, "hang": false, "nan_marker": "POISON", "fail": false,
+     "fail_start": false}
+
+`start()` may be called again after `shutdown()` (a restart): it brings up a fresh engine
+(not dead, not hung) unless `fail_start` is set.
 
 With `stats_file` set, the engine writes its counters (calls, completed, aborted) there.
 """
@@ -44,7 +48,7 @@ from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocab
 # The two special tokens the fake tokenizer puts around a text, like BERT's [CLS] and [SEP].
 _CLS, _SEP = "[CLS]", "[SEP]"
 
-_CONTROLLED = ("latency_s", "dead", "hang", "nan_marker", "fail")
+_CONTROLLED = ("latency_s", "dead", "hang", "nan_marker", "fail", "fail_start")
 
 
 class FakeEngine:
@@ -55,6 +59,7 @@ class FakeEngine:
     - `hang`: the engine stops answering: `embed` and `check_health` never return.
     - `nan_marker`: inputs containing this text get a NaN vector.
     - `fail_with`: an exception `embed` raises (the control file's `fail` sets an EngineFailure).
+    - `fail_start`: `start()` raises (a restart that cannot bring the engine back).
     - `keep_calls`: how many recent calls `calls` keeps for tests (0 in a soak).
     """
 
@@ -82,6 +87,8 @@ class FakeEngine:
         self.nan_marker = nan_marker
         self.fail_with: Exception | None = None  # raised by embed() when set
         self.hang = False
+        self.fail_start = False
+        self.starts = 0  # calls of start() that succeeded
         self._dead = asyncio.Event()
         self.started = False
         self.stopped = False
@@ -109,13 +116,18 @@ class FakeEngine:
         self._dead.set() if value else self._dead.clear()
 
     async def start(self, report: StepReporter = no_report) -> None:
+        self._read_control()
         report("resolving")
         report("loading weights")
         await asyncio.sleep(self.start_delay_s * 0.8)
+        if self.fail_start:
+            raise EngineFailure("injected start failure")
         report("warming up")
         await asyncio.sleep(self.start_delay_s * 0.2)
-        self.started = True
-        if self._stats_file:
+        # A fresh engine, as a restarted engine-core process is.
+        self.started, self.stopped, self.dead, self.hang = True, False, False, False
+        self.starts += 1
+        if self._stats_file and self._stats_task is None:
             self._stats_task = asyncio.create_task(self._write_stats_forever())
 
     @property
@@ -282,6 +294,7 @@ class FakeEngine:
         self.stopped = True
         if self._stats_task is not None:
             self._stats_task.cancel()
+            self._stats_task = None
             self._write_stats()
 
     # -- remote control (reliability battery) ------------------------------------------

@@ -30,6 +30,7 @@ from adapters.base import (
     StepReporter,
     no_report,
     Tokens,
+    redact_secrets,
 )
 from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
 
@@ -55,6 +56,10 @@ class VLLMEngine:
         self._facts: ModelFacts | None = None
         # How a (query, document) pair becomes one prompt; set at start for pair models.
         self._use_sep_token = True
+        # The health probe's engine request (prompt, params), and when the engine last
+        # produced any output (a probe queued behind a long batch is not a hang).
+        self._probe: tuple[dict, Any] | None = None
+        self._last_output = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -89,6 +94,12 @@ class VLLMEngine:
             dimension = int((await self.embed(["warm-up"])).vectors.shape[1])
         self._facts = ModelFacts(dimension=dimension, max_model_len=max_len,
                                  scores_pairs=scores_pairs, **_build_facts())
+        if scores_pairs:
+            ids, type_ids = self._pair_prompt("a", "a")
+            self._probe = ({"prompt_token_ids": ids}, self._params("classify", True, type_ids))
+        else:
+            self._probe = ({"prompt_token_ids": self._tokenize_now(["a"])[0]},
+                           self._embed_params)
         log.info("engine %s ready: %s max_model_len=%d", self.spec.name,
                  "pair scoring" if scores_pairs else f"dimension={dimension}", max_len)
 
@@ -98,21 +109,35 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = engine_arguments(self.spec, on_cpu=current_platform.is_cpu())
-        log.info("starting vLLM engine for %s: %s", self.spec.name, args)
+        log.info("starting vLLM engine for %s: %s", self.spec.name, redact_secrets(args))
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
     async def shutdown(self) -> None:
-        llm, self._llm = self._llm, None
+        # vLLM sends the engine-core processes SIGTERM and SIGKILLs those still alive after
+        # 5 s, which ends a stopped (SIGSTOP) or stuck one too.
+        llm, self._llm, self._probe = self._llm, None, None
         if llm is not None:
-            await asyncio.to_thread(llm.shutdown)
+            await asyncio.to_thread(llm.shutdown, 5.0)
 
     async def check_health(self) -> None:
-        if self._llm is None:
+        llm, probe = self._llm, self._probe
+        if llm is None or probe is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         try:
-            await self._llm.check_health()
+            await llm.check_health()  # vLLM's flag: set when the engine core process died
         except Exception as exc:
             raise _translate(exc) from exc
+        # A stopped or stuck engine core still passes the flag: a one-token request must come
+        # back, or, under load, any other request's output must arrive meanwhile.
+        sent = time.monotonic()
+        answer = asyncio.ensure_future(self._pool(*probe, f"probe-{uuid.uuid4().hex}"))
+        try:
+            while not answer.done() and self._last_output <= sent:
+                await asyncio.wait({answer}, timeout=0.1)
+            if answer.done():
+                answer.result()
+        finally:
+            answer.cancel()
 
     @property
     def facts(self) -> ModelFacts:
@@ -335,6 +360,7 @@ class VLLMEngine:
         try:
             async for output in self._llm.encode(prompt, params, request_id=request_id):
                 final = output
+                self._last_output = time.monotonic()
         except asyncio.CancelledError:
             raise  # AsyncLLM.encode aborts the engine request itself on cancellation
         except Exception as exc:

@@ -114,8 +114,10 @@ def _outcome(request: GatewayRequest, served: ServedModel, work: asyncio.Future,
             raise from_engine_error(exc) from exc
     if served.down.is_set():
         counters.engine_down += 1
+        # Not `served.failure`: the reason is logged, and may name server paths.
         raise APIError(ErrorKind.UNAVAILABLE, f"model '{served.name}' went out of service while "
-                       f"serving this request: {served.failure}", headers={"Retry-After": "5"})
+                       "serving this request (its engine stopped or hung) and is being "
+                       "restarted; retry shortly", headers={"Retry-After": "10"})
     if request.state["drain"].expired.is_set():
         raise grace_expired()
     if gone.done() and not gone.cancelled():

@@ -85,6 +85,9 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
             HTTPException: _http_error,
         },
     )
+    # Starlette would answer `/v1/embeddings/` with a redirect to a URL built from the Host
+    # header (a client-controlled value reflected in `Location`); unknown paths are 404.
+    app.router.redirect_slashes = False
     # The same objects outside requests: the CLI's draining server, batch jobs, tests.
     app.state.gateway = state
     return app

@@ -12,6 +12,7 @@ request untouched.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
@@ -53,34 +54,61 @@ class CacheStats:
     deduplicated: int = 0
 
 
-class EmbeddingCache:
-    """At most `max_entries` vectors (with their token counts), least recently used first out."""
+# Default byte bound: inputs may be up to a model window long, so a count alone does not
+# bound memory (10,000 long inputs can be gigabytes of keys).
+DEFAULT_MAX_BYTES = 256 * 2 ** 20
 
-    def __init__(self, max_entries: int) -> None:
-        if max_entries < 1:
-            raise ValueError("an embedding cache holds at least one entry")
+
+def _size(key: Hashable, entry: _Entry) -> int:
+    """Approximate bytes an entry holds: its key's prompt (text, or token ids at 8 bytes plus
+    the tuple's slot each) and its vector."""
+    prompt = key[0] if isinstance(key, tuple) and key else key
+    held = sys.getsizeof(prompt)
+    if isinstance(prompt, tuple):
+        held += 32 * len(prompt)
+    return held + entry.vector.nbytes + 200  # the options, the entry and dict slots
+
+
+class EmbeddingCache:
+    """At most `max_entries` vectors (with their token counts) and about `max_bytes` bytes of
+    keys and vectors, least recently used first out. An entry bigger than `max_bytes` alone
+    is not kept."""
+
+    def __init__(self, max_entries: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("an embedding cache holds at least one entry and one byte")
         self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[_Entry, int]] = OrderedDict()
         self.stats = CacheStats()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: Hashable) -> _Entry | None:
-        entry = self._entries.get(key)
-        if entry is None:
+        found = self._entries.get(key)
+        if found is None:
             self.stats.misses += 1
             return None
         self._entries.move_to_end(key)
         self.stats.hits += 1
-        return entry
+        return found[0]
 
     def put(self, key: Hashable, entry: _Entry) -> None:
         # A copy, so that the cache does not keep a whole response matrix alive per row.
-        self._entries[key] = _Entry(entry.vector.copy(), entry.tokens, entry.truncated)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        kept = _Entry(entry.vector.copy(), entry.tokens, entry.truncated)
+        size = _size(key, kept)
+        if size > self.max_bytes:
+            return
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self.bytes -= previous[1]
+        self._entries[key] = (kept, size)
+        self.bytes += size
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.bytes -= evicted
             self.stats.evictions += 1
 
 

@@ -13,11 +13,13 @@ import uvicorn
 from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
 from gateway.cache import CachingEngine, EmbeddingCache
+from gateway.connections import ConnectionLimits, protocol_class
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
 from gateway.drain import DrainingServer
 from gateway.logs import configure as configure_logging
 from gateway.metrics import prepare_multiprocess
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.registry import ModelRegistry, RestartPolicy, ServedModel
+from gateway.security import exposure_warning
 
 log = logging.getLogger("gateway")
 
@@ -56,13 +58,15 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
 
 def build_registry(settings: Settings) -> ModelRegistry:
     def engine(spec: EngineSpec) -> Engine:
-        cache = (EmbeddingCache(settings.embedding_cache_size)
+        cache = (EmbeddingCache(settings.embedding_cache_size, settings.embedding_cache_bytes)
                  if settings.embedding_cache_size else None)
         return CachingEngine(make_engine(settings.engine, spec), cache)
 
     return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine), m.policy,
                                       default=m.default)
-                          for m in settings.models])
+                          for m in settings.models],
+                         RestartPolicy(attempts=settings.engine_restart_attempts,
+                                       backoff_s=settings.engine_restart_backoff_s))
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -73,6 +77,9 @@ def serve(settings: Settings) -> int:
     """Serve in this process, or in `settings.workers` worker processes on the one port."""
     _configure_logging(settings)
     log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
+    warning = exposure_warning(settings.host, settings.api_keys)
+    if warning:
+        log.warning(warning)
     if settings.engine == "vllm":
         from adapters.vllm_engine import configure_cpu_threads
 
@@ -98,15 +105,24 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
     def on_fatal() -> None:
         nonlocal failed
         failed = True
-        log.error("an engine failed to load; shutting down")
+        log.error("an engine could not be started; shutting down")
         server.should_exit = True
 
-    app = create_app(build_registry(settings), settings, on_fatal=on_fatal)
+    registry = build_registry(settings)
+    if sock is not None:
+        # A worker whose model is down for good exits; its supervisor starts a fresh one.
+        registry.on_give_up = on_fatal
+    app = create_app(registry, settings, on_fatal=on_fatal)
     server = DrainingServer(uvicorn.Config(
         # The gateway's own log line per request replaces uvicorn's access log; uvicorn's
         # other lines go through the gateway's handler (log_config=None).
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=1,
+        http=protocol_class(ConnectionLimits(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.max_connections)),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     ), app.state.gateway["drain"], settings.drain_grace_s)
     server.run(sockets=[sock] if sock is not None else None)
     return 1 if failed else 0

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from adapters.base import RERANK_KINDS, TRUNCATE_CHOICES, EngineSpec
+from adapters.base import RERANK_KINDS, TRUNCATE_CHOICES, EngineSpec, redact_secrets
 from gateway import hardware
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -73,6 +73,27 @@ def _log_format(value: Any) -> str:
     return text
 
 
+def _keys(value: Any) -> list[str]:
+    """API keys: comma-separated text or a list. A blank entry or no key at all is an error:
+    an empty value (`GATEWAY_API_KEYS=","`, `--api-key ""`, an unfilled template) would
+    otherwise switch authentication off without a word."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    keys = [_key(item) for item in items]
+    if not keys:
+        raise ValueError("is set but holds no key")
+    return keys
+
+
+def _key(item: Any) -> str:
+    text = "" if item is None else str(item).strip()
+    if not text:
+        raise ValueError("holds an empty or blank key (authentication would silently be off); "
+                         "give a real key or remove the setting")
+    return text
+
+
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         number = kind(value)
@@ -117,6 +138,8 @@ class Option:
     metavar: str | None = None
     cli: str | None = None  # the flag, when it is not the name with dashes
     repeat: bool = False  # the flag may be given several times (values are appended)
+    # An empty value from the environment is an error rather than "unset" (API keys).
+    blank_is_error: bool = False
 
     @property
     def flag(self) -> str:
@@ -156,17 +179,42 @@ OPTIONS: tuple[Option, ...] = (
            "distinct inputs per model in memory and answer repeats from there (default 0: "
            "off). Identical inputs within one request are always embedded once.",
            env="GATEWAY_EMBEDDING_CACHE_SIZE", metavar="N"),
+    Option("embedding_cache_bytes", "server", _positive(int), "Bound of each model's "
+           "embedding cache in bytes, inputs and vectors together (default 268435456 = 256 "
+           "MiB); the least recently used entries go first.",
+           env="GATEWAY_EMBEDDING_CACHE_BYTES", metavar="BYTES"),
     # -- security and limits (see README "Reliability and security") ---------------------
-    Option("api_keys", "server", _str_list, "API key clients must send as `Authorization: "
+    Option("api_keys", "server", _keys, "API key clients must send as `Authorization: "
            "Bearer <key>`; repeat the flag (or comma-separate the env value) for several keys. "
-           "Unset: no authentication.", env="GATEWAY_API_KEYS", cli="--api-key", repeat=True,
-           metavar="KEY"),
+           "Unset: no authentication. An empty or blank key is a startup error.",
+           env="GATEWAY_API_KEYS", cli="--api-key", repeat=True, metavar="KEY",
+           blank_is_error=True),
+    Option("api_key_file", "server", str, "File of API keys, one per line (blank lines and "
+           "lines starting with # are ignored), e.g. a mounted Kubernetes Secret; added to "
+           "--api-key. A file without a key is a startup error.", env="GATEWAY_API_KEY_FILE",
+           metavar="FILE", blank_is_error=True),
     Option("public_metrics", "server", _bool, "Serve /metrics without an API key (default "
            "false; /health and /ready are always public).", env="GATEWAY_PUBLIC_METRICS"),
     Option("cors_allow_origins", "server", _str_list, "Origins allowed to call from a browser, "
            "comma-separated (default none: CORS off).", env="GATEWAY_CORS_ALLOW_ORIGINS"),
     Option("max_body_bytes", "server", _positive(int), "Largest request body in bytes, checked "
            "before it is read (default 8388608 = 8 MiB).", env="GATEWAY_MAX_BODY_BYTES"),
+    Option("max_header_bytes", "server", _positive(int), "Largest request line plus headers "
+           "in bytes; past it the answer is 431 and the connection is closed (default 65536).",
+           env="GATEWAY_MAX_HEADER_BYTES"),
+    Option("header_timeout_s", "server", _positive(float), "Seconds a client has to send a "
+           "request's line and headers, from the connection (or from the request's first "
+           "byte on a kept-alive one); past it the connection is closed (default 30).",
+           env="GATEWAY_HEADER_TIMEOUT_S"),
+    Option("body_timeout_s", "server", _positive(float), "A request body that stalls (no byte) "
+           "this many seconds has its connection closed (default 30).",
+           env="GATEWAY_BODY_TIMEOUT_S"),
+    Option("keep_alive_timeout_s", "server", _positive(float), "Seconds an idle kept-alive "
+           "connection stays open between requests (default 5).",
+           env="GATEWAY_KEEP_ALIVE_TIMEOUT_S"),
+    Option("max_connections", "server", _positive(int), "Open connections per process; a "
+           "request on a connection past it gets 503 with Retry-After at once (default 1024; "
+           "keep it under the open-files limit, `ulimit -n`).", env="GATEWAY_MAX_CONNECTIONS"),
     Option("max_inputs", "server", _positive(int), "Most inputs per embeddings request "
            "(default 2048, OpenAI's).", env="GATEWAY_MAX_INPUTS"),
     Option("max_request_tokens", "server", _positive(int), "Most tokens per request, all "
@@ -182,9 +230,18 @@ OPTIONS: tuple[Option, ...] = (
            env="GATEWAY_REQUEST_TIMEOUT_S"),
     Option("health_check_interval_s", "server", _positive(float), "Seconds between engine "
            "health checks by the watchdog (default 2).", env="GATEWAY_HEALTH_CHECK_INTERVAL_S"),
-    Option("health_check_timeout_s", "server", _positive(float), "An engine whose health check "
-           "takes longer is declared hung: its requests fail with 503 (default 10).",
+    Option("health_check_timeout_s", "server", _positive(float), "An engine whose probe (a "
+           "one-token request through it) gets no answer, and no other work completes, in this "
+           "many seconds is declared hung: its requests fail with 503 and it is restarted "
+           "(default 10).",
            env="GATEWAY_HEALTH_CHECK_TIMEOUT_S"),
+    Option("engine_restart_attempts", "server", _positive(int), "A dead or hung engine is "
+           "restarted in-process; after this many starts in a row that do not hold (serve 60 "
+           "s), the model is down and /health answers 503 so that the orchestrator restarts "
+           "the process (default 5).", env="GATEWAY_ENGINE_RESTART_ATTEMPTS", metavar="N"),
+    Option("engine_restart_backoff_s", "server", _positive(float), "Seconds before the first "
+           "restart of a dead engine, doubled for each next try up to 60 (default 1).",
+           env="GATEWAY_ENGINE_RESTART_BACKOFF_S"),
     Option("drain_grace_s", "server", _positive(float), "On SIGTERM, seconds in-flight requests "
            "get to finish while new ones are refused with 503 (default 30).",
            env="GATEWAY_DRAIN_GRACE_S"),
@@ -317,11 +374,18 @@ class Settings:
     workers: int = 1
     cpu_threads: str = "all"
     embedding_cache_size: int = 0
+    embedding_cache_bytes: int = 256 * 2 ** 20
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
     api_keys: tuple[str, ...] = ()
+    api_key_file: str | None = None
     public_metrics: bool = False
     cors_allow_origins: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
+    max_connections: int = 1024
     max_inputs: int = 2048
     max_request_tokens: int = 300_000
     max_rerank_documents: int = 1000
@@ -329,6 +393,8 @@ class Settings:
     request_timeout_s: float = 60.0
     health_check_interval_s: float = 2.0
     health_check_timeout_s: float = 10.0
+    engine_restart_attempts: int = 5
+    engine_restart_backoff_s: float = 1.0
     drain_grace_s: float = 30.0
     # None (an app built without load_settings, as in tests): a temporary folder per app.
     batch_dir: str | None = None
@@ -339,13 +405,15 @@ class Settings:
     batch_max_inflight_inputs: int = 8
 
     def redacted(self) -> dict:
-        """The effective config for the startup log; API keys appear only as a count."""
+        """The effective config for the startup log; API keys appear only as a count, and
+        credentials among engine arguments (e.g. `hf_token`) as `<redacted>`."""
         server = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
         server["api_keys"] = f"<{len(self.api_keys)} keys>"
         return {
             **server,
             "models": [
-                {"name": m.name, "aliases": list(m.aliases), "engine": m.engine.__dict__,
+                {"name": m.name, "aliases": list(m.aliases),
+                 "engine": redact_secrets(m.engine.__dict__),
                  "policy": m.policy.__dict__}
                 for m in self.models
             ],
@@ -369,16 +437,21 @@ def load_settings(
     environ = os.environ if environ is None else environ
     given: dict[str, Any] = {}
     for option in OPTIONS:
-        raw = (cli or {}).get(option.name)
+        raw, source = (cli or {}).get(option.name), option.flag
         if raw is None and option.env:
-            raw = environ.get(option.env)
-        if raw is not None and raw != "":
-            given[option.name] = _parse(option, raw)
+            raw, source = environ.get(option.env), option.env
+        if raw is not None and (raw != "" or option.blank_is_error):
+            given[option.name] = _parse(option, raw, source)
 
-    file_data = _read_yaml(given.pop("config", None))
-    server = {k: _parse(_BY_NAME[k], v) for k, v in file_data.items()
+    config_path = given.pop("config", None)
+    file_data = _read_yaml(config_path)
+    server = {k: _parse(_BY_NAME[k], v, f"config file {config_path}: `{k}`")
+              for k, v in file_data.items()
               if k in _BY_NAME and _BY_NAME[k].scope == "server" and k != "config"}
     server.update({k: v for k, v in given.items() if _BY_NAME[k].scope == "server"})
+    if server.get("api_key_file") is not None:
+        server["api_keys"] = [*server.get("api_keys", ()),
+                              *read_key_file(str(server["api_key_file"]))]
     model_flags = {k: v for k, v in given.items() if _BY_NAME[k].scope == "model"}
 
     if "model" in model_flags:
@@ -430,11 +503,29 @@ def default_batch_dir(environ: Mapping[str, str]) -> str:
     return str(Path(base) / "embedding-gateway" / "batches")
 
 
-def _parse(option: Option, raw: Any) -> Any:
+def _parse(option: Option, raw: Any, source: str | None = None) -> Any:
+    """`raw` parsed by the option; a ConfigError names where the value came from."""
     try:
         return option.parse(raw)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{option.flag}: {exc}") from exc
+        raise ConfigError(f"{source or option.flag}: {exc}") from exc
+
+
+def read_key_file(path: str) -> list[str]:
+    """The keys of an API key file: one per line, blank lines and # comments ignored."""
+    source = _BY_NAME["api_key_file"].flag
+    if not path.strip():
+        raise ConfigError(f"{source}: the file name is empty")
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from exc
+    keys = [line.strip() for line in lines
+            if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise ConfigError(f"{source}: {path} holds no key (authentication would silently be "
+                          "off)")
+    return keys
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:

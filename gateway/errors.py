@@ -7,6 +7,8 @@ failure), is built here in the OpenAI envelope
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -23,6 +25,8 @@ from adapters.base import (
     InvalidInput,
 )
 from gateway.dialects import API, dialect_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,17 +105,32 @@ def invalid(message: str, param: str | None = None) -> APIError:
     return APIError(ErrorKind.INVALID_REQUEST, message, param=param)
 
 
+# An absolute file path of two or more components (`/models/BAAI/bge/tokenizer.json`), as an
+# engine or library message may carry; not a URL (`http://...`), not a lone `/`.
+_FILE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
+
+
+def hide_paths(message: str) -> str:
+    """`message` with server file paths replaced by `<path>`, for a client."""
+    return _FILE_PATH.sub("<path>", message)
+
+
 def from_engine_error(exc: EngineError) -> APIError:
-    """Translate the engine vocabulary to client-facing errors; the one place that does."""
+    """Translate the engine vocabulary to client-facing errors; the one place that does.
+    Server file paths in the engine's message (a model folder, a tokenizer file) stay in the
+    log and are hidden from the client."""
     param = "input" if exc.index is not None else None
+    message = hide_paths(exc.message)
+    if message != exc.message:
+        log.warning("engine error (paths hidden from the client): %s", exc.message)
     if isinstance(exc, InvalidInput):
-        return APIError(ErrorKind.INVALID_REQUEST, exc.message, param=param)
+        return APIError(ErrorKind.INVALID_REQUEST, message, param=param)
     if isinstance(exc, EngineOverloaded):
-        return APIError(ErrorKind.RATE_LIMITED, exc.message, headers={"Retry-After": "1"})
+        return APIError(ErrorKind.RATE_LIMITED, message, headers={"Retry-After": "1"})
     if isinstance(exc, EngineUnavailable):
-        return APIError(ErrorKind.UNAVAILABLE, exc.message, headers={"Retry-After": "5"})
+        return APIError(ErrorKind.UNAVAILABLE, message, headers={"Retry-After": "10"})
     if isinstance(exc, EngineFailure):
-        return APIError(ErrorKind.ENGINE_FAILURE, exc.message, param=param)
+        return APIError(ErrorKind.ENGINE_FAILURE, message, param=param)
     return APIError(ErrorKind.INTERNAL, "internal server error")
 
 

@@ -134,7 +134,12 @@ async def list_models(request: GatewayRequest) -> Response:
 
 
 async def health(request: GatewayRequest) -> Response:
-    """GET /health: the process is alive (engines may still be loading)."""
+    """GET /health (liveness): 200 while the process can serve or recover (engines may be
+    loading or restarting); 503 once a model is down for good, so that the orchestrator
+    restarts the process."""
+    down = registry_of(request).given_up()
+    if down:
+        return json_response({"status": "down", "models": down}, 503)
     return json_response({"status": "ok"})
 
 

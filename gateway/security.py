@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from typing import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -74,3 +75,17 @@ class AuthMiddleware:
         error = APIError(ErrorKind.UNAUTHORIZED, message,
                          headers={"WWW-Authenticate": "Bearer"})
         await error_response(error, scope, close=True)(scope, receive, send)
+
+
+def exposure_warning(host: str, keys: Iterable[str]) -> str | None:
+    """The startup warning for serving beyond this machine without any API key, or None."""
+    if any(keys):
+        return None
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (f"serving on {host} without API keys: every route is open to whoever can reach "
+            "this address; set --api-key-file (or --api-key), or listen on 127.0.0.1")

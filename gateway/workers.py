@@ -38,47 +38,82 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# A worker that served this long before it exited counts as having held: the next failure
+# starts the restart count over.
+_STABLE_S = 60.0
+_MAX_BACKOFF_S = 30.0
+
+
 def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -> int:
-    """Run `settings.workers` processes of `serve_one(settings, sock)`; 0 when they all stopped
-    cleanly, 1 when one failed (the others are then stopped too, as a failed engine does)."""
+    """Run `settings.workers` processes of `serve_one(settings, sock)` until SIGTERM or
+    SIGINT (then 0 once they all stopped). A worker that exits meanwhile (killed, crashed, or
+    a model down for good) is replaced while the others keep serving, after a backoff of
+    `engine_restart_backoff_s` doubled per quick failure; after `engine_restart_attempts`
+    replacements in a row that exit within a minute, the others are stopped and the
+    supervisor exits 1, for the orchestrator to restart."""
     context = multiprocessing.get_context("spawn")
-    # Not daemonic: each worker's vLLM engine starts processes of its own.
-    workers = [context.Process(target=_worker_main, args=(serve_one, settings, os.getpid()),
-                               name=f"gateway-worker-{i}", daemon=False)
-               for i in range(settings.workers)]
     stopping = False
+    workers: dict[int, Any] = {}  # slot -> Process
+
+    def spawn(slot: int) -> None:
+        # Not daemonic: each worker's vLLM engine starts processes of its own.
+        worker = context.Process(target=_worker_main, args=(serve_one, settings, os.getpid()),
+                                 name=f"gateway-worker-{slot}", daemon=False)
+        worker.start()
+        worker.started_at = time.monotonic()  # type: ignore[attr-defined]
+        workers[slot] = worker
 
     def stop(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
-        for worker in workers:
+        for worker in workers.values():
             if worker.is_alive():
-                worker.terminate()  # SIGTERM: uvicorn's graceful shutdown in the worker
+                worker.terminate()  # SIGTERM: the worker drains, then exits
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failures = {slot: 0 for slot in range(settings.workers)}
     try:
-        for worker in workers:
-            worker.start()
+        for slot in range(settings.workers):
+            spawn(slot)
         log.info("started %d gateway workers on %s:%d", len(workers), settings.host,
                  settings.port)
         failed = False
-        running = list(workers)
-        while running:
-            for sentinel in wait([w.sentinel for w in running]):
-                worker = next(w for w in running if w.sentinel == sentinel)
+        while workers:
+            for sentinel in wait([w.sentinel for w in workers.values()]):
+                slot = next(s for s, w in workers.items() if w.sentinel == sentinel)
+                worker = workers.pop(slot)
                 worker.join()
-                running.remove(worker)
                 if worker.pid is not None:
-                    worker_exited(worker.pid)
-                if worker.exitcode != 0 and not stopping:
-                    log.error("%s exited with %s; stopping the others", worker.name,
-                              worker.exitcode)
+                    worker_exited(worker.pid)  # its metrics gauges stop counting
+                if stopping:
+                    continue
+                if time.monotonic() - worker.started_at >= _STABLE_S:
+                    failures[slot] = 0
+                if failures[slot] >= settings.engine_restart_attempts:
+                    log.critical("%s exited with %s, %d times in a row; stopping the others",
+                                 worker.name, worker.exitcode, failures[slot])
                     failed = True
                     stop(signal.SIGTERM, None)
+                    continue
+                delay = min(settings.engine_restart_backoff_s * 2 ** failures[slot],
+                            _MAX_BACKOFF_S)
+                failures[slot] += 1
+                log.error("%s exited with %s; starting a new one in %g s", worker.name,
+                          worker.exitcode, delay)
+                _sleep_unless(lambda: stopping, delay)
+                if not stopping:
+                    spawn(slot)
         return 1 if failed else 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _sleep_unless(stopped: Callable[[], bool], seconds: float) -> None:
+    """Sleep `seconds`, or less if a signal handler sets the stop condition meanwhile."""
+    deadline = time.monotonic() + seconds
+    while not stopped() and time.monotonic() < deadline:
+        time.sleep(min(0.1, deadline - time.monotonic()))
 
 
 def _worker_main(serve_one: Callable[[Settings, Any], int], settings: Settings,

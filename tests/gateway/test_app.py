@@ -52,6 +52,20 @@ def test_failed_load_calls_on_fatal_and_keeps_others_serving() -> None:
         assert fatal_calls == [True]
         ready = client.get("/ready")
         assert ready.status_code == 503
-        assert ready.json()["models"] == {"good": "ready", "bad": "failed"}
+        assert ready.json()["models"] == {"good": "ready", "bad": "down"}
         assert client.post("/v1/embeddings", json={"model": "good", "input": "a"}).status_code == 200
         assert client.post("/v1/embeddings", json={"model": "bad", "input": "a"}).status_code == 503
+
+
+def test_a_trailing_slash_is_404_never_a_redirect_built_from_the_host_header() -> None:
+    app = create_app(ModelRegistry([ServedModel("fake", (), FakeEngine())]))
+    with TestClient(app, base_url="http://evil.example") as client:
+        for method, path in (("POST", "/v1/embeddings/"), ("GET", "/v1/models/"),
+                             ("GET", "/health/")):
+            response = client.request(method, path, json={"model": "fake", "input": "a"},
+                                      follow_redirects=False)
+            assert response.status_code == 404, path
+            assert "location" not in response.headers
+            assert "evil.example" not in response.text
+            # `/v1/models/` is `GET /v1/models/{id}` with an empty id: no such model.
+            assert response.json()["error"]["code"] in ("not_found", "model_not_found")

@@ -145,3 +145,28 @@ def test_the_wrapper_is_an_engine_with_every_method_of_its_own() -> None:
     for name in ("start", "embed", "score", "split", "check_health", "shutdown"):
         # defined on the wrapper itself, not the protocol's empty default or a __getattr__
         assert name in vars(CachingEngine), name
+
+
+def test_the_cache_is_bounded_by_bytes_as_well_as_entries() -> None:
+    fake = started(FakeEngine(dimension=8, max_model_len=200_000))
+    cache = EmbeddingCache(max_entries=1000, max_bytes=64 * 1024)
+    engine = CachingEngine(fake, cache)
+    long_texts = [f"{i} " + "word " * 2000 for i in range(20)]  # ~10 KB each
+    for text in long_texts:
+        asyncio.run(engine.embed([text]))
+    assert cache.bytes <= 64 * 1024
+    assert 3 <= len(cache) < 20 and cache.stats.evictions == 20 - len(cache)
+    # The most recent inputs are kept, the oldest went first.
+    asyncio.run(engine.embed([long_texts[-1]]))
+    assert cache.stats.hits == 1
+    huge = "x " * 100_000  # bigger than the whole budget: answered, never kept
+    asyncio.run(engine.embed([huge]))
+    assert cache.bytes <= 64 * 1024 and cache.get((huge, EmbedOptions())) is None
+
+
+def test_cache_bytes_option() -> None:
+    from gateway.config import load_settings
+
+    assert load_settings({}, {}).embedding_cache_bytes == 256 * 2 ** 20
+    assert load_settings({}, {"GATEWAY_EMBEDDING_CACHE_BYTES": "1000"}).embedding_cache_bytes \
+        == 1000

@@ -85,7 +85,7 @@ def test_every_option_has_a_flag_an_env_and_help() -> None:
 def test_api_keys_from_repeated_flag_or_comma_separated_env(tmp_path: Path) -> None:
     args = build_parser().parse_args(["serve", "--api-key", "k1", "--api-key", "k2"])
     assert load_settings(vars(args), {"GATEWAY_API_KEYS": "x"}).api_keys == ("k1", "k2")
-    assert load_settings({}, {"GATEWAY_API_KEYS": "a, b,,c"}).api_keys == ("a", "b", "c")
+    assert load_settings({}, {"GATEWAY_API_KEYS": "a, b,c"}).api_keys == ("a", "b", "c")
     config = tmp_path / "c.yaml"
     config.write_text("api_keys: [y1, y2]\nmax_inputs: 7\ncors_allow_origins: https://a\n")
     settings = load_settings({"config": str(config)}, {})
@@ -173,3 +173,60 @@ def test_a_model_may_be_marked_default_once(tmp_path) -> None:
                       "  - {name: b, path: /y, default: yes}\n")
     with pytest.raises(ConfigError, match="only one model"):
         load_settings({"config": str(config)}, environ={})
+
+
+@pytest.mark.parametrize("cli, env, source", [
+    (["--api-key", ""], {}, "--api-key"),
+    (["--api-key", "   "], {}, "--api-key"),
+    (["--api-key", "k1", "--api-key", ""], {}, "--api-key"),
+    ([], {"GATEWAY_API_KEYS": ","}, "GATEWAY_API_KEYS"),
+    ([], {"GATEWAY_API_KEYS": ""}, "GATEWAY_API_KEYS"),
+    ([], {"GATEWAY_API_KEYS": "a,,b"}, "GATEWAY_API_KEYS"),
+    ([], {"GATEWAY_API_KEY_FILE": ""}, "--api-key-file"),
+])
+def test_an_empty_or_blank_api_key_is_a_startup_error_naming_its_source(cli, env, source) -> None:
+    args = build_parser().parse_args(["serve", *cli])
+    with pytest.raises(ConfigError, match=f"^{source}: .*(empty|blank)"):
+        load_settings(vars(args), env)
+
+
+@pytest.mark.parametrize("yaml_value", ['""', "", "[]", '[""]', '[k1, " "]', '","'])
+def test_an_empty_api_key_in_the_yaml_file_is_a_startup_error(tmp_path: Path,
+                                                              yaml_value: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"api_keys: {yaml_value}\n")
+    with pytest.raises(ConfigError, match=r"config file .*c\.yaml: `api_keys`: .*(key)"):
+        load_settings({"config": str(config)}, {})
+
+
+def test_api_key_file_one_key_a_line_with_comments_added_to_the_flag(tmp_path: Path) -> None:
+    secret = tmp_path / "keys"
+    secret.write_text("# rotated 2024-05\nfile-key-1\n\n   \n  file-key-2  \n#old-key\n")
+    args = build_parser().parse_args(["serve", "--api-key", "flag-key"])
+    settings = load_settings(vars(args), {"GATEWAY_API_KEY_FILE": str(secret)})
+    assert settings.api_keys == ("flag-key", "file-key-1", "file-key-2")
+    assert load_settings({"api_key_file": str(secret)}, {}).api_keys == ("file-key-1",
+                                                                         "file-key-2")
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n", "# only a comment\n#\n"])
+def test_an_api_key_file_without_a_key_is_a_startup_error(tmp_path: Path, content) -> None:
+    secret = tmp_path / "keys"
+    secret.write_text(content)
+    with pytest.raises(ConfigError, match="^--api-key-file: .* holds no key"):
+        load_settings({"api_key_file": str(secret)}, {})
+    with pytest.raises(ConfigError, match="^--api-key-file: cannot read"):
+        load_settings({"api_key_file": str(tmp_path / "absent")}, {})
+
+
+def test_engine_kwargs_credentials_are_redacted_in_the_startup_config() -> None:
+    settings = load_settings({"engine_kwargs": '{"hf_token": "hf_abcdef123", '
+                              '"enforce_eager": true, "download_dir": "/data", '
+                              '"aws_secret_access_key": "s3cr3t"}'}, {})
+    text = str(settings.redacted())
+    assert "hf_abcdef123" not in text and "s3cr3t" not in text
+    engine = settings.redacted()["models"][0]["engine"]
+    assert engine["engine_kwargs"] == {"hf_token": "<redacted>", "enforce_eager": True,
+                                       "download_dir": "/data",
+                                       "aws_secret_access_key": "<redacted>"}
+    assert engine["max_num_batched_tokens"] == 16384  # "...tokens" is not a credential

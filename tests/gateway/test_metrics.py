@@ -166,7 +166,7 @@ def test_engine_state_follows_loading_and_failure() -> None:
     assert value(loading, "embedding_gateway_engine_state", model="fake", state="loading") == 1
     # Build info waits for the engines: only then do they know their version and device.
     assert not [key for key in loading if key[0] == "embedding_gateway_build_info"]
-    assert value(failed, "embedding_gateway_engine_state", model="fake", state="failed") == 1
+    assert value(failed, "embedding_gateway_engine_state", model="fake", state="restarting") == 1
     assert value(failed, "embedding_gateway_engine_state", model="fake", state="ready") == 0
     assert value(failed, "embedding_gateway_requests_total", route="/v1/embeddings",
                  model="fake", status="503") == 1

@@ -9,7 +9,7 @@ from gateway.config import Settings
 from gateway import batches
 from gateway.dialects import API, dialect_of
 from gateway.routes import ROUTES
-from gateway.security import KeyChecker
+from gateway.security import KeyChecker, exposure_warning
 from tests.conftest import serving
 
 KEYS = ("key-one", "key-two")
@@ -157,3 +157,15 @@ def test_docs_page_its_files_and_the_document_are_public(locked) -> None:
     # Only the page's own files: anything else under /docs is an ordinary, locked path.
     assert locked.get("/docs/swagger-initializer.js").status_code == 401
     assert locked.post("/docs", json=EMBED).status_code == 405
+
+
+@pytest.mark.parametrize("host, keys, warned", [
+    ("0.0.0.0", (), True), ("::", (), True), ("10.1.2.3", (), True),
+    ("127.0.0.1", (), False), ("::1", (), False), ("localhost", (), False),
+    ("0.0.0.0", ("k",), False),
+])
+def test_serving_beyond_loopback_without_keys_is_warned(host, keys, warned) -> None:
+    warning = exposure_warning(host, keys)
+    assert (warning is not None) == warned
+    if warned:
+        assert host in warning and "--api-key" in warning

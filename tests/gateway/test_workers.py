@@ -49,14 +49,14 @@ def test_cache_size_option() -> None:
         load_settings({"embedding_cache_size": "-1"}, environ={})
 
 
-def _start_two_workers(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+def _start_two_workers(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
     """A fake-engine gateway with two workers, started as a user starts it, once ready."""
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
             # An operator's metrics folder (emptied at start, kept): a supervisor killed with
             # SIGKILL cannot remove a temporary one.
             cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1",
@@ -66,11 +66,23 @@ def _start_two_workers(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url + "/ready", process, log, timeout_s=60, poll_s=0.2)
+        _wait_every_worker_ready(url)
     except BaseException:
         process.kill()
         process.wait()
         raise
     return process, url
+
+
+def _wait_every_worker_ready(url: str, timeout_s: float = 30.0) -> None:
+    """One worker answering /ready 200 says nothing of the other, which may still be starting
+    its engine: wait for 10 ready answers in a row on fresh connections (the kernel spreads
+    them over both workers)."""
+    deadline, streak = time.monotonic() + timeout_s, 0
+    while streak < 10:
+        assert time.monotonic() < deadline, "not every worker became ready"
+        with httpx.Client() as client:
+            streak = streak + 1 if client.get(url + "/ready").status_code == 200 else 0
 
 
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
@@ -89,6 +101,40 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _workers(process: subprocess.Popen) -> list[psutil.Process]:
+    return [p for p in psutil.Process(process.pid).children()
+            if "spawn_main" in " ".join(p.cmdline())]  # not the resource tracker
+
+
+def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Path) -> None:
+    process, url = _start_two_workers(tmp_path, "--engine-restart-backoff-s", "0.2")
+    try:
+        victim, survivor = _workers(process)
+        victim.kill()
+        victim.wait(10)
+        started = time.monotonic()
+        statuses = set()
+        while time.monotonic() - started < 60:
+            with httpx.Client() as client:  # fresh connections: the kernel picks a worker
+                statuses.add(client.post(url + "/v1/embeddings", json={
+                    "model": "all-MiniLM-L6-v2", "input": "hi"}).status_code)
+            workers = _workers(process)
+            if len(workers) == 2 and victim not in workers:
+                break
+            time.sleep(0.1)
+        assert len(_workers(process)) == 2 and survivor in _workers(process)
+        assert statuses == {200}  # no request was lost to the dead worker
+        wait_ready(url + "/ready", process, tmp_path / "server.log", timeout_s=60)
+        assert "gateway-worker-0 exited with -9" in (tmp_path / "server.log").read_text() \
+            or "gateway-worker-1 exited with -9" in (tmp_path / "server.log").read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -1,0 +1,128 @@
+"""Bounded connections, over real sockets against a gateway process (fake engine): header
+size, header and body deadlines, keep-alive timeout, and the connection cap."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reliability.server import Gateway, start_gateway
+
+LIMITS = ["--header-timeout-s", "1", "--body-timeout-s", "1", "--keep-alive-timeout-s", "1",
+          "--max-connections", "50"]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory):
+    server = start_gateway(tmp_path_factory.mktemp("connections"), fake_models={"fake": {}},
+                           args=LIMITS)
+    yield server
+    server.stop()
+
+
+def connect(gateway: Gateway) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+
+
+def closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:
+    """What the server sent before closing the connection, or None if it stayed open."""
+    sock.settimeout(within_s)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return received
+    except socket.timeout:
+        return None
+    return received
+
+
+def test_a_4_mib_header_is_refused_with_431_or_a_close(gateway) -> None:
+    sock = connect(gateway)
+    sent = 0
+
+    def flood() -> None:
+        nonlocal sent
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:
+            pass  # the server closed the connection: what this test wants
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    reply = closed_by_server(sock, within_s=5)
+    sender.join(5)
+    sock.close()
+    assert reply is not None, "the server kept reading the header"
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 431 ")
+    assert sent < 4 * 2 ** 20
+    assert httpx.get(gateway.base_url + "/health").status_code == 200
+
+
+def test_a_header_just_under_the_limit_is_served(gateway) -> None:
+    response = httpx.get(gateway.base_url + "/health", headers={"x-pad": "a" * 60_000})
+    assert response.status_code == 200
+
+
+def test_half_open_requests_are_closed_after_the_header_deadline(gateway) -> None:
+    socks = [connect(gateway) for _ in range(40)]
+    for sock in socks[:30]:
+        sock.sendall(b"POST /v1/embed")  # half a request line, then nothing
+    # The other 10 send nothing at all.
+    time.sleep(1.5)
+    left_open = [s for s in socks if closed_by_server(s, within_s=1) is None]
+    for sock in socks:
+        sock.close()
+    assert left_open == []
+
+
+def test_a_stalled_body_is_closed_after_the_body_deadline(gateway) -> None:
+    sock = connect(gateway)
+    sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: 100\r\n\r\n{\"model\": ")
+    started = time.monotonic()
+    reply = closed_by_server(sock, within_s=4)
+    sock.close()
+    assert reply is not None, "the stalled body kept the connection open"
+    assert 0.9 < time.monotonic() - started < 4
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(gateway) -> None:
+    sock = connect(gateway)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    assert closed_by_server(sock, within_s=4) == b""
+    assert time.monotonic() - started < 2.5
+    sock.close()
+
+
+def test_past_the_connection_cap_requests_get_503_at_once(tmp_path: Path) -> None:
+    server = start_gateway(tmp_path, fake_models={"fake": {}},
+                           args=["--max-connections", "5", "--header-timeout-s", "30"])
+    idle = [connect(server) for _ in range(5)]
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        refused = httpx.get(server.base_url + "/v1/models", timeout=5)
+        assert time.monotonic() - started < 2
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["connection"] == "close"
+        assert refused.json()["error"]["code"] == "too_many_connections"
+        for sock in idle:
+            sock.close()
+        time.sleep(0.3)
+        assert httpx.get(server.base_url + "/v1/models").status_code == 200
+    finally:
+        server.stop()
