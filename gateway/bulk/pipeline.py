@@ -14,6 +14,7 @@ which is what makes resuming a single number: the rows committed so far.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -127,7 +128,10 @@ async def _embed(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
                                  decoder)
         embedded = await job.served.engine.embed(call.prompts, call.options)
     except EngineError as exc:
-        raise BulkError(_where(batch, exc.index) + exc.message) from exc
+        # The engine speaks of its call's inputs and the API's fields; say it in rows and flags.
+        message = re.sub(r"^input \d+ ", "it ", exc.message).replace(
+            'send "truncate": "end"', "pass --truncate end")
+        raise BulkError(_where(batch, exc.index) + message) from exc
     except APIError as exc:
         raise BulkError(_where(batch, None) + exc.message) from exc
     vectors = truncate_dimensions(embedded.vectors, job.dimensions)

@@ -25,6 +25,7 @@ class Progress:
         self.mode, self.total, self.done, self.interval_s = mode, total, done, interval_s
         self.documents = self.tokens = 0
         self.started = time.monotonic()
+        self.finished: float | None = None
         self._last_log = self.started
         self._bar: Any = None
         if mode == "bar":
