@@ -13,7 +13,6 @@ when the holder dies, SIGKILL included.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -58,6 +57,12 @@ class Checkpoint:
             raise BulkError(f"another run is using {folder}; wait for it to end") from None
         checkpoint._lock = lock
         return checkpoint
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._lock is not None:
@@ -191,12 +196,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def opened(folder: Path) -> Iterator[Checkpoint]:
-    checkpoint = Checkpoint.open(folder)
-    try:
-        yield checkpoint
-    finally:
-        checkpoint.close()

@@ -233,3 +233,23 @@ def test_sigkill_midway_then_rerun_gives_the_whole_output_once(tmp_path: Path) -
     ids, vectors = read_output(output)
     assert ids == list(range(400))
     assert np.array_equal(vectors, expected(texts))
+
+
+def test_an_empty_input_gives_an_empty_output(tmp_path: Path) -> None:
+    source = tmp_path / "empty.txt"
+    source.write_text("")
+    assert embed(source, "-o", tmp_path / "v.npy", "--dimensions", "16") == 0
+    assert np.load(tmp_path / "v.npy").shape == (0, 16)
+    assert embed(source, "-o", tmp_path / "v.parquet") == 0
+    assert pq.read_table(tmp_path / "v.parquet").num_rows == 0
+
+
+def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
+    from gateway.bulk.command import model_files_digest
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * (5 << 20))
+    before = model_files_digest(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * ((5 << 20) - 1) + b"\1"  # same size, last byte)
+    assert model_files_digest(str(tmp_path)) != before
+    assert model_files_digest("org/hub-id") is None
