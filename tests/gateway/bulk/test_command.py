@@ -250,6 +250,7 @@ def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"\0" * (5 << 20))
     before = model_files_digest(str(tmp_path))
-    (tmp_path / "model.safetensors").write_bytes(b"\0" * ((5 << 20) - 1) + b"\1"  # same size, last byte)
+    # The same size, another last byte: only the tail hash can tell.
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * ((5 << 20) - 1) + b"\1")
     assert model_files_digest(str(tmp_path)) != before
     assert model_files_digest("org/hub-id") is None
