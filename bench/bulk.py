@@ -13,6 +13,11 @@ none shares the cores with another:
   `python -m gateway serve` (what a simple indexing script does), after one warm-up request.
 
 The CLI's vectors are compared with the HTTP API's. Prints a table; writes the JSON.
+
+`--sweep` instead starts one engine in this process (the gateway's adapter, as the CLI builds
+it) and times, on the same corpus, the adapter fed every text in one call, then the CLI's
+pipeline (`gateway.bulk.pipeline.run`, results discarded) at several batch sizes and numbers
+of batches in flight: what keeps the engine busy.
 """
 
 from __future__ import annotations
@@ -114,6 +119,47 @@ def http_sequential(texts: list[str], folder: Path, batch: int = 64) -> dict:
             "vectors": np.asarray(rows, dtype=np.float32)}
 
 
+SWEEP = ((2048, 4), (4096, 2), (4096, 4), (16384, 1), (16384, 2), (16384, 4), (16384, 8),
+         (65536, 2))
+
+
+def sweep(texts: list[str]) -> dict:
+    """Seconds for the adapter fed everything at once, then per (batch tokens, in flight)."""
+    import asyncio
+
+    from adapters.vllm_engine import configure_cpu_threads
+    from gateway.bulk.pipeline import Job, run
+    from gateway.cli import build_registry
+    from gateway.config import load_settings
+
+    async def measure() -> dict:
+        configure_cpu_threads("all")
+        registry = build_registry(load_settings({}, {}))
+        assert await registry.start_all(), registry.models[0].failure
+        served = registry.models[0]
+        try:
+            await served.engine.embed(texts[:256])  # warm-up
+            started = time.perf_counter()
+            await served.engine.embed(texts)
+            out = {"adapter, all at once": time.perf_counter() - started}
+            for tokens, inflight in SWEEP:
+                job = Job(served, served.name, batch_tokens=tokens, inflight=inflight)
+                started = time.perf_counter()
+                await run(job, enumerate(texts), 0, lambda result: None)
+                out[f"pipeline {tokens} tokens x {inflight} in flight"] = (
+                    time.perf_counter() - started)
+            return out
+        finally:
+            await registry.shutdown_all()
+
+    seconds = asyncio.run(measure())
+    top = len(texts) / seconds["adapter, all at once"]
+    print("\n| feeding | seconds | docs/s | vs all at once |\n|---|---:|---:|---:|")
+    for name, s in seconds.items():
+        print(f"| {name} | {s:.1f} | {len(texts) / s:.1f} | {len(texts) / s / top:.2f}x |")
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bulk", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,8 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-arg", action="append", default=[],
                         help="extra argument for `gateway embed` (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bulk.json")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time the pipeline's feeding settings in one engine instead")
     args = parser.parse_args(argv)
     texts = corpus(args.documents)
+    if args.sweep:
+        print(f"# bulk sweep: {len(texts):,} documents; load average {os.getloadavg()}")
+        sweep(texts)
+        print(f"load average at end {os.getloadavg()}")
+        return 0
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
