@@ -119,8 +119,8 @@ def http_sequential(texts: list[str], folder: Path, batch: int = 64) -> dict:
             "vectors": np.asarray(rows, dtype=np.float32)}
 
 
-SWEEP = ((2048, 4), (4096, 2), (4096, 4), (16384, 1), (16384, 2), (16384, 4), (16384, 8),
-         (65536, 2))
+SWEEP = ((1024, 4), (2048, 2), (2048, 4), (4096, 2), (4096, 4), (8192, 2), (16384, 2),
+         (16384, 4))
 
 
 def sweep(texts: list[str]) -> dict:

@@ -35,9 +35,10 @@ def test_sigkill_midway_and_rerun_give_every_vector_once_equal_to_the_reference(
                "--batch-tokens", "2048", "--progress-interval-s", "1"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     manifest = tmp_path / "vectors.parquet.partial" / "manifest.json"
-    log = (tmp_path / "first.log").open("w+")
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+    log_path = tmp_path / "first.log"
+    with log_path.open("w") as log:
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and first.poll() is None:
@@ -49,12 +50,14 @@ def test_sigkill_midway_and_rerun_give_every_vector_once_equal_to_the_reference(
         first.wait(30)
         # The engine's own processes notice their parent is gone and exit.
         _, alive = psutil.wait_procs(engine_processes, timeout=30)
+        for orphan in alive:
+            orphan.kill()
         assert alive == [], f"engine processes left after the CLI was killed: {alive}"
     finally:
         if first.poll() is None:  # the test failed before the kill: do not leave it running
             os.killpg(first.pid, signal.SIGKILL)
-    log.seek(0)
-    first_log = log.read()
+            first.wait(30)
+    first_log = log_path.read_text(errors="replace")
     saved = json.loads(manifest.read_text())["documents"]
     assert first.returncode == -signal.SIGKILL and 400 <= saved < DOCUMENTS, first_log[-3000:]
     assert not output.exists()
