@@ -5,6 +5,7 @@
     pipeline.py   token-budgeted batches, several in flight, committed in order
     progress.py   a tqdm bar on a terminal, periodic log lines otherwise
     outputs.py    chunks -> the final .npy, .parquet or .jsonl file
+    orphans.py    a watcher that ends the engine's processes if the command is SIGKILLed
     command.py    the subcommand's arguments and the run from argv to output
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any, Mapping
 
 from gateway.bulk import BulkError, outputs, sources
 from gateway.bulk.checkpoint import Checkpoint
+from gateway.bulk.orphans import OrphanGuard, child_pids
 from gateway.bulk.pipeline import Job, Result, run
 from gateway.bulk.progress import MODES, Progress
 from gateway.config import (
@@ -250,9 +252,11 @@ async def _embed(plan: Plan, args: argparse.Namespace, source: sources.Source,
 
         configure_cpu_threads(plan.settings.cpu_threads)
     registry = build_registry(plan.settings)
+    guard = OrphanGuard()
     try:
         if not await registry.start_all():
             raise BulkError(f"the model failed to load: {registry.models[0].failure}")
+        guard.guard(child_pids())
         served = registry.resolve(plan.name)
         dimension = served.engine.facts.dimension
         if args.dimensions is not None and args.dimensions > dimension:
@@ -271,10 +275,13 @@ async def _embed(plan: Plan, args: argparse.Namespace, source: sources.Source,
             checkpoint.commit(result.batch.ids, result.vectors, result.tokens)
             progress.update(len(result.batch.ids), result.tokens)
 
-        await run(job, source.records(checkpoint.documents), checkpoint.documents, commit)
+        # Closed at once, also when interrupted: the generator holds the input file open.
+        with contextlib.closing(source.records(checkpoint.documents)) as records:
+            await run(job, records, checkpoint.documents, commit)
         progress.finished = time.monotonic()
     finally:
         await registry.shutdown_all()
+        guard.release()
 
 
 def fingerprint_parts(plan: Plan, source: sources.Source, args: argparse.Namespace) -> dict:

@@ -15,7 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Generator, Iterator
 
 import orjson
 
@@ -55,7 +55,7 @@ class Source:
     documents: int
     sha256: str
 
-    def records(self, start: int = 0) -> Iterator[Record]:
+    def records(self, start: int = 0) -> Generator[Record, None, None]:
         """(id, text) of every document from row `start` on."""
         return {"text": self._text_rows, "jsonl": self._jsonl_rows, "csv": self._csv_rows,
                 "parquet": self._parquet_rows}[self.format](start)

@@ -48,12 +48,12 @@ def test_sigkill_midway_and_rerun_give_every_vector_once_equal_to_the_reference(
         engine_processes = psutil.Process(first.pid).children(recursive=True)
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-        # vLLM's EngineCore does not notice that its parent was SIGKILLed (measured: still
-        # running 30 s later; README "Bulk indexing" says so): end it here, so that it does
-        # not hold memory for the rerun.
-        _, alive = psutil.wait_procs(engine_processes, timeout=5)
+        # vLLM's EngineCore does not notice that its parent was SIGKILLed; the CLI's watcher
+        # (gateway/bulk/orphans.py) ends it.
+        _, alive = psutil.wait_procs(engine_processes, timeout=30)
         for orphan in alive:
             orphan.kill()
+        assert alive == [], f"engine processes left after the CLI was killed: {alive}"
     finally:
         if first.poll() is None:  # the test failed before the kill: do not leave it running
             os.killpg(first.pid, signal.SIGKILL)
