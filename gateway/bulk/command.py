@@ -180,7 +180,8 @@ def select_model(args: argparse.Namespace, environ: Mapping[str, str]
     """The settings with the one model to run, and the name it was asked by. `--model` is a
     name or alias from the configured models (a prompt alias applies its prompt), else a
     folder or hub id as for `serve`."""
-    cli = {k: v for k, v in vars(args).items() if k in _SETTINGS | {o.name for o in _model_options()}}
+    known = _SETTINGS | {o.name for o in _model_options()}
+    cli = {k: v for k, v in vars(args).items() if k in known}
     wanted = cli.pop("model", None)
     settings = load_settings(cli, environ)
     if wanted is None:
@@ -193,8 +194,8 @@ def select_model(args: argparse.Namespace, environ: Mapping[str, str]
         if found:
             model, name = found[0], wanted
         else:
-            if settings.models and cli.get("config") and not Path(wanted).exists() \
-                    and "/" not in wanted:
+            configured = cli.get("config") or environ.get("GATEWAY_CONFIG")
+            if configured and not Path(wanted).exists() and "/" not in wanted:
                 names = sorted(n for m in settings.models for n in m.all_names)
                 raise ConfigError(f"--model: {wanted!r} is none of the configured models "
                                   f"{names}, nor a folder")
