@@ -254,3 +254,25 @@ def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"\0" * ((5 << 20) - 1) + b"\1")
     assert model_files_digest(str(tmp_path)) != before
     assert model_files_digest("org/hub-id") is None
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path: Path) -> None:
+    texts = [f"document {i}" for i in range(300)]
+    source, output = write_input(tmp_path, "text", texts), tmp_path / "v.npy"
+    command = [sys.executable, "-m", "gateway", "embed", str(source), "-o", str(output),
+               "--engine", "fake", "--engine-kwargs", '{"latency_s": 0.02}',
+               "--batch-tokens", "40", "--progress", "none"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                               text=True)
+    manifest = tmp_path / "v.npy.partial" / "manifest.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+            manifest.exists() and json.loads(manifest.read_text())["documents"] >= 50):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == 130 and "run the same command again to resume" in err
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.load(output), expected(texts))
