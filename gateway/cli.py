@@ -12,6 +12,7 @@ import uvicorn
 
 from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
+from gateway.bulk import command as bulk_command
 from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.connections import ConnectionLimits, protocol_class
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "YAML file. With no configuration the built-in all-MiniLM-L6-v2 is served.",
     )
     add_arguments(serve)
+    embed = commands.add_parser(
+        "embed", help="embed a file of documents with the in-process engine (no server)")
+    bulk_command.add_arguments(embed)
     return parser
 
 
@@ -130,6 +134,8 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "embed":
+        return bulk_command.main(args)
     try:
         settings = load_settings(vars(args))
     except ConfigError as exc:

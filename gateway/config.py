@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Container, Mapping, Sequence
 
 import yaml
 
@@ -420,9 +420,13 @@ class Settings:
         }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add every option as a flag, with its help text and environment twin."""
+def add_arguments(parser: argparse.ArgumentParser,
+                  names: Container[str] | None = None) -> None:
+    """Add every option (or those in `names`) as a flag, with its help text and environment
+    twin."""
     for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
         env = f" [env {option.env}]" if option.env else ""
         parser.add_argument(
             option.flag, dest=option.name, default=None, metavar=option.metavar,

@@ -1,0 +1,198 @@
+"""The resumable run folder: ordered chunk files and a manifest, both made durable before they
+count, and the fingerprint that stops a rerun from mixing two different runs.
+
+Commit protocol for chunk k (rows `documents` .. `documents + n - 1`): write
+`chunk-<k>.arrow.tmp`, fsync, rename to `chunk-<k>.arrow`, fsync the folder; then the same for
+`manifest.json` with `chunks = k + 1`. The manifest is the truth: a chunk file past its
+`chunks` (a crash between the two renames) is ignored and overwritten. Chunks are committed in
+row order, so a run resumes at row `documents` with no gap and no duplicate.
+
+A lock file (`fcntl.flock`) keeps a second process off a folder in use; the kernel releases it
+when the holder dies, SIGKILL included.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from gateway.bulk import BulkError
+
+MANIFEST = "manifest.json"
+_VERSION = 1
+
+
+def fingerprint(parts: Mapping[str, Any]) -> str:
+    """A stable hash of the run's identity (input, model, options)."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Checkpoint:
+    """One run folder, locked by this process from `open` until `close`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.documents = 0  # rows committed
+        self.chunks = 0
+        self.tokens = 0
+        self.dimension: int | None = None
+        self._parts: dict[str, Any] = {}
+        self._lock: Any = None
+
+    @classmethod
+    def open(cls, folder: Path) -> "Checkpoint":
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = cls(folder)
+        lock = (folder / "lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise BulkError(f"another run is using {folder}; wait for it to end") from None
+        checkpoint._lock = lock
+        return checkpoint
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def begin(self, parts: Mapping[str, Any], *, restart: bool) -> None:
+        """Resume the run recorded here if it has the same fingerprint, start one if there is
+        none; refuse a different one unless `restart` (which discards it)."""
+        saved = self._read_manifest()
+        if saved is not None and saved.get("fingerprint") != fingerprint(parts):
+            if not restart:
+                raise BulkError(_mismatch(self.folder, saved.get("parts", {}), parts))
+            saved = None
+        self._parts = json.loads(json.dumps(parts, default=str))
+        if saved is None:
+            for old in self.folder.glob("chunk-*"):
+                old.unlink()
+            self.documents = self.chunks = self.tokens = 0
+            self.dimension = None
+            self._write_manifest()
+            return
+        self.documents, self.chunks = saved["documents"], saved["chunks"]
+        self.tokens, self.dimension = saved["tokens"], saved["dimension"]
+
+    def commit(self, ids: list, vectors: Any, tokens: int) -> None:
+        """Make the next rows durable (vectors: float32, one row per id)."""
+        import pyarrow as pa
+
+        table = _table(ids, vectors)
+        path = self._chunk_path(self.chunks)
+        temporary = path.with_suffix(".tmp")
+        with pa.OSFile(str(temporary), "wb") as sink:
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+        _fsync_file(temporary)
+        os.replace(temporary, path)
+        _fsync_dir(self.folder)
+        self.chunks += 1
+        self.documents += len(ids)
+        self.tokens += tokens
+        self.dimension = int(vectors.shape[1])
+        self._write_manifest()
+
+    def tables(self) -> Iterator[Any]:
+        """The committed chunks in row order, as Arrow tables (columns id, vector)."""
+        import pyarrow as pa
+
+        for k in range(self.chunks):
+            with pa.memory_map(str(self._chunk_path(k))) as source:
+                yield pa.ipc.open_file(source).read_all()
+
+    def remove(self) -> None:
+        """Delete the folder (the output is complete)."""
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _chunk_path(self, k: int) -> Path:
+        return self.folder / f"chunk-{k:09d}.arrow"
+
+    def _read_manifest(self) -> dict | None:
+        path = self.folder / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:  # cannot happen with atomic renames, unless edited by hand
+            raise BulkError(f"{path} is damaged ({exc}); delete {self.folder} or pass "
+                            "--restart") from exc
+        if data.get("version") != _VERSION:
+            raise BulkError(f"{self.folder} was written by another version of this command; "
+                            "delete it or pass --restart")
+        return data
+
+    def _write_manifest(self) -> None:
+        data = {"version": _VERSION, "fingerprint": fingerprint(self._parts),
+                "parts": self._parts, "documents": self.documents, "chunks": self.chunks,
+                "tokens": self.tokens, "dimension": self.dimension}
+        path = self.folder / MANIFEST
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=1))
+        _fsync_file(temporary)
+        os.replace(temporary, path)
+        _fsync_dir(self.folder)
+
+
+def _table(ids: list, vectors: Any) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+    id_type = pa.string() if ids and isinstance(ids[0], str) else pa.int64()
+    return pa.table({"id": pa.array(ids, type=id_type), "vector": column})
+
+
+def _mismatch(folder: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    before, after = _flat(saved), _flat(now)
+    changed = [f"{key} was {_brief(before.get(key))}, now {_brief(after.get(key))}"
+               for key in sorted(set(before) | set(after))
+               if _brief(before.get(key)) != _brief(after.get(key))]
+    return (f"{folder} holds an unfinished run of a different job, which cannot be mixed with "
+            f"this one ({'; '.join(changed)}). Rerun with the original input, model and "
+            "options to finish it, or pass --restart to discard it and start over.")
+
+
+def _flat(parts: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"input": {"sha256": x}} -> {"input.sha256": x}, so that a refusal names the field."""
+    flat: dict[str, Any] = {}
+    for key, value in parts.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb+") as file:
+        os.fsync(file.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,148 @@
+"""Feed the engine: token-budgeted batches, several in flight, results committed in row order.
+
+The engine (vLLM's AsyncLLM) batches the prompts of every call in flight into its own steps of
+`max_num_batched_tokens`; what it must never do is wait. So the next batches are tokenized and
+queued while the current ones run: `inflight` calls at once, each about `batch_tokens` tokens.
+Batches are cut by an estimate of their tokens (characters per token, learnt from the token
+counts the engine reports), because the exact count is known only once the engine has
+tokenized them.
+
+Results are committed strictly in row order (a finished batch waits for the ones before it),
+which is what makes resuming a single number: the rows committed so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from adapters.base import EngineError
+from gateway.bulk import BulkError
+from gateway.bulk.sources import Record
+from gateway.encoding import truncate_dimensions
+from gateway.errors import APIError
+from gateway.inputs import engine_call
+from gateway.registry import ServedModel
+from gateway.schemas import Truncation
+from gateway.token_ids import Cl100kDecoder
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to embed each text with: the same meaning as the embeddings API's fields."""
+
+    served: ServedModel
+    name: str  # the model name as given: a virtual name applies its prompt
+    input_type: str | None = None
+    length: Truncation = Truncation()
+    dimensions: int | None = None
+    batch_tokens: int = 16384
+    max_batch_documents: int = 1024
+    inflight: int = 4
+
+
+@dataclass(frozen=True)
+class Batch:
+    start: int  # row number of the first document
+    ids: list
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class Result:
+    batch: Batch
+    vectors: np.ndarray
+    tokens: int
+
+
+class TokenEstimate:
+    """Tokens of a text from its length, at the characters per token seen so far."""
+
+    def __init__(self, chars_per_token: float = 4.0) -> None:
+        self.chars, self.tokens = chars_per_token * 100, 100.0
+
+    def __call__(self, text: str) -> float:
+        return len(text) * self.tokens / self.chars + 2  # + the special tokens
+
+    def learn(self, texts: Iterable[str], tokens: int) -> None:
+        self.chars += sum(map(len, texts))
+        self.tokens += tokens
+
+
+def batches(records: Iterable[Record], start: int, *, budget: int, max_documents: int,
+            estimate: Callable[[str], float]) -> Iterator[Batch]:
+    """Consecutive batches of about `budget` estimated tokens (at least one document each)."""
+    ids: list = []
+    texts: list[str] = []
+    used = 0.0
+    for doc_id, text in records:
+        cost = estimate(text)
+        if texts and (used + cost > budget or len(texts) >= max_documents):
+            yield Batch(start, ids, texts)
+            start, ids, texts, used = start + len(texts), [], [], 0.0
+        ids.append(doc_id)
+        texts.append(text)
+        used += cost
+    if texts:
+        yield Batch(start, ids, texts)
+
+
+async def run(job: Job, records: Iterable[Record], start: int,
+              commit: Callable[[Result], Any]) -> None:
+    """Embed every record and hand each batch's result to `commit` (in a thread, since it
+    writes and fsyncs files), in row order. On any error, or when cancelled, the batches in
+    flight are cancelled (which aborts their engine work) and nothing after the last commit
+    is kept."""
+    estimate = TokenEstimate()
+    decoder = Cl100kDecoder()  # never used: bulk inputs are texts; engine_call wants one
+    pending: deque[asyncio.Task[Result]] = deque()
+
+    async def commit_first() -> None:
+        result = await pending[0]
+        pending.popleft()
+        estimate.learn(result.batch.texts, result.tokens)
+        await asyncio.to_thread(commit, result)
+
+    try:
+        for batch in batches(records, start, budget=job.batch_tokens,
+                             max_documents=job.max_batch_documents, estimate=estimate):
+            while len(pending) >= job.inflight:
+                await commit_first()
+            pending.append(asyncio.create_task(_embed(job, batch, decoder)))
+        while pending:
+            await commit_first()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _embed(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
+    try:
+        call = await engine_call(job.served, job.name, batch.texts, job.input_type, job.length,
+                                 decoder)
+        embedded = await job.served.engine.embed(call.prompts, call.options)
+    except EngineError as exc:
+        # The engine speaks of its call's inputs and the API's fields; say it in rows and flags.
+        message = re.sub(r"^input \d+ ", "it ", exc.message).replace(
+            'send "truncate": "end"', "pass --truncate end")
+        raise BulkError(_where(batch, exc.index) + message) from exc
+    except APIError as exc:
+        raise BulkError(_where(batch, None) + exc.message) from exc
+    vectors = truncate_dimensions(embedded.vectors, job.dimensions)
+    # As the API refuses to answer one (gateway.encoding.refuse_non_finite), never store one.
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if bad.size:
+        raise BulkError(_where(batch, int(bad[0])) + "the engine produced a non-finite vector")
+    return Result(batch, np.asarray(vectors, dtype=np.float32), embedded.total_tokens)
+
+
+def _where(batch: Batch, index: int | None) -> str:
+    if index is None or not 0 <= index < len(batch.ids):
+        return f"documents {batch.start}-{batch.start + len(batch.ids) - 1}: "
+    return f"document {batch.start + index} (id {batch.ids[index]!r}): "

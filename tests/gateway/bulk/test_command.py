@@ -1,0 +1,278 @@
+"""`embedding-gateway embed` over the fake engine: every input and output format, the API's
+options, the refusals, resuming after an interruption (in process, and after a real SIGKILL)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from adapters.fake import FakeEngine, fake_vector
+from gateway.cli import main
+from gateway.encoding import truncate_dimensions
+
+REPO = Path(__file__).resolve().parents[3]
+TEXTS = ["the first document", "", "a third, with punctuation!", "ünïcödé and 日本語",
+         "the fifth one"] + [f"document number {i} of the set" for i in range(5, 40)]
+DIM = 384  # the fake engine's dimension as `--engine fake` builds it
+
+
+def embed(*args: str | Path) -> int:
+    return main(["embed", *map(str, args), "--engine", "fake", "--log-level", "warning"])
+
+
+def expected(texts: list[str] = TEXTS) -> np.ndarray:
+    return np.stack([fake_vector(t, DIM) for t in texts])
+
+
+def write_input(folder: Path, fmt: str, texts: list[str] = TEXTS) -> Path:
+    """The texts in `fmt`, with ids "id-<row>" in the column `key` and the text in `body`."""
+    rows = [{"key": f"id-{i}", "body": t} for i, t in enumerate(texts)]
+    if fmt == "text":
+        path = folder / "docs.txt"
+        path.write_text("".join(t + "\n" for t in texts))
+    elif fmt == "jsonl":
+        path = folder / "docs.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    elif fmt == "csv":
+        import csv
+
+        path = folder / "docs.csv"
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, ["key", "body"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path = folder / "docs.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def read_output(path: Path) -> tuple[list, np.ndarray]:
+    if path.suffix == ".npy":
+        vectors = np.load(path)
+        return list(range(len(vectors))), vectors
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        return table.column("id").to_pylist(), np.array(table.column("vector").to_pylist(),
+                                                         dtype=np.float32)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r["id"] for r in rows], np.array([r["embedding"] for r in rows], dtype=np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("out", ["parquet", "jsonl"])
+def test_every_input_format_to_every_output_with_ids(tmp_path: Path, fmt: str, out: str) -> None:
+    source = write_input(tmp_path, fmt)
+    output = tmp_path / f"vectors.{out}"
+    assert embed(source, "-o", output, "--text-field", "body", "--id-field", "key") == 0
+    ids, vectors = read_output(output)
+    assert ids == [f"id-{i}" for i in range(len(TEXTS))]
+    assert np.array_equal(vectors, expected())
+    assert not (tmp_path / f"vectors.{out}.partial").exists()
+
+
+@pytest.mark.parametrize("out", ["npy", "parquet", "jsonl"])
+def test_a_text_file_to_every_output_with_row_numbers(tmp_path: Path, out: str) -> None:
+    output = tmp_path / f"vectors.{out}"
+    assert embed(write_input(tmp_path, "text"), "-o", output, "--batch-tokens", "12") == 0
+    ids, vectors = read_output(output)
+    assert ids == list(range(len(TEXTS)))
+    assert vectors.dtype == np.float32 and np.array_equal(vectors, expected())
+
+
+def test_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"one\ntwo three\n")))
+    assert embed("-", "-o", tmp_path / "v.npy") == 0
+    assert np.array_equal(np.load(tmp_path / "v.npy"), expected(["one", "two three"]))
+
+
+def test_input_type_prompt_dimensions_and_truncation_as_the_api(tmp_path: Path) -> None:
+    source = write_input(tmp_path, "text", ["alpha beta gamma delta"])
+    assert embed(source, "-o", tmp_path / "v.npy", "--prompts", '{"query": "query: "}',
+                 "--input-type", "query", "--dimensions", "64") == 0
+    assert np.allclose(np.load(tmp_path / "v.npy"),
+                       truncate_dimensions(expected(["query: alpha beta gamma delta"]), 64))
+    # Three tokens kept: [CLS] alpha [SEP], as the fake engine truncates the end.
+    assert embed(source, "-o", tmp_path / "t.npy", "--truncate-prompt-tokens", "3") == 0
+    assert np.array_equal(np.load(tmp_path / "t.npy"), expected(["[CLS] alpha [SEP]"]))
+
+
+def test_a_virtual_model_name_from_the_config_applies_its_prompt(tmp_path: Path) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text(json.dumps({"models": [
+        {"name": "m", "path": "m", "prompts": {"q": "Q: "}, "prompt_aliases": {"m-query": "q"}},
+        {"name": "other", "path": "other"}]}))
+    source = write_input(tmp_path, "text", ["hello"])
+    assert embed(source, "-o", tmp_path / "v.npy", "--config", config, "--model", "m-query") == 0
+    assert np.array_equal(np.load(tmp_path / "v.npy"), expected(["Q: hello"]))
+    assert embed(source, "-o", tmp_path / "w.npy", "--config", config) == 2  # which one?
+    assert embed(source, "-o", tmp_path / "w.npy", "--config", config, "--model", "nope") == 2
+
+
+def test_an_over_long_document_stops_the_run_naming_it(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    source = write_input(tmp_path, "text", ["short", "a b c d e f g h"])
+    assert embed(source, "-o", tmp_path / "v.npy", "--engine-kwargs",
+                 '{"max_model_len": 6}') == 1
+    assert "document 1 (id 1): it has 10 tokens" in capsys.readouterr().err
+
+
+def test_an_existing_output_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    source, output = write_input(tmp_path, "text"), tmp_path / "v.npy"
+    output.write_bytes(b"precious")
+    assert embed(source, "-o", output) == 2
+    assert output.read_bytes() == b"precious"
+    assert embed(source, "-o", output, "--overwrite") == 0
+    assert np.array_equal(np.load(output), expected())
+
+
+class Interrupt(FakeEngine):
+    """Ctrl-C arrives during the `at`-th engine call (counting from 1)."""
+
+    at = 3
+
+    async def embed(self, prompts, options=None):  # type: ignore[no-untyped-def]
+        if self.call_count + 1 >= self.at:
+            raise KeyboardInterrupt
+        return await super().embed(prompts, options) if options else await super().embed(prompts)
+
+
+def interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
+    with monkeypatch.context() as patch:
+        patch.setattr("adapters.fake.FakeEngine", Interrupt)
+        return embed(*args)
+
+
+def test_an_interrupted_run_resumes_without_gaps_or_duplicates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    source, output = write_input(tmp_path, "jsonl"), tmp_path / "v.parquet"
+    args = (source, "-o", output, "--text-field", "body", "--id-field", "key",
+            "--batch-tokens", "12", "--batches-in-flight", "1")
+    assert interrupted_run(tmp_path, monkeypatch, *args) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "v.parquet.partial" / "manifest.json").read_text())
+    assert 0 < manifest["documents"] < len(TEXTS) and not output.exists()
+    assert embed(*args) == 0
+    assert f"embedded {len(TEXTS) - manifest['documents']} documents" in capsys.readouterr().err
+    ids, vectors = read_output(output)
+    assert ids == [f"id-{i}" for i in range(len(TEXTS))]
+    assert np.array_equal(vectors, expected())
+
+
+@pytest.mark.parametrize("change, named", [
+    (("--dimensions", "32"), "options.dimensions was null, now 32"),
+    (("--engine-kwargs", '{"dimension": 16}'), "model.engine_kwargs.dimension"),
+    (("--input-type", "query", "--prompts", '{"query": "q: "}'), "options.prompt"),
+    ((), "input.sha256"),  # the input file itself is changed below
+])
+def test_a_changed_job_is_refused_not_mixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture, change: tuple,
+                                            named: str) -> None:
+    source, output = write_input(tmp_path, "text"), tmp_path / "v.npy"
+    args = (source, "-o", output, "--batch-tokens", "12", "--batches-in-flight", "1")
+    assert interrupted_run(tmp_path, monkeypatch, *args) == 130
+    if not change:
+        source.write_text(source.read_text() + "one more\n")
+    capsys.readouterr()
+    assert embed(*args, *change) == 1
+    err = capsys.readouterr().err
+    assert "holds an unfinished run of a different job" in err and named in err
+    assert "--restart" in err and not output.exists()
+    assert embed(*args, *change, "--restart") == 0
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    from gateway.bulk.checkpoint import Checkpoint
+
+    source, output = write_input(tmp_path, "text"), tmp_path / "v.npy"
+    holder = Checkpoint.open(tmp_path / "v.npy.partial")
+    try:
+        assert embed(source, "-o", output) == 1
+        assert "another run is using" in capsys.readouterr().err
+    finally:
+        holder.close()
+
+
+def test_sigkill_midway_then_rerun_gives_the_whole_output_once(tmp_path: Path) -> None:
+    """A real SIGKILL of the CLI process (fake engine, 20 ms per engine call)."""
+    texts = [f"document {i} " + "word " * (i % 7) for i in range(400)]
+    source, output = write_input(tmp_path, "text", texts), tmp_path / "v.jsonl"
+    command = [sys.executable, "-m", "gateway", "embed", str(source), "-o", str(output),
+               "--engine", "fake", "--engine-kwargs", '{"latency_s": 0.02}',
+               "--batch-tokens", "40", "--progress", "log", "--progress-interval-s", "0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                               text=True)
+    manifest = tmp_path / "v.jsonl.partial" / "manifest.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if manifest.exists() and json.loads(manifest.read_text())["documents"] >= 100:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    _, err = process.communicate(timeout=10)
+    saved = json.loads(manifest.read_text())["documents"]
+    assert process.returncode == -signal.SIGKILL and 100 <= saved < 400 and not output.exists()
+    assert "documents (" in err and "docs/s" in err  # progress lines went to the log
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"embedded {400 - saved} documents" in done.stderr
+    ids, vectors = read_output(output)
+    assert ids == list(range(400))
+    assert np.array_equal(vectors, expected(texts))
+
+
+def test_an_empty_input_gives_an_empty_output(tmp_path: Path) -> None:
+    source = tmp_path / "empty.txt"
+    source.write_text("")
+    assert embed(source, "-o", tmp_path / "v.npy", "--dimensions", "16") == 0
+    assert np.load(tmp_path / "v.npy").shape == (0, 16)
+    assert embed(source, "-o", tmp_path / "v.parquet") == 0
+    assert pq.read_table(tmp_path / "v.parquet").num_rows == 0
+
+
+def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
+    from gateway.bulk.command import model_files_digest
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * (5 << 20))
+    before = model_files_digest(str(tmp_path))
+    # The same size, another last byte: only the tail hash can tell.
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * ((5 << 20) - 1) + b"\1")
+    assert model_files_digest(str(tmp_path)) != before
+    assert model_files_digest("org/hub-id") is None
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path: Path) -> None:
+    texts = [f"document {i}" for i in range(300)]
+    source, output = write_input(tmp_path, "text", texts), tmp_path / "v.npy"
+    command = [sys.executable, "-m", "gateway", "embed", str(source), "-o", str(output),
+               "--engine", "fake", "--engine-kwargs", '{"latency_s": 0.02}',
+               "--batch-tokens", "40", "--progress", "none"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                               text=True)
+    manifest = tmp_path / "v.npy.partial" / "manifest.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+            manifest.exists() and json.loads(manifest.read_text())["documents"] >= 50):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == 130 and "run the same command again to resume" in err
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.load(output), expected(texts))
