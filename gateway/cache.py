@@ -26,6 +26,7 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
+    SplitLimits,
 )
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,10 @@ class CachingEngine(Engine):
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
                     max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
-        return await self.engine.split(texts, query=query, max_tokens=max_tokens, wrap=wrap)
+                    wrap: Callable[[str], str] | None = None,
+                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
+        return await self.engine.split(texts, query=query, max_tokens=max_tokens, wrap=wrap,
+                                       limits=limits)
 
     async def check_health(self) -> None:
         await self.engine.check_health()

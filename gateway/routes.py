@@ -18,6 +18,7 @@ from gateway.encoding import (
     check_dimensions,
     encode_vectors,
     refuse_non_finite,
+    refuse_non_finite_scores,
     truncate_dimensions,
 )
 from gateway.inputs import engine_call
@@ -27,9 +28,12 @@ from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry, ServedModel
 from gateway.rerank import (
     RERANK_PATHS,
+    check_costs,
     parse_rerank_request,
-    rank,
     rerank_response,
+    score_chunks,
+    split_documents,
+    split_limits,
 )
 from gateway.state import GatewayRequest
 from gateway.schemas import (
@@ -72,7 +76,7 @@ async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs:
     settings = request.state["settings"]
     note(request, model=served.name, inputs=len(inputs))
     call = await engine_call(served, name, inputs, input_type, truncation,
-                             decoder_of(request))
+                             decoder_of(request), settings)
     options = replace(call.options, max_total_tokens=settings.max_request_tokens)
     batch = await run_guarded(request, served, len(inputs),
                               lambda: served.engine.embed(call.prompts, options))
@@ -111,10 +115,18 @@ async def cohere_embed(request: GatewayRequest) -> Response:
 
 async def rerank(request: GatewayRequest) -> Response:
     """POST /v1/rerank, /v2/rerank, /rerank: Cohere v1/v2 and Jina rerank, one handler."""
-    req = parse_rerank_request(await read_json(request), request.state["settings"])
+    settings = request.state["settings"]
+    req = parse_rerank_request(await read_json(request), settings)
     served = registry_of(request).resolve(req.model)
+    check_costs(req, settings, served.engine.facts.max_model_len, served.name)
     note(request, model=served.name, inputs=len(req.texts))
-    ranking = await run_guarded(request, served, len(req.texts), lambda: rank(served, req))
+    # Admitted twice: by documents to cut them, then by chunks, the engine work, to score.
+    pieces = await run_guarded(request, served, len(req.texts), lambda: split_documents(
+        served, req, split_limits(req, settings)))
+    chunks = sum(map(len, pieces))
+    ranking = await run_guarded(request, served, chunks,
+                                lambda: score_chunks(served, req, pieces))
+    refuse_non_finite_scores(ranking.scores)
     return json_response(rerank_response(req, ranking, dialect_of(request.scope).version))
 
 
