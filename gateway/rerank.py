@@ -226,7 +226,8 @@ def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str]
 def _best_chunks(documents: int, owners: np.ndarray, chunk_scores: np.ndarray,
                  tokens: int) -> Ranking:
     scores = np.full(documents, -np.inf)
-    np.maximum.at(scores, owners, chunk_scores)
+    with np.errstate(invalid="ignore"):  # a NaN score stays NaN, refused by the route
+        np.maximum.at(scores, owners, chunk_scores)
     return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(owners))
 
 
