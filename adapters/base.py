@@ -7,6 +7,7 @@ sees a vLLM (or other) exception type.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence, Union, runtime_checkable
@@ -113,6 +114,35 @@ class EmbedOptions:
 
 
 @dataclass(frozen=True)
+class SplitLimits:
+    """Bounds on `Engine.split`, applied once each text's tokens are counted and before any
+    chunk is built (the costly part): every text is cut into ceil(tokens / budget) chunks at
+    least, of which only the first `max_chunks_per_text` are kept."""
+
+    max_chunks_per_text: int | None = None
+    # All texts together; more is `InvalidInput`.
+    max_chunks: int | None = None
+    # The kept chunks' tokens plus each one's prompt overhead (query, special tokens).
+    max_total_tokens: int | None = None
+
+    def check(self, token_counts: Sequence[int], budget: int, overhead: int) -> None:
+        chunks = tokens = 0
+        for n in token_counts:
+            kept = max(1, math.ceil(n / budget))
+            if self.max_chunks_per_text is not None:
+                kept = min(kept, self.max_chunks_per_text)
+            chunks += kept
+            tokens += min(n, kept * budget) + kept * overhead
+        if self.max_chunks is not None and chunks > self.max_chunks:
+            raise InvalidInput(f"the documents make at least {chunks} chunks of at most "
+                               f"{budget} tokens, but a request may have at most "
+                               f"{self.max_chunks} chunks")
+        if self.max_total_tokens is not None and tokens > self.max_total_tokens:
+            raise InvalidInput(f"the query and documents make at least {tokens} tokens in "
+                               f"all, but a request may have at most {self.max_total_tokens}")
+
+
+@dataclass(frozen=True)
 class EmbeddingBatch:
     """Vectors (n x dimension, float32, row i for prompt i), each prompt's token count as
     embedded, the indices of the prompts that were truncated to fit, and the seconds spent
@@ -211,11 +241,13 @@ class Engine(Protocol):
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
                     max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+                    wrap: Callable[[str], str] | None = None,
+                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
         """Cut each text at token boundaries into consecutive pieces that fit the model's
         window, alone (query None: as `embed` gets `wrap(piece)`, e.g. with a document prompt)
         or paired with `query` (as `score` sends it), each at most `max_tokens` tokens of its
-        own when given. A text that fits is one piece."""
+        own when given. A text that fits is one piece. `limits` refuse (`InvalidInput`) or
+        cut short a split before its chunks are built."""
 
     async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
                        ) -> list[Tokens]:

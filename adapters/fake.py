@@ -42,8 +42,17 @@ from adapters.base import (
     StepReporter,
     no_report,
     Tokens,
+    SplitLimits,
 )
-from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
+from adapters.token_limits import (
+    Encoded,
+    SpecialTokens,
+    check_total_tokens,
+    check_vocabulary,
+    cut_lengths,
+    fit,
+    truncation_window,
+)
 
 # The two special tokens the fake tokenizer puts around a text, like BERT's [CLS] and [SEP].
 _CLS, _SEP = "[CLS]", "[SEP]"
@@ -140,7 +149,8 @@ class FakeEngine:
         self._begin(prompts)
         self.options.append(options)
         tokenizing = time.perf_counter()
-        tokens = [fake_tokens(p) if isinstance(p, str)
+        limit = options.max_tokens or self._facts.max_model_len
+        tokens = [self._tokens(p, options.truncate, limit) if isinstance(p, str)
                   else [str(t) for t in check_vocabulary(p, self.vocab_size, index=i)]
                   for i, p in enumerate(prompts)]
         specials = [SpecialTokens(1, 1) if isinstance(p, str) else SpecialTokens()
@@ -163,6 +173,17 @@ class FakeEngine:
         self.completed += 1
         return EmbeddingBatch(vectors=vectors, token_counts=[len(t) for t in tokens],
                               truncated=truncated, tokenization_s=tokenization_s)
+
+    @staticmethod
+    def _tokens(text: str, truncate: str, limit: int) -> list[str]:
+        """The text's tokens; under truncation a long text's from a prefix (suffix) only, as
+        the vLLM adapter does (`truncation_window`)."""
+        if truncate != "none":
+            for cut in cut_lengths(len(text), limit):
+                tokens = truncation_window(text, cut, truncate, limit, fake_encode)
+                if tokens is not None:
+                    return tokens
+        return fake_tokens(text)
 
     async def score(self, query: str, documents: Sequence[str], *,
                     activation: bool | None = None) -> ScoreBatch:
@@ -190,7 +211,8 @@ class FakeEngine:
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
                     max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+                    wrap: Callable[[str], str] | None = None,
+                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
         if query is not None:
             overhead = fake_token_count(query) + 1
         else:
@@ -199,22 +221,23 @@ class FakeEngine:
         if budget < 1:
             raise InvalidInput("the query leaves no room for a document", index=0)
         budget = min(budget, max_tokens or budget)
+        words = [text.split() for text in texts]
+        limits.check([len(w) for w in words], budget, overhead)
         pieces = []
-        for text in texts:
-            words = text.split()
-            if len(words) <= budget:
+        for text, each in zip(texts, words):
+            if len(each) <= budget:
                 pieces.append([text])
-            else:
-                pieces.append([" ".join(words[i:i + budget])
-                               for i in range(0, len(words), budget)])
+                continue
+            starts = range(0, len(each), budget)[:limits.max_chunks_per_text]
+            pieces.append([" ".join(each[i:i + budget]) for i in starts])
         return pieces
 
     async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
                        ) -> list[Tokens]:
         self._begin(texts)
-        return [self._tokens(text, add_special_tokens) for text in texts]
+        return [self._token_view(text, add_special_tokens) for text in texts]
 
-    def _tokens(self, text: str, add_special_tokens: bool) -> Tokens:
+    def _token_view(self, text: str, add_special_tokens: bool) -> Tokens:
         words = [(m.group(), (m.start(), m.end())) for m in re.finditer(r"\S+", text)]
         ids = [self._word_id(w) for w, _ in words]
         strings = [w for w, _ in words]
@@ -341,6 +364,13 @@ class FakeEngine:
 def fake_tokens(text: str) -> list[str]:
     """Whitespace words between the two special tokens a BERT tokenizer adds."""
     return [_CLS, *text.split(), _SEP]
+
+
+def fake_encode(text: str) -> Encoded:
+    """`fake_tokens` with character offsets and the special-token mask."""
+    words = [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
+    return ([_CLS, *(w for w, _ in words), _SEP], [(0, 0), *(s for _, s in words), (0, 0)],
+            [1, *(0 for _ in words), 1])
 
 
 def fake_token_count(text: str) -> int:

@@ -5,7 +5,7 @@ added)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from adapters.base import EmbedOptions, InvalidInput
 
@@ -86,3 +86,54 @@ def _cut(ids: list[int], limit: int, side: str, special: SpecialTokens) -> list[
     room = max(limit - len(head) - len(tail), 0)
     content = content[:room] if side == "end" else content[len(content) - room:]
     return head + content + tail
+
+
+# -- long texts under truncation: tokenize a prefix (or suffix), not the whole text ---------
+
+# Tokens whose characters lie within this distance of a cut are not trusted: a word or
+# pre-tokenizer piece cut in two tokenizes differently from the whole. Pre-tokenizers split
+# on whitespace and punctuation and WordPiece gives up on words past 100 characters, so no
+# token's identity depends on characters this far away.
+CUT_MARGIN_CHARS = 256
+# Texts up to this many characters per token of the limit are always tokenized whole.
+FIRST_CUT_CHARS_PER_TOKEN = 8
+
+# (ids, character offsets, special-token mask) of one text, special tokens included.
+Encoded = tuple[Sequence[Any], Sequence[tuple[int, int]], Sequence[int]]
+
+
+def cut_lengths(length: int, limit: int) -> Iterator[int]:
+    """The prefix (or suffix) lengths to try for a text of `length` characters truncated to
+    `limit` tokens: doubling from a few characters per token, then the whole text. Empty
+    when the text is short enough to tokenize whole at once."""
+    size = FIRST_CUT_CHARS_PER_TOKEN * (limit + 1) + 2 * CUT_MARGIN_CHARS
+    while size < length:
+        yield size
+        size *= 2
+
+
+def truncation_window(text: str, cut: int, side: str, limit: int,
+                      encode: Callable[[str], Encoded]) -> list[Any] | None:
+    """Token ids of `text` that truncate to exactly what the whole text's ids truncate to
+    (`_cut` keeps `limit` tokens), from the first (`end`) or last (`start`) `cut` characters
+    only; None when that part does not hold enough trustworthy tokens (try a longer cut).
+
+    Cut-tokenize-check: the part's tokens that end at least CUT_MARGIN_CHARS before the cut
+    are the whole text's first tokens (same characters, same pre-token pieces); when there
+    are more than `limit` of them, the special tokens around `limit + 1` of them make a
+    sequence that is over the limit and truncates as the whole text would."""
+    part = text[:cut] if side == "end" else text[len(text) - cut:]
+    ids, offsets, special = encode(part)
+    content = [i for i, is_special in enumerate(special) if not is_special]
+    if not content:
+        return None
+    head, tail = list(ids[:content[0]]), list(ids[content[-1] + 1:])
+    if side == "end":
+        trusted = [ids[i] for i in content if offsets[i][1] <= cut - CUT_MARGIN_CHARS]
+        kept = trusted[:limit + 1]
+    else:
+        trusted = [ids[i] for i in content if offsets[i][0] >= CUT_MARGIN_CHARS]
+        kept = trusted[len(trusted) - limit - 1:]
+    if len(trusted) <= limit:
+        return None
+    return head + kept + tail

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -31,13 +32,26 @@ from adapters.base import (
     no_report,
     Tokens,
     redact_secrets,
+    SplitLimits,
 )
-from adapters.token_limits import SpecialTokens, check_total_tokens, check_vocabulary, fit
+from adapters.token_limits import (
+    Encoded,
+    SpecialTokens,
+    check_total_tokens,
+    check_vocabulary,
+    cut_lengths,
+    fit,
+    truncation_window,
+)
 
 log = logging.getLogger(__name__)
 
-# Below this many texts (or thousands of characters) tokenizing stays on the event loop.
-_TOKENIZE_INLINE_MAX = 8
+# Tokenizer work on at most this many characters stays on the event loop (a thread hop costs
+# more); larger work runs in a thread, a group of texts of about _GROUP_CHARS characters at a
+# time, checking between groups whether the request was abandoned (timeout, disconnect).
+# Decided by characters, never by the number of texts: one text can be megabytes.
+_INLINE_CHARS = 4096
+_GROUP_CHARS = 65536
 # vLLM on CPU reads gpu_memory_utilization as a share of host memory for its cache.
 _CPU_MEMORY_SHARE = 0.2
 
@@ -157,7 +171,7 @@ class VLLMEngine:
             raise InvalidInput(f"model '{self.spec.name}' is a reranker; it scores "
                                "(query, document) pairs and has no embeddings")
         tokenizing = time.perf_counter()
-        token_ids, specials = await self._token_ids(prompts)
+        token_ids, specials = await self._token_ids(prompts, options)
         token_ids, truncated = fit(token_ids, options, max_model_len=self.facts.max_model_len,
                                    model=self.spec.name, specials=specials)
         check_total_tokens([len(ids) for ids in token_ids], options)
@@ -175,12 +189,14 @@ class VLLMEngine:
                               truncated=truncated, tokenization_s=tokenization_s)
 
     async def _token_ids(
-        self, prompts: Sequence[Prompt]
+        self, prompts: Sequence[Prompt], options: EmbedOptions
     ) -> tuple[list[list[int]], list[SpecialTokens]]:
-        """Texts tokenized (with special tokens) and client ids checked against the vocabulary."""
+        """Texts tokenized (with special tokens) and client ids checked against the vocabulary.
+        Under truncation a long text is tokenized only as far as its kept tokens need."""
         texts = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
-        tokenized = await self._off_loop(len(texts), self._tokenize_now,
-                                         [text for _, text in texts]) if texts else []
+        limit = options.max_tokens or self.facts.max_model_len
+        tokenized = await _off_loop(sum(len(t) for _, t in texts), self._tokenize_texts,
+                                    [text for _, text in texts], options.truncate, limit)
         token_ids: list[list[int]] = [[] for _ in prompts]
         specials = [SpecialTokens() for _ in prompts]
         for (i, _), ids in zip(texts, tokenized):
@@ -200,8 +216,9 @@ class VLLMEngine:
                                "pair scores")
         use_activation = self.spec.rerank_activation if activation is None else activation
         tokenizing = time.perf_counter()
-        pairs = await self._off_loop(
-            len(documents), lambda: [self._pair_prompt(query, d) for d in documents])
+        size = sum(len(d) for d in documents) + len(query) * len(documents)
+        pairs = await _off_loop(size, lambda cancel: [
+            _unless(cancel, self._pair_prompt, query, d) for d in documents])
         tokenization_s = time.perf_counter() - tokenizing
         self._check_lengths([len(ids) for ids, _ in pairs])
         request_id = uuid.uuid4().hex
@@ -218,19 +235,19 @@ class VLLMEngine:
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
                     max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+                    wrap: Callable[[str], str] | None = None,
+                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
         if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
-        total = sum(len(t) for t in texts)
-        return await self._off_loop(total // 1000, self._split_now, texts, query, max_tokens,
-                                    wrap)
+        total = sum(len(t) for t in texts) + len(query or "")
+        return await _off_loop(total, self._split_now, texts, query, max_tokens, wrap, limits)
 
     async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
                        ) -> list[Tokens]:
         if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
-        return await self._off_loop(sum(len(t) for t in texts) // 1000, self._tokens_now,
-                                    texts, add_special_tokens)
+        return await _off_loop(sum(len(t) for t in texts),
+                               lambda cancel: self._tokens_now(texts, add_special_tokens))
 
     def _tokens_now(self, texts: Sequence[str], add_special_tokens: bool) -> list[Tokens]:
         tok = self._tokenizer
@@ -253,16 +270,53 @@ class VLLMEngine:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         vocab = len(self._tokenizer)
         rows = [check_vocabulary(row, vocab, index=i) for i, row in enumerate(ids)]
-        return await self._off_loop(
-            sum(map(len, rows)) // 1000,
-            lambda: [self._tokenizer.decode(row, skip_special_tokens=skip_special_tokens)
-                     for row in rows])
+        return await _off_loop(
+            sum(map(len, rows)),
+            lambda cancel: [_unless(cancel, self._tokenizer.decode, row,
+                                    skip_special_tokens=skip_special_tokens) for row in rows])
 
-    async def _off_loop(self, size: int, fn: Any, *args: Any) -> Any:
-        # Below a few texts the thread hop costs more than tokenizing on the event loop.
-        if size <= _TOKENIZE_INLINE_MAX:
-            return _tokenizer_call(fn, *args)
-        return await asyncio.to_thread(_tokenizer_call, fn, *args)
+    def _tokenize_texts(self, texts: Sequence[str], truncate: str, limit: int,
+                        cancel: threading.Event) -> list[list[int]]:
+        """Each text's ids: short texts in batch calls of about _GROUP_CHARS characters, a
+        long text under truncation from a prefix (suffix) only (`truncation_window`)."""
+        out: list[list[int]] = [[] for _ in texts]
+        group: list[int] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal group, size
+            if group:
+                _check(cancel)
+                for k, ids in zip(group, self._tokenize_now([texts[k] for k in group])):
+                    out[k] = ids
+            group, size = [], 0
+
+        for k, text in enumerate(texts):
+            if truncate != "none" and len(text) > _INLINE_CHARS:
+                out[k] = self._truncation_ids(text, truncate, limit, cancel)
+                continue
+            group.append(k)
+            size += len(text)
+            if size >= _GROUP_CHARS:
+                flush()
+        flush()
+        return out
+
+    def _truncation_ids(self, text: str, side: str, limit: int,
+                        cancel: threading.Event) -> list[int]:
+        for cut in cut_lengths(len(text), limit):
+            _check(cancel)
+            ids = truncation_window(text, cut, side, limit, self._encode_one)
+            if ids is not None:
+                return ids
+        _check(cancel)
+        return self._tokenize_now([text])[0]
+
+    def _encode_one(self, text: str) -> Encoded:
+        encoded = self._tokenizer(text, add_special_tokens=True, return_offsets_mapping=True,
+                                  return_special_tokens_mask=True)
+        return (encoded["input_ids"], encoded["offset_mapping"],
+                encoded["special_tokens_mask"])
 
     def _tokenize_now(self, texts: Sequence[str]) -> list[list[int]]:
         # One batch call of the fast tokenizer, handing token ids to the engine: vLLM would
@@ -287,7 +341,9 @@ class VLLMEngine:
         return tok(query + document, add_special_tokens=True)["input_ids"], None
 
     def _split_now(self, texts: Sequence[str], query: str | None, max_tokens: int | None,
-                   wrap: Callable[[str], str] | None = None) -> list[list[str]]:
+                   wrap: Callable[[str], str] | None = None,
+                   limits: SplitLimits = SplitLimits(),
+                   cancel: threading.Event | None = None) -> list[list[str]]:
         tok, limit = self._tokenizer, self.facts.max_model_len
         if query is None:
             def prompt_length(piece: str) -> int:
@@ -309,15 +365,21 @@ class VLLMEngine:
         def fits(piece: str, size: int) -> bool:
             return size <= budget and prompt_length(piece) <= limit
 
-        return [self._split_one(text, budget, fits) for text in texts]
+        # Every document's tokens first (one tokenizer call each), so that the chunk and token
+        # limits refuse a request before the costly part: building and re-checking each chunk.
+        offsets = [_unless(cancel, self._tokenizer, text, add_special_tokens=False,
+                           return_offsets_mapping=True)["offset_mapping"] for text in texts]
+        limits.check([len(o) for o in offsets], budget, overhead)
+        return [self._split_one(text, o, budget, fits, limits.max_chunks_per_text, cancel)
+                for text, o in zip(texts, offsets)]
 
-    def _split_one(self, text: str, budget: int, fits: Any) -> list[str]:
-        offsets = self._tokenizer(text, add_special_tokens=False,
-                                  return_offsets_mapping=True)["offset_mapping"]
+    def _split_one(self, text: str, offsets: list, budget: int, fits: Any,
+                   max_pieces: int | None, cancel: threading.Event | None) -> list[str]:
         if fits(text, len(offsets)):
             return [text]
         pieces, start, n = [], 0, len(offsets)
-        while start < n:
+        while start < n and (max_pieces is None or len(pieces) < max_pieces):
+            _check(cancel)
             end = min(start + budget, n)
             while True:
                 # Cut where the next piece's first token begins, so no character is lost;
@@ -398,10 +460,38 @@ def check_model_source(model: str) -> None:
                                 "HF_HUB_OFFLINE)") from exc
 
 
+class _Abandoned(Exception):
+    """Raised in a worker thread whose request was abandoned; nobody reads it."""
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise _Abandoned()
+
+
+def _unless(cancel: threading.Event | None, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    _check(cancel)
+    return fn(*args, **kwargs)
+
+
+async def _off_loop(size: int, fn: Any, *args: Any) -> Any:
+    """`fn(*args, cancel)`: on the event loop for at most _INLINE_CHARS characters of work,
+    else in a thread; if the awaiting request is cancelled, `cancel` is set, and `fn`, which
+    checks it between bounded steps, stops at the next one instead of burning CPU."""
+    cancel = threading.Event()
+    if size <= _INLINE_CHARS:
+        return _tokenizer_call(fn, *args, cancel)
+    try:
+        return await asyncio.to_thread(_tokenizer_call, fn, *args, cancel)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+
+
 def _tokenizer_call(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
-    except (InvalidInput, KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+    except (InvalidInput, _Abandoned, KeyboardInterrupt, SystemExit, asyncio.CancelledError):
         raise
     except BaseException as exc:
         # A tokenizer or template failure must not become an opaque 500. A Rust panic in

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     cosine = np.sum(cli_vectors * http_vectors, axis=1) / (
         np.linalg.norm(cli_vectors, axis=1) * np.linalg.norm(http_vectors, axis=1))
     top = results["engine ceiling"]["docs_per_s"]
-    print(f"\n| method | seconds | docs/s | vs engine ceiling |\n|---|---:|---:|---:|")
+    print("\n| method | seconds | docs/s | vs engine ceiling |\n|---|---:|---:|---:|")
     for name, row in results.items():
         row["vs_ceiling"] = row["docs_per_s"] / top
         print(f"| {name} | {row['seconds']:.1f} | {row['docs_per_s']:.1f} | "

@@ -3,6 +3,7 @@
 options      README.md                       from gateway.config.OPTIONS
 bench        README.md, docs/benchmarks.md   from bench/results/latest.json
 reliability  README.md                       from reliability/results/latest.json
+costs        README.md                       from reliability/results/costs.json
 
 Nothing is measured: the benchmark and the battery write their sections themselves when they
 run; here their saved results are only rendered again. --check writes nothing and exits 1
@@ -23,11 +24,12 @@ def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
     # import them back.
     from bench import report
     from docgen import options
-    from reliability import battery
+    from reliability import battery, costs
 
     return [(options.SECTION, options.TARGETS, options.render),
             (report.SECTION, report.TARGETS, report.render_saved),
-            (battery.SECTION, battery.TARGETS, battery.render_saved)]
+            (battery.SECTION, battery.TARGETS, battery.render_saved),
+            (costs.SECTION, costs.TARGETS, costs.render_saved)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from adapters.base import (
     StepReporter,
     no_report,
     Tokens,
+    SplitLimits,
 )
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,10 @@ class CachingEngine(Engine):
 
     async def split(self, texts: Sequence[str], *, query: str | None = None,
                     max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None) -> list[list[str]]:
-        return await self.engine.split(texts, query=query, max_tokens=max_tokens, wrap=wrap)
+                    wrap: Callable[[str], str] | None = None,
+                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
+        return await self.engine.split(texts, query=query, max_tokens=max_tokens, wrap=wrap,
+                                       limits=limits)
 
     async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
                        ) -> list[Tokens]:

@@ -220,8 +220,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_request_tokens", "server", _positive(int), "Most tokens per request, all "
            "inputs together, counted by the model's tokenizer (default 300000, OpenAI's).",
            env="GATEWAY_MAX_REQUEST_TOKENS"),
+    Option("max_input_chars", "server", _positive(int), "Most characters per input that is "
+           "not truncated (a text, or the text token ids decode to, measured before decoding), "
+           "checked before tokenizing (default: 16 per token of the model's window, e.g. 8192 "
+           "for a 512-token model; a truncated input may be longer: only a prefix or suffix of "
+           "it is tokenized).", env="GATEWAY_MAX_INPUT_CHARS"),
+    Option("max_request_chars", "server", _positive(int), "Most characters per request, all "
+           "inputs (or rerank query and documents) together, truncated inputs counted up to "
+           "--max-input-chars and token ids as the text they decode to, checked before "
+           "tokenizing or decoding (default: 16 per token of --max-request-tokens, 4800000).",
+           env="GATEWAY_MAX_REQUEST_CHARS"),
     Option("max_rerank_documents", "server", _positive(int), "Most documents per rerank "
            "request (default 1000).", env="GATEWAY_MAX_RERANK_DOCUMENTS"),
+    Option("max_rerank_chunks", "server", _positive(int), "Most chunks per rerank request, "
+           "all documents together, counted before any chunk is scored (default 10000, "
+           "Cohere's). --max-request-tokens applies to rerank too.",
+           env="GATEWAY_MAX_RERANK_CHUNKS"),
     Option("max_inflight_inputs", "server", _positive(int), "Inputs in flight per model, all "
            "requests together; past it requests get 429 with Retry-After at once (default 4096).",
            env="GATEWAY_MAX_INFLIGHT_INPUTS"),
@@ -389,6 +403,10 @@ class Settings:
     max_inputs: int = 2048
     max_request_tokens: int = 300_000
     max_rerank_documents: int = 1000
+    max_rerank_chunks: int = 10_000
+    # None: derived (gateway/costs.py).
+    max_input_chars: int | None = None
+    max_request_chars: int | None = None
     max_inflight_inputs: int = 4096
     request_timeout_s: float = 60.0
     health_check_interval_s: float = 2.0

@@ -46,6 +46,17 @@ def refuse_non_finite(vectors: np.ndarray) -> None:
         )
 
 
+def refuse_non_finite_scores(scores: np.ndarray) -> None:
+    """A NaN or infinite relevance score is an engine fault, as a vector is."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise APIError(
+            ErrorKind.ENGINE_FAILURE,
+            f"the engine produced a non-finite score for document {int(bad[0])}",
+            param="documents",
+        )
+
+
 def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list:
     """Rows ready for orjson: float32 rows (orjson writes numpy natively) or base64 strings."""
     refuse_non_finite(vectors)

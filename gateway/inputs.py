@@ -4,9 +4,10 @@ chosen by `input_type` or a virtual model name applied, and the truncation polic
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, cast
+from typing import Any, Sequence, cast
 
 from adapters.base import EmbedOptions, Prompt
+from gateway import costs
 from gateway.config import InputPolicy
 from gateway.errors import invalid
 from gateway.registry import ServedModel
@@ -38,16 +39,19 @@ async def engine_call(
     served: ServedModel, name: str, inputs: Inputs, input_type: str | None,
     truncation: Truncation,
     decoder: Cl100kDecoder,
+    settings: Any,
 ) -> EngineCall:
     """`name` is the model name the client used: a virtual name applies its prompt, unless an
-    explicit `input_type` chooses another."""
+    explicit `input_type` chooses another. What the inputs may cost is checked first
+    (`gateway.costs`), before anything is decoded or tokenized."""
     policy = served.policy
+    truncate = truncation.truncate or policy.truncate
+    await _check_costs(served, inputs, truncate != "none", decoder, settings)
     template = prompt_template(policy, name=served.prompt_of(name), input_type=input_type)
     prompts = await _decode(policy, inputs, decoder, templated=template is not None)
     if template is not None:  # `_decode` refused ids it could not template
         prompts = [apply_template(template, p) if isinstance(p, str) else p for p in prompts]
-    options = EmbedOptions(truncate=truncation.truncate or policy.truncate,
-                           max_tokens=truncation.max_tokens)
+    options = EmbedOptions(truncate=truncate, max_tokens=truncation.max_tokens)
     return EngineCall(list(prompts), options)
 
 
@@ -69,6 +73,22 @@ def apply_template(template: str, text: str) -> str:
     if "{text}" in template:
         return template.replace("{text}", text)
     return template + text
+
+
+async def _check_costs(served: ServedModel, inputs: Inputs, truncating: bool,
+                       decoder: Cl100kDecoder, settings: Any) -> None:
+    window = served.engine.facts.max_model_len
+    if not inputs or isinstance(inputs[0], str):
+        sizes = [len(text) for text in cast("list[str]", inputs)]
+        costs.check_chars(sizes, truncating=truncating, settings=settings, window=window,
+                          model=served.name)
+    elif served.policy.token_ids == "cl100k_base":
+        sizes = await decoder.decoded_sizes(cast("list[list[int]]", inputs))
+        costs.check_chars(sizes, truncating=truncating, settings=settings, window=window,
+                          model=served.name, decoded=True)
+    else:
+        costs.check_native_ids([len(ids) for ids in inputs], truncating=truncating,
+                               window=window, settings=settings)
 
 
 async def _decode(policy: InputPolicy, inputs: Inputs, decoder: Cl100kDecoder, *,

@@ -91,9 +91,7 @@ async def _rank(request: GatewayRequest, served: ServedModel, query: str, texts:
                                         use_activation=activation)
     req._texts = texts
     note(request, model=served.name, inputs=len(texts))
-    ranking = await run_guarded(request, served, len(texts), lambda: rank(served, req))
-    refuse_non_finite(ranking.scores[:, None])
-    return ranking
+    return await rank(request, served, req)
 
 
 async def similarity(request: GatewayRequest, body: Any | None = None) -> Response:

@@ -16,18 +16,22 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import numpy as np
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from typing_extensions import NotRequired, TypedDict
 
-from adapters.base import InvalidInput
+from adapters.base import InvalidInput, SplitLimits
+from gateway import costs
+from gateway.admission import run_guarded
+from gateway.encoding import refuse_non_finite_scores
 from gateway.errors import brief, invalid
 from gateway.inputs import apply_template, prompt_template
 from gateway.registry import ServedModel
+from gateway.state import GatewayRequest
 from gateway.schemas import (
     Limit,
     Model,
@@ -43,6 +47,9 @@ from gateway.schemas import (
 # Paths served by the one rerank handler. `/v1/v2/rerank` is what the Cohere SDK calls when a
 # user gives it an OpenAI-style base URL ending in /v1.
 RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank", "/v1/v2/rerank")
+# Echoed documents (`return_documents`) may nest this deep: orjson writes at most 254 levels,
+# and the answer wraps a document in three (body, `results`, result).
+MAX_DOCUMENT_DEPTH = 64
 # Cohere bills one search unit per query and up to this many documents (chunks included).
 _DOCUMENTS_PER_SEARCH_UNIT = 100
 
@@ -105,6 +112,9 @@ class RerankRequest(Wire):
         # Which fields are ranked depends on `rank_fields`, so this is checked after both.
         self._texts = [_document_text(i, d, self.rank_fields)
                        for i, d in enumerate(self.documents)]
+        if self.return_documents:
+            for i, document in enumerate(self.documents):
+                _check_depth(i, document)
         return self
 
     @property
@@ -127,37 +137,97 @@ def _document_text(index: int, document: Any, rank_fields: list[str] | None) -> 
                       param="documents")
     if rank_fields is None:
         return document["text"]
+    for f in fields:  # a value is written out with str(), which recursion limits too
+        _check_depth(index, document[f])
     # Several fields are ranked as "name: value" lines in the order given, as Cohere does.
     text = "\n".join(f"{f}: {_field_text(document[f])}" for f in fields)
     check_text(text, f"documents[{index}]", param="documents")
     return text
 
 
+def _check_depth(index: int, document: Any) -> None:
+    """A document to be echoed nests at most MAX_DOCUMENT_DEPTH levels (counted without
+    recursion: JSON parsing allows 1024)."""
+    level: list[Any] = [document]
+    for depth in range(1, MAX_DOCUMENT_DEPTH + 2):
+        level = [v for node in level if isinstance(node, (dict, list))
+                 for v in (node.values() if isinstance(node, dict) else node)]
+        if not level:
+            return
+    raise invalid(f"`documents[{index}]` nests more than {MAX_DOCUMENT_DEPTH} levels deep, too "
+                  f"deep to return; send it flatter, or \"return_documents\": false",
+                  param="documents")
+
+
 def _field_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-async def rank(served: ServedModel, req: RerankRequest) -> Ranking:
-    """Score every document for the query: the best of its chunks' scores."""
-    engine = served.engine
+def split_limits(req: RerankRequest, settings: Any) -> SplitLimits:
+    """The chunk and token bounds a split must stay within (`Engine.split` checks them once
+    it has counted each document's tokens, before it builds a chunk)."""
+    return SplitLimits(max_chunks_per_text=req.max_chunks_per_doc,
+                       max_chunks=settings.max_rerank_chunks,
+                       max_total_tokens=settings.max_request_tokens)
+
+
+def check_costs(req: RerankRequest, settings: Any, window: int, model: str) -> None:
+    """Before any tokenizing: the query is never cut, so it gets the per-input bound; the
+    documents are chunked, not truncated, so they count in full toward the request's."""
+    costs.check_chars([len(req.query)], truncating=False, settings=settings, window=window,
+                      model=model, what="query")
+    costs.check_request_chars(len(req.query) + sum(len(t) for t in req.texts), settings,
+                              what="document")
+
+
+async def rank(request: GatewayRequest, served: ServedModel, req: RerankRequest) -> Ranking:
+    """Every document's score for the query, the best of its chunks', checked for cost
+    before any tokenizing and run under admission twice: by documents to cut them, then by
+    chunks, the engine work, to score them. Used by every route that reranks."""
+    settings = request.state["settings"]
+    check_costs(req, settings, served.engine.facts.max_model_len, served.name)
     chunking = time.perf_counter()
-    if engine.facts.scores_pairs:
-        pieces = await engine.split(req.texts, query=req.query,
-                                    max_tokens=req.max_tokens_per_doc)
-        split_s = time.perf_counter() - chunking
-        flat, owners = _flatten(pieces, req.max_chunks_per_doc)
-        batch = await engine.score(req.query, flat, activation=req.use_activation)
-        return _best_chunks(len(pieces), owners, batch.scores, batch.total_tokens,
-                            split_s + batch.tokenization_s)
+    pieces = await run_guarded(request, served, len(req.texts), lambda: split_documents(
+        served, req, split_limits(req, settings)))
+    split_s = time.perf_counter() - chunking
+    ranking = await run_guarded(request, served, sum(map(len, pieces)),
+                                lambda: score_chunks(served, req, pieces))
+    refuse_non_finite_scores(ranking.scores)
+    # The chunking is tokenizing too (x-tokenization-time).
+    return replace(ranking, tokenization_s=ranking.tokenization_s + split_s)
+
+
+async def split_documents(served: ServedModel, req: RerankRequest, limits: SplitLimits
+                          ) -> list[list[str]]:
+    """Each document's chunks, cut to fit the model's window with the query (pair models) or
+    with the document prompt (embedding models)."""
+    if served.engine.facts.scores_pairs:
+        return await served.engine.split(req.texts, query=req.query,
+                                         max_tokens=req.max_tokens_per_doc, limits=limits)
+    return await served.engine.split(req.texts, max_tokens=req.max_tokens_per_doc,
+                                     wrap=_prompts(served)[1], limits=limits)
+
+
+def _prompts(served: ServedModel) -> tuple[str | None, Callable[[str], str] | None]:
     # An embedding model with query/document prompts (e5, bge, ...) embeds each side with its
     # own, as a search would: chunks are cut so that they fit with the document prompt.
     query_prompt, document_prompt = (
         prompt_template(served.policy, name=None, input_type=side)
         for side in ("search_query", "search_document"))
     wrap = partial(apply_template, document_prompt) if document_prompt is not None else None
-    pieces = await engine.split(req.texts, max_tokens=req.max_tokens_per_doc, wrap=wrap)
-    split_s = time.perf_counter() - chunking
+    return query_prompt, wrap
+
+
+async def score_chunks(served: ServedModel, req: RerankRequest, pieces: list[list[str]]
+                       ) -> Ranking:
+    """Score every document for the query: the best of its chunks' scores."""
+    engine = served.engine
     flat, owners = _flatten(pieces, req.max_chunks_per_doc)
+    if engine.facts.scores_pairs:
+        batch = await engine.score(req.query, flat, activation=req.use_activation)
+        return _best_chunks(len(pieces), owners, batch.scores, batch.total_tokens,
+                            batch.tokenization_s)
+    query_prompt, wrap = _prompts(served)
     query = apply_template(query_prompt, req.query) if query_prompt is not None else req.query
     try:
         embedded = await engine.embed([query, *(wrap(c) if wrap else c for c in flat)])
@@ -167,7 +237,7 @@ async def rank(served: ServedModel, req: RerankRequest) -> Ranking:
         raise invalid(f"`query` does not fit the model: {exc.message}", param="query") from exc
     scores = cosine(embedded.vectors[0], embedded.vectors[1:])
     return _best_chunks(len(pieces), owners, scores, embedded.total_tokens,
-                        split_s + embedded.tokenization_s)
+                        embedded.tokenization_s)
 
 
 def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str], np.ndarray]:
@@ -181,7 +251,8 @@ def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str]
 def _best_chunks(documents: int, owners: np.ndarray, chunk_scores: np.ndarray,
                  tokens: int, tokenization_s: float) -> Ranking:
     scores = np.full(documents, -np.inf)
-    np.maximum.at(scores, owners, chunk_scores)
+    with np.errstate(invalid="ignore"):  # a NaN score stays NaN, refused by the route
+        np.maximum.at(scores, owners, chunk_scores)
     return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(owners),
                    tokenization_s=tokenization_s)
 

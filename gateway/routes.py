@@ -27,8 +27,8 @@ from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry, ServedModel
 from gateway.rerank import (
     RERANK_PATHS,
-    parse_rerank_request,
     rank,
+    parse_rerank_request,
     rerank_response,
 )
 from gateway.state import GatewayRequest
@@ -74,7 +74,7 @@ async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs:
     settings = request.state["settings"]
     note(request, model=served.name, inputs=len(inputs))
     call = await engine_call(served, name, inputs, input_type, truncation,
-                             decoder_of(request))
+                             decoder_of(request), settings)
     options = replace(call.options, max_total_tokens=settings.max_request_tokens,
                       normalize=normalize)
     batch = await run_guarded(request, served, len(inputs),
@@ -122,7 +122,7 @@ async def rerank(request: GatewayRequest) -> Response:
     req = parse_rerank_request(body, request.state["settings"])
     served = registry_of(request).resolve(req.model)
     note(request, model=served.name, documents=len(req.texts))
-    ranking = await run_guarded(request, served, len(req.texts), lambda: rank(served, req))
+    ranking = await rank(request, served, req)
     timing(request).tokenization_s = ranking.tokenization_s
     note(request, tokens=ranking.prompt_tokens)
     return json_response(rerank_response(req, ranking, dialect_of(request.scope).version))

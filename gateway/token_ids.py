@@ -18,7 +18,9 @@ import itertools
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from gateway.errors import invalid
 
@@ -29,7 +31,8 @@ SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++"""
            r"""[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 ORDINARY_TOKENS = 100256  # ids 0..100255 are byte sequences; 100256 is unused
-# Above this many ids a decode (about 0.2 ms per thousand) leaves the event loop for a thread.
+# Above this many ids a decode (about 0.2 ms per thousand) leaves the event loop for a thread,
+# this many ids per thread call, so that an abandoned request stops decoding at the next call.
 _DECODE_INLINE_MAX = 16384
 SPECIAL_TOKENS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
                   "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
@@ -46,19 +49,56 @@ class Cl100kDecoder:
     def __init__(self, folder: str | None = None) -> None:
         self.folder = Path(folder) if folder else default_folder()
         self._encoding: Any = None
+        self._sizes: np.ndarray | None = None  # bytes each id decodes to
         self._lock = threading.Lock()
 
+    async def decoded_sizes(self, inputs: Sequence[Sequence[int]]) -> list[int]:
+        """The bytes each id list decodes to (which bound its characters), from a table of
+        each token's length, without decoding; or a 400 naming the first id cl100k_base does
+        not have. `longest` ids each could make at most `longest` times as many."""
+        await self._loaded()
+        assert self._sizes is not None
+        sizes = self._sizes
+
+        def measure() -> list[int]:
+            _check_ids(inputs)
+            return [int(sizes[np.asarray(ids, dtype=np.int64)].sum()) if ids else 0
+                    for ids in inputs]
+
+        if sum(map(len, inputs)) <= _DECODE_INLINE_MAX:
+            return measure()
+        return await asyncio.to_thread(measure)
+
+    @property
+    def longest(self) -> int:
+        """The longest token's bytes (known once loaded)."""
+        return int(self._sizes.max()) if self._sizes is not None else 0
+
     async def decode(self, inputs: Sequence[Sequence[int]]) -> list[str]:
-        """Each id list as text, or a 400 naming the first id cl100k_base does not have."""
-        encoding = self._encoding or await asyncio.to_thread(self._load)
+        """Each id list as text, or a 400 naming the first id cl100k_base does not have.
+        Large work runs in threads, _DECODE_INLINE_MAX ids per call."""
+        encoding = await self._loaded()
         if sum(map(len, inputs)) <= _DECODE_INLINE_MAX:
             return _decode(encoding, inputs)
-        return await asyncio.to_thread(_decode, encoding, inputs)
+        await asyncio.to_thread(_check_ids, inputs)
+        parts: list[list[bytes]] = [[] for _ in inputs]
+        for batch in _batches(inputs, _DECODE_INLINE_MAX):
+            decoded = await asyncio.to_thread(
+                lambda b=batch: [(i, encoding.decode_bytes(ids)) for i, ids in b])
+            for i, data in decoded:
+                parts[i].append(data)
+        # errors="replace": a client's chunk boundary may split a multi-byte character; the
+        # bytes are joined first, so this decode's own slices never do.
+        return await asyncio.to_thread(
+            lambda: [b"".join(p).decode("utf-8", errors="replace") for p in parts])
+
+    async def _loaded(self) -> Any:
+        return self._encoding or await asyncio.to_thread(self._load)
 
     def _load(self) -> Any:
         with self._lock:
             if self._encoding is None:
-                self._encoding = _read_encoding(self._find_file())
+                self._encoding, self._sizes = _read_encoding(self._find_file())
             return self._encoding
 
     def _find_file(self) -> Path:
@@ -78,7 +118,24 @@ def _decode(encoding: Any, inputs: Sequence[Sequence[int]]) -> list[str]:
     return [encoding.decode(list(ids), errors="replace") for ids in inputs]
 
 
-def _read_encoding(path: Path) -> Any:
+def _batches(inputs: Sequence[Sequence[int]], most: int
+             ) -> Iterator[list[tuple[int, Sequence[int]]]]:
+    """(input index, slice of its ids) pairs, about `most` ids per batch."""
+    batch: list[tuple[int, Sequence[int]]] = []
+    size = 0
+    for i, ids in enumerate(inputs):
+        for start in range(0, max(len(ids), 1), most):
+            piece = ids[start:start + most]
+            batch.append((i, piece))
+            size += len(piece)
+            if size >= most:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _read_encoding(path: Path) -> tuple[Any, np.ndarray]:
     import tiktoken
 
     data = path.read_bytes()
@@ -87,8 +144,14 @@ def _read_encoding(path: Path) -> Any:
                       f"published one); token-id inputs cannot be decoded", param="input")
     ranks = {base64.b64decode(token): int(rank)
              for token, rank in (line.split() for line in data.splitlines() if line)}
-    return tiktoken.Encoding("cl100k_base", pat_str=PATTERN, mergeable_ranks=ranks,
-                             special_tokens=SPECIAL_TOKENS)
+    sizes = np.zeros(max(SPECIAL_TOKENS.values()) + 1, dtype=np.int64)
+    for token, rank in ranks.items():
+        sizes[rank] = len(token)
+    for name, rank in SPECIAL_TOKENS.items():
+        sizes[rank] = len(name.encode())
+    encoding = tiktoken.Encoding("cl100k_base", pat_str=PATTERN, mergeable_ranks=ranks,
+                                 special_tokens=SPECIAL_TOKENS)
+    return encoding, sizes
 
 
 def _check_ids(inputs: Sequence[Sequence[int]]) -> None:

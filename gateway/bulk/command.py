@@ -271,7 +271,7 @@ async def _embed(plan: Plan, args: argparse.Namespace, source: sources.Source,
         job = Job(served, plan.name, args.input_type, plan.length, args.dimensions,
                   batch_tokens=args.batch_tokens or plan.model.engine.max_num_batched_tokens,
                   max_batch_documents=plan.model.engine.max_num_seqs,
-                  inflight=args.batches_in_flight)
+                  inflight=args.batches_in_flight, settings=plan.settings)
 
         def commit(result: Result) -> None:
             checkpoint.commit(result.batch.ids, result.vectors, result.tokens)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from adapters.base import EngineError
 from gateway.bulk import BulkError
 from gateway.bulk.sources import Record
+from gateway.config import Settings
 from gateway.encoding import truncate_dimensions
 from gateway.errors import APIError
 from gateway.inputs import engine_call
@@ -44,6 +45,8 @@ class Job:
     batch_tokens: int = 16384
     max_batch_documents: int = 1024
     inflight: int = 4
+    # The server's limits (characters per input and per request) apply here too.
+    settings: Settings = field(default_factory=Settings)
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ async def run(job: Job, records: Iterable[Record], start: int,
 async def _embed(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
     try:
         call = await engine_call(job.served, job.name, batch.texts, job.input_type, job.length,
-                                 decoder)
+                                 decoder, job.settings)
         embedded = await job.served.engine.embed(call.prompts, call.options)
     except EngineError as exc:
         # The engine speaks of its call's inputs and the API's fields; say it in rows and flags.
