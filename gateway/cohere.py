@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import base64
 import uuid
-from typing import Annotated, Any, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AfterValidator, Field
@@ -45,14 +46,25 @@ class CohereEmbedRequest(Wire):
     answered with a plain list of float vectors (`by_type`)."""
 
     model: Model
-    texts: Annotated[list[Text], Field(min_length=1), Limit("max_inputs"),
-                     Says("`texts` is required: a non-empty list of strings")]
+    texts: Annotated[
+        list[Text],
+        Field(min_length=1),
+        Limit("max_inputs"),
+        Says("`texts` is required: a non-empty list of strings"),
+    ]
     input_type: InputType | None = None  # type: ignore[valid-type]
-    embedding_types: Annotated[
-        list[one_of(EMBEDDING_TYPES)], Field(min_length=1),  # type: ignore[misc]
-        AfterValidator(lambda types: list(dict.fromkeys(types))),
-        Says(f"`embedding_types` must be a non-empty list of {list(EMBEDDING_TYPES)}, got "
-             "{value}")] | None = None
+    embedding_types: (
+        Annotated[
+            list[one_of(EMBEDDING_TYPES)],
+            Field(min_length=1),  # type: ignore[misc]
+            AfterValidator(lambda types: list(dict.fromkeys(types))),
+            Says(
+                f"`embedding_types` must be a non-empty list of {list(EMBEDDING_TYPES)}, got "
+                "{value}"
+            ),
+        ]
+        | None
+    ) = None
     output_dimension: PositiveInt | None = None
     truncate: Truncate | None = None  # type: ignore[valid-type]
     max_tokens: TokenCap | None = None
@@ -70,15 +82,24 @@ class CohereEmbedRequest(Wire):
 
 
 def parse_cohere_embed(body: Any, settings: Any) -> CohereEmbedRequest:
-    if (isinstance(body, dict) and body.get("texts") is None
-            and (body.get("images") is not None or body.get("inputs") is not None)):
-        raise invalid("only `texts` can be embedded here; `images` and `inputs` are not "
-                      "supported", param="texts")
+    if (
+        isinstance(body, dict)
+        and body.get("texts") is None
+        and (body.get("images") is not None or body.get("inputs") is not None)
+    ):
+        raise invalid(
+            "only `texts` can be embedded here; `images` and `inputs` are not supported",
+            param="texts",
+        )
     return parse(CohereEmbedRequest, body, settings)
 
 
 def embed_response(
-    req: CohereEmbedRequest, vectors: np.ndarray, *, version: int, input_tokens: int,
+    req: CohereEmbedRequest,
+    vectors: np.ndarray,
+    *,
+    version: int,
+    input_tokens: int,
     truncated: Sequence[int],
 ) -> dict:
     embeddings: Any
@@ -87,11 +108,13 @@ def embed_response(
         embeddings = {kind: convert(vectors, kind) for kind in req.types}
     else:
         embeddings = convert(vectors, "float")
-    meta: dict[str, Any] = {"api_version": {"version": str(version)},
-                            "billed_units": {"input_tokens": input_tokens}}
+    meta: dict[str, Any] = {
+        "api_version": {"version": str(version)},
+        "billed_units": {"input_tokens": input_tokens},
+    }
     if truncated:
-        meta["warnings"] = [f"inputs {', '.join(map(str, truncated))} were truncated to fit "
-                            f"the model's window"]
+        inputs = ", ".join(map(str, truncated))
+        meta["warnings"] = [f"inputs {inputs} were truncated to fit the model's window"]
     return {
         "id": str(uuid.uuid4()),
         "texts": req.texts,

@@ -26,8 +26,7 @@ import tempfile
 from typing import IO
 
 LOG_FORMATS = ("auto", "json", "text")
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
-                                                                       default=None)
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _TEXT = "%(asctime)s %(levelname)s %(name)s:%(request_tag)s %(message)s"
 _JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
 
@@ -56,11 +55,12 @@ def formatter(kind: str) -> logging.Formatter:
         from pythonjsonlogger.core import RESERVED_ATTRS
         from pythonjsonlogger.json import JsonFormatter
 
-        return JsonFormatter(_JSON_FIELDS, rename_fields={"asctime": "time",
-                                                          "levelname": "level",
-                                                          "name": "logger"},
-                             # the text format's tag, and uvicorn's ANSI-coloured copy
-                             reserved_attrs=[*RESERVED_ATTRS, "request_tag", "color_message"])
+        return JsonFormatter(
+            _JSON_FIELDS,
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            # the text format's tag, and uvicorn's ANSI-coloured copy
+            reserved_attrs=[*RESERVED_ATTRS, "request_tag", "color_message"],
+        )
     return logging.Formatter(_TEXT)
 
 
@@ -96,8 +96,7 @@ def route_vllm_logs(level: str, kind: str) -> None:
         "version": 1,
         "disable_existing_loggers": False,
         "handlers": {"gateway": {"()": "gateway.logs.handler", "kind": kind}},
-        "loggers": {"vllm": {"handlers": ["gateway"], "level": level.upper(),
-                             "propagate": False}},
+        "loggers": {"vllm": {"handlers": ["gateway"], "level": level.upper(), "propagate": False}},
     }
     fd, path = tempfile.mkstemp(prefix="embedding-gateway-vllm-logging-", suffix=".json")
     with os.fdopen(fd, "w") as out:

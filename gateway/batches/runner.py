@@ -49,8 +49,8 @@ LINES_IN_FLIGHT_QUIET = 32
 _QUIET_S = 1.0  # no interactive request for this long: the batch may use the whole engine
 _IDLE_POLL_S = 5.0  # look for batches leased by a process that died
 _CLEANUP_EVERY_S = 60.0
-_YIELD_POLL_S = 0.002
-_STATUS_POLL_S = 0.1  # how often a running batch looks whether it was cancelled  # how often a waiting line looks whether interactive work is done
+_YIELD_POLL_S = 0.002  # how often a waiting line looks whether interactive work is done
+_STATUS_POLL_S = 0.1  # how often a running batch looks whether it was cancelled
 
 
 class BatchService:
@@ -127,8 +127,9 @@ class BatchService:
 class Job:
     """One batch, from wherever it stands to a final state, under this process's lease."""
 
-    def __init__(self, service: BatchService, app: BatchApp, interactive: Admission,
-                 batch_id: str) -> None:
+    def __init__(
+        self, service: BatchService, app: BatchApp, interactive: Admission, batch_id: str
+    ) -> None:
         self.service = service
         self.store = service.store
         self.app = app
@@ -182,14 +183,17 @@ class Job:
         limit = self.service.settings.batch_max_lines
         path = self._input_path()
         if path is None:
-            return self._fail("input_file_missing",
-                              f"the input file {self.row['input_file_id']} was deleted")
+            return self._fail(
+                "input_file_missing", f"the input file {self.row['input_file_id']} was deleted"
+            )
         total = await asyncio.to_thread(lambda: sum(1 for _ in read_lines(path)))
         if total == 0:
             return self._fail("empty_file", "the input file has no requests")
         if total > limit:
-            return self._fail("too_many_requests", f"the input file has {total} requests; a "
-                              f"batch may have at most {limit}")
+            return self._fail(
+                "too_many_requests",
+                f"the input file has {total} requests; a batch may have at most {limit}",
+            )
         if self._current_status() == "cancelling":
             return "cancelling"
         self.store.set_status(self.id, "in_progress", total=total)
@@ -212,20 +216,23 @@ class Job:
     async def _execute(self) -> str:
         path = self._input_path()
         if path is None:
-            return self._fail("input_file_missing",
-                              f"the input file {self.row['input_file_id']} was deleted")
+            return self._fail(
+                "input_file_missing", f"the input file {self.row['input_file_id']} was deleted"
+            )
         done = self.store.done_lines(self.id)
         endpoint = self.row["endpoint"]
         call = endpoint_for(self.app, endpoint)
         running: set[asyncio.Task] = set()
         with self._partial_files() as (out, err):
+
             async def one(number: int, raw: bytes) -> None:
                 ok, line = await run_line(self.app, endpoint, call, raw, number)
                 # From here on nothing awaits: the line and its record land together.
                 (out if ok else err).write(line)
                 (out if ok else err).flush()
-                self.store.record_line(self.id, number, ok=ok, out_bytes=out.tell(),
-                                       err_bytes=err.tell())
+                self.store.record_line(
+                    self.id, number, ok=ok, out_bytes=out.tell(), err_bytes=err.tell()
+                )
 
             stop = None
             try:
@@ -251,8 +258,7 @@ class Job:
             return "finalizing"
         return stop
 
-    async def _wait_turn(self, running: set[asyncio.Task], until_empty: bool = False
-                         ) -> str | None:
+    async def _wait_turn(self, running: set[asyncio.Task], until_empty: bool = False) -> str | None:
         """Wait until a line may start (or, `until_empty`, all have finished); returns
         "cancelling" or "expired" instead if the batch should stop."""
         while True:
@@ -272,8 +278,9 @@ class Job:
         interactive bound, and gives it back within one line's work once traffic returns."""
         busy = time.monotonic() - self.interactive.last_admitted < _QUIET_S
         share = self.service.admission
-        share.limit = (self.service.settings.batch_max_inflight_inputs if busy
-                       else self.interactive.limit)
+        share.limit = (
+            self.service.settings.batch_max_inflight_inputs if busy else self.interactive.limit
+        )
         return LINES_IN_FLIGHT if busy else LINES_IN_FLIGHT_QUIET
 
     def _stop_reason(self) -> str | None:
@@ -296,11 +303,15 @@ class Job:
             if number in done:
                 continue
             custom_id = _custom_id(raw)
-            err.write(failure_line(custom_id, "batch_expired", "the batch expired before this "
-                                   "request was run"))
+            err.write(
+                failure_line(
+                    custom_id, "batch_expired", "the batch expired before this request was run"
+                )
+            )
             err.flush()
-            self.store.record_line(self.id, number, ok=False, out_bytes=out.tell(),
-                                   err_bytes=err.tell())
+            self.store.record_line(
+                self.id, number, ok=False, out_bytes=out.tell(), err_bytes=err.tell()
+            )
 
     @contextlib.contextmanager
     def _partial_files(self):
@@ -326,20 +337,24 @@ class Job:
         out_path, err_path = self.store.partial_paths(self.id)
         row = self.store.batch(self.id)
         expires_at = now() + row["output_expires_s"]
-        for column, path, name in (("output_file_id", out_path, "output"),
-                                   ("error_file_id", err_path, "errors")):
+        for column, path, name in (
+            ("output_file_id", out_path, "output"),
+            ("error_file_id", err_path, "errors"),
+        ):
             file_id = row[column]
             if file_id is None and path.exists() and path.stat().st_size > 0:
-                file_id = self.store.publish(self.id, column, f"{self.id}_{name}.jsonl",
-                                             path.stat().st_size, expires_at)
+                file_id = self.store.publish(
+                    self.id, column, f"{self.id}_{name}.jsonl", path.stat().st_size, expires_at
+                )
             if file_id is not None and path.exists():
                 os.replace(path, self.store.file_path(file_id))
             path.unlink(missing_ok=True)
         self.store.set_status(self.id, status)
         self.store.forget_lines(self.id)
         row = self.store.batch(self.id)
-        log.info("batch %s %s: %d completed, %d failed", self.id, status, row["completed"],
-                 row["failed"])
+        log.info(
+            "batch %s %s: %d completed, %d failed", self.id, status, row["completed"], row["failed"]
+        )
 
 
 def _custom_id(raw: bytes) -> str | None:
