@@ -74,7 +74,7 @@ def _content_length(scope: Scope) -> int | None:
     return 0
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request[Any]) -> Any:
     """The request body as JSON: 415 unless it says it is JSON, 400 unless it parses.
     orjson refuses nesting past 1024 levels and lone surrogates with a JSONDecodeError, so
     neither can reach a RecursionError or the tokenizer."""

@@ -52,11 +52,11 @@ class CohereEmbedRequest(Wire):
         Limit("max_inputs"),
         Says("`texts` is required: a non-empty list of strings"),
     ]
-    input_type: InputType | None = None  # type: ignore[valid-type]
+    input_type: InputType | None = None
     embedding_types: (
         Annotated[
-            list[one_of(EMBEDDING_TYPES)],
-            Field(min_length=1),  # type: ignore[misc]
+            list[one_of(EMBEDDING_TYPES)],  # type: ignore[valid-type]  # a runtime Literal
+            Field(min_length=1),
             AfterValidator(lambda types: list(dict.fromkeys(types))),
             Says(
                 f"`embedding_types` must be a non-empty list of {list(EMBEDDING_TYPES)}, got "
@@ -66,7 +66,7 @@ class CohereEmbedRequest(Wire):
         | None
     ) = None
     output_dimension: PositiveInt | None = None
-    truncate: Truncate | None = None  # type: ignore[valid-type]
+    truncate: Truncate | None = None
     max_tokens: TokenCap | None = None
 
     def by_type(self, version: int) -> bool:
@@ -101,7 +101,7 @@ def embed_response(
     version: int,
     input_tokens: int,
     truncated: Sequence[int],
-) -> dict:
+) -> dict[str, Any]:
     embeddings: Any
     by_type = req.by_type(version)
     if by_type:
@@ -140,4 +140,5 @@ def convert(vectors: np.ndarray, kind: str) -> Any:
 
 def int8(matrix: np.ndarray) -> np.ndarray:
     scale = 127 * np.sqrt(matrix.shape[1]) / 8
-    return np.clip(np.rint(matrix * scale), -128, 127).astype(np.int8)
+    quantized: np.ndarray = np.clip(np.rint(matrix * scale), -128, 127).astype(np.int8)
+    return quantized

@@ -105,7 +105,7 @@ def route_vllm_logs(level: str, kind: str) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", level.upper())
     # Only the process that wrote it removes it; spawned workers and engines inherit the path.
     owner = os.getpid()
-    atexit.register(lambda: os.getpid() == owner and _remove(path))
+    atexit.register(_remove_if_owner, path, owner)
     vllm_logger = logging.getLogger("vllm")
     if "vllm" in sys.modules:  # already configured by vLLM's import: re-route it now
         for old in list(vllm_logger.handlers):
@@ -115,7 +115,9 @@ def route_vllm_logs(level: str, kind: str) -> None:
         vllm_logger.propagate = False
 
 
-def _remove(path: str) -> None:
+def _remove_if_owner(path: str, owner: int) -> None:
+    if os.getpid() != owner:
+        return
     try:
         os.remove(path)
     except OSError:

@@ -81,7 +81,8 @@ class Metrics:
         # In multiprocess mode the values live in files; the exposition reads those.
         own = None if self.multiprocess else self.collectors
         if self.multiprocess:
-            multiprocess.MultiProcessCollector(self.collectors)
+            # prometheus_client leaves its multiprocess module unannotated.
+            multiprocess.MultiProcessCollector(self.collectors)  # type: ignore[no-untyped-call]
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=own)
@@ -273,4 +274,4 @@ def prepare_multiprocess(workers: int) -> Callable[[], None]:
 def worker_exited(pid: int) -> None:
     """Drop a dead worker's live gauges (its counters and histograms stay in the sums)."""
     if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # unannotated

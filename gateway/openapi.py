@@ -19,30 +19,30 @@ from gateway.batches.openapi import OPENAPI_PATHS as BATCH_PATHS
 from gateway.cohere import CohereEmbedRequest
 from gateway.config import Settings
 from gateway.rerank import RERANK_PATHS, RerankRequest
-from gateway.schemas import EmbeddingsRequest, request_schemas
+from gateway.schemas import EmbeddingsRequest, Wire, request_schemas
 from gateway.seed import SeedEmbedRequest
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _TEI_ERROR = {"$ref": "#/components/responses/TeiError"}
 
 
-def _json(schema: dict) -> dict:
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: int, error: dict = _ERROR) -> dict:
+def _errors(*statuses: int, error: dict[str, Any] = _ERROR) -> dict[str, Any]:
     return {str(status): error for status in statuses}
 
 
 def _operation(
     summary: str,
-    ok: dict,
+    ok: dict[str, Any],
     *,
-    body: dict | None = None,
+    body: dict[str, Any] | None = None,
     errors: Sequence[int] = (),
     public: bool = False,
-    error: dict = _ERROR,
-) -> dict:
+    error: dict[str, Any] = _ERROR,
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
         "responses": {
@@ -59,7 +59,7 @@ def _operation(
     return operation
 
 
-def _either(*refs: dict) -> dict:
+def _either(*refs: dict[str, Any]) -> dict[str, Any]:
     """A body of one of several shapes (a path two APIs share; the server decides by the
     body's fields, as gateway/dialects.py says)."""
     return {"anyOf": list(refs)}
@@ -148,10 +148,12 @@ _ERRORS = (400, 404, 413, 415, 429, 503, 504)
 _TEI_ERRORS = (413, 415, 422, 424, 429, 503)
 
 
-def _native_paths(bodies: dict) -> dict[str, dict]:
+def _native_paths(bodies: dict[type[Wire], dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The routes of other servers' dialects (TEI, vLLM, the seed service)."""
 
-    def tei_op(summary: str, ok: dict, body: dict | None = None) -> dict:
+    def tei_op(
+        summary: str, ok: dict[str, Any], body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return _operation(
             summary + " (TEI; errors are TEI's `{error, error_type}`)",
             ok,
@@ -363,7 +365,7 @@ _ERROR_SCHEMA = {
 }
 
 
-def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict:
+def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str, Any]:
     """The document for an app with these settings serving these model names."""
     bodies, request_components = request_schemas(_DECLARED, settings, models)
     embeddings = _operation(

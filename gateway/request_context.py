@@ -73,12 +73,12 @@ class RequestObserver(Protocol):
     ) -> None: ...
 
 
-def note(request: Request, **fields: Any) -> None:
+def note(request: Request[Any], **fields: Any) -> None:
     """Add fields (model, inputs, tokens, ...) to this request's log line."""
     request.scope.setdefault(_NOTES, {}).update(fields)
 
 
-def timing(request: Request) -> Timing:
+def timing(request: Request[Any]) -> Timing:
     """This request's timing record (the engine call and the routes fill it in)."""
     record = request.scope.get(_TIMING)
     if record is None:  # a request that did not pass the middleware (unit tests)
@@ -145,7 +145,7 @@ def _log_line(scope: Scope, request_id: bytes, status: int, seconds: float, reco
     if not log.isEnabledFor(level):
         return
     notes = dict(scope.get(_NOTES, {}))
-    if record.inference_s is not None:
+    if record.queue_s is not None and record.inference_s is not None:
         notes.update(
             queue_ms=round(record.queue_s * 1000, 1),
             tokenization_ms=round(record.tokenization_s * 1000, 1),

@@ -174,13 +174,16 @@ def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool)
     if not normalize:
         return kept
     norms = np.linalg.norm(kept, axis=1, keepdims=True)
-    return kept / np.where(norms == 0, 1, norms)
+    renormalised: np.ndarray = kept / np.where(norms == 0, 1, norms)
+    return renormalised
 
 
 # -- answers ----------------------------------------------------------------------------------
 
 
-def rerank_answer(scores: np.ndarray, texts: Sequence[str], return_text: bool) -> list[dict]:
+def rerank_answer(
+    scores: np.ndarray, texts: Sequence[str], return_text: bool
+) -> list[dict[str, Any]]:
     """TEI's bare array `[{index, score, text?}]`, best score first."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     return [
@@ -189,7 +192,7 @@ def rerank_answer(scores: np.ndarray, texts: Sequence[str], return_text: bool) -
     ]
 
 
-def tokens_answer(tokens: Sequence[Tokens], texts: Sequence[str]) -> list[list[dict]]:
+def tokens_answer(tokens: Sequence[Tokens], texts: Sequence[str]) -> list[list[dict[str, Any]]]:
     """TEI's `[[{id, text, special, start, stop}]]`: a token's `text` is its span of the
     input, or the token's own string where it has none (added special tokens)."""
     out = []

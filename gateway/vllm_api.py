@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -90,7 +90,7 @@ class DetokenizeRequest(Wire):
     tokens: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
-def score_answer(model: str, scores: Sequence[float], prompt_tokens: int) -> dict:
+def score_answer(model: str, scores: Iterable[float], prompt_tokens: int) -> dict[str, Any]:
     return {
         "id": f"score-{uuid.uuid4().hex}",
         "object": "list",

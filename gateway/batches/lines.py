@@ -20,16 +20,17 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import Match, Route
+from starlette.types import Message, Scope
 
 from gateway.admission import Admission
 from gateway.errors import APIError, ErrorKind, brief, error_response
-from gateway.state import GatewayState
+from gateway.state import GatewayRequest, GatewayState
 
 log = logging.getLogger(__name__)
 # Endpoints a batch may name: OpenAI's embeddings, and the gateway's rerank as an extension.
@@ -39,24 +40,24 @@ ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
 _RETRY_STATUSES = {429: 0.01, 503: 0.5}
 _MAX_RETRY_DELAY_S = 5.0
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
 
 class BatchApp:
     """What a batch line's request sees: the app's routes, and the app's state with the
     batch's own admission bound in place of the interactive one."""
 
-    def __init__(self, app: Any, admission: Admission) -> None:
+    def __init__(self, app: Starlette, admission: Admission) -> None:
         self.routes = app.routes
-        self.state: GatewayState = {**app.state.gateway, "admission": admission}
+        gateway: GatewayState = app.state.gateway
+        self.state: GatewayState = {**gateway, "admission": admission}
 
 
 def endpoint_for(app: BatchApp, path: str) -> Endpoint:
     """The endpoint function the app routes `POST path` to."""
     scope = _scope(app, path, b"")
     for route in app.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
+        if isinstance(route, Route) and route.matches(scope)[0] is Match.FULL:
             return route.endpoint
     raise LookupError(f"no POST route for {path}")
 
@@ -149,7 +150,7 @@ def _is_draining(response: Response) -> bool:
 async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Response:
     delivered = False
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         nonlocal delivered
         if not delivered:
             delivered = True
@@ -160,7 +161,8 @@ async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Respon
 
     scope = _scope(app, path, body)
     try:
-        return await call(Request(scope, receive))
+        request: GatewayRequest = Request(scope, receive)
+        return await call(request)
     except APIError as exc:
         return error_response(exc, scope)
     except Exception:  # the HTTP app's catch-all, for lines: log it, answer a bare 500
@@ -168,7 +170,7 @@ async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Respon
         return error_response(APIError(ErrorKind.INTERNAL, "internal server error"), scope)
 
 
-def _scope(app: BatchApp, path: str, body: bytes) -> dict:
+def _scope(app: BatchApp, path: str, body: bytes) -> Scope:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},

@@ -99,7 +99,7 @@ _BATCH = {
 }
 
 
-def _list(item: dict) -> dict:
+def _list(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["object", "data", "has_more"],
@@ -115,12 +115,12 @@ def _list(item: dict) -> dict:
 
 def _operation(
     summary: str,
-    ok: dict,
+    ok: dict[str, Any],
     *errors: int,
-    body: dict | None = None,
-    parameters: list | None = None,
+    body: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
     ok_type: str = "application/json",
-) -> dict:
+) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": "OK", "content": {ok_type: {"schema": ok}}}}
     for status in (*errors, 401, 405, 500):
         responses[str(status)] = {
@@ -135,11 +135,11 @@ def _operation(
     return operation
 
 
-def _path(name: str) -> dict:
+def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _query(name: str, schema: dict) -> dict:
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
@@ -187,7 +187,7 @@ _CREATE_BATCH = {
     }
 }
 
-OPENAPI_PATHS: dict[str, dict] = {
+OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/v1/files": {
         "post": _operation(
             "Upload a JSONL batch input file (OpenAI Files API)",

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
@@ -35,6 +35,7 @@ from gateway.batches.store import (
 )
 from gateway.body import read_json
 from gateway.errors import APIError, ErrorKind, brief, invalid
+from gateway.state import GatewayRequest
 
 # The upload routes, which the body limit lets carry `--batch-max-file-bytes` (plus room
 # for the multipart envelope) instead of `--max-body-bytes`.
@@ -43,10 +44,10 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # OpenAI's bounds for `expires_after.seconds` and `output_expires_after.seconds`.
 _EXPIRY_S = (3600, 30 * 24 * 3600)
 _COPY_CHUNK = 1 << 20
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
 
-def _service(request: Request) -> BatchService:
+def _service(request: GatewayRequest) -> BatchService:
     return request.state["batches"]
 
 
@@ -57,7 +58,7 @@ def _json(body: Any, status: int = 200) -> Response:
 # -- files ----------------------------------------------------------------------------------
 
 
-async def create_file(request: Request) -> Response:
+async def create_file(request: GatewayRequest) -> Response:
     """POST /v1/files: multipart `file` (JSONL) and `purpose` (`batch`)."""
     service = _service(request)
     settings = service.settings
@@ -159,7 +160,7 @@ def _created_plus(seconds: int) -> int:
     return now() + seconds
 
 
-async def list_files(request: Request) -> Response:
+async def list_files(request: GatewayRequest) -> Response:
     """GET /v1/files: newest first by default; `after`, `limit`, `order`, `purpose`."""
     query = request.query_params
     order = query.get("order", "desc")
@@ -174,12 +175,12 @@ async def list_files(request: Request) -> Response:
     return _json(list_object([file_object(row) for row in page.rows], page.has_more))
 
 
-async def retrieve_file(request: Request) -> Response:
+async def retrieve_file(request: GatewayRequest) -> Response:
     """GET /v1/files/{file_id}."""
     return _json(file_object(_file_row(request)))
 
 
-async def file_content(request: Request) -> Response:
+async def file_content(request: GatewayRequest) -> Response:
     """GET /v1/files/{file_id}/content: the file's bytes."""
     row = _file_row(request)
     path = _service(request).store.file_path(row["id"])
@@ -188,7 +189,7 @@ async def file_content(request: Request) -> Response:
     return FileResponse(path, media_type="application/octet-stream", filename=row["filename"])
 
 
-async def delete_file(request: Request) -> Response:
+async def delete_file(request: GatewayRequest) -> Response:
     """DELETE /v1/files/{file_id}. A file a live batch reads cannot be deleted."""
     row = _file_row(request)
     store = _service(request).store
@@ -207,7 +208,7 @@ async def delete_file(request: Request) -> Response:
     return _json({"id": row["id"], "object": "file", "deleted": True})
 
 
-def _file_row(request: Request) -> Any:
+def _file_row(request: GatewayRequest) -> sqlite3.Row:
     file_id = request.path_params["file_id"]
     row = _service(request).store.file(file_id) if is_file_id(file_id) else None
     if row is None:
@@ -218,7 +219,7 @@ def _file_row(request: Request) -> Any:
 # -- batches --------------------------------------------------------------------------------
 
 
-async def create_batch(request: Request) -> Response:
+async def create_batch(request: GatewayRequest) -> Response:
     """POST /v1/batches: `input_file_id`, `endpoint`, `completion_window` (24h),
     `metadata`, `output_expires_after`."""
     body = await read_json(request)
@@ -265,7 +266,7 @@ async def create_batch(request: Request) -> Response:
     return _json(batch_object(row))
 
 
-def _metadata(value: Any) -> dict | None:
+def _metadata(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if (
@@ -295,12 +296,12 @@ def _output_expiry(value: Any, default_s: int) -> int:
     return _seconds(value.get("seconds"), "output_expires_after")
 
 
-async def retrieve_batch(request: Request) -> Response:
+async def retrieve_batch(request: GatewayRequest) -> Response:
     """GET /v1/batches/{batch_id}."""
     return _json(batch_object(_batch_row(request)))
 
 
-async def list_batches(request: Request) -> Response:
+async def list_batches(request: GatewayRequest) -> Response:
     """GET /v1/batches: newest first; `after`, `limit` (1-100, default 20)."""
     query = request.query_params
     page = _service(request).store.batches(
@@ -309,20 +310,20 @@ async def list_batches(request: Request) -> Response:
     return _json(list_object([batch_object(row) for row in page.rows], page.has_more))
 
 
-async def cancel_batch(request: Request) -> Response:
+async def cancel_batch(request: GatewayRequest) -> Response:
     """POST /v1/batches/{batch_id}/cancel: `cancelling` at once, `cancelled` once the lines
     in flight have stopped; the output so far stays available."""
     row = _batch_row(request)
     service = _service(request)
     if not service.store.request_cancel(row["id"]):
-        fresh = service.store.batch(row["id"])
+        fresh = service.store.existing_batch(row["id"])
         if fresh["status"] not in ("cancelling", "cancelled"):
             raise invalid(f"the batch is {fresh['status']} and can no longer be cancelled")
     service.wake()
-    return _json(batch_object(service.store.batch(row["id"])))
+    return _json(batch_object(service.store.existing_batch(row["id"])))
 
 
-def _batch_row(request: Request) -> Any:
+def _batch_row(request: GatewayRequest) -> sqlite3.Row:
     batch_id = request.path_params["batch_id"]
     row = _service(request).store.batch(batch_id) if is_batch_id(batch_id) else None
     if row is None:
@@ -348,7 +349,7 @@ def _by_method(**handlers: Endpoint) -> Endpoint:
     """One endpoint per path that answers each method with its own handler (one route per
     path, as the rest of the route table has)."""
 
-    async def endpoint(request: Request) -> Response:
+    async def endpoint(request: GatewayRequest) -> Response:
         return await handlers["GET" if request.method == "HEAD" else request.method](request)
 
     return endpoint

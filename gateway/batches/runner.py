@@ -30,10 +30,12 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
+from starlette.applications import Starlette
 
 from gateway.admission import Admission
 from gateway.batches.lines import BatchApp, endpoint_for, failure_line, run_line
@@ -61,7 +63,7 @@ class BatchService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.temporary = settings.batch_dir is None
-        self._root = None if self.temporary else Path(settings.batch_dir)
+        self._root = None if settings.batch_dir is None else Path(settings.batch_dir)
         self._store: Store | None = None
         self._wake = asyncio.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -83,7 +85,7 @@ class BatchService:
         """A batch was created or cancelled: look now rather than at the next poll."""
         self._wake.set()
 
-    async def run(self, app: Any) -> None:
+    async def run(self, app: Starlette) -> None:
         """Forever (until cancelled by the lifespan): run live batches, delete expired
         files."""
         view = BatchApp(app, self.admission)
@@ -135,7 +137,7 @@ class Job:
         self.app = app
         self.interactive = interactive
         self.id = batch_id
-        self.row = self.store.batch(batch_id)
+        self.row = self.store.existing_batch(batch_id)
         self._checked_at = 0.0
 
     async def run(self) -> None:
@@ -222,7 +224,7 @@ class Job:
         done = self.store.done_lines(self.id)
         endpoint = self.row["endpoint"]
         call = endpoint_for(self.app, endpoint)
-        running: set[asyncio.Task] = set()
+        running: set[asyncio.Task[None]] = set()
         with self._partial_files() as (out, err):
 
             async def one(number: int, raw: bytes) -> None:
@@ -258,7 +260,9 @@ class Job:
             return "finalizing"
         return stop
 
-    async def _wait_turn(self, running: set[asyncio.Task], until_empty: bool = False) -> str | None:
+    async def _wait_turn(
+        self, running: set[asyncio.Task[None]], until_empty: bool = False
+    ) -> str | None:
         """Wait until a line may start (or, `until_empty`, all have finished); returns
         "cancelling" or "expired" instead if the batch should stop."""
         while True:
@@ -287,7 +291,7 @@ class Job:
         if time.monotonic() - self._checked_at >= _STATUS_POLL_S:
             # A cancel, through any worker, is a status change in the shared database.
             self._checked_at = time.monotonic()
-            self.row = self.store.batch(self.id)
+            self.row = self.store.existing_batch(self.id)
         if self.row["status"] == "cancelling":
             return "cancelling"
         if time.time() >= self.row["expires_at"]:
@@ -295,7 +299,8 @@ class Job:
         return None
 
     def _current_status(self) -> str:
-        return self.store.batch(self.id)["status"]
+        status: str = self.store.existing_batch(self.id)["status"]
+        return status
 
     def _expire_rest(self, path: Path, err: BinaryIO, out: BinaryIO) -> None:
         done = self.store.done_lines(self.id)
@@ -314,12 +319,12 @@ class Job:
             )
 
     @contextlib.contextmanager
-    def _partial_files(self):
+    def _partial_files(self) -> Iterator[tuple[BinaryIO, BinaryIO]]:
         """The output and error files, cut back to what was recorded (a line written but not
         recorded before a crash is run again), opened for appending."""
-        row = self.store.batch(self.id)
+        row = self.store.existing_batch(self.id)
         paths = self.store.partial_paths(self.id)
-        files = []
+        files: list[BinaryIO] = []
         try:
             for path, size in zip(paths, (row["out_bytes"], row["err_bytes"]), strict=True):
                 file = path.open("ab")
@@ -328,14 +333,14 @@ class Job:
                 files.append(file)
             yield files[0], files[1]
         finally:
-            for file in files:
-                file.close()
+            for opened in files:
+                opened.close()
 
     # -- final ----------------------------------------------------------------------------
 
     def _finish(self, status: str) -> None:
         out_path, err_path = self.store.partial_paths(self.id)
-        row = self.store.batch(self.id)
+        row = self.store.existing_batch(self.id)
         expires_at = now() + row["output_expires_s"]
         for column, path, name in (
             ("output_file_id", out_path, "output"),
@@ -351,7 +356,7 @@ class Job:
             path.unlink(missing_ok=True)
         self.store.set_status(self.id, status)
         self.store.forget_lines(self.id)
-        row = self.store.batch(self.id)
+        row = self.store.existing_batch(self.id)
         log.info(
             "batch %s %s: %d completed, %d failed", self.id, status, row["completed"], row["failed"]
         )

@@ -112,7 +112,7 @@ class Page:
 class Store:
     """The SQLite database and the data folder under `root`, created on first use."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.files_dir = self.root / "files"
         self.partial_dir = self.root / "partial"
@@ -132,7 +132,7 @@ class Store:
         self.db.executescript(_SCHEMA)
 
     @staticmethod
-    def exists(root: str | os.PathLike) -> bool:
+    def exists(root: str | os.PathLike[str]) -> bool:
         return (Path(root) / "batches.sqlite3").exists()
 
     def close(self) -> None:
@@ -168,10 +168,10 @@ class Store:
             "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
             (file_id, filename, purpose, size, now(), expires_at),
         )
-        return self.file(file_id)
+        return _existing(self.file(file_id), file_id)
 
     def file(self, file_id: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return self._one("SELECT * FROM files WHERE id = ?", file_id)
 
     def files(self, *, after: str | None, limit: int, order: str, purpose: str | None) -> Page:
         where, args = [], []
@@ -202,7 +202,7 @@ class Store:
         input_file_id: str,
         completion_window: str,
         window_s: int,
-        metadata: dict | None,
+        metadata: dict[str, Any] | None,
         output_expires_s: int,
     ) -> sqlite3.Row:
         batch_id, created = new_batch_id(), now()
@@ -221,10 +221,14 @@ class Store:
                 output_expires_s,
             ),
         )
-        return self.batch(batch_id)
+        return self.existing_batch(batch_id)
 
     def batch(self, batch_id: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return self._one("SELECT * FROM batches WHERE id = ?", batch_id)
+
+    def existing_batch(self, batch_id: str) -> sqlite3.Row:
+        """A batch known to exist (batch records are never deleted)."""
+        return _existing(self.batch(batch_id), batch_id)
 
     def batches(self, *, after: str | None, limit: int) -> Page:
         return self._page("batches", [], [], after=after, limit=limit, order="desc")
@@ -351,6 +355,16 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(sql, args).fetchone()  # the row factory's type
+        return row
+
+
+def _existing(row: sqlite3.Row | None, record_id: str) -> sqlite3.Row:
+    if row is None:
+        raise LookupError(f"no record {record_id}")
+    return row
+
 
 def _marks(values: Iterable[Any]) -> str:
     return ", ".join("?" for _ in values)
@@ -359,7 +373,7 @@ def _marks(values: Iterable[Any]) -> str:
 # -- OpenAI object shapes -----------------------------------------------------------------
 
 
-def file_object(row: sqlite3.Row) -> dict:
+def file_object(row: sqlite3.Row) -> dict[str, Any]:
     """openai.types.FileObject."""
     return {
         "id": row["id"],
@@ -374,7 +388,7 @@ def file_object(row: sqlite3.Row) -> dict:
     }
 
 
-def batch_object(row: sqlite3.Row) -> dict:
+def batch_object(row: sqlite3.Row) -> dict[str, Any]:
     """openai.types.Batch."""
     body = {
         "id": row["id"],
@@ -401,7 +415,7 @@ def batch_object(row: sqlite3.Row) -> dict:
     return body
 
 
-def list_object(data: list[dict], has_more: bool) -> dict:
+def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     """The cursor page openai-python reads (`after` = the last id)."""
     return {
         "object": "list",
