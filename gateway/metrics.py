@@ -274,4 +274,5 @@ def prepare_multiprocess(workers: int) -> Callable[[], None]:
 def worker_exited(pid: int) -> None:
     """Drop a dead worker's live gauges (its counters and histograms stay in the sums)."""
     if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # unannotated
+        # prometheus_client leaves its multiprocess module unannotated.
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

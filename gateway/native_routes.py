@@ -6,7 +6,8 @@ dialect's body in errors.py. Requests without `model` go to the default model.""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from starlette.responses import Response
@@ -15,18 +16,20 @@ from starlette.routing import Route
 from gateway import tei, vllm_api
 from gateway.admission import run_guarded
 from gateway.body import read_json
+from gateway.config import Settings
 from gateway.dialects import API, settle
 from gateway.encoding import check_dimensions, refuse_non_finite
 from gateway.errors import APIError, ErrorKind, brief
 from gateway.registry import ServedModel
 from gateway.request_context import note
-from gateway.rerank import RerankRequest, cosine, rank
+from gateway.rerank import Ranking, RerankRequest, cosine, rank
 from gateway.routes import _STARTED, embed, json_response, registry_of, truncation_header
 from gateway.schemas import Truncation, parse
 from gateway.seed import SeedEmbedRequest
 from gateway.state import GatewayRequest
 
 _VERSION = "0.1.0"
+T = TypeVar("T")
 
 
 def _model(request: GatewayRequest, name: str | None, *, scoring: bool = False) -> ServedModel:
@@ -34,7 +37,7 @@ def _model(request: GatewayRequest, name: str | None, *, scoring: bool = False) 
     return registry.resolve(name) if name is not None else registry.default_model(scoring=scoring)
 
 
-def _settings(request: GatewayRequest) -> Any:
+def _settings(request: GatewayRequest) -> Settings:
     return request.state["settings"]
 
 
@@ -89,7 +92,7 @@ async def _rank(
     query: str,
     texts: list[str],
     activation: bool | None,
-) -> Any:
+) -> Ranking:
     # The rerank routes' own request: chunking and scoring are theirs.
     req = RerankRequest.model_construct(
         model=served.name,
@@ -229,7 +232,9 @@ async def detokenize(request: GatewayRequest) -> Response:
     return json_response({"prompt": texts[0]})
 
 
-async def _engine(request: GatewayRequest, served: ServedModel, inputs: int, call: Any) -> Any:
+async def _engine(
+    request: GatewayRequest, served: ServedModel, inputs: int, call: Callable[[], Awaitable[T]]
+) -> T:
     note(request, model=served.name, inputs=inputs)
     return await run_guarded(request, served, inputs, call)
 

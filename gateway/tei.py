@@ -37,7 +37,7 @@ TextOrTexts = Annotated[
 class _Truncating(Wire):
     model: Model | None = None
     truncate: bool | None = None
-    truncation_direction: Direction = "right"  # type: ignore[valid-type]
+    truncation_direction: Direction = "right"  # type: ignore[valid-type]  # a runtime Literal
 
     @property
     def truncation(self) -> Truncation:
@@ -86,7 +86,7 @@ class SimilarityInput(Wire):
 
 class SimilarityParameters(Wire):
     truncate: bool | None = None
-    truncation_direction: Direction = "right"  # type: ignore[valid-type]
+    truncation_direction: Direction = "right"  # type: ignore[valid-type]  # a runtime Literal
     prompt_name: str | None = None
 
 
@@ -134,8 +134,9 @@ class TeiDecodeRequest(Wire):
 
     @property
     def rows(self) -> list[list[int]]:
-        first = self.ids[0]
-        return [list(r) for r in self.ids] if isinstance(first, list) else [list(self.ids)]  # type: ignore[arg-type]
+        # Validation allows all lists or all ids (both non-empty); no lists means one row.
+        rows = [list(r) for r in self.ids if isinstance(r, list)]
+        return rows or [[i for i in self.ids if isinstance(i, int)]]
 
 
 def root_shape(body: Any) -> type[Wire]:
