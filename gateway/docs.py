@@ -52,4 +52,7 @@ def _asset(name: str) -> Route:
     return Route(f"/docs/{name}", serve, methods=["GET"])
 
 
-DOCS_ROUTES = [Route("/docs", page, methods=["GET"]), *(_asset(name) for name in ASSETS)]
+DOCS_ROUTES: list[Route] = [
+    Route("/docs", page, methods=["GET"]),
+    *(_asset(name) for name in ASSETS),
+]

@@ -261,7 +261,7 @@ async def retrieve_model(request: GatewayRequest) -> Response:
     )
 
 
-NATIVE_ROUTES = [
+NATIVE_ROUTES: list[Route] = [
     Route("/embed", embed_route, methods=["POST"]),
     Route("/", tei_root, methods=["POST"]),
     Route("/similarity", similarity, methods=["POST"]),

@@ -355,7 +355,7 @@ def _by_method(**handlers: Endpoint) -> Endpoint:
     return endpoint
 
 
-ROUTES = [
+ROUTES: list[Route] = [
     Route("/v1/files", _by_method(GET=list_files, POST=create_file), methods=["GET", "POST"]),
     Route(
         "/v1/files/{file_id}",
