@@ -6,7 +6,8 @@ than the cap in memory, whether the client sent a `Content-Length` or a chunked 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -14,19 +15,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import APIError, ErrorKind, error_response, invalid
 
+
 def too_large(limit: int) -> APIError:
     # The rest of the body stays unread: close the connection rather than drain it.
-    return APIError(ErrorKind.PAYLOAD_TOO_LARGE,
-                    f"the request body is larger than the limit of {limit} bytes",
-                    headers={"connection": "close"})
+    return APIError(
+        ErrorKind.PAYLOAD_TOO_LARGE,
+        f"the request body is larger than the limit of {limit} bytes",
+        headers={"connection": "close"},
+    )
 
 
 class BodyLimitMiddleware:
     """413 for a body over `max_bytes`: at once from `Content-Length`, or as soon as a
     streamed (chunked) body passes the limit, before the excess is buffered."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int,
-                 upload_limits: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, upload_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # POSTs to these exact paths (file uploads) may carry up to their own limit.
@@ -45,8 +50,7 @@ class BodyLimitMiddleware:
             await error_response(error, scope, close=True)(scope, receive, send)
             return
         if declared > limit:
-            await error_response(too_large(limit), scope)(
-                scope, receive, send)
+            await error_response(too_large(limit), scope)(scope, receive, send)
             return
         seen = 0
 
@@ -70,14 +74,16 @@ def _content_length(scope: Scope) -> int | None:
     return 0
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request[Any]) -> Any:
     """The request body as JSON: 415 unless it says it is JSON, 400 unless it parses.
     orjson refuses nesting past 1024 levels and lone surrogates with a JSONDecodeError, so
     neither can reach a RecursionError or the tokenizer."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        raise APIError(ErrorKind.UNSUPPORTED_MEDIA_TYPE,
-                       "the request body must be JSON, sent with Content-Type: application/json")
+        raise APIError(
+            ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be JSON, sent with Content-Type: application/json",
+        )
     raw = await request.body()
     try:
         return orjson.loads(raw)

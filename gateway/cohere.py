@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import base64
 import uuid
-from typing import Annotated, Any, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AfterValidator, Field
@@ -45,16 +46,27 @@ class CohereEmbedRequest(Wire):
     answered with a plain list of float vectors (`by_type`)."""
 
     model: Model
-    texts: Annotated[list[Text], Field(min_length=1), Limit("max_inputs"),
-                     Says("`texts` is required: a non-empty list of strings")]
-    input_type: InputType | None = None  # type: ignore[valid-type]
-    embedding_types: Annotated[
-        list[one_of(EMBEDDING_TYPES)], Field(min_length=1),  # type: ignore[misc]
-        AfterValidator(lambda types: list(dict.fromkeys(types))),
-        Says(f"`embedding_types` must be a non-empty list of {list(EMBEDDING_TYPES)}, got "
-             "{value}")] | None = None
+    texts: Annotated[
+        list[Text],
+        Field(min_length=1),
+        Limit("max_inputs"),
+        Says("`texts` is required: a non-empty list of strings"),
+    ]
+    input_type: InputType | None = None
+    embedding_types: (
+        Annotated[
+            list[one_of(EMBEDDING_TYPES)],  # type: ignore[valid-type]  # a runtime Literal
+            Field(min_length=1),
+            AfterValidator(lambda types: list(dict.fromkeys(types))),
+            Says(
+                f"`embedding_types` must be a non-empty list of {list(EMBEDDING_TYPES)}, got "
+                "{value}"
+            ),
+        ]
+        | None
+    ) = None
     output_dimension: PositiveInt | None = None
-    truncate: Truncate | None = None  # type: ignore[valid-type]
+    truncate: Truncate | None = None
     max_tokens: TokenCap | None = None
 
     def by_type(self, version: int) -> bool:
@@ -70,28 +82,39 @@ class CohereEmbedRequest(Wire):
 
 
 def parse_cohere_embed(body: Any, settings: Any) -> CohereEmbedRequest:
-    if (isinstance(body, dict) and body.get("texts") is None
-            and (body.get("images") is not None or body.get("inputs") is not None)):
-        raise invalid("only `texts` can be embedded here; `images` and `inputs` are not "
-                      "supported", param="texts")
+    if (
+        isinstance(body, dict)
+        and body.get("texts") is None
+        and (body.get("images") is not None or body.get("inputs") is not None)
+    ):
+        raise invalid(
+            "only `texts` can be embedded here; `images` and `inputs` are not supported",
+            param="texts",
+        )
     return parse(CohereEmbedRequest, body, settings)
 
 
 def embed_response(
-    req: CohereEmbedRequest, vectors: np.ndarray, *, version: int, input_tokens: int,
+    req: CohereEmbedRequest,
+    vectors: np.ndarray,
+    *,
+    version: int,
+    input_tokens: int,
     truncated: Sequence[int],
-) -> dict:
+) -> dict[str, Any]:
     embeddings: Any
     by_type = req.by_type(version)
     if by_type:
         embeddings = {kind: convert(vectors, kind) for kind in req.types}
     else:
         embeddings = convert(vectors, "float")
-    meta: dict[str, Any] = {"api_version": {"version": str(version)},
-                            "billed_units": {"input_tokens": input_tokens}}
+    meta: dict[str, Any] = {
+        "api_version": {"version": str(version)},
+        "billed_units": {"input_tokens": input_tokens},
+    }
     if truncated:
-        meta["warnings"] = [f"inputs {', '.join(map(str, truncated))} were truncated to fit "
-                            f"the model's window"]
+        inputs = ", ".join(map(str, truncated))
+        meta["warnings"] = [f"inputs {inputs} were truncated to fit the model's window"]
     return {
         "id": str(uuid.uuid4()),
         "texts": req.texts,
@@ -117,4 +140,5 @@ def convert(vectors: np.ndarray, kind: str) -> Any:
 
 def int8(matrix: np.ndarray) -> np.ndarray:
     scale = 127 * np.sqrt(matrix.shape[1]) / 8
-    return np.clip(np.rint(matrix * scale), -128, 127).astype(np.int8)
+    quantized: np.ndarray = np.clip(np.rint(matrix * scale), -128, 127).astype(np.int8)
+    return quantized

@@ -51,9 +51,11 @@ _TEI_PATHS = frozenset({"", "/embed", "/similarity", "/tokenize", "/decode", "/i
 _VLLM_PATHS = frozenset({"/score", "/v1/score", "/detokenize"})
 # A shared path: (body keys that select the other API, keys that keep the path's own, and
 # that other API).
-_BY_BODY = {"/embed": (("texts",), (), API.SEED),
-            "/rerank": (("texts",), ("documents",), API.TEI),
-            "/tokenize": (("prompt", "messages"), (), API.VLLM)}
+_BY_BODY = {
+    "/embed": (("texts",), (), API.SEED),
+    "/rerank": (("texts",), ("documents",), API.TEI),
+    "/tokenize": (("prompt", "messages"), (), API.VLLM),
+}
 
 
 def dialect_of(scope: Scope) -> Dialect:
@@ -75,8 +77,9 @@ def settle(scope: Scope, body: Any) -> Dialect:
     rule = _BY_BODY.get(scope.get("path", "").rstrip("/"))
     if rule is not None and isinstance(body, dict):
         selecting, keeping, api = rule
-        if (any(body.get(k) is not None for k in selecting)
-                and all(body.get(k) is None for k in keeping)):
+        if any(body.get(k) is not None for k in selecting) and all(
+            body.get(k) is None for k in keeping
+        ):
             scope[_SCOPE_KEY] = Dialect(api)
     return dialect_of(scope)
 

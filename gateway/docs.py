@@ -25,8 +25,12 @@ window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
 </script></body></html>
 """
 # The only files served: what the page loads.
-ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript",
-          "favicon-32x32.png": "image/png", "favicon-16x16.png": "image/png"}
+ASSETS = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
 DOCS_PATHS = frozenset({"/docs", *(f"/docs/{name}" for name in ASSETS)})
 
 
@@ -48,4 +52,7 @@ def _asset(name: str) -> Route:
     return Route(f"/docs/{name}", serve, methods=["GET"])
 
 
-DOCS_ROUTES = [Route("/docs", page, methods=["GET"]), *(_asset(name) for name in ASSETS)]
+DOCS_ROUTES: list[Route] = [
+    Route("/docs", page, methods=["GET"]),
+    *(_asset(name) for name in ASSETS),
+]

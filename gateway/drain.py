@@ -44,14 +44,22 @@ class Drain:
 
 def refused() -> APIError:
     """The answer to a new request while draining."""
-    return APIError(ErrorKind.UNAVAILABLE, "the server is shutting down; retry on another "
-                    "instance", code="draining", headers={"Retry-After": "5"})
+    return APIError(
+        ErrorKind.UNAVAILABLE,
+        "the server is shutting down; retry on another instance",
+        code="draining",
+        headers={"Retry-After": "5"},
+    )
 
 
 def grace_expired() -> APIError:
     """The answer to a request whose engine work was cut off by the end of the grace."""
-    return APIError(ErrorKind.UNAVAILABLE, "the server shut down before the engine answered; "
-                    "retry on another instance", code="draining", headers={"Retry-After": "5"})
+    return APIError(
+        ErrorKind.UNAVAILABLE,
+        "the server shut down before the engine answered; retry on another instance",
+        code="draining",
+        headers={"Retry-After": "5"},
+    )
 
 
 class DrainGateMiddleware:
@@ -90,8 +98,12 @@ class DrainingServer(uvicorn.Server):
         if self.drain.draining:
             self.should_exit = True
             return
-        log.info("signal %d: draining (%d requests in flight, grace %g s)",
-                 sig, self.drain.inflight, self.grace_s)
+        log.info(
+            "signal %d: draining (%d requests in flight, grace %g s)",
+            sig,
+            self.drain.inflight,
+            self.grace_s,
+        )
         self.drain.begin()
 
     async def on_tick(self, counter: int) -> bool:
@@ -100,11 +112,15 @@ class DrainingServer(uvicorn.Server):
             waited = time.monotonic() - (drain.started_at or 0.0)
             if waited >= self.grace_s and not drain.expired.is_set():
                 # Requests still waiting on an engine answer 503 now, rather than being cut.
-                log.warning("drain grace of %g s is over: aborting %d requests",
-                            self.grace_s, drain.inflight)
+                log.warning(
+                    "drain grace of %g s is over: aborting %d requests",
+                    self.grace_s,
+                    drain.inflight,
+                )
                 drain.expired.set()
             if drain.inflight == 0 or waited >= self.grace_s + 1:
-                log.info("drained after %.2f s (%d requests still in flight)",
-                         waited, drain.inflight)
+                log.info(
+                    "drained after %.2f s (%d requests still in flight)", waited, drain.inflight
+                )
                 self.should_exit = True
         return await super().on_tick(counter)

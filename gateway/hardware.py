@@ -4,8 +4,8 @@ Settings, so that the startup log shows the result."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # Models at most this big get several engine replicas (one per worker) on a GPU by default.
 _SMALL_MODEL_BYTES = 1 << 30
@@ -32,8 +32,9 @@ def weights_bytes(model: str) -> int:
     folder = Path(model)
     if not folder.is_dir():
         return _SMALL_MODEL_BYTES + 1
-    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin")
-               for f in folder.glob(pattern))
+    return sum(
+        f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in folder.glob(pattern)
+    )
 
 
 def memory_shares(explicit: Sequence[float | None], workers: int = 1) -> list[float | None]:

@@ -26,8 +26,7 @@ import tempfile
 from typing import IO
 
 LOG_FORMATS = ("auto", "json", "text")
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
-                                                                       default=None)
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _TEXT = "%(asctime)s %(levelname)s %(name)s:%(request_tag)s %(message)s"
 _JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
 
@@ -56,11 +55,12 @@ def formatter(kind: str) -> logging.Formatter:
         from pythonjsonlogger.core import RESERVED_ATTRS
         from pythonjsonlogger.json import JsonFormatter
 
-        return JsonFormatter(_JSON_FIELDS, rename_fields={"asctime": "time",
-                                                          "levelname": "level",
-                                                          "name": "logger"},
-                             # the text format's tag, and uvicorn's ANSI-coloured copy
-                             reserved_attrs=[*RESERVED_ATTRS, "request_tag", "color_message"])
+        return JsonFormatter(
+            _JSON_FIELDS,
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            # the text format's tag, and uvicorn's ANSI-coloured copy
+            reserved_attrs=[*RESERVED_ATTRS, "request_tag", "color_message"],
+        )
     return logging.Formatter(_TEXT)
 
 
@@ -96,8 +96,7 @@ def route_vllm_logs(level: str, kind: str) -> None:
         "version": 1,
         "disable_existing_loggers": False,
         "handlers": {"gateway": {"()": "gateway.logs.handler", "kind": kind}},
-        "loggers": {"vllm": {"handlers": ["gateway"], "level": level.upper(),
-                             "propagate": False}},
+        "loggers": {"vllm": {"handlers": ["gateway"], "level": level.upper(), "propagate": False}},
     }
     fd, path = tempfile.mkstemp(prefix="embedding-gateway-vllm-logging-", suffix=".json")
     with os.fdopen(fd, "w") as out:
@@ -106,7 +105,7 @@ def route_vllm_logs(level: str, kind: str) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", level.upper())
     # Only the process that wrote it removes it; spawned workers and engines inherit the path.
     owner = os.getpid()
-    atexit.register(lambda: os.getpid() == owner and _remove(path))
+    atexit.register(_remove_if_owner, path, owner)
     vllm_logger = logging.getLogger("vllm")
     if "vllm" in sys.modules:  # already configured by vLLM's import: re-route it now
         for old in list(vllm_logger.handlers):
@@ -116,7 +115,9 @@ def route_vllm_logs(level: str, kind: str) -> None:
         vllm_logger.propagate = False
 
 
-def _remove(path: str) -> None:
+def _remove_if_owner(path: str, owner: int) -> None:
+    if os.getpid() != owner:
+        return
     try:
         os.remove(path)
     except OSError:

@@ -24,8 +24,9 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -47,16 +48,32 @@ from gateway.request_context import Timing
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "embedding_gateway_"
 # From a cached single text (~1 ms) to a large batch or a long rerank (a minute).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                   10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 SYNC_INTERVAL_S = 1.0
 
 
 class Metrics:
     """Every metric of one app, and its exposition."""
 
-    def __init__(self, registry: ModelRegistry, routes: Iterable[BaseRoute],
-                 admission_limit: int) -> None:
+    def __init__(
+        self, registry: ModelRegistry, routes: Iterable[BaseRoute], admission_limit: int
+    ) -> None:
         self.models = registry
         self.routes = list(routes)
         self.multiprocess = MULTIPROC_ENV in os.environ
@@ -64,7 +81,8 @@ class Metrics:
         # In multiprocess mode the values live in files; the exposition reads those.
         own = None if self.multiprocess else self.collectors
         if self.multiprocess:
-            multiprocess.MultiProcessCollector(self.collectors)
+            # prometheus_client leaves its multiprocess module unannotated.
+            multiprocess.MultiProcessCollector(self.collectors)  # type: ignore[no-untyped-call]
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=own)
@@ -75,36 +93,69 @@ class Metrics:
         def histogram(name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
             return Histogram(PREFIX + name, doc, labels, registry=own, buckets=LATENCY_BUCKETS)
 
-        self.requests = counter("requests", "HTTP requests answered, by route template, "
-                                "served model and status code.", ("route", "model", "status"))
-        self.duration = histogram("request_duration_seconds", "End-to-end request time, "
-                                  "arrival to response.", ("route", "model"))
-        self.queue = histogram("queue_duration_seconds", "Arrival to the engine call (reading, "
-                               "validation, admission), successful engine requests.", ("model",))
-        self.tokenization = histogram("tokenization_duration_seconds", "Tokenizing (and "
-                                      "chunking) inside the engine call.", ("model",))
-        self.inference = histogram("inference_duration_seconds", "Engine call time beyond "
-                                   "tokenizing (engine queue and forward passes).", ("model",))
+        self.requests = counter(
+            "requests",
+            "HTTP requests answered, by route template, served model and status code.",
+            ("route", "model", "status"),
+        )
+        self.duration = histogram(
+            "request_duration_seconds",
+            "End-to-end request time, arrival to response.",
+            ("route", "model"),
+        )
+        self.queue = histogram(
+            "queue_duration_seconds",
+            "Arrival to the engine call (reading, "
+            "validation, admission), successful engine requests.",
+            ("model",),
+        )
+        self.tokenization = histogram(
+            "tokenization_duration_seconds",
+            "Tokenizing (and chunking) inside the engine call.",
+            ("model",),
+        )
+        self.inference = histogram(
+            "inference_duration_seconds",
+            "Engine call time beyond tokenizing (engine queue and forward passes).",
+            ("model",),
+        )
         self.inputs = counter("inputs", "Embedding inputs processed.", ("model",))
-        self.tokens = counter("tokens", "Prompt tokens processed (embeddings and rerank).",
-                              ("model",))
+        self.tokens = counter(
+            "tokens", "Prompt tokens processed (embeddings and rerank).", ("model",)
+        )
         self.documents = counter("rerank_documents", "Rerank documents scored.", ("model",))
-        self.inflight = gauge("inflight_inputs", "Inputs in flight (admitted, not answered); "
-                              "the autoscaling signal.", ("model",))
-        self.limit = gauge("admission_limit_inputs", "Inputs in flight past which requests "
-                           "get 429 (summed over workers).", ("model",))
-        self.state = gauge("engine_state", "Engines (one per worker) in each state: loading, "
-                           "ready, failed, ...", ("model", "state"))
-        self.restarts = counter("engine_restarts", "Engine restarts after a failure.",
-                                ("model",))
-        self.cache = {kind: counter(f"cache_{kind}", f"Embedding cache {kind}.", ("model",))
-                      for kind in ("hits", "misses", "evictions")}
-        self.deduplicated = counter("deduplicated_inputs", "Inputs answered from an identical "
-                                    "input of the same request.", ("model",))
-        self.build = Gauge(PREFIX + "build_info", "Gateway version, vLLM version (empty "
-                           "without a vLLM engine) and device; always 1.",
-                           ("version", "vllm_version", "device"), registry=own,
-                           multiprocess_mode="livemax")
+        self.inflight = gauge(
+            "inflight_inputs",
+            "Inputs in flight (admitted, not answered); the autoscaling signal.",
+            ("model",),
+        )
+        self.limit = gauge(
+            "admission_limit_inputs",
+            "Inputs in flight past which requests get 429 (summed over workers).",
+            ("model",),
+        )
+        self.state = gauge(
+            "engine_state",
+            "Engines (one per worker) in each state: loading, ready, failed, ...",
+            ("model", "state"),
+        )
+        self.restarts = counter("engine_restarts", "Engine restarts after a failure.", ("model",))
+        self.cache = {
+            kind: counter(f"cache_{kind}", f"Embedding cache {kind}.", ("model",))
+            for kind in ("hits", "misses", "evictions")
+        }
+        self.deduplicated = counter(
+            "deduplicated_inputs",
+            "Inputs answered from an identical input of the same request.",
+            ("model",),
+        )
+        self.build = Gauge(
+            PREFIX + "build_info",
+            "Gateway version, vLLM version (empty without a vLLM engine) and device; always 1.",
+            ("version", "vllm_version", "device"),
+            registry=own,
+            multiprocess_mode="livemax",
+        )
         self._seen: dict[tuple[int, str], float] = {}  # last cumulative value copied
         self._build_known = False
         for model in registry.models:
@@ -116,8 +167,9 @@ class Metrics:
     def set_inflight(self, model: str, inputs: int) -> None:
         self.inflight.labels(model).set(inputs)
 
-    def observe_request(self, scope: Scope, status: int, seconds: float,
-                        notes: dict[str, Any], timing: Timing) -> None:
+    def observe_request(
+        self, scope: Scope, status: int, seconds: float, notes: dict[str, Any], timing: Timing
+    ) -> None:
         route = self.route_of(scope)
         model = str(notes.get("model", ""))
         self.requests.labels(route, model, str(status)).inc()
@@ -137,8 +189,7 @@ class Metrics:
         413, draining) are matched here."""
         route = scope.get("route")
         if route is None:
-            route = next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE),
-                         None)
+            route = next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE), None)
         return getattr(route, "path", None) or "unmatched"
 
     # -- copied from the registry ----------------------------------------------------------
@@ -223,4 +274,5 @@ def prepare_multiprocess(workers: int) -> Callable[[], None]:
 def worker_exited(pid: int) -> None:
     """Drop a dead worker's live gauges (its counters and histograms stay in the sums)."""
     if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)
+        # prometheus_client leaves its multiprocess module unannotated.
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -6,7 +6,8 @@ dialect's body in errors.py. Requests without `model` go to the default model.""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from starlette.responses import Response
@@ -15,32 +16,33 @@ from starlette.routing import Route
 from gateway import tei, vllm_api
 from gateway.admission import run_guarded
 from gateway.body import read_json
+from gateway.config import Settings
 from gateway.dialects import API, settle
 from gateway.encoding import check_dimensions, refuse_non_finite
 from gateway.errors import APIError, ErrorKind, brief
 from gateway.registry import ServedModel
 from gateway.request_context import note
-from gateway.rerank import RerankRequest, cosine, rank
+from gateway.rerank import Ranking, RerankRequest, cosine, rank
 from gateway.routes import _STARTED, embed, json_response, registry_of, truncation_header
 from gateway.schemas import Truncation, parse
 from gateway.seed import SeedEmbedRequest
 from gateway.state import GatewayRequest
 
 _VERSION = "0.1.0"
+T = TypeVar("T")
 
 
-def _model(request: GatewayRequest, name: str | None, *, scoring: bool = False
-           ) -> ServedModel:
+def _model(request: GatewayRequest, name: str | None, *, scoring: bool = False) -> ServedModel:
     registry = registry_of(request)
-    return registry.resolve(name) if name is not None \
-        else registry.default_model(scoring=scoring)
+    return registry.resolve(name) if name is not None else registry.default_model(scoring=scoring)
 
 
-def _settings(request: GatewayRequest) -> Any:
+def _settings(request: GatewayRequest) -> Settings:
     return request.state["settings"]
 
 
 # -- /embed: the seed's (texts) or TEI's (inputs) ---------------------------------------------
+
 
 async def embed_route(request: GatewayRequest) -> Response:
     """POST /embed: the seed service's `{"texts"}` or TEI's `{"inputs"}`, by the body."""
@@ -53,8 +55,7 @@ async def embed_route(request: GatewayRequest) -> Response:
 async def _seed_embed(request: GatewayRequest, body: Any) -> Response:
     req = parse(SeedEmbedRequest, body, _settings(request))
     served = _model(request, req.model)
-    batch = await embed(request, served, req.model or served.name, req.texts, None,
-                        Truncation())
+    batch = await embed(request, served, req.model or served.name, req.texts, None, Truncation())
     refuse_non_finite(batch.vectors)
     return json_response({"embeddings": list(batch.vectors)}, headers=truncation_header(batch))
 
@@ -64,15 +65,18 @@ async def _tei_embed(request: GatewayRequest, body: Any) -> Response:
     served = _model(request, req.model)
     check_dimensions(req.dimensions, served.engine.facts.dimension)
     texts = tei.with_prompt(served.policy, req.prompt_name, req.texts)
-    batch = await embed(request, served, served.name, texts, None, req.truncation,
-                        normalize=req.normalize)
+    batch = await embed(
+        request, served, served.name, texts, None, req.truncation, normalize=req.normalize
+    )
     vectors = tei.cut_dimensions(batch.vectors, req.dimensions, req.normalize)
     refuse_non_finite(vectors)
-    return json_response(list(np.ascontiguousarray(vectors, dtype="<f4")),
-                         headers=truncation_header(batch))
+    return json_response(
+        list(np.ascontiguousarray(vectors, dtype="<f4")), headers=truncation_header(batch)
+    )
 
 
 # -- TEI --------------------------------------------------------------------------------------
+
 
 async def tei_rerank(request: GatewayRequest, body: Any) -> Response:
     """POST /rerank with `texts` (called by the rerank handler once the body says TEI)."""
@@ -82,13 +86,25 @@ async def tei_rerank(request: GatewayRequest, body: Any) -> Response:
     return json_response(tei.rerank_answer(ranking.scores, req.texts, req.return_text))
 
 
-async def _rank(request: GatewayRequest, served: ServedModel, query: str, texts: list[str],
-                activation: bool | None) -> Any:
+async def _rank(
+    request: GatewayRequest,
+    served: ServedModel,
+    query: str,
+    texts: list[str],
+    activation: bool | None,
+) -> Ranking:
     # The rerank routes' own request: chunking and scoring are theirs.
-    req = RerankRequest.model_construct(model=served.name, query=query, documents=texts,
-                                        top_n=None, return_documents=False, rank_fields=None,
-                                        max_tokens_per_doc=None, max_chunks_per_doc=None,
-                                        use_activation=activation)
+    req = RerankRequest.model_construct(
+        model=served.name,
+        query=query,
+        documents=texts,
+        top_n=None,
+        return_documents=False,
+        rank_fields=None,
+        max_tokens_per_doc=None,
+        max_chunks_per_doc=None,
+        use_activation=activation,
+    )
     req._texts = texts
     note(request, model=served.name, inputs=len(texts))
     return await rank(request, served, req)
@@ -100,11 +116,15 @@ async def similarity(request: GatewayRequest, body: Any | None = None) -> Respon
     req = parse(tei.TeiSimilarityRequest, body, _settings(request))
     served = _model(request, req.model)
     options = req.options
-    texts = tei.with_prompt(served.policy, options.prompt_name,
-                            [req.inputs.source_sentence, *req.inputs.sentences],
-                            param="parameters")
-    truncation = tei._Truncating(truncate=options.truncate,
-                                 truncation_direction=options.truncation_direction).truncation
+    texts = tei.with_prompt(
+        served.policy,
+        options.prompt_name,
+        [req.inputs.source_sentence, *req.inputs.sentences],
+        param="parameters",
+    )
+    truncation = tei._Truncating(
+        truncate=options.truncate, truncation_direction=options.truncation_direction
+    ).truncation
     batch = await embed(request, served, served.name, texts, None, truncation)
     refuse_non_finite(batch.vectors)
     return json_response([float(s) for s in cosine(batch.vectors[0], batch.vectors[1:])])
@@ -118,8 +138,12 @@ async def tokenize_route(request: GatewayRequest) -> Response:
     req = parse(tei.TeiTokenizeRequest, body, _settings(request))
     served = _model(request, req.model)
     texts = tei.with_prompt(served.policy, req.prompt_name, req.texts)
-    tokens = await _engine(request, served, len(texts), lambda: served.engine.tokenize(
-        texts, add_special_tokens=req.add_special_tokens))
+    tokens = await _engine(
+        request,
+        served,
+        len(texts),
+        lambda: served.engine.tokenize(texts, add_special_tokens=req.add_special_tokens),
+    )
     return json_response(tei.tokens_answer(tokens, texts))
 
 
@@ -127,8 +151,12 @@ async def decode(request: GatewayRequest) -> Response:
     """POST /decode: token ids back to text, one string per id list."""
     req = parse(tei.TeiDecodeRequest, await read_json(request), _settings(request))
     served = _model(request, req.model)
-    texts = await _engine(request, served, len(req.rows), lambda: served.engine.detokenize(
-        req.rows, skip_special_tokens=req.skip_special_tokens))
+    texts = await _engine(
+        request,
+        served,
+        len(req.rows),
+        lambda: served.engine.detokenize(req.rows, skip_special_tokens=req.skip_special_tokens),
+    )
     return json_response(texts)
 
 
@@ -153,6 +181,7 @@ async def tei_root(request: GatewayRequest) -> Response:
 
 # -- vLLM -------------------------------------------------------------------------------------
 
+
 async def score(request: GatewayRequest) -> Response:
     """POST /score, /v1/score: vLLM's pair scores (`text_1`/`text_2` or
     `queries`/`documents`), each pair scored as the rerank routes score it."""
@@ -164,8 +193,9 @@ async def score(request: GatewayRequest) -> Response:
     tokens = 0
     for query in dict.fromkeys(q for q, _ in pairs):  # one rerank per distinct first text
         where = [i for i, (q, _) in enumerate(pairs) if q == query]
-        ranking = await _rank(request, served, query, [pairs[i][1] for i in where],
-                              req.use_activation)
+        ranking = await _rank(
+            request, served, query, [pairs[i][1] for i in where], req.use_activation
+        )
         scores[where] = ranking.scores
         tokens += ranking.prompt_tokens
     return json_response(vllm_api.score_answer(req.model or served.name, scores, tokens))
@@ -174,12 +204,22 @@ async def score(request: GatewayRequest) -> Response:
 async def _vllm_tokenize(request: GatewayRequest, body: Any) -> Response:
     req = parse(vllm_api.VllmTokenizeRequest, body, _settings(request))
     served = _model(request, req.model)
-    tokens = (await _engine(request, served, 1, lambda: served.engine.tokenize(
-        [req.prompt], add_special_tokens=req.add_special_tokens)))[0]
-    return json_response({"count": len(tokens.ids),
-                          "max_model_len": served.engine.facts.max_model_len,
-                          "tokens": tokens.ids,
-                          "token_strs": tokens.strings if req.return_token_strs else None})
+    tokens = (
+        await _engine(
+            request,
+            served,
+            1,
+            lambda: served.engine.tokenize([req.prompt], add_special_tokens=req.add_special_tokens),
+        )
+    )[0]
+    return json_response(
+        {
+            "count": len(tokens.ids),
+            "max_model_len": served.engine.facts.max_model_len,
+            "tokens": tokens.ids,
+            "token_strs": tokens.strings if req.return_token_strs else None,
+        }
+    )
 
 
 async def detokenize(request: GatewayRequest) -> Response:
@@ -190,25 +230,36 @@ async def detokenize(request: GatewayRequest) -> Response:
     return json_response({"prompt": texts[0]})
 
 
-async def _engine(request: GatewayRequest, served: ServedModel, inputs: int, call: Any) -> Any:
+async def _engine(
+    request: GatewayRequest, served: ServedModel, inputs: int, call: Callable[[], Awaitable[T]]
+) -> T:
     note(request, model=served.name, inputs=inputs)
     return await run_guarded(request, served, inputs, call)
 
 
 # -- OpenAI -----------------------------------------------------------------------------------
 
+
 async def retrieve_model(request: GatewayRequest) -> Response:
     """GET /v1/models/{id}: one served name or alias (openai `client.models.retrieve`)."""
     wanted = request.path_params["model"]
     for name, root in registry_of(request).names():
         if name == wanted:
-            return json_response({"id": name, "object": "model", "created": _STARTED,
-                                  "owned_by": "embedding-gateway", "root": root})
-    raise APIError(ErrorKind.MODEL_NOT_FOUND, f"The model {brief(wanted)} does not exist",
-                   param="model")
+            return json_response(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": _STARTED,
+                    "owned_by": "embedding-gateway",
+                    "root": root,
+                }
+            )
+    raise APIError(
+        ErrorKind.MODEL_NOT_FOUND, f"The model {brief(wanted)} does not exist", param="model"
+    )
 
 
-NATIVE_ROUTES = [
+NATIVE_ROUTES: list[Route] = [
     Route("/embed", embed_route, methods=["POST"]),
     Route("/", tei_root, methods=["POST"]),
     Route("/similarity", similarity, methods=["POST"]),

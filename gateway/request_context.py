@@ -56,24 +56,29 @@ class Timing:
         if self.queue_s is None or self.inference_s is None:
             return []
         # Whole milliseconds as TEI sends them, rounded down: the parts never exceed the total.
-        parts = (("queue", self.queue_s), ("tokenization", self.tokenization_s),
-                 ("inference", self.inference_s), ("total", total_s))
+        parts = (
+            ("queue", self.queue_s),
+            ("tokenization", self.tokenization_s),
+            ("inference", self.inference_s),
+            ("total", total_s),
+        )
         return [(f"x-{name}-time".encode(), str(int(s * 1000)).encode()) for name, s in parts]
 
 
 class RequestObserver(Protocol):
     """What the middleware reports each finished request to (the metrics)."""
 
-    def observe_request(self, scope: Scope, status: int, seconds: float,
-                        notes: dict[str, Any], timing: Timing) -> None: ...
+    def observe_request(
+        self, scope: Scope, status: int, seconds: float, notes: dict[str, Any], timing: Timing
+    ) -> None: ...
 
 
-def note(request: Request, **fields: Any) -> None:
+def note(request: Request[Any], **fields: Any) -> None:
     """Add fields (model, inputs, tokens, ...) to this request's log line."""
     request.scope.setdefault(_NOTES, {}).update(fields)
 
 
-def timing(request: Request) -> Timing:
+def timing(request: Request[Any]) -> Timing:
     """This request's timing record (the engine call and the routes fill it in)."""
     record = request.scope.get(_TIMING)
     if record is None:  # a request that did not pass the middleware (unit tests)
@@ -103,8 +108,7 @@ class RequestContextMiddleware:
                 message.setdefault("headers", [])
                 # Timings on successes only, as TEI: an error's split says nothing useful.
                 timings = record.headers(time.perf_counter() - started) if status < 400 else []
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id),
-                                      *timings]
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id), *timings]
             await send(message)
 
         try:
@@ -112,15 +116,17 @@ class RequestContextMiddleware:
         except Exception:
             log.exception("unhandled error, request %s", request_id.decode())
             if status == 0:
-                error = APIError(ErrorKind.INTERNAL, "internal server error (request id "
-                                 f"{request_id.decode()})")
+                error = APIError(
+                    ErrorKind.INTERNAL, f"internal server error (request id {request_id.decode()})"
+                )
                 await error_response(error, scope)(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             _log_line(scope, request_id, status, seconds, record)
             if self.observer is not None:
-                self.observer.observe_request(scope, status or 500, seconds,
-                                              scope.get(_NOTES, {}), record)
+                self.observer.observe_request(
+                    scope, status or 500, seconds, scope.get(_NOTES, {}), record
+                )
             REQUEST_ID.reset(token)
 
 
@@ -131,8 +137,7 @@ def _request_id(scope: Scope) -> bytes:
     return uuid.uuid4().hex.encode()
 
 
-def _log_line(scope: Scope, request_id: bytes, status: int, seconds: float,
-              record: Timing) -> None:
+def _log_line(scope: Scope, request_id: bytes, status: int, seconds: float, record: Timing) -> None:
     if scope["path"] in PROBES and status < 400:
         level = logging.DEBUG  # probes every few seconds would drown the log
     else:
@@ -140,14 +145,29 @@ def _log_line(scope: Scope, request_id: bytes, status: int, seconds: float,
     if not log.isEnabledFor(level):
         return
     notes = dict(scope.get(_NOTES, {}))
-    if record.inference_s is not None:
-        notes.update(queue_ms=round(record.queue_s * 1000, 1),
-                     tokenization_ms=round(record.tokenization_s * 1000, 1),
-                     inference_ms=round(record.inference_s * 1000, 1))
+    if record.queue_s is not None and record.inference_s is not None:
+        notes.update(
+            queue_ms=round(record.queue_s * 1000, 1),
+            tokenization_ms=round(record.tokenization_s * 1000, 1),
+            inference_ms=round(record.inference_s * 1000, 1),
+        )
     extra = " ".join(f"{key}={value}" for key, value in notes.items())
     # The same fields as JSON keys for the JSON format (the text format shows the message).
-    fields = {"method": scope["method"], "path": scope["path"], "status": status or 500,
-              "duration_ms": round(seconds * 1000, 1), **notes}
-    log.log(level, "request_id=%s method=%s path=%r status=%d ms=%.1f %s",
-            request_id.decode(), scope["method"], scope["path"], status or 500,
-            seconds * 1000, extra, extra=fields)
+    fields = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status or 500,
+        "duration_ms": round(seconds * 1000, 1),
+        **notes,
+    }
+    log.log(
+        level,
+        "request_id=%s method=%s path=%r status=%d ms=%.1f %s",
+        request_id.decode(),
+        scope["method"],
+        scope["path"],
+        status or 500,
+        seconds * 1000,
+        extra,
+        extra=fields,
+    )

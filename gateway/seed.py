@@ -15,5 +15,9 @@ class SeedEmbedRequest(Wire):
     """`POST /embed` with `texts`."""
 
     model: Model | None = None
-    texts: Annotated[list[Text], Field(min_length=1), Limit("max_inputs"),
-                     Says("`texts` is required: a non-empty list of strings")]
+    texts: Annotated[
+        list[Text],
+        Field(min_length=1),
+        Limit("max_inputs"),
+        Says("`texts` is required: a non-empty list of strings"),
+    ]

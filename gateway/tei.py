@@ -23,17 +23,21 @@ from gateway.schemas import Limit, Model, Says, Text, Truncation, Wire, one_of
 _DIRECTIONS = ("right", "left")
 Direction = one_of(_DIRECTIONS, any_case=True)
 # A non-empty, non-blank string (as rerank's query).
-Query = Annotated[str, Field(pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"),
-                  Says("`{name}` is required and must be a non-empty string")]
+Query = Annotated[
+    str,
+    Field(pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"),
+    Says("`{name}` is required and must be a non-empty string"),
+]
 TextOrTexts = Annotated[
     Text | Annotated[list[Text], Field(min_length=1), Limit("max_inputs")],
-    Says("`{name}` must be a string or a non-empty list of strings, got {value}")]
+    Says("`{name}` must be a string or a non-empty list of strings, got {value}"),
+]
 
 
 class _Truncating(Wire):
     model: Model | None = None
     truncate: bool | None = None
-    truncation_direction: Direction = "right"  # type: ignore[valid-type]
+    truncation_direction: Direction = "right"  # type: ignore[valid-type]  # a runtime Literal
 
     @property
     def truncation(self) -> Truncation:
@@ -65,8 +69,12 @@ class TeiRerankRequest(_Truncating):
     nothing."""
 
     query: Query
-    texts: Annotated[list[Text], Field(min_length=1), Limit("max_rerank_documents"),
-                     Says("`texts` is required: a non-empty list of strings")]
+    texts: Annotated[
+        list[Text],
+        Field(min_length=1),
+        Limit("max_rerank_documents"),
+        Says("`texts` is required: a non-empty list of strings"),
+    ]
     raw_scores: bool = False
     return_text: bool = False
 
@@ -78,7 +86,7 @@ class SimilarityInput(Wire):
 
 class SimilarityParameters(Wire):
     truncate: bool | None = None
-    truncation_direction: Direction = "right"  # type: ignore[valid-type]
+    truncation_direction: Direction = "right"  # type: ignore[valid-type]  # a runtime Literal
     prompt_name: str | None = None
 
 
@@ -115,17 +123,20 @@ class TeiDecodeRequest(Wire):
     """`POST /decode`: token ids (one list, or a list of lists) back to text."""
 
     model: Model | None = None
-    ids: Annotated[TokenIdList | Annotated[list[TokenIdList], Field(min_length=1),
-                                           Limit("max_inputs")],
-                   Says("`ids` must be a non-empty list of token ids (integers >= 0) or of "
-                        "such lists, got {value}")]
+    ids: Annotated[
+        TokenIdList | Annotated[list[TokenIdList], Field(min_length=1), Limit("max_inputs")],
+        Says(
+            "`ids` must be a non-empty list of token ids (integers >= 0) or of "
+            "such lists, got {value}"
+        ),
+    ]
     skip_special_tokens: bool = True
 
     @property
     def rows(self) -> list[list[int]]:
-        first = self.ids[0]
-        return [list(r) for r in self.ids] if isinstance(first, list) \
-            else [list(self.ids)]  # type: ignore[arg-type]
+        # Validation allows all lists or all ids (both non-empty); no lists means one row.
+        rows = [list(r) for r in self.ids if isinstance(r, list)]
+        return rows or [[i for i in self.ids if isinstance(i, int)]]
 
 
 def root_shape(body: Any) -> type[Wire]:
@@ -140,20 +151,23 @@ def root_shape(body: Any) -> type[Wire]:
 
 # -- request to engine input ------------------------------------------------------------------
 
-def with_prompt(policy: InputPolicy, prompt_name: str | None, texts: Sequence[str],
-                param: str = "prompt_name") -> list[str]:
+
+def with_prompt(
+    policy: InputPolicy, prompt_name: str | None, texts: Sequence[str], param: str = "prompt_name"
+) -> list[str]:
     """The texts with the model's prompt of that name applied (TEI's `prompt_name`)."""
     if prompt_name is None:
         return list(texts)
     template = policy.prompts.get(prompt_name)
     if template is None:
-        raise invalid(f"`{param}` {prompt_name!r} is not one of the model's prompts "
-                      f"{sorted(policy.prompts)}", param=param)
+        raise invalid(
+            f"`{param}` {prompt_name!r} is not one of the model's prompts {sorted(policy.prompts)}",
+            param=param,
+        )
     return [apply_template(template, t) for t in texts]
 
 
-def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool
-                   ) -> np.ndarray:
+def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
     """The first `dimensions` components, renormalised when `normalize` (TEI's order)."""
     if dimensions is None or dimensions >= vectors.shape[1]:
         return vectors
@@ -161,40 +175,56 @@ def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool
     if not normalize:
         return kept
     norms = np.linalg.norm(kept, axis=1, keepdims=True)
-    return kept / np.where(norms == 0, 1, norms)
+    renormalised: np.ndarray = kept / np.where(norms == 0, 1, norms)
+    return renormalised
 
 
 # -- answers ----------------------------------------------------------------------------------
 
-def rerank_answer(scores: np.ndarray, texts: Sequence[str], return_text: bool) -> list[dict]:
+
+def rerank_answer(
+    scores: np.ndarray, texts: Sequence[str], return_text: bool
+) -> list[dict[str, Any]]:
     """TEI's bare array `[{index, score, text?}]`, best score first."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    return [{"index": i, "score": float(scores[i]), **({"text": texts[i]} if return_text else {})}
-            for i in order]
+    return [
+        {"index": i, "score": float(scores[i]), **({"text": texts[i]} if return_text else {})}
+        for i in order
+    ]
 
 
-def tokens_answer(tokens: Sequence[Tokens], texts: Sequence[str]) -> list[list[dict]]:
+def tokens_answer(tokens: Sequence[Tokens], texts: Sequence[str]) -> list[list[dict[str, Any]]]:
     """TEI's `[[{id, text, special, start, stop}]]`: a token's `text` is its span of the
     input, or the token's own string where it has none (added special tokens)."""
     out = []
     for row, text in zip(tokens, texts):
-        out.append([{"id": i, "text": text[span[0]:span[1]] if span else string,
-                     "special": special, "start": span[0] if span else None,
-                     "stop": span[1] if span else None}
-                    for i, string, special, span in zip(row.ids, row.strings, row.special,
-                                                        row.offsets)])
+        out.append(
+            [
+                {
+                    "id": i,
+                    "text": text[span[0] : span[1]] if span else string,
+                    "special": special,
+                    "start": span[0] if span else None,
+                    "stop": span[1] if span else None,
+                }
+                for i, string, special, span in zip(row.ids, row.strings, row.special, row.offsets)
+            ]
+        )
     return out
 
 
-def info_answer(served: ServedModel, names: Sequence[str], settings: Settings,
-                version: str) -> dict[str, Any]:
+def info_answer(
+    served: ServedModel, names: Sequence[str], settings: Settings, version: str
+) -> dict[str, Any]:
     """TEI's `GET /info` for the default model, with the server's limits; `dimension` and
     `models` (every served name) are additions."""
     facts = served.engine.facts
     spec = served.engine.spec
     model_type: dict[str, Any] = (
         {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
-        if facts.scores_pairs else {"embedding": {"pooling": "model default"}})
+        if facts.scores_pairs
+        else {"embedding": {"pooling": "model default"}}
+    )
     return {
         "model_id": served.name,
         "model_sha": None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -16,7 +16,8 @@ from gateway.schemas import Limit, Model, Says, Text, Wire
 
 TextOrTexts = Annotated[
     Text | Annotated[list[Text], Field(min_length=1), Limit("max_rerank_documents")],
-    Says("`{name}` must be a string or a non-empty list of strings, got {value}")]
+    Says("`{name}` must be a string or a non-empty list of strings, got {value}"),
+]
 
 
 class _Scoring(Wire):
@@ -38,9 +39,11 @@ class _Scoring(Wire):
         if len(seconds) == 1:
             return [(f, seconds[0]) for f in firsts]
         if len(firsts) != len(seconds):
-            raise invalid(f"`{name_1}` and `{name_2}` must have the same length, or "
-                          f"`{name_1}` one entry; got {len(firsts)} and {len(seconds)}",
-                          param=name_1)
+            raise invalid(
+                f"`{name_1}` and `{name_2}` must have the same length, or "
+                f"`{name_1}` one entry; got {len(firsts)} and {len(seconds)}",
+                param=name_1,
+            )
         return list(zip(firsts, seconds))
 
 
@@ -65,16 +68,17 @@ class ScoreQueriesRequest(_Scoring):
 
 
 def score_shape(body: Any) -> type[_Scoring]:
-    return ScoreQueriesRequest if isinstance(body, dict) and "queries" in body \
-        else ScoreTextRequest
+    return ScoreQueriesRequest if isinstance(body, dict) and "queries" in body else ScoreTextRequest
 
 
 class VllmTokenizeRequest(Wire):
     """`POST /tokenize` with `prompt` (vLLM's completion form; the chat form is refused)."""
 
     model: Model | None = None
-    prompt: Annotated[Text, Says("`prompt` is required: a string (the chat form with "
-                                 "`messages` is not supported)")]
+    prompt: Annotated[
+        Text,
+        Says("`prompt` is required: a string (the chat form with `messages` is not supported)"),
+    ]
     add_special_tokens: bool = True
     return_token_strs: bool = False
 
@@ -86,14 +90,16 @@ class DetokenizeRequest(Wire):
     tokens: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
-def score_answer(model: str, scores: Sequence[float], prompt_tokens: int) -> dict:
+def score_answer(model: str, scores: Iterable[float], prompt_tokens: int) -> dict[str, Any]:
     return {
         "id": f"score-{uuid.uuid4().hex}",
         "object": "list",
         "created": int(time.time()),
         "model": model,
-        "data": [{"index": i, "object": "score", "score": float(s)}
-                 for i, s in enumerate(scores)],
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens,
-                  "completion_tokens": 0},
+        "data": [{"index": i, "object": "score", "score": float(s)} for i, s in enumerate(scores)],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens,
+            "completion_tokens": 0,
+        },
     }

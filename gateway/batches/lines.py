@@ -4,7 +4,8 @@ A line `{"custom_id", "method", "url", "body"}` is answered by calling the endpo
 the app routes `url` to (`gateway/routes.py`), with a request built in memory: the same
 parsing, limits, model lookup, prompt building, guarded engine call and encoding as over
 HTTP, and the same error envelope. Only the admission differs: batch lines count against
-the batch's own share (the `admission` of `BatchApp.state`), never against interactive requests' bound.
+the batch's own share (the `admission` of `BatchApp.state`), never against interactive
+requests' bound.
 
 Output and error lines have OpenAI's shapes:
     {"id": "batch_req_..", "custom_id": "..", "response": {"status_code": 200,
@@ -18,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import Match, Route
+from starlette.types import Message, Scope
 
 from gateway.admission import Admission
 from gateway.errors import APIError, ErrorKind, brief, error_response
-from gateway.state import GatewayState
+from gateway.state import GatewayRequest, GatewayState
 
 log = logging.getLogger(__name__)
 # Endpoints a batch may name: OpenAI's embeddings, and the gateway's rerank as an extension.
@@ -37,61 +40,75 @@ ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
 _RETRY_STATUSES = {429: 0.01, 503: 0.5}
 _MAX_RETRY_DELAY_S = 5.0
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
 
 class BatchApp:
     """What a batch line's request sees: the app's routes, and the app's state with the
     batch's own admission bound in place of the interactive one."""
 
-    def __init__(self, app: Any, admission: Admission) -> None:
+    def __init__(self, app: Starlette, admission: Admission) -> None:
         self.routes = app.routes
-        self.state: GatewayState = {**app.state.gateway, "admission": admission}
+        gateway: GatewayState = app.state.gateway
+        self.state: GatewayState = {**gateway, "admission": admission}
 
 
 def endpoint_for(app: BatchApp, path: str) -> Endpoint:
     """The endpoint function the app routes `POST path` to."""
     scope = _scope(app, path, b"")
     for route in app.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
+        if isinstance(route, Route) and route.matches(scope)[0] is Match.FULL:
             return route.endpoint
     raise LookupError(f"no POST route for {path}")
 
 
-async def run_line(app: BatchApp, endpoint: str, call: Endpoint, raw: bytes,
-                   number: int) -> tuple[bool, bytes]:
+async def run_line(
+    app: BatchApp, endpoint: str, call: Endpoint, raw: bytes, number: int
+) -> tuple[bool, bytes]:
     """(succeeded, the output or error line) for input line `number`."""
     request_id = f"batch_req_{uuid.uuid4().hex}"
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return False, _failure(request_id, None, "invalid_json",
-                               f"line {number} is not valid JSON: {exc}")
+        return False, _failure(
+            request_id, None, "invalid_json", f"line {number} is not valid JSON: {exc}"
+        )
     if not isinstance(line, dict):
-        return False, _failure(request_id, None, "invalid_request",
-                               f"line {number} must be a JSON object")
+        return False, _failure(
+            request_id, None, "invalid_request", f"line {number} must be a JSON object"
+        )
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
-        return False, _failure(request_id, None, "missing_custom_id",
-                               f"line {number} needs a `custom_id` string")
+        return False, _failure(
+            request_id, None, "missing_custom_id", f"line {number} needs a `custom_id` string"
+        )
     if line.get("method", "POST") != "POST":
-        return False, _failure(request_id, custom_id, "invalid_method",
-                               f"line {number}: `method` must be POST")
+        return False, _failure(
+            request_id, custom_id, "invalid_method", f"line {number}: `method` must be POST"
+        )
     if line.get("url") != endpoint:
-        return False, _failure(request_id, custom_id, "invalid_url",
-                               f"line {number}: `url` must be the batch's endpoint {endpoint}, "
-                               f"got {brief(line.get('url'))}")
+        return False, _failure(
+            request_id,
+            custom_id,
+            "invalid_url",
+            f"line {number}: `url` must be the batch's endpoint {endpoint}, "
+            f"got {brief(line.get('url'))}",
+        )
     if not isinstance(line.get("body"), dict):
-        return False, _failure(request_id, custom_id, "invalid_body",
-                               f"line {number}: `body` must be a JSON object")
-    status, body = await _call_until_accepted(app, endpoint, call,
-                                              orjson.dumps(line["body"]))
-    response = (b'{"status_code":%d,"request_id":"%s","body":' % (status, request_id.encode())
-                + body + b"}")
-    return status == 200, (b'{"id":"%s","custom_id":' % request_id.encode()
-                           + orjson.dumps(custom_id) + b',"response":' + response
-                           + b',"error":null}\n')
+        return False, _failure(
+            request_id, custom_id, "invalid_body", f"line {number}: `body` must be a JSON object"
+        )
+    status, body = await _call_until_accepted(app, endpoint, call, orjson.dumps(line["body"]))
+    response = (
+        b'{"status_code":%d,"request_id":"%s","body":' % (status, request_id.encode()) + body + b"}"
+    )
+    return status == 200, (
+        b'{"id":"%s","custom_id":' % request_id.encode()
+        + orjson.dumps(custom_id)
+        + b',"response":'
+        + response
+        + b',"error":null}\n'
+    )
 
 
 def failure_line(custom_id: str | None, code: str, message: str) -> bytes:
@@ -99,12 +116,22 @@ def failure_line(custom_id: str | None, code: str, message: str) -> bytes:
 
 
 def _failure(request_id: str, custom_id: str | None, code: str, message: str) -> bytes:
-    return orjson.dumps({"id": request_id, "custom_id": custom_id, "response": None,
-                         "error": {"code": code, "message": message}}) + b"\n"
+    return (
+        orjson.dumps(
+            {
+                "id": request_id,
+                "custom_id": custom_id,
+                "response": None,
+                "error": {"code": code, "message": message},
+            }
+        )
+        + b"\n"
+    )
 
 
-async def _call_until_accepted(app: BatchApp, path: str, call: Endpoint,
-                               body: bytes) -> tuple[int, bytes]:
+async def _call_until_accepted(
+    app: BatchApp, path: str, call: Endpoint, body: bytes
+) -> tuple[int, bytes]:
     delay = 0.0
     while True:
         response = await _call(app, path, call, body)
@@ -123,7 +150,7 @@ def _is_draining(response: Response) -> bool:
 async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Response:
     delivered = False
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         nonlocal delivered
         if not delivered:
             delivered = True
@@ -134,7 +161,8 @@ async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Respon
 
     scope = _scope(app, path, body)
     try:
-        return await call(Request(scope, receive))
+        request: GatewayRequest = Request(scope, receive)
+        return await call(request)
     except APIError as exc:
         return error_response(exc, scope)
     except Exception:  # the HTTP app's catch-all, for lines: log it, answer a bare 500
@@ -142,10 +170,23 @@ async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Respon
         return error_response(APIError(ErrorKind.INTERNAL, "internal server error"), scope)
 
 
-def _scope(app: BatchApp, path: str, body: bytes) -> dict:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
-            "root_path": "", "query_string": b"", "client": None, "server": None,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())],
-            "app": app, "state": dict(app.state)}
+def _scope(app: BatchApp, path: str, body: bytes) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "client": None,
+        "server": None,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "app": app,
+        "state": dict(app.state),
+    }

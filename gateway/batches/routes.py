@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, Awaitable, Callable
+from typing import IO, Any
 
 import orjson
-
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
@@ -33,8 +33,9 @@ from gateway.batches.store import (
     new_file_id,
     now,
 )
-from gateway.errors import APIError, ErrorKind, brief, invalid
 from gateway.body import read_json
+from gateway.errors import APIError, ErrorKind, brief, invalid
+from gateway.state import GatewayRequest
 
 # The upload routes, which the body limit lets carry `--batch-max-file-bytes` (plus room
 # for the multipart envelope) instead of `--max-body-bytes`.
@@ -43,10 +44,10 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # OpenAI's bounds for `expires_after.seconds` and `output_expires_after.seconds`.
 _EXPIRY_S = (3600, 30 * 24 * 3600)
 _COPY_CHUNK = 1 << 20
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
 
-def _service(request: Request) -> BatchService:
+def _service(request: GatewayRequest) -> BatchService:
     return request.state["batches"]
 
 
@@ -56,33 +57,42 @@ def _json(body: Any, status: int = 200) -> Response:
 
 # -- files ----------------------------------------------------------------------------------
 
-async def create_file(request: Request) -> Response:
+
+async def create_file(request: GatewayRequest) -> Response:
     """POST /v1/files: multipart `file` (JSONL) and `purpose` (`batch`)."""
     service = _service(request)
     settings = service.settings
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "multipart/form-data":
-        raise APIError(ErrorKind.UNSUPPORTED_MEDIA_TYPE, "upload the file as "
-                       "multipart/form-data with the fields `file` and `purpose`")
+        raise APIError(
+            ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+            "upload the file as multipart/form-data with the fields `file` and `purpose`",
+        )
     store = service.store
-    _check_free_space(store.root, int(request.headers.get("content-length") or 0),
-                      settings.batch_min_free_bytes)
+    _check_free_space(
+        store.root, int(request.headers.get("content-length") or 0), settings.batch_min_free_bytes
+    )
     async with request.form(max_files=1, max_fields=4) as form:
         purpose = form.get("purpose")
         if purpose != "batch":
             raise invalid(f"`purpose` must be batch, got {brief(purpose)}", param="purpose")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise invalid("`file` is required: the JSONL file, as a multipart file field",
-                          param="file")
+            raise invalid(
+                "`file` is required: the JSONL file, as a multipart file field", param="file"
+            )
         ttl = _expires_after(form, settings.batch_file_ttl_s)
         temporary = store.upload_path()
         try:
-            size, lines = await asyncio.to_thread(_copy, upload.file, temporary,
-                                                  settings.batch_max_file_bytes)
+            size, lines = await asyncio.to_thread(
+                _copy, upload.file, temporary, settings.batch_max_file_bytes
+            )
             if lines > settings.batch_max_lines:
-                raise invalid(f"the file has {lines} lines; a batch file may have at most "
-                              f"{settings.batch_max_lines}", param="file")
+                raise invalid(
+                    f"the file has {lines} lines; a batch file may have at most "
+                    f"{settings.batch_max_lines}",
+                    param="file",
+                )
             file_id = new_file_id()
             os.replace(temporary, store.file_path(file_id))
         finally:
@@ -95,8 +105,10 @@ async def create_file(request: Request) -> Response:
 def _check_free_space(root: Path, incoming: int, reserve: int) -> None:
     free = shutil.disk_usage(root).free
     if free - incoming < reserve:
-        raise APIError(ErrorKind.INSUFFICIENT_STORAGE, "the server has not enough free disk "
-                       "space to store this file")
+        raise APIError(
+            ErrorKind.INSUFFICIENT_STORAGE,
+            "the server has not enough free disk space to store this file",
+        )
 
 
 def _copy(source: IO[bytes], target: Path, max_bytes: int) -> tuple[int, int]:
@@ -108,8 +120,11 @@ def _copy(source: IO[bytes], target: Path, max_bytes: int) -> tuple[int, int]:
         while chunk := source.read(_COPY_CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise APIError(ErrorKind.PAYLOAD_TOO_LARGE, f"the file is larger than the "
-                               f"limit of {max_bytes} bytes", param="file")
+                raise APIError(
+                    ErrorKind.PAYLOAD_TOO_LARGE,
+                    f"the file is larger than the limit of {max_bytes} bytes",
+                    param="file",
+                )
             lines += chunk.count(b"\n")
             last = chunk[-1:]
             out.write(chunk)
@@ -135,8 +150,9 @@ def _seconds(value: Any, param: str) -> int:
         raise invalid(f"`{param}.seconds` must be an integer", param=param) from None
     low, high = _EXPIRY_S
     if not low <= seconds <= high:
-        raise invalid(f"`{param}.seconds` must be between {low} and {high}, got {seconds}",
-                      param=param)
+        raise invalid(
+            f"`{param}.seconds` must be between {low} and {high}, got {seconds}", param=param
+        )
     return seconds
 
 
@@ -144,24 +160,27 @@ def _created_plus(seconds: int) -> int:
     return now() + seconds
 
 
-async def list_files(request: Request) -> Response:
+async def list_files(request: GatewayRequest) -> Response:
     """GET /v1/files: newest first by default; `after`, `limit`, `order`, `purpose`."""
     query = request.query_params
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise invalid(f"`order` must be asc or desc, got {brief(order)}", param="order")
     page = _service(request).store.files(
-        after=query.get("after"), limit=_limit(query.get("limit"), 10_000, 10_000),
-        order=order, purpose=query.get("purpose"))
+        after=query.get("after"),
+        limit=_limit(query.get("limit"), 10_000, 10_000),
+        order=order,
+        purpose=query.get("purpose"),
+    )
     return _json(list_object([file_object(row) for row in page.rows], page.has_more))
 
 
-async def retrieve_file(request: Request) -> Response:
+async def retrieve_file(request: GatewayRequest) -> Response:
     """GET /v1/files/{file_id}."""
     return _json(file_object(_file_row(request)))
 
 
-async def file_content(request: Request) -> Response:
+async def file_content(request: GatewayRequest) -> Response:
     """GET /v1/files/{file_id}/content: the file's bytes."""
     row = _file_row(request)
     path = _service(request).store.file_path(row["id"])
@@ -170,21 +189,26 @@ async def file_content(request: Request) -> Response:
     return FileResponse(path, media_type="application/octet-stream", filename=row["filename"])
 
 
-async def delete_file(request: Request) -> Response:
+async def delete_file(request: GatewayRequest) -> Response:
     """DELETE /v1/files/{file_id}. A file a live batch reads cannot be deleted."""
     row = _file_row(request)
     store = _service(request).store
     users = store.db.execute(
         f"SELECT id FROM batches WHERE input_file_id = ? AND status IN "
-        f"({', '.join('?' for _ in LIVE_STATES)})", (row["id"], *LIVE_STATES)).fetchone()
+        f"({', '.join('?' for _ in LIVE_STATES)})",
+        (row["id"], *LIVE_STATES),
+    ).fetchone()
     if users is not None:
-        raise invalid(f"the file is the input of batch {users['id']}, which is still "
-                      "running; cancel it first", param="file_id")
+        raise invalid(
+            f"the file is the input of batch {users['id']}, which is still "
+            "running; cancel it first",
+            param="file_id",
+        )
     store.delete_file(row["id"])
     return _json({"id": row["id"], "object": "file", "deleted": True})
 
 
-def _file_row(request: Request) -> Any:
+def _file_row(request: GatewayRequest) -> sqlite3.Row:
     file_id = request.path_params["file_id"]
     row = _service(request).store.file(file_id) if is_file_id(file_id) else None
     if row is None:
@@ -194,7 +218,8 @@ def _file_row(request: Request) -> Any:
 
 # -- batches --------------------------------------------------------------------------------
 
-async def create_batch(request: Request) -> Response:
+
+async def create_batch(request: GatewayRequest) -> Response:
     """POST /v1/batches: `input_file_id`, `endpoint`, `completion_window` (24h),
     `metadata`, `output_expires_after`."""
     body = await read_json(request)
@@ -203,40 +228,60 @@ async def create_batch(request: Request) -> Response:
     service = _service(request)
     endpoint = body.get("endpoint")
     if endpoint not in ENDPOINTS:
-        raise invalid(f"`endpoint` must be one of {list(ENDPOINTS)}, got {brief(endpoint)}",
-                      param="endpoint")
+        raise invalid(
+            f"`endpoint` must be one of {list(ENDPOINTS)}, got {brief(endpoint)}", param="endpoint"
+        )
     window = body.get("completion_window")
     if not isinstance(window, str) or window not in COMPLETION_WINDOW_S:
-        raise invalid(f"`completion_window` must be one of {list(COMPLETION_WINDOW_S)}, got "
-                      f"{brief(window)}", param="completion_window")
+        raise invalid(
+            f"`completion_window` must be one of {list(COMPLETION_WINDOW_S)}, got {brief(window)}",
+            param="completion_window",
+        )
     file_id = body.get("input_file_id")
     if not isinstance(file_id, str):
-        raise invalid("`input_file_id` is required: the id of an uploaded file",
-                      param="input_file_id")
+        raise invalid(
+            "`input_file_id` is required: the id of an uploaded file", param="input_file_id"
+        )
     store = service.store
     source = store.file(file_id) if is_file_id(file_id) else None
     if source is None:
         raise _no_such("File", file_id, param="input_file_id")
     if source["purpose"] != "batch":
-        raise invalid(f"the file {file_id} has purpose {source['purpose']}; a batch reads a "
-                      "file uploaded with purpose batch", param="input_file_id")
-    row = store.add_batch(endpoint=endpoint, input_file_id=file_id, completion_window=window,
-                          window_s=COMPLETION_WINDOW_S[window],
-                          metadata=_metadata(body.get("metadata")),
-                          output_expires_s=_output_expiry(body.get("output_expires_after"),
-                                                          service.settings.batch_file_ttl_s))
+        raise invalid(
+            f"the file {file_id} has purpose {source['purpose']}; a batch reads a "
+            "file uploaded with purpose batch",
+            param="input_file_id",
+        )
+    row = store.add_batch(
+        endpoint=endpoint,
+        input_file_id=file_id,
+        completion_window=window,
+        window_s=COMPLETION_WINDOW_S[window],
+        metadata=_metadata(body.get("metadata")),
+        output_expires_s=_output_expiry(
+            body.get("output_expires_after"), service.settings.batch_file_ttl_s
+        ),
+    )
     service.wake()
     return _json(batch_object(row))
 
 
-def _metadata(value: Any) -> dict | None:
+def _metadata(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    if (not isinstance(value, dict) or len(value) > 16
-            or not all(isinstance(k, str) and isinstance(v, str) and len(k) <= 64
-                       and len(v) <= 512 for k, v in value.items())):
-        raise invalid("`metadata` must be an object of at most 16 string values (keys up to "
-                      "64 characters, values up to 512)", param="metadata")
+    if (
+        not isinstance(value, dict)
+        or len(value) > 16
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+            for k, v in value.items()
+        )
+    ):
+        raise invalid(
+            "`metadata` must be an object of at most 16 string values (keys up to "
+            "64 characters, values up to 512)",
+            param="metadata",
+        )
     return value
 
 
@@ -244,38 +289,41 @@ def _output_expiry(value: Any, default_s: int) -> int:
     if value is None:
         return default_s
     if not isinstance(value, dict) or value.get("anchor") != "created_at":
-        raise invalid("`output_expires_after` must be {\"anchor\": \"created_at\", "
-                      "\"seconds\": N}", param="output_expires_after")
+        raise invalid(
+            '`output_expires_after` must be {"anchor": "created_at", "seconds": N}',
+            param="output_expires_after",
+        )
     return _seconds(value.get("seconds"), "output_expires_after")
 
 
-async def retrieve_batch(request: Request) -> Response:
+async def retrieve_batch(request: GatewayRequest) -> Response:
     """GET /v1/batches/{batch_id}."""
     return _json(batch_object(_batch_row(request)))
 
 
-async def list_batches(request: Request) -> Response:
+async def list_batches(request: GatewayRequest) -> Response:
     """GET /v1/batches: newest first; `after`, `limit` (1-100, default 20)."""
     query = request.query_params
-    page = _service(request).store.batches(after=query.get("after"),
-                                           limit=_limit(query.get("limit"), 20, 100))
+    page = _service(request).store.batches(
+        after=query.get("after"), limit=_limit(query.get("limit"), 20, 100)
+    )
     return _json(list_object([batch_object(row) for row in page.rows], page.has_more))
 
 
-async def cancel_batch(request: Request) -> Response:
+async def cancel_batch(request: GatewayRequest) -> Response:
     """POST /v1/batches/{batch_id}/cancel: `cancelling` at once, `cancelled` once the lines
     in flight have stopped; the output so far stays available."""
     row = _batch_row(request)
     service = _service(request)
     if not service.store.request_cancel(row["id"]):
-        fresh = service.store.batch(row["id"])
+        fresh = service.store.existing_batch(row["id"])
         if fresh["status"] not in ("cancelling", "cancelled"):
             raise invalid(f"the batch is {fresh['status']} and can no longer be cancelled")
     service.wake()
-    return _json(batch_object(service.store.batch(row["id"])))
+    return _json(batch_object(service.store.existing_batch(row["id"])))
 
 
-def _batch_row(request: Request) -> Any:
+def _batch_row(request: GatewayRequest) -> sqlite3.Row:
     batch_id = request.path_params["batch_id"]
     row = _service(request).store.batch(batch_id) if is_batch_id(batch_id) else None
     if row is None:
@@ -291,27 +339,31 @@ def _limit(value: str | None, default: int, maximum: int) -> int:
     if value is None:
         return default
     if not value.isdigit() or not 1 <= int(value) <= maximum:
-        raise invalid(f"`limit` must be an integer between 1 and {maximum}, got "
-                      f"{brief(value)}", param="limit")
+        raise invalid(
+            f"`limit` must be an integer between 1 and {maximum}, got {brief(value)}", param="limit"
+        )
     return int(value)
 
 
 def _by_method(**handlers: Endpoint) -> Endpoint:
     """One endpoint per path that answers each method with its own handler (one route per
     path, as the rest of the route table has)."""
-    async def endpoint(request: Request) -> Response:
+
+    async def endpoint(request: GatewayRequest) -> Response:
         return await handlers["GET" if request.method == "HEAD" else request.method](request)
 
     return endpoint
 
 
-ROUTES = [
+ROUTES: list[Route] = [
     Route("/v1/files", _by_method(GET=list_files, POST=create_file), methods=["GET", "POST"]),
-    Route("/v1/files/{file_id}", _by_method(GET=retrieve_file, DELETE=delete_file),
-          methods=["GET", "DELETE"]),
+    Route(
+        "/v1/files/{file_id}",
+        _by_method(GET=retrieve_file, DELETE=delete_file),
+        methods=["GET", "DELETE"],
+    ),
     Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
-    Route("/v1/batches", _by_method(GET=list_batches, POST=create_batch),
-          methods=["GET", "POST"]),
+    Route("/v1/batches", _by_method(GET=list_batches, POST=create_batch), methods=["GET", "POST"]),
     Route("/v1/batches/{batch_id}", retrieve_batch, methods=["GET"]),
     Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
 ]

@@ -30,10 +30,12 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
+from starlette.applications import Starlette
 
 from gateway.admission import Admission
 from gateway.batches.lines import BatchApp, endpoint_for, failure_line, run_line
@@ -49,8 +51,8 @@ LINES_IN_FLIGHT_QUIET = 32
 _QUIET_S = 1.0  # no interactive request for this long: the batch may use the whole engine
 _IDLE_POLL_S = 5.0  # look for batches leased by a process that died
 _CLEANUP_EVERY_S = 60.0
-_YIELD_POLL_S = 0.002
-_STATUS_POLL_S = 0.1  # how often a running batch looks whether it was cancelled  # how often a waiting line looks whether interactive work is done
+_YIELD_POLL_S = 0.002  # how often a waiting line looks whether interactive work is done
+_STATUS_POLL_S = 0.1  # how often a running batch looks whether it was cancelled
 
 
 class BatchService:
@@ -61,7 +63,7 @@ class BatchService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.temporary = settings.batch_dir is None
-        self._root = None if self.temporary else Path(settings.batch_dir)
+        self._root = None if settings.batch_dir is None else Path(settings.batch_dir)
         self._store: Store | None = None
         self._wake = asyncio.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -83,7 +85,7 @@ class BatchService:
         """A batch was created or cancelled: look now rather than at the next poll."""
         self._wake.set()
 
-    async def run(self, app: Any) -> None:
+    async def run(self, app: Starlette) -> None:
         """Forever (until cancelled by the lifespan): run live batches, delete expired
         files."""
         view = BatchApp(app, self.admission)
@@ -127,14 +129,15 @@ class BatchService:
 class Job:
     """One batch, from wherever it stands to a final state, under this process's lease."""
 
-    def __init__(self, service: BatchService, app: BatchApp, interactive: Admission,
-                 batch_id: str) -> None:
+    def __init__(
+        self, service: BatchService, app: BatchApp, interactive: Admission, batch_id: str
+    ) -> None:
         self.service = service
         self.store = service.store
         self.app = app
         self.interactive = interactive
         self.id = batch_id
-        self.row = self.store.batch(batch_id)
+        self.row = self.store.existing_batch(batch_id)
         self._checked_at = 0.0
 
     async def run(self) -> None:
@@ -182,14 +185,17 @@ class Job:
         limit = self.service.settings.batch_max_lines
         path = self._input_path()
         if path is None:
-            return self._fail("input_file_missing",
-                              f"the input file {self.row['input_file_id']} was deleted")
+            return self._fail(
+                "input_file_missing", f"the input file {self.row['input_file_id']} was deleted"
+            )
         total = await asyncio.to_thread(lambda: sum(1 for _ in read_lines(path)))
         if total == 0:
             return self._fail("empty_file", "the input file has no requests")
         if total > limit:
-            return self._fail("too_many_requests", f"the input file has {total} requests; a "
-                              f"batch may have at most {limit}")
+            return self._fail(
+                "too_many_requests",
+                f"the input file has {total} requests; a batch may have at most {limit}",
+            )
         if self._current_status() == "cancelling":
             return "cancelling"
         self.store.set_status(self.id, "in_progress", total=total)
@@ -212,20 +218,23 @@ class Job:
     async def _execute(self) -> str:
         path = self._input_path()
         if path is None:
-            return self._fail("input_file_missing",
-                              f"the input file {self.row['input_file_id']} was deleted")
+            return self._fail(
+                "input_file_missing", f"the input file {self.row['input_file_id']} was deleted"
+            )
         done = self.store.done_lines(self.id)
         endpoint = self.row["endpoint"]
         call = endpoint_for(self.app, endpoint)
-        running: set[asyncio.Task] = set()
+        running: set[asyncio.Task[None]] = set()
         with self._partial_files() as (out, err):
+
             async def one(number: int, raw: bytes) -> None:
                 ok, line = await run_line(self.app, endpoint, call, raw, number)
                 # From here on nothing awaits: the line and its record land together.
                 (out if ok else err).write(line)
                 (out if ok else err).flush()
-                self.store.record_line(self.id, number, ok=ok, out_bytes=out.tell(),
-                                       err_bytes=err.tell())
+                self.store.record_line(
+                    self.id, number, ok=ok, out_bytes=out.tell(), err_bytes=err.tell()
+                )
 
             stop = None
             try:
@@ -251,8 +260,9 @@ class Job:
             return "finalizing"
         return stop
 
-    async def _wait_turn(self, running: set[asyncio.Task], until_empty: bool = False
-                         ) -> str | None:
+    async def _wait_turn(
+        self, running: set[asyncio.Task[None]], until_empty: bool = False
+    ) -> str | None:
         """Wait until a line may start (or, `until_empty`, all have finished); returns
         "cancelling" or "expired" instead if the batch should stop."""
         while True:
@@ -272,15 +282,16 @@ class Job:
         interactive bound, and gives it back within one line's work once traffic returns."""
         busy = time.monotonic() - self.interactive.last_admitted < _QUIET_S
         share = self.service.admission
-        share.limit = (self.service.settings.batch_max_inflight_inputs if busy
-                       else self.interactive.limit)
+        share.limit = (
+            self.service.settings.batch_max_inflight_inputs if busy else self.interactive.limit
+        )
         return LINES_IN_FLIGHT if busy else LINES_IN_FLIGHT_QUIET
 
     def _stop_reason(self) -> str | None:
         if time.monotonic() - self._checked_at >= _STATUS_POLL_S:
             # A cancel, through any worker, is a status change in the shared database.
             self._checked_at = time.monotonic()
-            self.row = self.store.batch(self.id)
+            self.row = self.store.existing_batch(self.id)
         if self.row["status"] == "cancelling":
             return "cancelling"
         if time.time() >= self.row["expires_at"]:
@@ -288,7 +299,8 @@ class Job:
         return None
 
     def _current_status(self) -> str:
-        return self.store.batch(self.id)["status"]
+        status: str = self.store.existing_batch(self.id)["status"]
+        return status
 
     def _expire_rest(self, path: Path, err: BinaryIO, out: BinaryIO) -> None:
         done = self.store.done_lines(self.id)
@@ -296,19 +308,23 @@ class Job:
             if number in done:
                 continue
             custom_id = _custom_id(raw)
-            err.write(failure_line(custom_id, "batch_expired", "the batch expired before this "
-                                   "request was run"))
+            err.write(
+                failure_line(
+                    custom_id, "batch_expired", "the batch expired before this request was run"
+                )
+            )
             err.flush()
-            self.store.record_line(self.id, number, ok=False, out_bytes=out.tell(),
-                                   err_bytes=err.tell())
+            self.store.record_line(
+                self.id, number, ok=False, out_bytes=out.tell(), err_bytes=err.tell()
+            )
 
     @contextlib.contextmanager
-    def _partial_files(self):
+    def _partial_files(self) -> Iterator[tuple[BinaryIO, BinaryIO]]:
         """The output and error files, cut back to what was recorded (a line written but not
         recorded before a crash is run again), opened for appending."""
-        row = self.store.batch(self.id)
+        row = self.store.existing_batch(self.id)
         paths = self.store.partial_paths(self.id)
-        files = []
+        files: list[BinaryIO] = []
         try:
             for path, size in zip(paths, (row["out_bytes"], row["err_bytes"]), strict=True):
                 file = path.open("ab")
@@ -317,29 +333,33 @@ class Job:
                 files.append(file)
             yield files[0], files[1]
         finally:
-            for file in files:
-                file.close()
+            for opened in files:
+                opened.close()
 
     # -- final ----------------------------------------------------------------------------
 
     def _finish(self, status: str) -> None:
         out_path, err_path = self.store.partial_paths(self.id)
-        row = self.store.batch(self.id)
+        row = self.store.existing_batch(self.id)
         expires_at = now() + row["output_expires_s"]
-        for column, path, name in (("output_file_id", out_path, "output"),
-                                   ("error_file_id", err_path, "errors")):
+        for column, path, name in (
+            ("output_file_id", out_path, "output"),
+            ("error_file_id", err_path, "errors"),
+        ):
             file_id = row[column]
             if file_id is None and path.exists() and path.stat().st_size > 0:
-                file_id = self.store.publish(self.id, column, f"{self.id}_{name}.jsonl",
-                                             path.stat().st_size, expires_at)
+                file_id = self.store.publish(
+                    self.id, column, f"{self.id}_{name}.jsonl", path.stat().st_size, expires_at
+                )
             if file_id is not None and path.exists():
                 os.replace(path, self.store.file_path(file_id))
             path.unlink(missing_ok=True)
         self.store.set_status(self.id, status)
         self.store.forget_lines(self.id)
-        row = self.store.batch(self.id)
-        log.info("batch %s %s: %d completed, %d failed", self.id, status, row["completed"],
-                 row["failed"])
+        row = self.store.existing_batch(self.id)
+        log.info(
+            "batch %s %s: %d completed, %d failed", self.id, status, row["completed"], row["failed"]
+        )
 
 
 def _custom_id(raw: bytes) -> str | None:

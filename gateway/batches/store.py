@@ -20,9 +20,10 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 # Live states: a runner owns the batch (under a lease) until it reaches a final state.
 LIVE_STATES = ("validating", "in_progress", "finalizing", "cancelling")
@@ -69,8 +70,15 @@ CREATE TABLE IF NOT EXISTS batch_lines (
     PRIMARY KEY (batch_id, line)
 ) WITHOUT ROWID;
 """
-_BATCH_TIMESTAMPS = ("in_progress_at", "finalizing_at", "completed_at", "failed_at",
-                     "expired_at", "cancelling_at", "cancelled_at")
+_BATCH_TIMESTAMPS = (
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
 
 
 def now() -> int:
@@ -104,7 +112,7 @@ class Page:
 class Store:
     """The SQLite database and the data folder under `root`, created on first use."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.files_dir = self.root / "files"
         self.partial_dir = self.root / "partial"
@@ -112,8 +120,9 @@ class Store:
             folder.mkdir(parents=True, exist_ok=True)
         # One connection, used from the event loop thread only (uploads copy bytes in a
         # thread, but record them from the loop); autocommit, transactions explicit.
-        self.db = sqlite3.connect(self.root / "batches.sqlite3", isolation_level=None,
-                                  check_same_thread=False)
+        self.db = sqlite3.connect(
+            self.root / "batches.sqlite3", isolation_level=None, check_same_thread=False
+        )
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a committed line survives a process crash; an OS crash may
@@ -123,7 +132,7 @@ class Store:
         self.db.executescript(_SCHEMA)
 
     @staticmethod
-    def exists(root: str | os.PathLike) -> bool:
+    def exists(root: str | os.PathLike[str]) -> bool:
         return (Path(root) / "batches.sqlite3").exists()
 
     def close(self) -> None:
@@ -140,8 +149,10 @@ class Store:
         """The output and error files a running batch appends to."""
         if not is_batch_id(batch_id):
             raise ValueError(f"not a batch id: {batch_id!r}")
-        return (self.partial_dir / f"{batch_id}.output.jsonl",
-                self.partial_dir / f"{batch_id}.errors.jsonl")
+        return (
+            self.partial_dir / f"{batch_id}.output.jsonl",
+            self.partial_dir / f"{batch_id}.errors.jsonl",
+        )
 
     def upload_path(self) -> Path:
         """A fresh temporary path in the data folder for an upload being received."""
@@ -149,18 +160,20 @@ class Store:
 
     # -- files ---------------------------------------------------------------------------
 
-    def add_file(self, file_id: str, filename: str, purpose: str, size: int,
-                 expires_at: int | None) -> sqlite3.Row:
-        self.db.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, "
-                        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (file_id, filename, purpose, size, now(), expires_at))
-        return self.file(file_id)
+    def add_file(
+        self, file_id: str, filename: str, purpose: str, size: int, expires_at: int | None
+    ) -> sqlite3.Row:
+        self.db.execute(
+            "INSERT INTO files (id, filename, purpose, bytes, created_at, "
+            "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (file_id, filename, purpose, size, now(), expires_at),
+        )
+        return _existing(self.file(file_id), file_id)
 
     def file(self, file_id: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return self._one("SELECT * FROM files WHERE id = ?", file_id)
 
-    def files(self, *, after: str | None, limit: int, order: str,
-              purpose: str | None) -> Page:
+    def files(self, *, after: str | None, limit: int, order: str, purpose: str | None) -> Page:
         where, args = [], []
         if purpose is not None:
             where.append("purpose = ?")
@@ -175,25 +188,47 @@ class Store:
         return bool(deleted)
 
     def expired_files(self, at: int) -> list[str]:
-        rows = self.db.execute("SELECT id FROM files WHERE expires_at IS NOT NULL AND "
-                               "expires_at <= ?", (at,)).fetchall()
+        rows = self.db.execute(
+            "SELECT id FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?", (at,)
+        ).fetchall()
         return [row["id"] for row in rows]
 
     # -- batches -------------------------------------------------------------------------
 
-    def add_batch(self, *, endpoint: str, input_file_id: str, completion_window: str,
-                  window_s: int, metadata: dict | None, output_expires_s: int) -> sqlite3.Row:
+    def add_batch(
+        self,
+        *,
+        endpoint: str,
+        input_file_id: str,
+        completion_window: str,
+        window_s: int,
+        metadata: dict[str, Any] | None,
+        output_expires_s: int,
+    ) -> sqlite3.Row:
         batch_id, created = new_batch_id(), now()
         self.db.execute(
             "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status, "
             "created_at, expires_at, metadata, output_expires_s) "
             "VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?)",
-            (batch_id, endpoint, input_file_id, completion_window, created, created + window_s,
-             json.dumps(metadata) if metadata is not None else None, output_expires_s))
-        return self.batch(batch_id)
+            (
+                batch_id,
+                endpoint,
+                input_file_id,
+                completion_window,
+                created,
+                created + window_s,
+                json.dumps(metadata) if metadata is not None else None,
+                output_expires_s,
+            ),
+        )
+        return self.existing_batch(batch_id)
 
     def batch(self, batch_id: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return self._one("SELECT * FROM batches WHERE id = ?", batch_id)
+
+    def existing_batch(self, batch_id: str) -> sqlite3.Row:
+        """A batch known to exist (batch records are never deleted)."""
+        return _existing(self.batch(batch_id), batch_id)
 
     def batches(self, *, after: str | None, limit: int) -> Page:
         return self._page("batches", [], [], after=after, limit=limit, order="desc")
@@ -205,14 +240,19 @@ class Store:
             fields.setdefault(stamp, now())
         columns = {"status": status, **fields}
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        self.db.execute(f"UPDATE batches SET {assignments} WHERE id = ?",
-                        (*columns.values(), batch_id))
+        self.db.execute(
+            f"UPDATE batches SET {assignments} WHERE id = ?", (*columns.values(), batch_id)
+        )
 
     def request_cancel(self, batch_id: str) -> bool:
         """validating/in_progress -> cancelling; False when the batch is past that."""
-        return bool(self.db.execute(
-            "UPDATE batches SET status = 'cancelling', cancelling_at = ? WHERE id = ? AND "
-            "status IN ('validating', 'in_progress')", (now(), batch_id)).rowcount)
+        return bool(
+            self.db.execute(
+                "UPDATE batches SET status = 'cancelling', cancelling_at = ? WHERE id = ? AND "
+                "status IN ('validating', 'in_progress')",
+                (now(), batch_id),
+            ).rowcount
+        )
 
     def claim(self, owner: str, lease_s: float) -> sqlite3.Row | None:
         """The oldest live batch whose lease has lapsed (or is `owner`'s), now leased to
@@ -221,49 +261,60 @@ class Store:
             row = self.db.execute(
                 f"SELECT id FROM batches WHERE status IN ({_marks(LIVE_STATES)}) AND "
                 "(lease_until < ? OR lease_owner = ?) ORDER BY seq LIMIT 1",
-                (*LIVE_STATES, time.time(), owner)).fetchone()
+                (*LIVE_STATES, time.time(), owner),
+            ).fetchone()
             if row is None:
                 return None
-            self.db.execute("UPDATE batches SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                            (owner, time.time() + lease_s, row["id"]))
+            self.db.execute(
+                "UPDATE batches SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                (owner, time.time() + lease_s, row["id"]),
+            )
         return self.batch(row["id"])
 
     def renew(self, batch_id: str, owner: str, lease_s: float) -> sqlite3.Row | None:
         """Extend `owner`'s lease; the fresh record, or None if another owner took it."""
         updated = self.db.execute(
             "UPDATE batches SET lease_until = ? WHERE id = ? AND lease_owner = ?",
-            (time.time() + lease_s, batch_id, owner)).rowcount
+            (time.time() + lease_s, batch_id, owner),
+        ).rowcount
         return self.batch(batch_id) if updated else None
 
     def release(self, batch_id: str, owner: str) -> None:
         """Give the lease up at once (clean shutdown), so a restart resumes without waiting."""
-        self.db.execute("UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?",
-                        (batch_id, owner))
+        self.db.execute(
+            "UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (batch_id, owner)
+        )
 
     def done_lines(self, batch_id: str) -> set[int]:
         rows = self.db.execute("SELECT line FROM batch_lines WHERE batch_id = ?", (batch_id,))
         return {row["line"] for row in rows}
 
-    def record_line(self, batch_id: str, line: int, *, ok: bool, out_bytes: int,
-                    err_bytes: int) -> None:
+    def record_line(
+        self, batch_id: str, line: int, *, ok: bool, out_bytes: int, err_bytes: int
+    ) -> None:
         """One finished line, with the partial files' lengths after its result was written."""
         counter = "completed" if ok else "failed"
         with self._transaction():
-            self.db.execute("INSERT INTO batch_lines (batch_id, line) VALUES (?, ?)",
-                            (batch_id, line))
-            self.db.execute(f"UPDATE batches SET {counter} = {counter} + 1, out_bytes = ?, "
-                            "err_bytes = ? WHERE id = ?", (out_bytes, err_bytes, batch_id))
+            self.db.execute(
+                "INSERT INTO batch_lines (batch_id, line) VALUES (?, ?)", (batch_id, line)
+            )
+            self.db.execute(
+                f"UPDATE batches SET {counter} = {counter} + 1, out_bytes = ?, "
+                "err_bytes = ? WHERE id = ?",
+                (out_bytes, err_bytes, batch_id),
+            )
 
-    def publish(self, batch_id: str, column: str, filename: str, size: int,
-                expires_at: int) -> str:
+    def publish(self, batch_id: str, column: str, filename: str, size: int, expires_at: int) -> str:
         """Record a result file (purpose `batch_output`) as the batch's output or error
         file, in one transaction; the caller then moves the content into place."""
         assert column in ("output_file_id", "error_file_id")
         file_id = new_file_id()
         with self._transaction():
-            self.db.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, "
-                            "expires_at) VALUES (?, ?, 'batch_output', ?, ?, ?)",
-                            (file_id, filename, size, now(), expires_at))
+            self.db.execute(
+                "INSERT INTO files (id, filename, purpose, bytes, created_at, "
+                "expires_at) VALUES (?, ?, 'batch_output', ?, ?, ?)",
+                (file_id, filename, size, now(), expires_at),
+            )
             self.db.execute(f"UPDATE batches SET {column} = ? WHERE id = ?", (file_id, batch_id))
         return file_id
 
@@ -272,18 +323,26 @@ class Store:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _page(self, table: str, where: list[str], args: list[Any], *, after: str | None,
-              limit: int, order: str) -> Page:
+    def _page(
+        self,
+        table: str,
+        where: list[str],
+        args: list[Any],
+        *,
+        after: str | None,
+        limit: int,
+        order: str,
+    ) -> Page:
         if after is not None:
-            anchor = self.db.execute(f"SELECT seq FROM {table} WHERE id = ?",
-                                     (after,)).fetchone()
+            anchor = self.db.execute(f"SELECT seq FROM {table} WHERE id = ?", (after,)).fetchone()
             if anchor is not None:
                 where.append("seq < ?" if order == "desc" else "seq > ?")
                 args.append(anchor["seq"])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         direction = "DESC" if order == "desc" else "ASC"
-        rows = self.db.execute(f"SELECT * FROM {table} {clause} ORDER BY seq {direction} "
-                               "LIMIT ?", (*args, limit + 1)).fetchall()
+        rows = self.db.execute(
+            f"SELECT * FROM {table} {clause} ORDER BY seq {direction} LIMIT ?", (*args, limit + 1)
+        ).fetchall()
         return Page(rows[:limit], len(rows) > limit)
 
     @contextlib.contextmanager
@@ -296,6 +355,16 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(sql, args).fetchone()  # the row factory's type
+        return row
+
+
+def _existing(row: sqlite3.Row | None, record_id: str) -> sqlite3.Row:
+    if row is None:
+        raise LookupError(f"no record {record_id}")
+    return row
+
 
 def _marks(values: Iterable[Any]) -> str:
     return ", ".join("?" for _ in values)
@@ -303,25 +372,42 @@ def _marks(values: Iterable[Any]) -> str:
 
 # -- OpenAI object shapes -----------------------------------------------------------------
 
-def file_object(row: sqlite3.Row) -> dict:
+
+def file_object(row: sqlite3.Row) -> dict[str, Any]:
     """openai.types.FileObject."""
-    return {"id": row["id"], "object": "file", "bytes": row["bytes"],
-            "created_at": row["created_at"], "expires_at": row["expires_at"],
-            "filename": row["filename"], "purpose": row["purpose"], "status": "processed",
-            "status_details": None}
+    return {
+        "id": row["id"],
+        "object": "file",
+        "bytes": row["bytes"],
+        "created_at": row["created_at"],
+        "expires_at": row["expires_at"],
+        "filename": row["filename"],
+        "purpose": row["purpose"],
+        "status": "processed",
+        "status_details": None,
+    }
 
 
-def batch_object(row: sqlite3.Row) -> dict:
+def batch_object(row: sqlite3.Row) -> dict[str, Any]:
     """openai.types.Batch."""
     body = {
-        "id": row["id"], "object": "batch", "endpoint": row["endpoint"], "errors": None,
-        "input_file_id": row["input_file_id"], "completion_window": row["completion_window"],
-        "status": row["status"], "output_file_id": row["output_file_id"],
-        "error_file_id": row["error_file_id"], "created_at": row["created_at"],
+        "id": row["id"],
+        "object": "batch",
+        "endpoint": row["endpoint"],
+        "errors": None,
+        "input_file_id": row["input_file_id"],
+        "completion_window": row["completion_window"],
+        "status": row["status"],
+        "output_file_id": row["output_file_id"],
+        "error_file_id": row["error_file_id"],
+        "created_at": row["created_at"],
         "expires_at": row["expires_at"],
         **{stamp: row[stamp] for stamp in _BATCH_TIMESTAMPS},
-        "request_counts": {"total": row["total"], "completed": row["completed"],
-                           "failed": row["failed"]},
+        "request_counts": {
+            "total": row["total"],
+            "completed": row["completed"],
+            "failed": row["failed"],
+        },
         "metadata": json.loads(row["metadata"]) if row["metadata"] else None,
     }
     if row["errors"]:
@@ -329,11 +415,15 @@ def batch_object(row: sqlite3.Row) -> dict:
     return body
 
 
-def list_object(data: list[dict], has_more: bool) -> dict:
+def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     """The cursor page openai-python reads (`after` = the last id)."""
-    return {"object": "list", "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
