@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -43,18 +44,22 @@ class EngineSpec:
 
 # Engine argument names that hold credentials (hf_token, api_key, aws_secret_access_key, ...);
 # `max_num_batched_tokens` or `tokenizer` do not match.
-_SECRET_NAME = re.compile(r"(^|_)(token|key|secret|password|passwd|credentials?|auth)$", re.I)
+_SECRET_NAME = re.compile(
+    r"(^|_)(token|key|secret|password|passwd|credentials?|auth)$", re.IGNORECASE
+)
 
 
 def redact_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
     """`values` for a log line: credentials (by name, or a Hugging Face token's `hf_` form
     under any name) replaced by `<redacted>`, nested mappings too."""
+
     def one(name: str, value: Any) -> Any:
         if isinstance(value, Mapping):
             return redact_secrets(value)
         if _SECRET_NAME.search(name) or (isinstance(value, str) and value.startswith("hf_")):
             return "<redacted>"
         return value
+
     return {name: one(str(name), value) for name, value in values.items()}
 
 
@@ -79,7 +84,7 @@ class ModelFacts:
 
 
 # What `Engine.embed` takes per prompt: a text, or token ids of the model's own vocabulary.
-Prompt = Union[str, Sequence[int]]
+Prompt = str | Sequence[int]
 # Reports a loading step (see `START_STEPS`) while `Engine.start` runs.
 StepReporter = Callable[[str], None]
 # The steps an engine's start goes through, in order; an adapter may skip some.
@@ -134,12 +139,16 @@ class SplitLimits:
             chunks += kept
             tokens += min(n, kept * budget) + kept * overhead
         if self.max_chunks is not None and chunks > self.max_chunks:
-            raise InvalidInput(f"the documents make at least {chunks} chunks of at most "
-                               f"{budget} tokens, but a request may have at most "
-                               f"{self.max_chunks} chunks")
+            raise InvalidInput(
+                f"the documents make at least {chunks} chunks of at most "
+                f"{budget} tokens, but a request may have at most "
+                f"{self.max_chunks} chunks"
+            )
         if self.max_total_tokens is not None and tokens > self.max_total_tokens:
-            raise InvalidInput(f"the query and documents make at least {tokens} tokens in "
-                               f"all, but a request may have at most {self.max_total_tokens}")
+            raise InvalidInput(
+                f"the query and documents make at least {tokens} tokens in "
+                f"all, but a request may have at most {self.max_total_tokens}"
+            )
 
 
 @dataclass(frozen=True)
@@ -233,28 +242,36 @@ class Engine(Protocol):
         `options` allow truncation) and more than `options.max_total_tokens` tokens in all are
         `InvalidInput`, raised before any engine work. Cancelling the call aborts the work."""
 
-    async def score(self, query: str, documents: Sequence[str], *,
-                    activation: bool | None = None) -> ScoreBatch:
+    async def score(
+        self, query: str, documents: Sequence[str], *, activation: bool | None = None
+    ) -> ScoreBatch:
         """Score each (query, document) pair with a pair model (`facts.scores_pairs`).
         `activation` None means the model's configured default; False gives raw logits.
         Every pair must fit the window: `split` first."""
 
-    async def split(self, texts: Sequence[str], *, query: str | None = None,
-                    max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None,
-                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
+    async def split(
+        self,
+        texts: Sequence[str],
+        *,
+        query: str | None = None,
+        max_tokens: int | None = None,
+        wrap: Callable[[str], str] | None = None,
+        limits: SplitLimits = SplitLimits(),
+    ) -> list[list[str]]:
         """Cut each text at token boundaries into consecutive pieces that fit the model's
         window, alone (query None: as `embed` gets `wrap(piece)`, e.g. with a document prompt)
         or paired with `query` (as `score` sends it), each at most `max_tokens` tokens of its
         own when given. A text that fits is one piece. `limits` refuse (`InvalidInput`) or
         cut short a split before its chunks are built."""
 
-    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
-                       ) -> list[Tokens]:
+    async def tokenize(
+        self, texts: Sequence[str], *, add_special_tokens: bool = True
+    ) -> list[Tokens]:
         """Each text through the model's tokenizer (TEI's and vLLM's /tokenize)."""
 
-    async def detokenize(self, ids: Sequence[Sequence[int]], *,
-                         skip_special_tokens: bool = False) -> list[str]:
+    async def detokenize(
+        self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool = False
+    ) -> list[str]:
         """Each id list back to text; an id outside the vocabulary is `InvalidInput`."""
 
     async def check_health(self) -> None:

@@ -23,15 +23,15 @@ import contextlib
 import hashlib
 import json
 import os
-import time
 import re
-from typing import Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from adapters.base import (
-    EmbedOptions,
     EmbeddingBatch,
+    EmbedOptions,
     EngineFailure,
     EngineSpec,
     EngineUnavailable,
@@ -39,10 +39,10 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
-    StepReporter,
-    no_report,
-    Tokens,
     SplitLimits,
+    StepReporter,
+    Tokens,
+    no_report,
 )
 from adapters.token_limits import (
     Encoded,
@@ -88,8 +88,9 @@ class FakeEngine:
         keep_calls: int = 1000,
     ) -> None:
         self.spec = spec or EngineSpec(name="fake", model="fake")
-        self._facts = ModelFacts(dimension=dimension, max_model_len=max_model_len,
-                                 scores_pairs=scores_pairs)
+        self._facts = ModelFacts(
+            dimension=dimension, max_model_len=max_model_len, scores_pairs=scores_pairs
+        )
         self.latency_s = latency_s
         self.start_delay_s = start_delay_s
         self.vocab_size = vocab_size
@@ -150,20 +151,29 @@ class FakeEngine:
         self.options.append(options)
         tokenizing = time.perf_counter()
         limit = options.max_tokens or self._facts.max_model_len
-        tokens = [self._tokens(p, options.truncate, limit) if isinstance(p, str)
-                  else [str(t) for t in check_vocabulary(p, self.vocab_size, index=i)]
-                  for i, p in enumerate(prompts)]
-        specials = [SpecialTokens(1, 1) if isinstance(p, str) else SpecialTokens()
-                    for p in prompts]
-        tokens, truncated = fit(tokens, options, max_model_len=self._facts.max_model_len,
-                                model=self.spec.name, specials=specials)
+        tokens = [
+            self._tokens(p, options.truncate, limit)
+            if isinstance(p, str)
+            else [str(t) for t in check_vocabulary(p, self.vocab_size, index=i)]
+            for i, p in enumerate(prompts)
+        ]
+        specials = [SpecialTokens(1, 1) if isinstance(p, str) else SpecialTokens() for p in prompts]
+        tokens, truncated = fit(
+            tokens,
+            options,
+            max_model_len=self._facts.max_model_len,
+            model=self.spec.name,
+            specials=specials,
+        )
         check_total_tokens([len(t) for t in tokens], options)
         tokenization_s = time.perf_counter() - tokenizing
         await self._run()
         # A text that fits keeps the vector of its own string; truncated texts and client ids
         # get the vector of the tokens embedded.
-        keys = [p if isinstance(p, str) and i not in truncated else " ".join(t)
-                for i, (p, t) in enumerate(zip(prompts, tokens))]
+        keys = [
+            p if isinstance(p, str) and i not in truncated else " ".join(t)
+            for i, (p, t) in enumerate(zip(prompts, tokens))
+        ]
         vectors = np.stack([fake_vector(key, self._facts.dimension) for key in keys])
         if not options.normalize:  # "unnormalised": a norm that depends on the input
             vectors *= np.array([[len(t)] for t in tokens], dtype=np.float32)
@@ -171,8 +181,12 @@ class FakeEngine:
             poisoned = [i for i, key in enumerate(keys) if self.nan_marker in key]
             vectors[poisoned] = np.nan
         self.completed += 1
-        return EmbeddingBatch(vectors=vectors, token_counts=[len(t) for t in tokens],
-                              truncated=truncated, tokenization_s=tokenization_s)
+        return EmbeddingBatch(
+            vectors=vectors,
+            token_counts=[len(t) for t in tokens],
+            truncated=truncated,
+            tokenization_s=tokenization_s,
+        )
 
     @staticmethod
     def _tokens(text: str, truncate: str, limit: int) -> list[str]:
@@ -185,8 +199,9 @@ class FakeEngine:
                     return tokens
         return fake_tokens(text)
 
-    async def score(self, query: str, documents: Sequence[str], *,
-                    activation: bool | None = None) -> ScoreBatch:
+    async def score(
+        self, query: str, documents: Sequence[str], *, activation: bool | None = None
+    ) -> ScoreBatch:
         if not self._facts.scores_pairs:
             raise InvalidInput(f"model '{self.spec.name}' is an embedding model")
         self._begin(documents)
@@ -206,13 +221,21 @@ class FakeEngine:
             logits[[i for i, d in enumerate(documents) if self.nan_marker in d]] = np.nan
         self.completed += 1
         use_activation = self.spec.rerank_activation if activation is None else activation
-        return ScoreBatch(scores=1 / (1 + np.exp(-logits)) if use_activation else logits,
-                          token_counts=counts, tokenization_s=tokenization_s)
+        return ScoreBatch(
+            scores=1 / (1 + np.exp(-logits)) if use_activation else logits,
+            token_counts=counts,
+            tokenization_s=tokenization_s,
+        )
 
-    async def split(self, texts: Sequence[str], *, query: str | None = None,
-                    max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None,
-                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
+    async def split(
+        self,
+        texts: Sequence[str],
+        *,
+        query: str | None = None,
+        max_tokens: int | None = None,
+        wrap: Callable[[str], str] | None = None,
+        limits: SplitLimits = SplitLimits(),
+    ) -> list[list[str]]:
         if query is not None:
             overhead = fake_token_count(query) + 1
         else:
@@ -228,12 +251,13 @@ class FakeEngine:
             if len(each) <= budget:
                 pieces.append([text])
                 continue
-            starts = range(0, len(each), budget)[:limits.max_chunks_per_text]
-            pieces.append([" ".join(each[i:i + budget]) for i in starts])
+            starts = range(0, len(each), budget)[: limits.max_chunks_per_text]
+            pieces.append([" ".join(each[i : i + budget]) for i in starts])
         return pieces
 
-    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
-                       ) -> list[Tokens]:
+    async def tokenize(
+        self, texts: Sequence[str], *, add_special_tokens: bool = True
+    ) -> list[Tokens]:
         self._begin(texts)
         return [self._token_view(text, add_special_tokens) for text in texts]
 
@@ -256,14 +280,18 @@ class FakeEngine:
             self._words.setdefault(self._vocab[word], word)
         return self._vocab[word]
 
-    async def detokenize(self, ids: Sequence[Sequence[int]], *,
-                         skip_special_tokens: bool = False) -> list[str]:
+    async def detokenize(
+        self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool = False
+    ) -> list[str]:
         self._begin([list(i) for i in ids])
         texts = []
         for i, row in enumerate(ids):
             check_vocabulary(row, self.vocab_size, index=i)
-            words = [_CLS if t == 0 else _SEP if t == 1 else self._words.get(t, f"[{t}]")
-                     for t in row if not (skip_special_tokens and t in (0, 1))]
+            words = [
+                _CLS if t == 0 else _SEP if t == 1 else self._words.get(t, f"[{t}]")
+                for t in row
+                if not (skip_special_tokens and t in (0, 1))
+            ]
             texts.append(" ".join(words))
         return texts
 
@@ -274,8 +302,8 @@ class FakeEngine:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         self.calls.append(list(prompts))
         if len(self.calls) > 2 * self._keep_calls:
-            del self.calls[:len(self.calls) - self._keep_calls]
-            del self.options[:max(len(self.options) - self._keep_calls, 0)]
+            del self.calls[: len(self.calls) - self._keep_calls]
+            del self.options[: max(len(self.options) - self._keep_calls, 0)]
 
     async def _run(self) -> None:
         """The engine work of a validated call: counted, cancellable (counted as aborted)."""
@@ -356,8 +384,10 @@ class FakeEngine:
         assert self._stats_file
         temporary = self._stats_file + ".tmp"
         with open(temporary, "w") as file:
-            json.dump({"calls": self.call_count, "completed": self.completed,
-                       "aborted": self.aborted}, file)
+            json.dump(
+                {"calls": self.call_count, "completed": self.completed, "aborted": self.aborted},
+                file,
+            )
         os.replace(temporary, self._stats_file)
 
 
@@ -369,8 +399,11 @@ def fake_tokens(text: str) -> list[str]:
 def fake_encode(text: str) -> Encoded:
     """`fake_tokens` with character offsets and the special-token mask."""
     words = [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
-    return ([_CLS, *(w for w, _ in words), _SEP], [(0, 0), *(s for _, s in words), (0, 0)],
-            [1, *(0 for _ in words), 1])
+    return (
+        [_CLS, *(w for w, _ in words), _SEP],
+        [(0, 0), *(s for _, s in words), (0, 0)],
+        [1, *(0 for _ in words), 1],
+    )
 
 
 def fake_token_count(text: str) -> int:
@@ -380,7 +413,9 @@ def fake_token_count(text: str) -> int:
 def fake_vector(text: str, dimension: int) -> np.ndarray:
     """A unit float32 vector that depends only on the text (FakeEngine's vector for a text
     that fits the window)."""
-    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "little")
+    seed = int.from_bytes(
+        hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "little"
+    )
     vector = np.random.default_rng(seed).standard_normal(dimension).astype(np.float32)
     return vector / np.linalg.norm(vector)
 

@@ -4,8 +4,9 @@ added)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from adapters.base import EmbedOptions, InvalidInput
 
@@ -16,8 +17,11 @@ def check_vocabulary(ids: Sequence[int], vocab_size: int, *, index: int) -> list
         raise InvalidInput(f"input {index} is an empty list of token ids", index=index)
     for token in ids:
         if not 0 <= token < vocab_size:
-            raise InvalidInput(f"input {index}: token id {token} is outside the model's "
-                               f"vocabulary (0 to {vocab_size - 1})", index=index)
+            raise InvalidInput(
+                f"input {index}: token id {token} is outside the model's "
+                f"vocabulary (0 to {vocab_size - 1})",
+                index=index,
+            )
     return list(ids)
 
 
@@ -30,12 +34,12 @@ class SpecialTokens:
     suffix: int = 0
 
     @classmethod
-    def of(cls, with_special: Sequence[int], plain: Sequence[int]) -> "SpecialTokens":
+    def of(cls, with_special: Sequence[int], plain: Sequence[int]) -> SpecialTokens:
         """Find `plain` (a probe text without special tokens) inside `with_special` (the same
         text with them)."""
         n = len(plain)
         for start in range(len(with_special) - n + 1):
-            if list(with_special[start:start + n]) == list(plain):
+            if list(with_special[start : start + n]) == list(plain):
                 return cls(start, len(with_special) - start - n)
         return cls()  # the tokenizer rewrote the probe; truncate without protecting anything
 
@@ -52,8 +56,10 @@ def fit(
 
     `specials[i]` says what prompt i's tokenizer added (nothing for ids a client sent)."""
     if options.max_tokens is not None and options.max_tokens > max_model_len:
-        raise InvalidInput(f"the requested token limit {options.max_tokens} is larger than "
-                           f"model '{model}''s window of {max_model_len} tokens")
+        raise InvalidInput(
+            f"the requested token limit {options.max_tokens} is larger than "
+            f"model '{model}''s window of {max_model_len} tokens"
+        )
     limit = options.max_tokens or max_model_len
     fitted: list[list[int]] = []
     truncated: list[int] = []
@@ -64,7 +70,7 @@ def fit(
         if options.truncate == "none":
             raise InvalidInput(
                 f"input {i} has {len(ids)} tokens, but model '{model}' accepts at most "
-                f"{limit} tokens per input; shorten it, or send \"truncate\": \"end\"",
+                f'{limit} tokens per input; shorten it, or send "truncate": "end"',
                 index=i,
             )
         fitted.append(_cut(ids, limit, options.truncate, specials[i]))
@@ -76,15 +82,17 @@ def check_total_tokens(counts: Sequence[int], options: EmbedOptions) -> None:
     """The request-wide token limit (the gateway's `--max-request-tokens`)."""
     total = sum(counts)
     if options.max_total_tokens is not None and total > options.max_total_tokens:
-        raise InvalidInput(f"the inputs have {total} tokens in all, but a request may have at "
-                           f"most {options.max_total_tokens}")
+        raise InvalidInput(
+            f"the inputs have {total} tokens in all, but a request may have at "
+            f"most {options.max_total_tokens}"
+        )
 
 
 def _cut(ids: list[int], limit: int, side: str, special: SpecialTokens) -> list[int]:
-    head, tail = ids[:special.prefix], ids[len(ids) - special.suffix:] if special.suffix else []
-    content = ids[special.prefix:len(ids) - special.suffix]
+    head, tail = ids[: special.prefix], ids[len(ids) - special.suffix :] if special.suffix else []
+    content = ids[special.prefix : len(ids) - special.suffix]
     room = max(limit - len(head) - len(tail), 0)
-    content = content[:room] if side == "end" else content[len(content) - room:]
+    content = content[:room] if side == "end" else content[len(content) - room :]
     return head + content + tail
 
 
@@ -112,8 +120,9 @@ def cut_lengths(length: int, limit: int) -> Iterator[int]:
         size *= 2
 
 
-def truncation_window(text: str, cut: int, side: str, limit: int,
-                      encode: Callable[[str], Encoded]) -> list[Any] | None:
+def truncation_window(
+    text: str, cut: int, side: str, limit: int, encode: Callable[[str], Encoded]
+) -> list[Any] | None:
     """Token ids of `text` that truncate to exactly what the whole text's ids truncate to
     (`_cut` keeps `limit` tokens), from the first (`end`) or last (`start`) `cut` characters
     only; None when that part does not hold enough trustworthy tokens (try a longer cut).
@@ -122,18 +131,18 @@ def truncation_window(text: str, cut: int, side: str, limit: int,
     are the whole text's first tokens (same characters, same pre-token pieces); when there
     are more than `limit` of them, the special tokens around `limit + 1` of them make a
     sequence that is over the limit and truncates as the whole text would."""
-    part = text[:cut] if side == "end" else text[len(text) - cut:]
+    part = text[:cut] if side == "end" else text[len(text) - cut :]
     ids, offsets, special = encode(part)
     content = [i for i, is_special in enumerate(special) if not is_special]
     if not content:
         return None
-    head, tail = list(ids[:content[0]]), list(ids[content[-1] + 1:])
+    head, tail = list(ids[: content[0]]), list(ids[content[-1] + 1 :])
     if side == "end":
         trusted = [ids[i] for i in content if offsets[i][1] <= cut - CUT_MARGIN_CHARS]
-        kept = trusted[:limit + 1]
+        kept = trusted[: limit + 1]
     else:
         trusted = [ids[i] for i in content if offsets[i][0] >= CUT_MARGIN_CHARS]
-        kept = trusted[len(trusted) - limit - 1:]
+        kept = trusted[len(trusted) - limit - 1 :]
     if len(trusted) <= limit:
         return None
     return head + kept + tail

@@ -13,14 +13,15 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from adapters.base import (
-    EmbedOptions,
     EmbeddingBatch,
+    EmbedOptions,
     EngineFailure,
     EngineSpec,
     EngineUnavailable,
@@ -28,11 +29,11 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
-    StepReporter,
-    no_report,
-    Tokens,
-    redact_secrets,
     SplitLimits,
+    StepReporter,
+    Tokens,
+    no_report,
+    redact_secrets,
 )
 from adapters.token_limits import (
     Encoded,
@@ -91,8 +92,10 @@ class VLLMEngine:
         # The embed pooler's activation is its normalisation: off for `normalize: false`.
         self._raw_embed_params = self._params("embed", use_activation=False)
         self._encode_batch = rust_batch_encoder(self._tokenizer)
-        self._specials = SpecialTokens.of(self._tokenizer("a")["input_ids"],
-                                          self._tokenizer("a", add_special_tokens=False)["input_ids"])
+        self._specials = SpecialTokens.of(
+            self._tokenizer("a")["input_ids"],
+            self._tokenizer("a", add_special_tokens=False)["input_ids"],
+        )
         model_config = self._llm.model_config
         max_len = int(model_config.max_model_len)
         scores_pairs = _scores_pairs(self.spec, await self._llm.get_supported_tasks())
@@ -106,16 +109,20 @@ class VLLMEngine:
             dimension = 0
         else:
             dimension = int((await self.embed(["warm-up"])).vectors.shape[1])
-        self._facts = ModelFacts(dimension=dimension, max_model_len=max_len,
-                                 scores_pairs=scores_pairs, **_build_facts())
+        self._facts = ModelFacts(
+            dimension=dimension, max_model_len=max_len, scores_pairs=scores_pairs, **_build_facts()
+        )
         if scores_pairs:
             ids, type_ids = self._pair_prompt("a", "a")
             self._probe = ({"prompt_token_ids": ids}, self._params("classify", True, type_ids))
         else:
-            self._probe = ({"prompt_token_ids": self._tokenize_now(["a"])[0]},
-                           self._embed_params)
-        log.info("engine %s ready: %s max_model_len=%d", self.spec.name,
-                 "pair scoring" if scores_pairs else f"dimension={dimension}", max_len)
+            self._probe = ({"prompt_token_ids": self._tokenize_now(["a"])[0]}, self._embed_params)
+        log.info(
+            "engine %s ready: %s max_model_len=%d",
+            self.spec.name,
+            "pair scoring" if scores_pairs else f"dimension={dimension}",
+            max_len,
+        )
 
     def _build(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -168,25 +175,38 @@ class VLLMEngine:
         if llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         if self._facts is not None and self._facts.scores_pairs:
-            raise InvalidInput(f"model '{self.spec.name}' is a reranker; it scores "
-                               "(query, document) pairs and has no embeddings")
+            raise InvalidInput(
+                f"model '{self.spec.name}' is a reranker; it scores "
+                "(query, document) pairs and has no embeddings"
+            )
         tokenizing = time.perf_counter()
         token_ids, specials = await self._token_ids(prompts, options)
-        token_ids, truncated = fit(token_ids, options, max_model_len=self.facts.max_model_len,
-                                   model=self.spec.name, specials=specials)
+        token_ids, truncated = fit(
+            token_ids,
+            options,
+            max_model_len=self.facts.max_model_len,
+            model=self.spec.name,
+            specials=specials,
+        )
         check_total_tokens([len(ids) for ids in token_ids], options)
         tokenization_s = time.perf_counter() - tokenizing
         request_id = uuid.uuid4().hex
         params = self._embed_params if options.normalize else self._raw_embed_params
         # One engine request per input, all in flight at once, so vLLM's continuous batching
         # mixes them with other requests' inputs.
-        outputs = await asyncio.gather(*(
-            self._pool({"prompt_token_ids": ids}, params, f"{request_id}-{i}")
-            for i, ids in enumerate(token_ids)
-        ))
+        outputs = await asyncio.gather(
+            *(
+                self._pool({"prompt_token_ids": ids}, params, f"{request_id}-{i}")
+                for i, ids in enumerate(token_ids)
+            )
+        )
         vectors = np.stack(outputs).astype(np.float32, copy=False)
-        return EmbeddingBatch(vectors=vectors, token_counts=[len(ids) for ids in token_ids],
-                              truncated=truncated, tokenization_s=tokenization_s)
+        return EmbeddingBatch(
+            vectors=vectors,
+            token_counts=[len(ids) for ids in token_ids],
+            truncated=truncated,
+            tokenization_s=tokenization_s,
+        )
 
     async def _token_ids(
         self, prompts: Sequence[Prompt], options: EmbedOptions
@@ -195,8 +215,13 @@ class VLLMEngine:
         Under truncation a long text is tokenized only as far as its kept tokens need."""
         texts = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
         limit = options.max_tokens or self.facts.max_model_len
-        tokenized = await _off_loop(sum(len(t) for _, t in texts), self._tokenize_texts,
-                                    [text for _, text in texts], options.truncate, limit)
+        tokenized = await _off_loop(
+            sum(len(t) for _, t in texts),
+            self._tokenize_texts,
+            [text for _, text in texts],
+            options.truncate,
+            limit,
+        )
         token_ids: list[list[int]] = [[] for _ in prompts]
         specials = [SpecialTokens() for _ in prompts]
         for (i, _), ids in zip(texts, tokenized):
@@ -207,76 +232,109 @@ class VLLMEngine:
                 token_ids[i] = check_vocabulary(prompt, vocab, index=i)
         return token_ids, specials
 
-    async def score(self, query: str, documents: Sequence[str], *,
-                    activation: bool | None = None) -> ScoreBatch:
+    async def score(
+        self, query: str, documents: Sequence[str], *, activation: bool | None = None
+    ) -> ScoreBatch:
         if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         if self._facts is not None and not self._facts.scores_pairs:
-            raise InvalidInput(f"model '{self.spec.name}' is an embedding model; it has no "
-                               "pair scores")
+            raise InvalidInput(
+                f"model '{self.spec.name}' is an embedding model; it has no pair scores"
+            )
         use_activation = self.spec.rerank_activation if activation is None else activation
         tokenizing = time.perf_counter()
         size = sum(len(d) for d in documents) + len(query) * len(documents)
-        pairs = await _off_loop(size, lambda cancel: [
-            _unless(cancel, self._pair_prompt, query, d) for d in documents])
+        pairs = await _off_loop(
+            size, lambda cancel: [_unless(cancel, self._pair_prompt, query, d) for d in documents]
+        )
         tokenization_s = time.perf_counter() - tokenizing
         self._check_lengths([len(ids) for ids, _ in pairs])
         request_id = uuid.uuid4().hex
-        outputs = await asyncio.gather(*(
-            self._pool({"prompt_token_ids": ids},
-                       self._params("classify", use_activation, type_ids),
-                       f"{request_id}-{i}")
-            for i, (ids, type_ids) in enumerate(pairs)
-        ))
+        outputs = await asyncio.gather(
+            *(
+                self._pool(
+                    {"prompt_token_ids": ids},
+                    self._params("classify", use_activation, type_ids),
+                    f"{request_id}-{i}",
+                )
+                for i, (ids, type_ids) in enumerate(pairs)
+            )
+        )
         # One-label classifiers (and the yes/no LLM rerankers) give one number per pair.
         scores = np.array([float(np.ravel(out)[0]) for out in outputs], dtype=np.float64)
-        return ScoreBatch(scores=scores, token_counts=[len(ids) for ids, _ in pairs],
-                          tokenization_s=tokenization_s)
+        return ScoreBatch(
+            scores=scores,
+            token_counts=[len(ids) for ids, _ in pairs],
+            tokenization_s=tokenization_s,
+        )
 
-    async def split(self, texts: Sequence[str], *, query: str | None = None,
-                    max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None,
-                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
+    async def split(
+        self,
+        texts: Sequence[str],
+        *,
+        query: str | None = None,
+        max_tokens: int | None = None,
+        wrap: Callable[[str], str] | None = None,
+        limits: SplitLimits = SplitLimits(),
+    ) -> list[list[str]]:
         if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         total = sum(len(t) for t in texts) + len(query or "")
         return await _off_loop(total, self._split_now, texts, query, max_tokens, wrap, limits)
 
-    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
-                       ) -> list[Tokens]:
+    async def tokenize(
+        self, texts: Sequence[str], *, add_special_tokens: bool = True
+    ) -> list[Tokens]:
         if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
-        return await _off_loop(sum(len(t) for t in texts),
-                               lambda cancel: self._tokens_now(texts, add_special_tokens))
+        return await _off_loop(
+            sum(len(t) for t in texts), lambda cancel: self._tokens_now(texts, add_special_tokens)
+        )
 
     def _tokens_now(self, texts: Sequence[str], add_special_tokens: bool) -> list[Tokens]:
         tok = self._tokenizer
         special_ids = set(tok.all_special_ids)
-        encoded = tok(list(texts), add_special_tokens=add_special_tokens,
-                      return_offsets_mapping=True, return_special_tokens_mask=True)
+        encoded = tok(
+            list(texts),
+            add_special_tokens=add_special_tokens,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+        )
         out = []
-        for ids, spans, mask in zip(encoded["input_ids"], encoded["offset_mapping"],
-                                    encoded["special_tokens_mask"]):
+        for ids, spans, mask in zip(
+            encoded["input_ids"], encoded["offset_mapping"], encoded["special_tokens_mask"]
+        ):
             special = [bool(m) or i in special_ids for i, m in zip(ids, mask)]
-            out.append(Tokens(ids=list(ids), strings=tok.convert_ids_to_tokens(ids),
-                              special=special,
-                              offsets=[None if m else (a, b)
-                                       for (a, b), m in zip(spans, mask)]))
+            out.append(
+                Tokens(
+                    ids=list(ids),
+                    strings=tok.convert_ids_to_tokens(ids),
+                    special=special,
+                    offsets=[None if m else (a, b) for (a, b), m in zip(spans, mask)],
+                )
+            )
         return out
 
-    async def detokenize(self, ids: Sequence[Sequence[int]], *,
-                         skip_special_tokens: bool = False) -> list[str]:
+    async def detokenize(
+        self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool = False
+    ) -> list[str]:
         if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
         vocab = len(self._tokenizer)
         rows = [check_vocabulary(row, vocab, index=i) for i, row in enumerate(ids)]
         return await _off_loop(
             sum(map(len, rows)),
-            lambda cancel: [_unless(cancel, self._tokenizer.decode, row,
-                                    skip_special_tokens=skip_special_tokens) for row in rows])
+            lambda cancel: [
+                _unless(
+                    cancel, self._tokenizer.decode, row, skip_special_tokens=skip_special_tokens
+                )
+                for row in rows
+            ],
+        )
 
-    def _tokenize_texts(self, texts: Sequence[str], truncate: str, limit: int,
-                        cancel: threading.Event) -> list[list[int]]:
+    def _tokenize_texts(
+        self, texts: Sequence[str], truncate: str, limit: int, cancel: threading.Event
+    ) -> list[list[int]]:
         """Each text's ids: short texts in batch calls of about _GROUP_CHARS characters, a
         long text under truncation from a prefix (suffix) only (`truncation_window`)."""
         out: list[list[int]] = [[] for _ in texts]
@@ -302,8 +360,9 @@ class VLLMEngine:
         flush()
         return out
 
-    def _truncation_ids(self, text: str, side: str, limit: int,
-                        cancel: threading.Event) -> list[int]:
+    def _truncation_ids(
+        self, text: str, side: str, limit: int, cancel: threading.Event
+    ) -> list[int]:
         for cut in cut_lengths(len(text), limit):
             _check(cancel)
             ids = truncation_window(text, cut, side, limit, self._encode_one)
@@ -313,10 +372,13 @@ class VLLMEngine:
         return self._tokenize_now([text])[0]
 
     def _encode_one(self, text: str) -> Encoded:
-        encoded = self._tokenizer(text, add_special_tokens=True, return_offsets_mapping=True,
-                                  return_special_tokens_mask=True)
-        return (encoded["input_ids"], encoded["offset_mapping"],
-                encoded["special_tokens_mask"])
+        encoded = self._tokenizer(
+            text,
+            add_special_tokens=True,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+        )
+        return (encoded["input_ids"], encoded["offset_mapping"], encoded["special_tokens_mask"])
 
     def _tokenize_now(self, texts: Sequence[str]) -> list[list[int]]:
         # One batch call of the fast tokenizer, handing token ids to the engine: vLLM would
@@ -333,32 +395,45 @@ class VLLMEngine:
         if self.spec.score_template:
             prompt = tok.apply_chat_template(
                 [{"role": "query", "content": query}, {"role": "document", "content": document}],
-                chat_template=self.spec.score_template, tokenize=False)
+                chat_template=self.spec.score_template,
+                tokenize=False,
+            )
             return tok(prompt, add_special_tokens=False)["input_ids"], None
         if self._use_sep_token:
             encoded = tok(text=query, text_pair=document, add_special_tokens=True)
             return encoded["input_ids"], encoded.get("token_type_ids")
         return tok(query + document, add_special_tokens=True)["input_ids"], None
 
-    def _split_now(self, texts: Sequence[str], query: str | None, max_tokens: int | None,
-                   wrap: Callable[[str], str] | None = None,
-                   limits: SplitLimits = SplitLimits(),
-                   cancel: threading.Event | None = None) -> list[list[str]]:
+    def _split_now(
+        self,
+        texts: Sequence[str],
+        query: str | None,
+        max_tokens: int | None,
+        wrap: Callable[[str], str] | None = None,
+        limits: SplitLimits = SplitLimits(),
+        cancel: threading.Event | None = None,
+    ) -> list[list[str]]:
         tok, limit = self._tokenizer, self.facts.max_model_len
         if query is None:
+
             def prompt_length(piece: str) -> int:
                 text = wrap(piece) if wrap is not None else piece
                 return len(tok(text, add_special_tokens=True)["input_ids"])
         else:
+
             def prompt_length(piece: str) -> int:
                 return len(self._pair_prompt(query, piece)[0])
+
         # What the prompt adds around a document (special tokens, query, template), measured
         # on a one-token probe because an empty document is not a pair to every tokenizer.
         overhead = prompt_length("x") - len(tok("x", add_special_tokens=False)["input_ids"])
         budget = limit - overhead
         if budget < 1:
-            raise InvalidInput(f"the query takes {overhead} of model '{self.spec.name}''s "
-                               f"{limit} tokens and leaves no room for a document", index=0)
+            raise InvalidInput(
+                f"the query takes {overhead} of model '{self.spec.name}''s "
+                f"{limit} tokens and leaves no room for a document",
+                index=0,
+            )
         if max_tokens is not None:
             budget = min(budget, max_tokens)
 
@@ -367,14 +442,27 @@ class VLLMEngine:
 
         # Every document's tokens first (one tokenizer call each), so that the chunk and token
         # limits refuse a request before the costly part: building and re-checking each chunk.
-        offsets = [_unless(cancel, self._tokenizer, text, add_special_tokens=False,
-                           return_offsets_mapping=True)["offset_mapping"] for text in texts]
+        offsets = [
+            _unless(
+                cancel, self._tokenizer, text, add_special_tokens=False, return_offsets_mapping=True
+            )["offset_mapping"]
+            for text in texts
+        ]
         limits.check([len(o) for o in offsets], budget, overhead)
-        return [self._split_one(text, o, budget, fits, limits.max_chunks_per_text, cancel)
-                for text, o in zip(texts, offsets)]
+        return [
+            self._split_one(text, o, budget, fits, limits.max_chunks_per_text, cancel)
+            for text, o in zip(texts, offsets)
+        ]
 
-    def _split_one(self, text: str, offsets: list, budget: int, fits: Any,
-                   max_pieces: int | None, cancel: threading.Event | None) -> list[str]:
+    def _split_one(
+        self,
+        text: str,
+        offsets: list,
+        budget: int,
+        fits: Any,
+        max_pieces: int | None,
+        cancel: threading.Event | None,
+    ) -> list[str]:
         if fits(text, len(offsets)):
             return [text]
         pieces, start, n = [], 0, len(offsets)
@@ -385,7 +473,7 @@ class VLLMEngine:
                 # Cut where the next piece's first token begins, so no character is lost;
                 # a piece re-tokenizes differently at its edges and inside a prompt, hence
                 # the check on the real prompt.
-                piece = text[offsets[start][0]:offsets[end][0] if end < n else len(text)]
+                piece = text[offsets[start][0] : offsets[end][0] if end < n else len(text)]
                 size = len(self._tokenizer(piece, add_special_tokens=False)["input_ids"])
                 if fits(piece, size) or end - start <= 1:
                     break
@@ -404,8 +492,9 @@ class VLLMEngine:
                     index=i,
                 )
 
-    def _params(self, task: str, use_activation: bool | None = None,
-                type_ids: list[int] | None = None) -> Any:
+    def _params(
+        self, task: str, use_activation: bool | None = None, type_ids: list[int] | None = None
+    ) -> Any:
         from vllm import PoolingParams
 
         extra = None
@@ -436,8 +525,10 @@ def _build_facts() -> dict[str, str]:
     import vllm
     from vllm.platforms import current_platform
 
-    return {"engine_version": f"vllm {vllm.__version__}",
-            "device": str(current_platform.device_type)}
+    return {
+        "engine_version": f"vllm {vllm.__version__}",
+        "device": str(current_platform.device_type),
+    }
 
 
 def check_model_source(model: str) -> None:
@@ -455,9 +546,11 @@ def check_model_source(model: str) -> None:
     try:
         snapshot_download(model, local_files_only=True)
     except Exception as exc:
-        raise FileNotFoundError(f"model path {model} does not exist, and as a Hugging Face "
-                                "hub id it is not in the local cache (the hub is offline: "
-                                "HF_HUB_OFFLINE)") from exc
+        raise FileNotFoundError(
+            f"model path {model} does not exist, and as a Hugging Face "
+            "hub id it is not in the local cache (the hub is offline: "
+            "HF_HUB_OFFLINE)"
+        ) from exc
 
 
 class _Abandoned(Exception):
@@ -497,8 +590,9 @@ def _tokenizer_call(fn: Any, *args: Any) -> Any:
         # A tokenizer or template failure must not become an opaque 500. A Rust panic in
         # `tokenizers` arrives as pyo3's PanicException, which derives from BaseException
         # (PyO3#2783), so `except Exception` would let it through.
-        raise InvalidInput(f"the model's tokenizer rejected the input: {type(exc).__name__}: "
-                           f"{str(exc)[:200]}") from exc
+        raise InvalidInput(
+            f"the model's tokenizer rejected the input: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
 
 
 def _scores_pairs(spec: EngineSpec, tasks: Sequence[str]) -> bool:
@@ -506,13 +600,20 @@ def _scores_pairs(spec: EngineSpec, tasks: Sequence[str]) -> bool:
     can_score, can_embed = "classify" in tasks, "embed" in tasks
     kind = spec.rerank_kind
     if kind in ("cross_encoder", "llm") and not can_score:
-        hint = " (an LLM reranker needs hf_overrides that load it as a classifier)" \
-            if kind == "llm" else ""
-        raise ValueError(f"model '{spec.name}' is configured as rerank_kind={kind} but "
-                         f"is not a sequence classifier; it supports {list(tasks)}{hint}")
+        hint = (
+            " (an LLM reranker needs hf_overrides that load it as a classifier)"
+            if kind == "llm"
+            else ""
+        )
+        raise ValueError(
+            f"model '{spec.name}' is configured as rerank_kind={kind} but "
+            f"is not a sequence classifier; it supports {list(tasks)}{hint}"
+        )
     if kind == "embedding" and not can_embed:
-        raise ValueError(f"model '{spec.name}' is configured as rerank_kind=embedding but "
-                         f"cannot embed; it supports {list(tasks)}")
+        raise ValueError(
+            f"model '{spec.name}' is configured as rerank_kind=embedding but "
+            f"cannot embed; it supports {list(tasks)}"
+        )
     return can_score and kind != "embedding"
 
 
@@ -538,11 +639,14 @@ def rust_batch_encoder(tokenizer: Any) -> Callable[[list[str]], list[list[int]]]
         def encode(texts: list[str]) -> list[list[int]]:
             return [e.ids for e in own.encode_batch(texts, add_special_tokens=True)]
 
-        same = encode(_ENCODER_PROBES) == tokenizer(
-            _ENCODER_PROBES, add_special_tokens=True)["input_ids"]
+        same = (
+            encode(_ENCODER_PROBES)
+            == tokenizer(_ENCODER_PROBES, add_special_tokens=True)["input_ids"]
+        )
     except Exception:  # any surprise in a tokenizer's internals: keep the wrapper
-        log.warning("tokenizer batch encoder unavailable; using the transformers wrapper",
-                    exc_info=True)
+        log.warning(
+            "tokenizer batch encoder unavailable; using the transformers wrapper", exc_info=True
+        )
         return None
     return encode if same else None
 

@@ -25,8 +25,10 @@ import openai
 from reliability.server import start_gateway
 
 MODEL = "all-MiniLM-L6-v2"
-SENTENCE = ("Bulk indexing embeds a whole corpus of documents, each a sentence or two long, "
-            "while the same server keeps answering interactive queries.")
+SENTENCE = (
+    "Bulk indexing embeds a whole corpus of documents, each a sentence or two long, "
+    "while the same server keeps answering interactive queries."
+)
 
 
 def latencies(url: str, n: int) -> list[float]:
@@ -41,8 +43,11 @@ def latencies(url: str, n: int) -> list[float]:
 
 
 def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50_ms": round(float(np.percentile(values, 50)), 1),
-            "p99_ms": round(float(np.percentile(values, 99)), 1)}
+    return {
+        "n": len(values),
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p99_ms": round(float(np.percentile(values, 99)), 1),
+    }
 
 
 def main() -> None:
@@ -52,28 +57,43 @@ def main() -> None:
     parser.add_argument("--inputs-per-line", type=int, default=8)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="batch-priority-"))
-    gateway = start_gateway(work, models=[{"name": MODEL, "path": "builtin:" + MODEL}],
-                            args=["--batch-dir", str(work / "batches")], ready_timeout=600)
+    gateway = start_gateway(
+        work,
+        models=[{"name": MODEL, "path": "builtin:" + MODEL}],
+        args=["--batch-dir", str(work / "batches")],
+        ready_timeout=600,
+    )
     url = gateway.base_url + "/v1/embeddings"
     body = {"model": MODEL, "input": [f"{SENTENCE} ({j})" for j in range(args.inputs_per_line)]}
-    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "requests": args.requests,
-                     "batch_lines": args.lines, "inputs_per_line": args.inputs_per_line}
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "requests": args.requests,
+        "batch_lines": args.lines,
+        "inputs_per_line": args.inputs_per_line,
+    }
     try:
         latencies(url, 30)  # warm-up
         results["idle"] = summary(latencies(url, args.requests))
 
         with openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="unused") as client:
-            lines = "\n".join(json.dumps({"custom_id": f"l{i}", "method": "POST",
-                                          "url": "/v1/embeddings", "body": body})
-                              for i in range(args.lines))
-            file = client.files.create(file=("bulk.jsonl", io.BytesIO(lines.encode())),
-                                       purpose="batch")
-            batch = client.batches.create(input_file_id=file.id, endpoint="/v1/embeddings",
-                                          completion_window="24h")
+            lines = "\n".join(
+                json.dumps(
+                    {"custom_id": f"l{i}", "method": "POST", "url": "/v1/embeddings", "body": body}
+                )
+                for i in range(args.lines)
+            )
+            file = client.files.create(
+                file=("bulk.jsonl", io.BytesIO(lines.encode())), purpose="batch"
+            )
+            batch = client.batches.create(
+                input_file_id=file.id, endpoint="/v1/embeddings", completion_window="24h"
+            )
             while client.batches.retrieve(batch.id).request_counts.completed < 20:
                 time.sleep(0.1)
-            before, started = client.batches.retrieve(batch.id).request_counts.completed, \
-                time.monotonic()
+            before, started = (
+                client.batches.retrieve(batch.id).request_counts.completed,
+                time.monotonic(),
+            )
             during = latencies(url, args.requests)
             done = client.batches.retrieve(batch.id).request_counts.completed
             elapsed = time.monotonic() - started
@@ -81,7 +101,8 @@ def main() -> None:
             alone = client.batches.retrieve(batch.id).request_counts.completed - done
             results["during_batch"] = summary(during)
             results["batch_inputs_per_s_during"] = round(
-                (done - before) * args.inputs_per_line / elapsed, 1)
+                (done - before) * args.inputs_per_line / elapsed, 1
+            )
             results["batch_inputs_per_s_alone"] = round(alone * args.inputs_per_line / 10, 1)
             results["batch_finished_during_measurement"] = done >= args.lines
             client.batches.cancel(batch.id)
@@ -106,7 +127,8 @@ def main() -> None:
     finally:
         gateway.stop()
     results["ratio_p99_batch_vs_idle"] = round(
-        results["during_batch"]["p99_ms"] / results["idle"]["p99_ms"], 2)
+        results["during_batch"]["p99_ms"] / results["idle"]["p99_ms"], 2
+    )
     print(json.dumps(results, indent=2))
     out = Path(__file__).parent / "results" / "batch_priority.json"
     out.parent.mkdir(exist_ok=True)

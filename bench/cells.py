@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import orjson
 
@@ -68,32 +68,40 @@ def quick_matrix() -> list[Cell]:
 
 def make_texts(model_path: str, length: str, count: int = POOL, seed: int = 0) -> list[str]:
     """`count` distinct texts of WORDS[length] whole words from the model's own vocabulary."""
-    vocab = [w for w in Path(model_path, "vocab.txt").read_text().split("\n")
-             if w.isalpha() and w.islower() and len(w) >= 3]
+    vocab = [
+        w
+        for w in Path(model_path, "vocab.txt").read_text().split("\n")
+        if w.isalpha() and w.islower() and len(w) >= 3
+    ]
     rng = random.Random(f"{seed}-{length}")
     return [" ".join(rng.choices(vocab, k=WORDS[length])) for _ in range(count)]
 
 
-def embedding_bodies(cell: Cell, texts: Sequence[str], tokens: Sequence[int],
-                     count: int = 256) -> list[Body]:
+def embedding_bodies(
+    cell: Cell, texts: Sequence[str], tokens: Sequence[int], count: int = 256
+) -> list[Body]:
     bodies = []
     for i in range(count):
         start = (i * cell.inputs) % len(texts)
         idx = [(start + j) % len(texts) for j in range(cell.inputs)]
-        body = {"model": MODEL_NAME, "input": [texts[k] for k in idx],
-                "encoding_format": cell.fmt}
+        body = {"model": MODEL_NAME, "input": [texts[k] for k in idx], "encoding_format": cell.fmt}
         bodies.append(Body(orjson.dumps(body), cell.inputs, sum(tokens[k] for k in idx)))
     return bodies
 
 
-def rerank_bodies(texts: Sequence[str], tokens: Sequence[int], documents: int = 32,
-                  count: int = 64) -> list[Body]:
+def rerank_bodies(
+    texts: Sequence[str], tokens: Sequence[int], documents: int = 32, count: int = 64
+) -> list[Body]:
     """The Cohere/Jina rerank body: a query and `documents` documents."""
     bodies = []
     for i in range(count):
         start = (i * (documents + 1)) % len(texts)
         idx = [(start + j) % len(texts) for j in range(documents + 1)]
-        body = {"model": MODEL_NAME, "query": texts[idx[0]],
-                "documents": [texts[k] for k in idx[1:]], "top_n": documents}
+        body = {
+            "model": MODEL_NAME,
+            "query": texts[idx[0]],
+            "documents": [texts[k] for k in idx[1:]],
+            "top_n": documents,
+        }
         bodies.append(Body(orjson.dumps(body), documents, sum(tokens[k] for k in idx)))
     return bodies

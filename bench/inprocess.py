@@ -31,10 +31,15 @@ def run_engine(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
     from adapters.vllm_engine import engine_arguments
     from gateway.config import resolve_model_path
 
-    spec = EngineSpec(name="all-MiniLM-L6-v2", model=resolve_model_path(model), dtype=dtype,
-                      gpu_memory_utilization=None if current_platform.is_cpu() else 0.15)
+    spec = EngineSpec(
+        name="all-MiniLM-L6-v2",
+        model=resolve_model_path(model),
+        dtype=dtype,
+        gpu_memory_utilization=None if current_platform.is_cpu() else 0.15,
+    )
     llm = AsyncLLM.from_engine_args(
-        AsyncEngineArgs(**engine_arguments(spec, on_cpu=current_platform.is_cpu())))
+        AsyncEngineArgs(**engine_arguments(spec, on_cpu=current_platform.is_cpu()))
+    )
     tokenizer = llm.get_tokenizer()
     params = PoolingParams(task="embed")
 
@@ -47,8 +52,13 @@ def run_engine(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
         ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
         await asyncio.gather(*(one(x, f"{name}-{i}") for i, x in enumerate(ids)))
         seconds = time.perf_counter() - start
-        return {"texts": len(texts), "tokens": sum(map(len, ids)), "seconds": seconds,
-                "texts_per_s": len(texts) / seconds, "tokens_per_s": sum(map(len, ids)) / seconds}
+        return {
+            "texts": len(texts),
+            "tokens": sum(map(len, ids)),
+            "seconds": seconds,
+            "texts_per_s": len(texts) / seconds,
+            "tokens_per_s": sum(map(len, ids)) / seconds,
+        }
 
     async def main() -> dict:
         await measure("warm", ["warm-up text"] * 16)
@@ -61,11 +71,10 @@ def run_engine(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
 
 
 def run_st(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from gateway.config import resolve_model_path
-
-    import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     st = SentenceTransformer(resolve_model_path(model), device=device)
@@ -78,14 +87,19 @@ def run_st(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
         start = time.perf_counter()
         st.encode(texts, batch_size=64 if device == "cpu" else 512)
         seconds = time.perf_counter() - start
-        out[name] = {"texts": len(texts), "tokens": tokens, "seconds": seconds,
-                     "texts_per_s": len(texts) / seconds, "tokens_per_s": tokens / seconds}
+        out[name] = {
+            "texts": len(texts),
+            "tokens": tokens,
+            "seconds": seconds,
+            "texts_per_s": len(texts) / seconds,
+            "tokens_per_s": tokens / seconds,
+        }
     return out
 
 
 if __name__ == "__main__":
     kind, texts_file, out_file = sys.argv[1:4]
-    model, dtype = (sys.argv[4:] + [MODEL, "float32"][len(sys.argv[4:]):])[:2]
+    model, dtype = (sys.argv[4:] + [MODEL, "float32"][len(sys.argv[4:]) :])[:2]
     sets = json.loads(Path(texts_file).read_text())
     result = (run_engine if kind == "engine" else run_st)(sets, model, dtype)
     Path(out_file).write_text(json.dumps(result))

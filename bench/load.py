@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import aiohttp
 import orjson
@@ -91,8 +91,9 @@ async def closed_loop(
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await _check(session, url, bodies[0])
-        await asyncio.gather(*(_post(session, url, bodies[i % len(bodies)])
-                               for i in range(concurrency)))
+        await asyncio.gather(
+            *(_post(session, url, bodies[i % len(bodies)]) for i in range(concurrency))
+        )
         latencies: list[float] = []
         counters = {"next": 0, "texts": 0, "tokens": 0, "errors": 0}
         me = psutil.Process()
@@ -121,13 +122,18 @@ async def closed_loop(
         server_cpu = _tree_cpu(server) - server0
     done = len(latencies) - counters["errors"]
     return CellResult(
-        requests=len(latencies), texts=counters["texts"], tokens=counters["tokens"],
+        requests=len(latencies),
+        texts=counters["texts"],
+        tokens=counters["tokens"],
         wall_s=round(wall, 3),
-        texts_per_s=counters["texts"] / wall, tokens_per_s=counters["tokens"] / wall,
+        texts_per_s=counters["texts"] / wall,
+        tokens_per_s=counters["tokens"] / wall,
         requests_per_s=done / wall,
-        p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
         errors=counters["errors"],
-        client_cpu_pct=100 * cpu / wall, server_cpu_pct=100 * server_cpu / wall,
+        client_cpu_pct=100 * cpu / wall,
+        server_cpu_pct=100 * server_cpu / wall,
     )
 
 
@@ -150,6 +156,8 @@ async def _check(session: aiohttp.ClientSession, url: str, body: Body) -> None:
 
 async def probe(url: str, body: bytes) -> tuple[int, bytes]:
     """One request; (status, body). Used to find out whether a route exists."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-        async with session.post(url, data=body, headers=_HEADERS) as response:
-            return response.status, await response.read()
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session,
+        session.post(url, data=body, headers=_HEADERS) as response,
+    ):
+        return response.status, await response.read()

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 import types
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -32,29 +33,50 @@ from gateway.config import Settings
 from gateway.schemas import EmbeddingsRequest, parse
 
 BEFORE = "7f21f39"  # the last commit with the hand-written parser
-WORDS = ("the quick brown fox jumps over a lazy dog while seven tired cats sleep near "
-         "river banks").split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "tired",
+    "cats",
+    "sleep",
+    "near",
+    "river",
+    "banks",
+]
 
 
 def bodies() -> dict[str, dict]:
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(64)]
     ids = [[rng.randrange(100_000) for _ in range(14)] for _ in range(64)]
-    return {"64 texts": {"model": "m", "input": texts, "encoding_format": "float"},
-            "64 token-id lists": {"model": "m", "input": ids}}
+    return {
+        "64 texts": {"model": "m", "input": texts, "encoding_format": "float"},
+        "64 token-id lists": {"model": "m", "input": ids},
+    }
 
 
 def hand_parser() -> Callable[[dict], Any]:
-    source = subprocess.run(["git", "show", f"{BEFORE}:gateway/schemas.py"], check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{BEFORE}:gateway/schemas.py"], check=True, capture_output=True, text=True
+    ).stdout
     module = types.ModuleType("schemas_before")
     sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(source, f"{BEFORE}:gateway/schemas.py", "exec"), module.__dict__)
+    exec(compile(source, f"{BEFORE}:gateway/schemas.py", "exec"), module.__dict__)  # noqa: S102 - our own file at an older commit, to time the old parser
 
     def run(body: dict) -> Any:
         req = module.parse_embeddings_request(body)
         module.check_texts(req.inputs, max_items=2048)
         return req
+
     return run
 
 
@@ -64,12 +86,12 @@ _ID = Annotated[int, msgspec.Meta(ge=0)]
 
 class _MsgspecRequest(msgspec.Struct):
     model: Annotated[str, msgspec.Meta(min_length=1)]
-    input: Union[_TEXT, Annotated[list[Union[_TEXT, _ID, list[_ID]]], msgspec.Meta(min_length=1)]]
+    input: _TEXT | Annotated[list[_TEXT | _ID | list[_ID]], msgspec.Meta(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Optional[Annotated[int, msgspec.Meta(ge=1)]] = None
-    input_type: Optional[str] = None
-    truncate: Optional[str] = None
-    truncate_prompt_tokens: Optional[int] = None
+    dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    input_type: str | None = None
+    truncate: str | None = None
+    truncate_prompt_tokens: int | None = None
 
 
 def msgspec_parser(body: dict) -> Any:
@@ -112,8 +134,11 @@ def main() -> None:
         cells = [f"{median_us(run, body, args.runs):.1f}" for body in cases.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
     raws = [orjson.dumps(body) for body in cases.values()]
-    print("| (orjson.loads, for scale) | "
-          + " | ".join(f"{median_us(orjson.loads, raw, args.runs):.1f}" for raw in raws) + " |")
+    print(
+        "| (orjson.loads, for scale) | "
+        + " | ".join(f"{median_us(orjson.loads, raw, args.runs):.1f}" for raw in raws)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

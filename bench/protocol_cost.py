@@ -34,8 +34,7 @@ def serve(kind: str, port: int) -> None:
 
     app = create_app(ModelRegistry([ServedModel("fake", (), FakeEngine())]))
     http = protocol_class(ConnectionLimits()) if kind == "bounded" else kind
-    uvicorn.run(app, host="127.0.0.1", port=port, http=http, log_level="warning",
-                access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, http=http, log_level="warning", access_log=False)
 
 
 def cpu_us(process: psutil.Process, send, n: int) -> float:
@@ -48,8 +47,9 @@ def cpu_us(process: psutil.Process, send, n: int) -> float:
 
 def measure(kind: str, requests: int) -> tuple[float, float]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench.protocol_cost", "--serve", kind,
-                               str(port)], cwd=os.getcwd())
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.protocol_cost", "--serve", kind, str(port)], cwd=os.getcwd()
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -64,9 +64,11 @@ def measure(kind: str, requests: int) -> tuple[float, float]:
             for _ in range(200):  # warm-up
                 client.post("/v1/embeddings", json=BODY)
             kept = cpu_us(process, lambda: client.post("/v1/embeddings", json=BODY), requests)
-        fresh = cpu_us(process, lambda: httpx.post(url + "/v1/embeddings", json=BODY,
-                                                   headers={"connection": "close"}),
-                       requests // 3)
+        fresh = cpu_us(
+            process,
+            lambda: httpx.post(url + "/v1/embeddings", json=BODY, headers={"connection": "close"}),
+            requests // 3,
+        )
         return kept, fresh
     finally:
         server.terminate()
@@ -84,11 +86,12 @@ def main() -> None:
         return
     print("| protocol | kept alive (us/request) | new connection each (us/request) |")
     print("|---|---|---|")
-    results = {kind: [measure(kind, args.requests) for _ in range(args.rounds)]
-               for kind in KINDS}
+    results = {kind: [measure(kind, args.requests) for _ in range(args.rounds)] for kind in KINDS}
     for kind, rounds in results.items():
-        print(f"| {kind} | {' / '.join(f'{k:.0f}' for k, _ in rounds)} | "
-              f"{' / '.join(f'{f:.0f}' for _, f in rounds)} |")
+        print(
+            f"| {kind} | {' / '.join(f'{k:.0f}' for k, _ in rounds)} | "
+            f"{' / '.join(f'{f:.0f}' for _, f in rounds)} |"
+        )
 
 
 if __name__ == "__main__":

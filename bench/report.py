@@ -33,49 +33,76 @@ def rows(result: dict, matrix: list[Cell]) -> list[dict]:
     for cell in matrix:
         g = result.get("gateway", {}).get(cell.label)
         v = result.get("vllm", {}).get(cell.label)
-        out.append({"cell": cell.to_dict(), "label": cell.label, "gateway": g, "vllm": v,
-                    "ratio": _ratio(g and g["texts_per_s"], v and v["texts_per_s"])})
+        out.append(
+            {
+                "cell": cell.to_dict(),
+                "label": cell.label,
+                "gateway": g,
+                "vllm": v,
+                "ratio": _ratio(g and g["texts_per_s"], v and v["texts_per_s"]),
+            }
+        )
     return out
 
 
 def table(result: dict, matrix: list[Cell]) -> str:
-    head = ("| cell | gateway texts/s | tokens/s | p50 ms | p99 ms | vllm serve texts/s | "
-            "tokens/s | p50 ms | p99 ms | gateway / vllm |\n|---|---:|---:|---:|---:|---:|---:|"
-            "---:|---:|---:|\n")
+    head = (
+        "| cell | gateway texts/s | tokens/s | p50 ms | p99 ms | vllm serve texts/s | "
+        "tokens/s | p50 ms | p99 ms | gateway / vllm |\n|---|---:|---:|---:|---:|---:|---:|"
+        "---:|---:|---:|\n"
+    )
     lines = []
     for row in rows(result, matrix):
         cols = [row["label"]]
         for side in ("gateway", "vllm"):
             r = row[side] or {}
-            cols += [_fmt(r.get("texts_per_s"), 1), _fmt(r.get("tokens_per_s")),
-                     _fmt(r.get("p50_ms"), 1), _fmt(r.get("p99_ms"), 1)]
+            cols += [
+                _fmt(r.get("texts_per_s"), 1),
+                _fmt(r.get("tokens_per_s")),
+                _fmt(r.get("p50_ms"), 1),
+                _fmt(r.get("p99_ms"), 1),
+            ]
         cols.append(_fmt(row["ratio"], 2) + ("x" if row["ratio"] else ""))
         lines.append("| " + " | ".join(cols) + " |")
     return head + "\n".join(lines)
 
 
 def baselines(result: dict) -> str:
-    lines = ["| in process, no HTTP | short texts/s | short tokens/s | long texts/s | "
-             "long tokens/s |", "|---|---:|---:|---:|---:|"]
-    for key, name in (("engine_inprocess", "vLLM AsyncLLM, token ids, all at once (vLLM's thread binding)"),
-                      ("st_inprocess", "sentence-transformers encode, batch 64 (512 on a GPU)")):
+    lines = [
+        "| in process, no HTTP | short texts/s | short tokens/s | long texts/s | long tokens/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, name in (
+        ("engine_inprocess", "vLLM AsyncLLM, token ids, all at once (vLLM's thread binding)"),
+        ("st_inprocess", "sentence-transformers encode, batch 64 (512 on a GPU)"),
+    ):
         r = result.get(key) or {}
         if "failed" in r or not r:
             lines.append(f"| {name} | - | - | - | - |")
             continue
-        lines.append(f"| {name} | " + " | ".join(
-            _fmt(r.get(n, {}).get(k)) for n in ("short", "long")
-            for k in ("texts_per_s", "tokens_per_s")) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                _fmt(r.get(n, {}).get(k))
+                for n in ("short", "long")
+                for k in ("texts_per_s", "tokens_per_s")
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def overhead(result: dict) -> str:
-    lines = ["| null engine, single short input | req/s | p50 ms | p99 ms | client CPU | "
-             "server CPU |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| null engine, single short input | req/s | p50 ms | p99 ms | client CPU | server CPU |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for key, r in (result.get("null_engine") or {}).items():
-        lines.append(f"| concurrency {key[1:]} | {_fmt(r['requests_per_s'])} | "
-                     f"{_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
-                     f"{_fmt(r['client_cpu_pct'])}% | {_fmt(r['server_cpu_pct'])}% |")
+        lines.append(
+            f"| concurrency {key[1:]} | {_fmt(r['requests_per_s'])} | "
+            f"{_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
+            f"{_fmt(r['client_cpu_pct'])}% | {_fmt(r['server_cpu_pct'])}% |"
+        )
     return "\n".join(lines)
 
 
@@ -88,9 +115,11 @@ def rerank_line(result: dict) -> str:
         if "skipped" in r:
             parts.append(f"- {name}: skipped ({r['skipped']})")
         else:
-            parts.append(f"- {name}, query + 32 documents, concurrency 8: "
-                         f"{_fmt(r['texts_per_s'])} documents/s, p50 {_fmt(r['p50_ms'], 1)} ms, "
-                         f"p99 {_fmt(r['p99_ms'], 1)} ms")
+            parts.append(
+                f"- {name}, query + 32 documents, concurrency 8: "
+                f"{_fmt(r['texts_per_s'])} documents/s, p50 {_fmt(r['p50_ms'], 1)} ms, "
+                f"p99 {_fmt(r['p99_ms'], 1)} ms"
+            )
     return "\n".join(parts)
 
 
@@ -100,34 +129,59 @@ def targets(result: dict, matrix: list[Cell]) -> list[dict]:
     table_rows = [r for r in rows(result, matrix) if r["ratio"] is not None]
     if table_rows:
         worst = min(table_rows, key=lambda r: r["ratio"])
-        out.append({"target": "gateway >= 1.0x vllm serve in every cell",
-                    "value": f"worst {worst['ratio']:.2f}x ({worst['label']})",
-                    "met": worst["ratio"] >= 1.0})
-        special = [r for r in table_rows
-                   if r["cell"]["inputs"] == 1 or r["cell"]["length"] == "short"]
+        out.append(
+            {
+                "target": "gateway >= 1.0x vllm serve in every cell",
+                "value": f"worst {worst['ratio']:.2f}x ({worst['label']})",
+                "met": worst["ratio"] >= 1.0,
+            }
+        )
+        special = [
+            r for r in table_rows if r["cell"]["inputs"] == 1 or r["cell"]["length"] == "short"
+        ]
         if special:
             w = min(special, key=lambda r: r["ratio"])
-            out.append({"target": ">= 1.5x in single-input and short-text cells",
-                        "value": f"worst {w['ratio']:.2f}x ({w['label']})",
-                        "met": w["ratio"] >= 1.5})
+            out.append(
+                {
+                    "target": ">= 1.5x in single-input and short-text cells",
+                    "value": f"worst {w['ratio']:.2f}x ({w['label']})",
+                    "met": w["ratio"] >= 1.5,
+                }
+            )
     engine = result.get("engine_inprocess") or {}
     for row in rows(result, matrix):
         cell, g = row["cell"], row["gateway"]
         ceiling = engine.get(cell["length"], {}).get("texts_per_s")
         if cell["inputs"] == 64 and g and ceiling:
             r = g["texts_per_s"] / ceiling
-            out.append({"target": f"gateway at 64 inputs/request >= 0.85x in-process engine "
-                                  f"({row['label']})", "value": f"{r:.2f}x", "met": r >= 0.85})
+            out.append(
+                {
+                    "target": f"gateway at 64 inputs/request >= 0.85x in-process engine "
+                    f"({row['label']})",
+                    "value": f"{r:.2f}x",
+                    "met": r >= 0.85,
+                }
+            )
     null = (result.get("null_engine") or {}).get("c1")
     if null:
-        out.append({"target": "null-engine overhead <= 1 ms p50 (single input, c=1, "
-                              "client and HTTP included)",
-                    "value": f"{null['p50_ms']:.2f} ms", "met": null["p50_ms"] <= 1.0})
+        out.append(
+            {
+                "target": "null-engine overhead <= 1 ms p50 (single input, c=1, "
+                "client and HTTP included)",
+                "value": f"{null['p50_ms']:.2f} ms",
+                "met": null["p50_ms"] <= 1.0,
+            }
+        )
     micro = result.get("micro") or {}
     if "base64_32x1024_ms" in micro:
         v = micro["base64_32x1024_ms"]
-        out.append({"target": "base64 encoding of 32x1024 vectors <= 0.5 ms",
-                    "value": f"{v:.3f} ms", "met": v <= 0.5})
+        out.append(
+            {
+                "target": "base64 encoding of 32x1024 vectors <= 0.5 ms",
+                "value": f"{v:.3f} ms",
+                "met": v <= 0.5,
+            }
+        )
     return out
 
 
@@ -140,24 +194,41 @@ def summary(result: dict, matrix: list[Cell]) -> str:
     low = min(compared, key=lambda r: r["ratio"])
     high = max(compared, key=lambda r: r["ratio"])
     losses = [f"{r['label']} ({r['ratio']:.2f}x)" for r in compared if r["ratio"] < 1.0]
-    return (f"Gateway / vllm serve texts/s: {low['ratio']:.2f}x ({low['label']}) to "
-            f"{high['ratio']:.2f}x ({high['label']}) over {len(compared)} cells; below 1.0x in "
-            + (", ".join(losses) if losses else "none") + ".")
+    return (
+        f"Gateway / vllm serve texts/s: {low['ratio']:.2f}x ({low['label']}) to "
+        f"{high['ratio']:.2f}x ({high['label']}) over {len(compared)} cells; below 1.0x in "
+        + (", ".join(losses) if losses else "none")
+        + "."
+    )
 
 
 def markdown(result: dict, matrix: list[Cell]) -> str:
     m = result["meta"]
     load = ", ".join(f"{x:.2f}" for x in m["loadavg_start"])
     parts = [
-        f"Run {m['date_utc']} UTC (`{m.get('command', 'python -m bench')}`), mode `{m['mode']}` ({m['duration_s']:g} s "
-        f"of load per cell), {m['cpus']} x {m['cpu_model']}, vLLM {m['vllm']}, "
-        f"torch {m['torch']}, Python {m['python']}, {m['model']} {m['dtype']}; "
-        f"load average at start {load}.",
-        "", summary(result, matrix), "", table(result, matrix), "", baselines(result), "", overhead(result), "",
-        rerank_line(result), "",
-        "| target | this run | met |", "|---|---|---|",
-        *(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |"
-          for t in result.get("targets", [])),
+        (
+            f"Run {m['date_utc']} UTC (`{m.get('command', 'python -m bench')}`), mode `{m['mode']}` ({m['duration_s']:g} s "
+            f"of load per cell), {m['cpus']} x {m['cpu_model']}, vLLM {m['vllm']}, "
+            f"torch {m['torch']}, Python {m['python']}, {m['model']} {m['dtype']}; "
+            f"load average at start {load}."
+        ),
+        "",
+        summary(result, matrix),
+        "",
+        table(result, matrix),
+        "",
+        baselines(result),
+        "",
+        overhead(result),
+        "",
+        rerank_line(result),
+        "",
+        "| target | this run | met |",
+        "|---|---|---|",
+        *(
+            f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |"
+            for t in result.get("targets", [])
+        ),
     ]
     return "\n".join(parts) + "\n"
 
@@ -176,22 +247,26 @@ def chart(result: dict, matrix: list[Cell], path: Path) -> None:
     for ax, length in zip(axes[0], lengths):
         cells = [c for c in matrix if c.length == length]
         x = range(len(cells))
-        for offset, (key, name) in ((-0.2, ("gateway", "gateway")),
-                                    (0.2, ("vllm", "vllm serve"))):
-            values = [(result.get(key) or {}).get(c.label, {}).get("texts_per_s", 0)
-                      for c in cells]
+        for offset, (key, name) in ((-0.2, ("gateway", "gateway")), (0.2, ("vllm", "vllm serve"))):
+            values = [(result.get(key) or {}).get(c.label, {}).get("texts_per_s", 0) for c in cells]
             ax.bar([i + offset for i in x], values, width=0.4, label=name)
-        for key, name, style in (("engine_inprocess", "in-process engine", "--"),
-                                 ("st_inprocess", "sentence-transformers", ":")):
+        for key, name, style in (
+            ("engine_inprocess", "in-process engine", "--"),
+            ("st_inprocess", "sentence-transformers", ":"),
+        ):
             v = (result.get(key) or {}).get(length, {}).get("texts_per_s")
             if v:
-                ax.axhline(v, linestyle=style, color="gray" if style == "--" else "black",
-                           label=f"{name} ({v:,.0f}/s)")
+                ax.axhline(
+                    v,
+                    linestyle=style,
+                    color="gray" if style == "--" else "black",
+                    label=f"{name} ({v:,.0f}/s)",
+                )
         ax.set_xticks(list(x))
-        ax.set_xticklabels([c.label.removeprefix(length + " ").replace(" ", "\n")
-                            for c in cells], fontsize=8)
-        ax.set_title(f"{length} texts ({result['meta']['model']}, {result['meta']['cpus']} "
-                     f"CPUs)")
+        ax.set_xticklabels(
+            [c.label.removeprefix(length + " ").replace(" ", "\n") for c in cells], fontsize=8
+        )
+        ax.set_title(f"{length} texts ({result['meta']['model']}, {result['meta']['cpus']} CPUs)")
         ax.set_ylabel("texts/s")
         ax.legend(fontsize=8)
     fig.tight_layout()

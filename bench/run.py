@@ -37,29 +37,52 @@ RESULTS = report.RESULTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="4 cells, 3 s each (a smoke run)")
-    size.add_argument("--full", action="store_true", help="all 36 cells: concurrency 1/8/32 x "
-                      "inputs 1/16/64 x short/long x float/base64 (long on CPU: about an hour)")
+    size.add_argument(
+        "--full",
+        action="store_true",
+        help="all 36 cells: concurrency 1/8/32 x "
+        "inputs 1/16/64 x short/long x float/base64 (long on CPU: about an hour)",
+    )
     p.add_argument("--duration", type=float, help="seconds of load per cell (default 8, quick 3)")
     p.add_argument("--skip-vllm-serve", action="store_true", help="measure the gateway only")
-    p.add_argument("--skip-inprocess", action="store_true",
-                   help="skip the in-process engine and sentence-transformers baselines")
-    p.add_argument("--gateway-arg", action="append", default=[],
-                   help="extra argument for `python -m gateway serve` (repeatable), "
-                        "e.g. --gateway-arg=--workers=4")
-    p.add_argument("--model", default="builtin:" + C.MODEL_NAME,
-                   help="model folder served by both (default: the built-in MiniLM; on a GPU "
-                        "host e.g. an fp16 copy); clients call it all-MiniLM-L6-v2 either way")
-    p.add_argument("--dtype", default="float32", help="engine dtype for both servers "
-                   "(float32 on CPU; float16 on a GPU)")
+    p.add_argument(
+        "--skip-inprocess",
+        action="store_true",
+        help="skip the in-process engine and sentence-transformers baselines",
+    )
+    p.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        help="extra argument for `python -m gateway serve` (repeatable), "
+        "e.g. --gateway-arg=--workers=4",
+    )
+    p.add_argument(
+        "--model",
+        default="builtin:" + C.MODEL_NAME,
+        help="model folder served by both (default: the built-in MiniLM; on a GPU "
+        "host e.g. an fp16 copy); clients call it all-MiniLM-L6-v2 either way",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="engine dtype for both servers (float32 on CPU; float16 on a GPU)",
+    )
     p.add_argument("--gpu-memory-utilization", type=float, default=0.2)
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--render-only", action="store_true",
-                   help="measure nothing: render the run saved in OUT/latest.json into "
-                        "latest.md (and, for the default OUT, the docs' bench section)")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: render the run saved in OUT/latest.json into "
+        "latest.md (and, for the default OUT, the docs' bench section)",
+    )
     return p.parse_args(argv)
 
 
@@ -69,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         report.render_only(args.out)
         return 0
     mode = "quick" if args.quick else "full" if args.full else "default"
-    matrix = C.quick_matrix() if args.quick else C.full_matrix() if args.full else C.default_matrix()
+    matrix = (
+        C.quick_matrix() if args.quick else C.full_matrix() if args.full else C.default_matrix()
+    )
     duration = args.duration or (3.0 if args.quick else 8.0)
     from gateway.config import resolve_model_path
 
@@ -80,23 +105,39 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.out / "logs"
 
     result["micro"] = micro_encoding()
-    print(f"base64 encoding of 32x1024 vectors: {result['micro']['base64_32x1024_ms']:.3f} ms",
-          flush=True)
+    print(
+        f"base64 encoding of 32x1024 vectors: {result['micro']['base64_32x1024_ms']:.3f} ms",
+        flush=True,
+    )
     result["null_engine"] = null_engine(texts, tokens, duration, logs)
 
-    gateway_extra = ["--model", model_path, "--served-model-name", C.MODEL_NAME,
-                     "--dtype", args.dtype, "--gpu-memory-utilization",
-                     str(args.gpu_memory_utilization), *args.gateway_arg]
+    gateway_extra = [
+        "--model",
+        model_path,
+        "--served-model-name",
+        C.MODEL_NAME,
+        "--dtype",
+        args.dtype,
+        "--gpu-memory-utilization",
+        str(args.gpu_memory_utilization),
+        *args.gateway_arg,
+    ]
     port = free_port()
-    with running("gateway", gateway_command(port, extra=gateway_extra), port, "/ready",
-                 logs) as server:
+    with running(
+        "gateway", gateway_command(port, extra=gateway_extra), port, "/ready", logs
+    ) as server:
         print(f"gateway ready in {server.started_in_s:.0f} s", flush=True)
         result["gateway"] = drive(server, "/v1/embeddings", matrix, texts, tokens, duration)
         result["gateway_rerank"] = rerank(server, "/v1/rerank", texts, tokens, duration)
     if not args.skip_vllm_serve:
         port = free_port()
-        command = vllm_serve_command(port, model_path, C.MODEL_NAME, dtype=args.dtype,
-                                     gpu_memory_utilization=args.gpu_memory_utilization)
+        command = vllm_serve_command(
+            port,
+            model_path,
+            C.MODEL_NAME,
+            dtype=args.dtype,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
         result["meta"]["vllm_serve_command"] = " ".join(command[1:])
         with running("vllm-serve", command, port, "/health", logs) as server:
             print(f"vllm serve ready in {server.started_in_s:.0f} s", flush=True)
@@ -112,17 +153,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def meta(mode: str, duration: float, args: argparse.Namespace, model_path: str) -> dict:
-    import vllm
     import torch
+    import vllm
 
     return {
-        "mode": mode, "duration_s": duration,
+        "mode": mode,
+        "duration_s": duration,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "loadavg_start": os.getloadavg(), "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(), "platform": platform.platform(),
-        "python": platform.python_version(), "vllm": vllm.__version__,
-        "torch": torch.__version__, "model": C.MODEL_NAME, "model_path": model_path,
-        "dtype": args.dtype, "gateway_args": args.gateway_arg,
+        "loadavg_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "vllm": vllm.__version__,
+        "torch": torch.__version__,
+        "model": C.MODEL_NAME,
+        "model_path": model_path,
+        "dtype": args.dtype,
+        "gateway_args": args.gateway_arg,
         "command": " ".join(["python -m bench", *(sys.argv[1:])]),
     }
 
@@ -142,11 +190,15 @@ def corpus(model_path: str) -> tuple[dict[str, list[str]], dict[str, list[int]]]
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     texts = {length: C.make_texts(model_path, length) for length in C.WORDS}
-    tokens = {length: [len(ids) for ids in tokenizer(texts[length])["input_ids"]]
-              for length in C.WORDS}
+    tokens = {
+        length: [len(ids) for ids in tokenizer(texts[length])["input_ids"]] for length in C.WORDS
+    }
     for length in C.WORDS:
-        print(f"{length} texts: {C.WORDS[length]} words, "
-              f"{np.mean(tokens[length]):.0f} tokens on average", flush=True)
+        print(
+            f"{length} texts: {C.WORDS[length]} words, "
+            f"{np.mean(tokens[length]):.0f} tokens on average",
+            flush=True,
+        )
     return texts, tokens
 
 
@@ -172,34 +224,54 @@ def null_engine(texts: dict, tokens: dict, duration: float, logs: Path) -> dict:
     """The gateway with instant vectors: what it adds to every request."""
     port = free_port()
     out: dict[str, Any] = {}
-    with running("gateway-null", gateway_command(port, engine="fake"), port, "/ready",
-                 logs) as server:
+    with running(
+        "gateway-null", gateway_command(port, engine="fake"), port, "/ready", logs
+    ) as server:
         for concurrency in (1, 32):
             cell = C.Cell("short", concurrency, 1, "float")
             bodies = C.embedding_bodies(cell, texts["short"], tokens["short"])
-            res = uvloop.run(closed_loop(server.base_url + "/v1/embeddings", bodies,
-                                         concurrency=concurrency, duration_s=duration,
-                                         server=server.psutil))
+            res = uvloop.run(
+                closed_loop(
+                    server.base_url + "/v1/embeddings",
+                    bodies,
+                    concurrency=concurrency,
+                    duration_s=duration,
+                    server=server.psutil,
+                )
+            )
             out[f"c{concurrency}"] = res.to_dict()
-            print(f"null engine, single input, c={concurrency}: {res.requests_per_s:,.0f} req/s, "
-                  f"p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms, "
-                  f"client CPU {res.client_cpu_pct:.0f}%", flush=True)
+            print(
+                f"null engine, single input, c={concurrency}: {res.requests_per_s:,.0f} req/s, "
+                f"p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms, "
+                f"client CPU {res.client_cpu_pct:.0f}%",
+                flush=True,
+            )
     return out
 
 
-def drive(server, path: str, matrix: list[C.Cell], texts: dict, tokens: dict,
-          duration: float) -> dict:
+def drive(
+    server, path: str, matrix: list[C.Cell], texts: dict, tokens: dict, duration: float
+) -> dict:
     out = {}
     for cell in matrix:
         bodies = C.embedding_bodies(cell, texts[cell.length], tokens[cell.length])
-        res = uvloop.run(closed_loop(server.base_url + path, bodies,
-                                     concurrency=cell.concurrency, duration_s=duration,
-                                     server=server.psutil))
+        res = uvloop.run(
+            closed_loop(
+                server.base_url + path,
+                bodies,
+                concurrency=cell.concurrency,
+                duration_s=duration,
+                server=server.psutil,
+            )
+        )
         out[cell.label] = res.to_dict()
-        print(f"{server.name:>10} {cell.label:<26} {res.texts_per_s:8.1f} texts/s "
-              f"p50 {res.p50_ms:8.1f} ms p99 {res.p99_ms:8.1f} ms  client CPU "
-              f"{res.client_cpu_pct:3.0f}% server CPU {res.server_cpu_pct:3.0f}%"
-              + (f"  ERRORS {res.errors}" if res.errors else ""), flush=True)
+        print(
+            f"{server.name:>10} {cell.label:<26} {res.texts_per_s:8.1f} texts/s "
+            f"p50 {res.p50_ms:8.1f} ms p99 {res.p99_ms:8.1f} ms  client CPU "
+            f"{res.client_cpu_pct:3.0f}% server CPU {res.server_cpu_pct:3.0f}%"
+            + (f"  ERRORS {res.errors}" if res.errors else ""),
+            flush=True,
+        )
     return out
 
 
@@ -208,14 +280,23 @@ def rerank(server, path: str, texts: dict, tokens: dict, duration: float) -> dic
     bodies = C.rerank_bodies(texts["short"], tokens["short"])
     status, raw = uvloop.run(probe(server.base_url + path, bodies[0].data))
     if status != 200:
-        reason = ("no rerank route (404)" if status == 404 else
-                  f"rerank answered {status}: {raw[:200].decode(errors='replace')}")
+        reason = (
+            "no rerank route (404)"
+            if status == 404
+            else f"rerank answered {status}: {raw[:200].decode(errors='replace')}"
+        )
         print(f"{server.name:>10} rerank skipped: {reason}", flush=True)
         return {"skipped": reason}
-    res = uvloop.run(closed_loop(server.base_url + path, bodies, concurrency=8,
-                                 duration_s=duration, server=server.psutil))
-    print(f"{server.name:>10} rerank q+32 docs c=8: {res.texts_per_s:8.1f} docs/s "
-          f"p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms", flush=True)
+    res = uvloop.run(
+        closed_loop(
+            server.base_url + path, bodies, concurrency=8, duration_s=duration, server=server.psutil
+        )
+    )
+    print(
+        f"{server.name:>10} rerank q+32 docs c=8: {res.texts_per_s:8.1f} docs/s "
+        f"p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms",
+        flush=True,
+    )
     return res.to_dict()
 
 
@@ -224,18 +305,33 @@ def inprocess(kind: str, sets: dict[str, list[str]], model_path: str, dtype: str
         texts_file, out_file = Path(tmp, "texts.json"), Path(tmp, "out.json")
         texts_file.write_text(json.dumps(sets))
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "bench.inprocess", kind, str(texts_file),
-                               str(out_file), model_path, dtype], cwd=REPO,
-                              capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.inprocess",
+                kind,
+                str(texts_file),
+                str(out_file),
+                model_path,
+                dtype,
+            ],
+            cwd=REPO,
+            check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         if done.returncode != 0 or not out_file.exists():
             print(f"in-process {kind} failed:\n{done.stderr[-3000:]}", flush=True)
             return {"failed": done.stderr[-1000:]}
         result = json.loads(out_file.read_text())
     for name, r in result.items():
-        print(f"in-process {kind:>6} {name:<5}: {r['texts_per_s']:8.1f} texts/s "
-              f"({r['tokens_per_s']:,.0f} tokens/s; {time.monotonic() - started:.0f} s in all)",
-              flush=True)
+        print(
+            f"in-process {kind:>6} {name:<5}: {r['texts_per_s']:8.1f} texts/s "
+            f"({r['tokens_per_s']:,.0f} tokens/s; {time.monotonic() - started:.0f} s in all)",
+            flush=True,
+        )
     return result
 
 

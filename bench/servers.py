@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import psutil
 
@@ -34,25 +34,65 @@ class Server:
 
 
 def gateway_command(port: int, *, engine: str = "vllm", extra: Sequence[str] = ()) -> list[str]:
-    return [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--engine", engine, "--log-level", "warning", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--engine",
+        engine,
+        "--log-level",
+        "warning",
+        *extra,
+    ]
 
 
-def vllm_serve_command(port: int, model_path: str, name: str, *, dtype: str,
-                       gpu_memory_utilization: float) -> list[str]:
+def vllm_serve_command(
+    port: int, model_path: str, name: str, *, dtype: str, gpu_memory_utilization: float
+) -> list[str]:
     # The same engine limits the gateway passes to AsyncLLM (adapters/vllm_engine.py).
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", model_path, "--served-model-name", name, "--runner", "pooling",
-            "--dtype", dtype, "--max-num-batched-tokens", "16384", "--max-num-seqs", "1024",
-            "--gpu-memory-utilization", str(gpu_memory_utilization),
-            "--host", "127.0.0.1", "--port", str(port),
-            "--disable-log-stats", "--disable-uvicorn-access-log",
-            "--uvicorn-log-level", "warning"]
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--served-model-name",
+        name,
+        "--runner",
+        "pooling",
+        "--dtype",
+        dtype,
+        "--max-num-batched-tokens",
+        "16384",
+        "--max-num-seqs",
+        "1024",
+        "--gpu-memory-utilization",
+        str(gpu_memory_utilization),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-log-stats",
+        "--disable-uvicorn-access-log",
+        "--uvicorn-log-level",
+        "warning",
+    ]
 
 
 @contextlib.contextmanager
-def running(name: str, command: list[str], port: int, ready_path: str, log_dir: Path,
-            env: dict[str, str] | None = None) -> Iterator[Server]:
+def running(
+    name: str,
+    command: list[str],
+    port: int,
+    ready_path: str,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
     """Run `command` until the block ends; ready when GET `ready_path` answers 200."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -60,8 +100,14 @@ def running(name: str, command: list[str], port: int, ready_path: str, log_dir: 
     started = time.monotonic()
     with log_path.open("wb") as log:
         # A new session, so stopping it reaches vLLM's engine-core processes too.
-        process = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base_url + ready_path, process, log_path, timeout_s=START_TIMEOUT_S)

@@ -26,17 +26,23 @@ def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
     from docgen import options
     from reliability import battery, costs
 
-    return [(options.SECTION, options.TARGETS, options.render),
-            (report.SECTION, report.TARGETS, report.render_saved),
-            (battery.SECTION, battery.TARGETS, battery.render_saved),
-            (costs.SECTION, costs.TARGETS, costs.render_saved)]
+    return [
+        (options.SECTION, options.TARGETS, options.render),
+        (report.SECTION, report.TARGETS, report.render_saved),
+        (battery.SECTION, battery.TARGETS, battery.render_saved),
+        (costs.SECTION, costs.TARGETS, costs.render_saved),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m docgen", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if any section is stale")
+    parser = argparse.ArgumentParser(
+        prog="python -m docgen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if any section is stale"
+    )
     args = parser.parse_args(argv)
     stale = []
     for name, targets, render in generators():

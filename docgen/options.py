@@ -28,6 +28,8 @@ def render(options: Iterable[Option] = OPTIONS) -> str:
     lines = ["| flag | env | scope | meaning |", "|---|---|---|---|"]
     for option in options:
         env = f"`{option.env}`" if option.env else ""
-        lines.append(f"| {_flag(option)} | {env} | {_SCOPE.get(option.scope, option.scope)} | "
-                     f"{_cell(option.help)} |")
+        lines.append(
+            f"| {_flag(option)} | {env} | {_SCOPE.get(option.scope, option.scope)} | "
+            f"{_cell(option.help)} |"
+        )
     return "\n".join(lines)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from starlette.types import Receive
 
@@ -42,8 +43,7 @@ class Admission:
     """At most `limit` inputs in flight per model; a request bigger than the limit still
     runs, alone."""
 
-    def __init__(self, limit: int,
-                 on_change: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, limit: int, on_change: Callable[[str, int], None] | None = None) -> None:
         self.limit = limit
         self._inflight: dict[str, int] = {}
         self.counters = Counters()
@@ -60,9 +60,12 @@ class Admission:
         busy = self._inflight.get(model, 0)
         if busy and busy + inputs > self.limit:
             self.counters.rejected += 1
-            raise APIError(ErrorKind.RATE_LIMITED,
-                           f"model '{model}' is at capacity ({busy} inputs in flight, limit "
-                           f"{self.limit}); retry shortly", headers={"Retry-After": "1"})
+            raise APIError(
+                ErrorKind.RATE_LIMITED,
+                f"model '{model}' is at capacity ({busy} inputs in flight, limit "
+                f"{self.limit}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
         self._inflight[model] = busy + inputs
         self.last_admitted = time.monotonic()
         self._on_change(model, self._inflight[model])
@@ -73,8 +76,9 @@ class Admission:
             self._on_change(model, self._inflight[model])
 
 
-async def run_guarded(request: GatewayRequest, served: ServedModel, inputs: int,
-                      call: Callable[[], Awaitable[T]]) -> T:
+async def run_guarded(
+    request: GatewayRequest, served: ServedModel, inputs: int, call: Callable[[], Awaitable[T]]
+) -> T:
     """Admit `inputs` inputs, run `call()` (the engine work) and return its result, or raise
     the APIError for whichever comes first: engine error, model out of service, timeout,
     client gone. In the last three cases the engine work is cancelled, which aborts it."""
@@ -89,9 +93,11 @@ async def run_guarded(request: GatewayRequest, served: ServedModel, inputs: int,
         down = asyncio.ensure_future(served.down.wait())
         expired = asyncio.ensure_future(state["drain"].expired.wait())
         try:
-            await asyncio.wait({work, gone, down, expired},
-                               timeout=state["settings"].request_timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {work, gone, down, expired},
+                timeout=state["settings"].request_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             for watcher in (gone, down, expired):
                 watcher.cancel()
@@ -103,8 +109,13 @@ async def run_guarded(request: GatewayRequest, served: ServedModel, inputs: int,
         return _outcome(request, served, work, gone, admission.counters)
 
 
-def _outcome(request: GatewayRequest, served: ServedModel, work: asyncio.Future,
-             gone: asyncio.Future, counters: Counters) -> T:
+def _outcome(
+    request: GatewayRequest,
+    served: ServedModel,
+    work: asyncio.Future,
+    gone: asyncio.Future,
+    counters: Counters,
+) -> T:
     if work.done() and not work.cancelled():
         try:
             return work.result()
@@ -115,9 +126,13 @@ def _outcome(request: GatewayRequest, served: ServedModel, work: asyncio.Future,
     if served.down.is_set():
         counters.engine_down += 1
         # Not `served.failure`: the reason is logged, and may name server paths.
-        raise APIError(ErrorKind.UNAVAILABLE, f"model '{served.name}' went out of service while "
-                       "serving this request (its engine stopped or hung) and is being "
-                       "restarted; retry shortly", headers={"Retry-After": "10"})
+        raise APIError(
+            ErrorKind.UNAVAILABLE,
+            f"model '{served.name}' went out of service while "
+            "serving this request (its engine stopped or hung) and is being "
+            "restarted; retry shortly",
+            headers={"Retry-After": "10"},
+        )
     if request.state["drain"].expired.is_set():
         raise grace_expired()
     if gone.done() and not gone.cancelled():
@@ -125,8 +140,9 @@ def _outcome(request: GatewayRequest, served: ServedModel, work: asyncio.Future,
         raise APIError(ErrorKind.CLIENT_CLOSED, "the client closed the connection")
     counters.timeouts += 1
     timeout = request.state["settings"].request_timeout_s
-    raise APIError(ErrorKind.TIMEOUT, f"the engine did not answer within {timeout:g} s; the "
-                   "work was aborted")
+    raise APIError(
+        ErrorKind.TIMEOUT, f"the engine did not answer within {timeout:g} s; the work was aborted"
+    )
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,25 +18,29 @@ from starlette.responses import Response
 
 from gateway import batches
 from gateway.admission import Admission
-from gateway.config import Settings
-from gateway.errors import APIError, ErrorKind, error_response
 from gateway.body import BodyLimitMiddleware
-from gateway.drain import Drain, DrainGateMiddleware
-from gateway.metrics import Metrics
-from gateway.request_context import RequestContextMiddleware
-from gateway.registry import ModelRegistry
-from gateway.routes import ROUTES
+from gateway.config import Settings
 from gateway.docs import DOCS_PATHS, DOCS_ROUTES
-from gateway.state import GatewayState
+from gateway.drain import Drain, DrainGateMiddleware
+from gateway.errors import APIError, ErrorKind, error_response
+from gateway.metrics import Metrics
+from gateway.registry import ModelRegistry
+from gateway.request_context import RequestContextMiddleware
+from gateway.routes import ROUTES
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
+from gateway.state import GatewayState
 from gateway.token_ids import Cl100kDecoder
 
 log = logging.getLogger(__name__)
 
 
-def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
-               on_fatal: Callable[[], None] | None = None,
-               tiktoken_dir: str | None = None) -> Starlette:
+def create_app(
+    registry: ModelRegistry,
+    settings: Settings | None = None,
+    *,
+    on_fatal: Callable[[], None] | None = None,
+    tiktoken_dir: str | None = None,
+) -> Starlette:
     """The ASGI app serving `registry`'s models with `settings`' server options;
     `tiktoken_dir` (default: `settings.tiktoken_cache_dir`) holds the cl100k_base file that
     token-id inputs are decoded with.
@@ -50,10 +54,14 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
     drain = Drain()
     metrics = Metrics(registry, ROUTES, settings.max_inflight_inputs)
     state = GatewayState(
-        registry=registry, settings=settings,
+        registry=registry,
+        settings=settings,
         admission=Admission(settings.max_inflight_inputs, on_change=metrics.set_inflight),
-        drain=drain, cl100k=Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir),
-        batches=batches.BatchService(settings), metrics=metrics)
+        drain=drain,
+        cl100k=Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir),
+        batches=batches.BatchService(settings),
+        metrics=metrics,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -62,9 +70,10 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
                 on_fatal()
 
         starting = asyncio.create_task(start(), name="engine-start")
-        watchdog = asyncio.create_task(registry.watch(settings.health_check_interval_s,
-                                                      settings.health_check_timeout_s),
-                                       name="engine-watchdog")
+        watchdog = asyncio.create_task(
+            registry.watch(settings.health_check_interval_s, settings.health_check_timeout_s),
+            name="engine-watchdog",
+        )
         batch_runner = asyncio.create_task(state["batches"].run(app), name="batch-runner")
         syncing = asyncio.create_task(metrics.sync_forever(), name="metrics-sync")
         try:
@@ -94,22 +103,42 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None, *,
 
 
 def _middleware(settings: Settings, drain: Drain, metrics: Metrics) -> list[Middleware]:
-    stack = [Middleware(RequestContextMiddleware, observer=metrics),
-             Middleware(DrainGateMiddleware, drain=drain)]
+    stack = [
+        Middleware(RequestContextMiddleware, observer=metrics),
+        Middleware(DrainGateMiddleware, drain=drain),
+    ]
     if settings.cors_allow_origins:
         # Outside auth, so that browsers' preflight requests (which carry no key) get an answer.
-        stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins),
-                                allow_methods=["GET", "POST"],
-                                allow_headers=["Authorization", "Content-Type"],
-                                expose_headers=["x-request-id", "x-queue-time",
-                                                "x-tokenization-time", "x-inference-time",
-                                                "x-total-time"]))
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_allow_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+                expose_headers=[
+                    "x-request-id",
+                    "x-queue-time",
+                    "x-tokenization-time",
+                    "x-inference-time",
+                    "x-total-time",
+                ],
+            )
+        )
     # /docs and the document it renders are public; the calls it makes need the key.
-    public = PUBLIC_PATHS | DOCS_PATHS | {"/openapi.json"} | (
-        {"/metrics"} if settings.public_metrics else set())
+    public = (
+        PUBLIC_PATHS
+        | DOCS_PATHS
+        | {"/openapi.json"}
+        | ({"/metrics"} if settings.public_metrics else set())
+    )
     stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
-    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
-                            upload_limits=batches.upload_limits(settings)))
+    stack.append(
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=settings.max_body_bytes,
+            upload_limits=batches.upload_limits(settings),
+        )
+    )
     return stack
 
 
@@ -125,9 +154,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        error = APIError(ErrorKind.METHOD_NOT_ALLOWED,
-                         f"method {request.method} is not allowed on {_path(request)}",
-                         headers=dict(exc.headers or {}))
+        error = APIError(
+            ErrorKind.METHOD_NOT_ALLOWED,
+            f"method {request.method} is not allowed on {_path(request)}",
+            headers=dict(exc.headers or {}),
+        )
     elif exc.status_code == 404:
         error = APIError(ErrorKind.NOT_FOUND, f"no route {request.method} {_path(request)}")
     else:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -28,10 +28,10 @@ from adapters.base import (
     ModelFacts,
     Prompt,
     ScoreBatch,
-    StepReporter,
-    no_report,
-    Tokens,
     SplitLimits,
+    StepReporter,
+    Tokens,
+    no_report,
 )
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class CacheStats:
 
 # Default byte bound: inputs may be up to a model window long, so a count alone does not
 # bound memory (10,000 long inputs can be gigabytes of keys).
-DEFAULT_MAX_BYTES = 256 * 2 ** 20
+DEFAULT_MAX_BYTES = 256 * 2**20
 
 
 def _size(key: Hashable, entry: _Entry) -> int:
@@ -132,23 +132,32 @@ class CachingEngine(Engine):
     async def start(self, report: StepReporter = no_report) -> None:
         await self.engine.start(report)
 
-    async def score(self, query: str, documents: Sequence[str], *,
-                    activation: bool | None = None) -> ScoreBatch:
+    async def score(
+        self, query: str, documents: Sequence[str], *, activation: bool | None = None
+    ) -> ScoreBatch:
         return await self.engine.score(query, documents, activation=activation)
 
-    async def split(self, texts: Sequence[str], *, query: str | None = None,
-                    max_tokens: int | None = None,
-                    wrap: Callable[[str], str] | None = None,
-                    limits: SplitLimits = SplitLimits()) -> list[list[str]]:
-        return await self.engine.split(texts, query=query, max_tokens=max_tokens, wrap=wrap,
-                                       limits=limits)
+    async def split(
+        self,
+        texts: Sequence[str],
+        *,
+        query: str | None = None,
+        max_tokens: int | None = None,
+        wrap: Callable[[str], str] | None = None,
+        limits: SplitLimits = SplitLimits(),
+    ) -> list[list[str]]:
+        return await self.engine.split(
+            texts, query=query, max_tokens=max_tokens, wrap=wrap, limits=limits
+        )
 
-    async def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True
-                       ) -> list[Tokens]:
+    async def tokenize(
+        self, texts: Sequence[str], *, add_special_tokens: bool = True
+    ) -> list[Tokens]:
         return await self.engine.tokenize(texts, add_special_tokens=add_special_tokens)
 
-    async def detokenize(self, ids: Sequence[Sequence[int]], *,
-                         skip_special_tokens: bool = False) -> list[str]:
+    async def detokenize(
+        self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool = False
+    ) -> list[str]:
         return await self.engine.detokenize(ids, skip_special_tokens=skip_special_tokens)
 
     async def check_health(self) -> None:
@@ -156,12 +165,17 @@ class CachingEngine(Engine):
 
     async def shutdown(self) -> None:
         if self.cache is not None or self.stats.deduplicated:
-            log.info("model %s: %s, %d cached vectors", self.engine.spec.name, self.stats,
-                     len(self.cache) if self.cache is not None else 0)
+            log.info(
+                "model %s: %s, %d cached vectors",
+                self.engine.spec.name,
+                self.stats,
+                len(self.cache) if self.cache is not None else 0,
+            )
         await self.engine.shutdown()
 
-    async def embed(self, prompts: Sequence[Prompt],
-                    options: EmbedOptions = EmbedOptions()) -> EmbeddingBatch:
+    async def embed(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> EmbeddingBatch:
         # Position of each prompt's first occurrence among the distinct prompts; token-id
         # prompts are keyed by their ids (a text and an id tuple never compare equal).
         slots: dict[Hashable, int] = {}

@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
@@ -14,8 +15,8 @@ from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
 from gateway.bulk import command as bulk_command
 from gateway.cache import CachingEngine, EmbeddingCache
-from gateway.connections import ConnectionLimits, protocol_class
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
+from gateway.connections import ConnectionLimits, protocol_class
 from gateway.drain import DrainingServer
 from gateway.logs import configure as configure_logging
 from gateway.metrics import prepare_multiprocess
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(serve)
     embed = commands.add_parser(
-        "embed", help="embed a file of documents with the in-process engine (no server)")
+        "embed", help="embed a file of documents with the in-process engine (no server)"
+    )
     bulk_command.add_arguments(embed)
     return parser
 
@@ -51,9 +53,12 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
         from adapters.fake import FakeEngine
 
         # engine_kwargs carry the fake's switches (latency_s, control_file, stats_file, ...).
-        options = {"dimension": 384, "max_model_len": 512,
-                   "scores_pairs": spec.rerank_kind in ("cross_encoder", "llm"),
-                   **spec.engine_kwargs}
+        options = {
+            "dimension": 384,
+            "max_model_len": 512,
+            "scores_pairs": spec.rerank_kind in ("cross_encoder", "llm"),
+            **spec.engine_kwargs,
+        }
         return FakeEngine(spec, **options)
     from adapters.vllm_engine import VLLMEngine
 
@@ -62,15 +67,22 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
 
 def build_registry(settings: Settings) -> ModelRegistry:
     def engine(spec: EngineSpec) -> Engine:
-        cache = (EmbeddingCache(settings.embedding_cache_size, settings.embedding_cache_bytes)
-                 if settings.embedding_cache_size else None)
+        cache = (
+            EmbeddingCache(settings.embedding_cache_size, settings.embedding_cache_bytes)
+            if settings.embedding_cache_size
+            else None
+        )
         return CachingEngine(make_engine(settings.engine, spec), cache)
 
-    return ModelRegistry([ServedModel(m.name, m.aliases, engine(m.engine), m.policy,
-                                      default=m.default)
-                          for m in settings.models],
-                         RestartPolicy(attempts=settings.engine_restart_attempts,
-                                       backoff_s=settings.engine_restart_backoff_s))
+    return ModelRegistry(
+        [
+            ServedModel(m.name, m.aliases, engine(m.engine), m.policy, default=m.default)
+            for m in settings.models
+        ],
+        RestartPolicy(
+            attempts=settings.engine_restart_attempts, backoff_s=settings.engine_restart_backoff_s
+        ),
+    )
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -87,8 +99,9 @@ def serve(settings: Settings) -> int:
     if settings.engine == "vllm":
         from adapters.vllm_engine import configure_cpu_threads
 
-        log.info("vLLM CPU model threads bound to cores %s",
-                 configure_cpu_threads(settings.cpu_threads))
+        log.info(
+            "vLLM CPU model threads bound to cores %s", configure_cpu_threads(settings.cpu_threads)
+        )
     # Before any worker starts: they inherit the folder their metrics go to.
     cleanup_metrics = prepare_multiprocess(settings.workers)
     try:
@@ -117,17 +130,31 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
         # A worker whose model is down for good exits; its supervisor starts a fresh one.
         registry.on_give_up = on_fatal
     app = create_app(registry, settings, on_fatal=on_fatal)
-    server = DrainingServer(uvicorn.Config(
-        # The gateway's own log line per request replaces uvicorn's access log; uvicorn's
-        # other lines go through the gateway's handler (log_config=None).
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=1,
-        http=protocol_class(ConnectionLimits(
-            max_header_bytes=settings.max_header_bytes,
-            header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
-            max_connections=settings.max_connections)),
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-    ), app.state.gateway["drain"], settings.drain_grace_s)
+    server = DrainingServer(
+        uvicorn.Config(
+            # The gateway's own log line per request replaces uvicorn's access log; uvicorn's
+            # other lines go through the gateway's handler (log_config=None).
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+            http=protocol_class(
+                ConnectionLimits(
+                    max_header_bytes=settings.max_header_bytes,
+                    header_timeout_s=settings.header_timeout_s,
+                    body_timeout_s=settings.body_timeout_s,
+                    max_connections=settings.max_connections,
+                )
+            ),
+            timeout_keep_alive=settings.keep_alive_timeout_s,
+        ),
+        app.state.gateway["drain"],
+        settings.drain_grace_s,
+    )
     server.run(sockets=[sock] if sock is not None else None)
     return 1 if failed else 0
 

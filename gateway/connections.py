@@ -26,9 +26,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.errors import APIError, ErrorKind, error_response
 
-_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
-        b"charset=utf-8\r\nconnection: close\r\ncontent-length: 36\r\n\r\n"
-        b"request line and headers are too big")
+_431 = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
+    b"charset=utf-8\r\nconnection: close\r\ncontent-length: 36\r\n\r\n"
+    b"request line and headers are too big"
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,12 @@ def protocol_class(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
 
 async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
-    error = APIError(ErrorKind.UNAVAILABLE, "the server has too many open connections; retry "
-                     "shortly", code="too_many_connections", headers={"Retry-After": "1"})
+    error = APIError(
+        ErrorKind.UNAVAILABLE,
+        "the server has too many open connections; retry shortly",
+        code="too_many_connections",
+        headers={"Retry-After": "1"},
+    )
     await error_response(error, scope, close=True)(scope, receive, send)
 
 
@@ -75,10 +81,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._header_bytes is not None:  # still inside a request's line and headers
             self._header_bytes += len(data)
-            if self._header_bytes > self.limits.max_header_bytes and \
-                    not self.transport.is_closing():
-                self.logger.warning("request headers over %d bytes: 431, connection closed",
-                                    self.limits.max_header_bytes)
+            if (
+                self._header_bytes > self.limits.max_header_bytes
+                and not self.transport.is_closing()
+            ):
+                self.logger.warning(
+                    "request headers over %d bytes: 431, connection closed",
+                    self.limits.max_header_bytes,
+                )
                 self.transport.write(_431)
                 self.transport.close()
         elif self._in_body and self._deadline is None:
@@ -137,6 +147,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if idle < self.limits.body_timeout_s:  # bytes came meanwhile: wait the rest
             self._arm(self.limits.body_timeout_s - idle, self._body_late)
             return
-        self.logger.warning("request body stalled for %g s: connection closed",
-                            self.limits.body_timeout_s)
+        self.logger.warning(
+            "request body stalled for %g s: connection closed", self.limits.body_timeout_s
+        )
         self.transport.close()

@@ -14,7 +14,8 @@ English text takes (whitespace-heavy text takes more: `--max-input-chars` raises
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from gateway.errors import invalid
 
@@ -31,8 +32,16 @@ def request_chars(settings: Any) -> int:
     return settings.max_request_chars or CHARS_PER_TOKEN * settings.max_request_tokens
 
 
-def check_chars(sizes: Sequence[int], *, truncating: bool, settings: Any, window: int,
-                model: str, what: str = "input", decoded: bool = False) -> None:
+def check_chars(
+    sizes: Sequence[int],
+    *,
+    truncating: bool,
+    settings: Any,
+    window: int,
+    model: str,
+    what: str = "input",
+    decoded: bool = False,
+) -> None:
     """`sizes[i]`: input i's characters (for token ids, the bytes they decode to, which
     bound the characters). Decoding makes the whole text even when it is then truncated, so
     decoded inputs count in full toward the request."""
@@ -44,8 +53,9 @@ def check_chars(sizes: Sequence[int], *, truncating: bool, settings: Any, window
             raise invalid(
                 f"{what} {i} {kind} {size} characters, more than model '{model}' accepts "
                 f"untruncated ({most}, {CHARS_PER_TOKEN} per token of its {window}-token "
-                f"window; --max-input-chars); shorten it, or send \"truncate\": \"end\"",
-                param=_param(what))
+                f'window; --max-input-chars); shorten it, or send "truncate": "end"',
+                param=_param(what),
+            )
         total += size if decoded else min(size, most)
     check_request_chars(total, settings, what=what)
 
@@ -53,18 +63,25 @@ def check_chars(sizes: Sequence[int], *, truncating: bool, settings: Any, window
 def check_request_chars(total: int, settings: Any, *, what: str = "input") -> None:
     most = request_chars(settings)
     if total > most:
-        raise invalid(f"the {what}s have {total} characters in all, but a request may have at "
-                      f"most {most} (--max-request-chars)", param=_param(what))
+        raise invalid(
+            f"the {what}s have {total} characters in all, but a request may have at "
+            f"most {most} (--max-request-chars)",
+            param=_param(what),
+        )
 
 
-def check_native_ids(lengths: Sequence[int], *, truncating: bool, window: int,
-                     settings: Any) -> None:
+def check_native_ids(
+    lengths: Sequence[int], *, truncating: bool, window: int, settings: Any
+) -> None:
     """The model's own ids are its tokens: the request's token limit applies before any
     work (truncated inputs count as the window they are cut to)."""
     total = sum(min(n, window) if truncating else n for n in lengths)
     if total > settings.max_request_tokens:
-        raise invalid(f"the inputs have {total} tokens in all, but a request may have at most "
-                      f"{settings.max_request_tokens}", param="input")
+        raise invalid(
+            f"the inputs have {total} tokens in all, but a request may have at most "
+            f"{settings.max_request_tokens}",
+            param="input",
+        )
 
 
 def _param(what: str) -> str:

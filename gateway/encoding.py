@@ -18,11 +18,15 @@ from gateway.errors import APIError, ErrorKind, invalid
 _LE_FLOAT32 = np.dtype("<f4")
 
 
-def check_dimensions(dimensions: int | None, model_dimension: int, *,
-                     param: str = "dimensions") -> None:
+def check_dimensions(
+    dimensions: int | None, model_dimension: int, *, param: str = "dimensions"
+) -> None:
     if dimensions is not None and dimensions > model_dimension:
-        raise invalid(f"`{param}` must be between 1 and the model's dimension "
-                      f"{model_dimension}, got {dimensions}", param=param)
+        raise invalid(
+            f"`{param}` must be between 1 and the model's dimension "
+            f"{model_dimension}, got {dimensions}",
+            param=param,
+        )
 
 
 def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
@@ -72,5 +76,5 @@ def base64_rows(matrix: np.ndarray) -> list[str]:
     if row_bytes % 3 == 0:
         text = binascii.b2a_base64(matrix.data, newline=False).decode("ascii")
         step = row_bytes // 3 * 4
-        return [text[i:i + step] for i in range(0, len(text), step)]
+        return [text[i : i + step] for i in range(0, len(text), step)]
     return [binascii.b2a_base64(row.data, newline=False).decode("ascii") for row in matrix]

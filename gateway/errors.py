@@ -178,6 +178,8 @@ def error_response(error: APIError, scope: Scope, *, close: bool = False) -> Res
     if close:
         headers["connection"] = "close"
     return Response(
-        orjson.dumps(body), status_code=status, headers=headers,
+        orjson.dumps(body),
+        status_code=status,
+        headers=headers,
         media_type="application/json",
     )

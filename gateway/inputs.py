@@ -3,8 +3,9 @@ chosen by `input_type` or a virtual model name applied, and the truncation polic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, cast
+from typing import Any, cast
 
 from adapters.base import EmbedOptions, Prompt
 from gateway import costs
@@ -36,7 +37,10 @@ class EngineCall:
 
 
 async def engine_call(
-    served: ServedModel, name: str, inputs: Inputs, input_type: str | None,
+    served: ServedModel,
+    name: str,
+    inputs: Inputs,
+    input_type: str | None,
     truncation: Truncation,
     decoder: Cl100kDecoder,
     settings: Any,
@@ -55,8 +59,7 @@ async def engine_call(
     return EngineCall(list(prompts), options)
 
 
-def prompt_template(policy: InputPolicy, *, name: str | None, input_type: str | None
-                    ) -> str | None:
+def prompt_template(policy: InputPolicy, *, name: str | None, input_type: str | None) -> str | None:
     """The template to apply; None leaves texts unchanged (also for a model without prompts,
     so that Cohere clients, which always send `input_type`, work with every model)."""
     if input_type is not None:
@@ -75,29 +78,42 @@ def apply_template(template: str, text: str) -> str:
     return template + text
 
 
-async def _check_costs(served: ServedModel, inputs: Inputs, truncating: bool,
-                       decoder: Cl100kDecoder, settings: Any) -> None:
+async def _check_costs(
+    served: ServedModel, inputs: Inputs, truncating: bool, decoder: Cl100kDecoder, settings: Any
+) -> None:
     window = served.engine.facts.max_model_len
     if not inputs or isinstance(inputs[0], str):
         sizes = [len(text) for text in cast("list[str]", inputs)]
-        costs.check_chars(sizes, truncating=truncating, settings=settings, window=window,
-                          model=served.name)
+        costs.check_chars(
+            sizes, truncating=truncating, settings=settings, window=window, model=served.name
+        )
     elif served.policy.token_ids == "cl100k_base":
         sizes = await decoder.decoded_sizes(cast("list[list[int]]", inputs))
-        costs.check_chars(sizes, truncating=truncating, settings=settings, window=window,
-                          model=served.name, decoded=True)
+        costs.check_chars(
+            sizes,
+            truncating=truncating,
+            settings=settings,
+            window=window,
+            model=served.name,
+            decoded=True,
+        )
     else:
-        costs.check_native_ids([len(ids) for ids in inputs], truncating=truncating,
-                               window=window, settings=settings)
+        costs.check_native_ids(
+            [len(ids) for ids in inputs], truncating=truncating, window=window, settings=settings
+        )
 
 
-async def _decode(policy: InputPolicy, inputs: Inputs, decoder: Cl100kDecoder, *,
-                  templated: bool) -> Sequence[Prompt]:
+async def _decode(
+    policy: InputPolicy, inputs: Inputs, decoder: Cl100kDecoder, *, templated: bool
+) -> Sequence[Prompt]:
     if not inputs or isinstance(inputs[0], str):
         return inputs
     if policy.token_ids == "cl100k_base":
         return await decoder.decode(cast("list[list[int]]", inputs))
     if templated:
-        raise invalid("a prompt template cannot be applied to token ids of the model's own "
-                      "vocabulary; send text, or leave out `input_type`", param="input")
+        raise invalid(
+            "a prompt template cannot be applied to token ids of the model's own "
+            "vocabulary; send text, or leave out `input_type`",
+            param="input",
+        )
     return inputs

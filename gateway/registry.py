@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Iterable, Sequence
 
 from adapters.base import Engine, EngineError
 from gateway.config import InputPolicy
@@ -96,8 +96,7 @@ class ServedModel:
         """The current start step and seconds since the start began, while starting."""
         if self.step is None or self.start_began is None:
             return None
-        return {"step": self.step,
-                "elapsed_s": round(time.monotonic() - self.start_began, 1)}
+        return {"step": self.step, "elapsed_s": round(time.monotonic() - self.start_began, 1)}
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -136,14 +135,23 @@ class ModelRegistry:
                 param="model",
             )
         if model.state is EngineState.LOADING:
-            raise APIError(ErrorKind.UNAVAILABLE, f"model '{model.name}' is still loading",
-                           headers={"Retry-After": "5"})
+            raise APIError(
+                ErrorKind.UNAVAILABLE,
+                f"model '{model.name}' is still loading",
+                headers={"Retry-After": "5"},
+            )
         if model.state is EngineState.RESTARTING:
-            raise APIError(ErrorKind.UNAVAILABLE, f"model '{model.name}' is restarting after an "
-                           "engine fault; retry shortly", headers={"Retry-After": "10"})
+            raise APIError(
+                ErrorKind.UNAVAILABLE,
+                f"model '{model.name}' is restarting after an engine fault; retry shortly",
+                headers={"Retry-After": "10"},
+            )
         if model.state is not EngineState.READY:
-            raise APIError(ErrorKind.UNAVAILABLE, f"model '{model.name}' is not available "
-                           f"({model.state.value})", headers={"Retry-After": "30"})
+            raise APIError(
+                ErrorKind.UNAVAILABLE,
+                f"model '{model.name}' is not available ({model.state.value})",
+                headers={"Retry-After": "30"},
+            )
         return model
 
     def default_model(self, *, scoring: bool = False) -> ServedModel:
@@ -163,7 +171,8 @@ class ModelRegistry:
                 ErrorKind.INVALID_REQUEST,
                 f"`model` is required: this server has several {kind} models "
                 f"{[m.name for m in candidates]} and none is marked `default: true`",
-                param="model")
+                param="model",
+            )
         return self.resolve((candidates or list(self.models))[0].name)
 
     def progress(self) -> dict[str, dict]:
@@ -189,8 +198,13 @@ class ModelRegistry:
         except Exception as exc:  # any load failure: record it, log, stay up
             model.state, model.failure = EngineState.DOWN, f"{type(exc).__name__}: {exc}"
             # A missing model needs no traceback: the message names the path.
-            log.error("model %s failed to load while %s: %s", model.name, model.step,
-                      model.failure, exc_info=not isinstance(exc, FileNotFoundError))
+            log.error(
+                "model %s failed to load while %s: %s",
+                model.name,
+                model.step,
+                model.failure,
+                exc_info=not isinstance(exc, FileNotFoundError),
+            )
             model.step = None
             return False
         model.state, model.ready_since = EngineState.READY, time.monotonic()
@@ -203,14 +217,19 @@ class ModelRegistry:
 
         def report(step: str) -> None:
             model.step = step
-            log.info("model %s: %s (%.1f s since start)", model.name, step,
-                     time.monotonic() - began)
+            log.info(
+                "model %s: %s (%.1f s since start)", model.name, step, time.monotonic() - began
+            )
 
         starting = asyncio.ensure_future(model.engine.start(report))
         try:
             while not (await asyncio.wait({starting}, timeout=self.progress_log_interval_s))[0]:
-                log.info("model %s: still %s (%.0f s since start)", model.name, model.step,
-                         time.monotonic() - began)
+                log.info(
+                    "model %s: still %s (%.0f s since start)",
+                    model.name,
+                    model.step,
+                    time.monotonic() - began,
+                )
             starting.result()
         except BaseException:
             starting.cancel()
@@ -227,12 +246,15 @@ class ModelRegistry:
             return
         model.state, model.failure = EngineState.RESTARTING, reason
         model.down.set()
-        if model.ready_since is not None and \
-                time.monotonic() - model.ready_since >= self.restart.stable_s:
+        if (
+            model.ready_since is not None
+            and time.monotonic() - model.ready_since >= self.restart.stable_s
+        ):
             model.tries = 0  # it had served a while: a new fault, not the last start failing
         log.error("model %s is out of service: %s; restarting its engine", model.name, reason)
         self._restarts[model.name] = asyncio.get_running_loop().create_task(
-            self._restart(model), name=f"restart-{model.name}")
+            self._restart(model), name=f"restart-{model.name}"
+        )
 
     async def _restart(self, model: ServedModel) -> None:
         while True:
@@ -240,10 +262,15 @@ class ModelRegistry:
             if model.tries >= self.restart.attempts:
                 self._give_up(model)
                 return
-            delay = min(self.restart.backoff_s * 2 ** model.tries, self.restart.max_backoff_s)
+            delay = min(self.restart.backoff_s * 2**model.tries, self.restart.max_backoff_s)
             model.tries += 1
-            log.info("model %s: restart %d of %d in %g s", model.name, model.tries,
-                     self.restart.attempts, delay)
+            log.info(
+                "model %s: restart %d of %d in %g s",
+                model.name,
+                model.tries,
+                self.restart.attempts,
+                delay,
+            )
             await asyncio.sleep(delay)
             try:
                 await self._start_engine(model)
@@ -271,8 +298,12 @@ class ModelRegistry:
 
     def _give_up(self, model: ServedModel) -> None:
         model.state = EngineState.DOWN
-        log.critical("model %s is down: %d restarts in a row did not hold (%s); /health "
-                     "now answers 503", model.name, self.restart.attempts, model.failure)
+        log.critical(
+            "model %s is down: %d restarts in a row did not hold (%s); /health now answers 503",
+            model.name,
+            self.restart.attempts,
+            model.failure,
+        )
         if self.on_give_up is not None:
             self.on_give_up()
 
@@ -289,7 +320,7 @@ class ModelRegistry:
         model.probe_since = time.monotonic()
         try:
             await asyncio.wait_for(model.engine.check_health(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         except EngineError as exc:
             self.mark_down(model, exc.message)
@@ -302,18 +333,25 @@ class ModelRegistry:
         """Each model's state, as the watchdog last found it; `unresponsive` while its probe
         has gone unanswered for a second. Never waits on an engine."""
         now = time.monotonic()
-        return {m.name: "unresponsive" if m.state is EngineState.READY
-                and m.probe_since is not None and now - m.probe_since > _UNRESPONSIVE_AFTER_S
-                else m.state.value for m in self.models}
+        return {
+            m.name: "unresponsive"
+            if m.state is EngineState.READY
+            and m.probe_since is not None
+            and now - m.probe_since > _UNRESPONSIVE_AFTER_S
+            else m.state.value
+            for m in self.models
+        }
 
     async def watch(self, interval_s: float, timeout_s: float) -> None:
         """Forever: probe every ready engine; one that dies, or does not answer its probe
         within `timeout_s` (hung), is taken out of service and restarted."""
+
         async def one(model: ServedModel) -> None:  # one loop per model: a hung one waits alone
             while True:
                 if await self.probe(model, timeout_s) is None:
-                    self.mark_down(model, f"the engine did not answer a probe within "
-                                          f"{timeout_s:g} s (hung)")
+                    self.mark_down(
+                        model, f"the engine did not answer a probe within {timeout_s:g} s (hung)"
+                    )
                 await asyncio.sleep(interval_s)
 
         await asyncio.gather(*(one(m) for m in self.models))

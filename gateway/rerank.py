@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, NotRequired
 
 import numpy as np
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from adapters.base import InvalidInput, SplitLimits
 from gateway import costs
@@ -31,7 +32,6 @@ from gateway.encoding import refuse_non_finite_scores
 from gateway.errors import brief, invalid
 from gateway.inputs import apply_template, prompt_template
 from gateway.registry import ServedModel
-from gateway.state import GatewayRequest
 from gateway.schemas import (
     Limit,
     Model,
@@ -43,6 +43,7 @@ from gateway.schemas import (
     parse,
     shapes,
 )
+from gateway.state import GatewayRequest
 
 # Paths served by the one rerank handler. `/v1/v2/rerank` is what the Cohere SDK calls when a
 # user gives it an OpenAI-style base URL ending in /v1.
@@ -81,8 +82,10 @@ class RerankDocument(TypedDict):
 def _documents_wording(error: dict) -> str:
     loc, value = error["loc"], error["input"]
     if len(loc) == 1:
-        return ("`documents` is required and must be a non-empty list of strings or objects "
-                "with a `text` field")
+        return (
+            "`documents` is required and must be a non-empty list of strings or objects "
+            "with a `text` field"
+        )
     if len(loc) == 2:
         return f"`documents[{loc[1]}]` must be a string or an object, got {type(value).__name__}"
     return f"`documents[{loc[1]}].text` must be a string"
@@ -92,16 +95,27 @@ class RerankRequest(Wire):
     """A rerank body (Cohere v1/v2, Jina); `texts[i]` is what gets scored for `documents[i]`."""
 
     model: Model
-    query: Annotated[str, Field(pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"),
-                     Says("`query` is required and must be a non-empty string")]
+    query: Annotated[
+        str,
+        Field(pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"),
+        Says("`query` is required and must be a non-empty string"),
+    ]
     documents: Annotated[
         list[shapes(_document_shape, a_string=Text, an_object=RerankDocument)],
-        Field(min_length=1), Limit("max_rerank_documents"), Says(_documents_wording)]
+        Field(min_length=1),
+        Limit("max_rerank_documents"),
+        Says(_documents_wording),
+    ]
     top_n: PositiveInt | None = None
     return_documents: bool = True
-    rank_fields: Annotated[list[str], Field(min_length=1),
-                           Says("`rank_fields` must be a non-empty list of field names")
-                           ] | None = None
+    rank_fields: (
+        Annotated[
+            list[str],
+            Field(min_length=1),
+            Says("`rank_fields` must be a non-empty list of field names"),
+        ]
+        | None
+    ) = None
     max_tokens_per_doc: PositiveInt | None = None
     max_chunks_per_doc: PositiveInt | None = None
     use_activation: bool | None = None
@@ -110,8 +124,7 @@ class RerankRequest(Wire):
     @model_validator(mode="after")
     def _rank_texts(self) -> RerankRequest:
         # Which fields are ranked depends on `rank_fields`, so this is checked after both.
-        self._texts = [_document_text(i, d, self.rank_fields)
-                       for i, d in enumerate(self.documents)]
+        self._texts = [_document_text(i, d, self.rank_fields) for i, d in enumerate(self.documents)]
         if self.return_documents:
             for i, document in enumerate(self.documents):
                 _check_depth(i, document)
@@ -132,9 +145,11 @@ def _document_text(index: int, document: Any, rank_fields: list[str] | None) -> 
     fields = rank_fields or ["text"]
     missing = [f for f in fields if f not in document]
     if missing:
-        raise invalid(f"`documents[{index}]` has no field {brief(missing[0])}"
-                      + ("" if rank_fields else "; name the fields to rank by in `rank_fields`"),
-                      param="documents")
+        raise invalid(
+            f"`documents[{index}]` has no field {brief(missing[0])}"
+            + ("" if rank_fields else "; name the fields to rank by in `rank_fields`"),
+            param="documents",
+        )
     if rank_fields is None:
         return document["text"]
     for f in fields:  # a value is written out with str(), which recursion limits too
@@ -150,13 +165,19 @@ def _check_depth(index: int, document: Any) -> None:
     recursion: JSON parsing allows 1024)."""
     level: list[Any] = [document]
     for depth in range(1, MAX_DOCUMENT_DEPTH + 2):
-        level = [v for node in level if isinstance(node, (dict, list))
-                 for v in (node.values() if isinstance(node, dict) else node)]
+        level = [
+            v
+            for node in level
+            if isinstance(node, (dict, list))
+            for v in (node.values() if isinstance(node, dict) else node)
+        ]
         if not level:
             return
-    raise invalid(f"`documents[{index}]` nests more than {MAX_DOCUMENT_DEPTH} levels deep, too "
-                  f"deep to return; send it flatter, or \"return_documents\": false",
-                  param="documents")
+    raise invalid(
+        f"`documents[{index}]` nests more than {MAX_DOCUMENT_DEPTH} levels deep, too "
+        f'deep to return; send it flatter, or "return_documents": false',
+        param="documents",
+    )
 
 
 def _field_text(value: Any) -> str:
@@ -166,18 +187,27 @@ def _field_text(value: Any) -> str:
 def split_limits(req: RerankRequest, settings: Any) -> SplitLimits:
     """The chunk and token bounds a split must stay within (`Engine.split` checks them once
     it has counted each document's tokens, before it builds a chunk)."""
-    return SplitLimits(max_chunks_per_text=req.max_chunks_per_doc,
-                       max_chunks=settings.max_rerank_chunks,
-                       max_total_tokens=settings.max_request_tokens)
+    return SplitLimits(
+        max_chunks_per_text=req.max_chunks_per_doc,
+        max_chunks=settings.max_rerank_chunks,
+        max_total_tokens=settings.max_request_tokens,
+    )
 
 
 def check_costs(req: RerankRequest, settings: Any, window: int, model: str) -> None:
     """Before any tokenizing: the query is never cut, so it gets the per-input bound; the
     documents are chunked, not truncated, so they count in full toward the request's."""
-    costs.check_chars([len(req.query)], truncating=False, settings=settings, window=window,
-                      model=model, what="query")
-    costs.check_request_chars(len(req.query) + sum(len(t) for t in req.texts), settings,
-                              what="document")
+    costs.check_chars(
+        [len(req.query)],
+        truncating=False,
+        settings=settings,
+        window=window,
+        model=model,
+        what="query",
+    )
+    costs.check_request_chars(
+        len(req.query) + sum(len(t) for t in req.texts), settings, what="document"
+    )
 
 
 async def rank(request: GatewayRequest, served: ServedModel, req: RerankRequest) -> Ranking:
@@ -187,25 +217,33 @@ async def rank(request: GatewayRequest, served: ServedModel, req: RerankRequest)
     settings = request.state["settings"]
     check_costs(req, settings, served.engine.facts.max_model_len, served.name)
     chunking = time.perf_counter()
-    pieces = await run_guarded(request, served, len(req.texts), lambda: split_documents(
-        served, req, split_limits(req, settings)))
+    pieces = await run_guarded(
+        request,
+        served,
+        len(req.texts),
+        lambda: split_documents(served, req, split_limits(req, settings)),
+    )
     split_s = time.perf_counter() - chunking
-    ranking = await run_guarded(request, served, sum(map(len, pieces)),
-                                lambda: score_chunks(served, req, pieces))
+    ranking = await run_guarded(
+        request, served, sum(map(len, pieces)), lambda: score_chunks(served, req, pieces)
+    )
     refuse_non_finite_scores(ranking.scores)
     # The chunking is tokenizing too (x-tokenization-time).
     return replace(ranking, tokenization_s=ranking.tokenization_s + split_s)
 
 
-async def split_documents(served: ServedModel, req: RerankRequest, limits: SplitLimits
-                          ) -> list[list[str]]:
+async def split_documents(
+    served: ServedModel, req: RerankRequest, limits: SplitLimits
+) -> list[list[str]]:
     """Each document's chunks, cut to fit the model's window with the query (pair models) or
     with the document prompt (embedding models)."""
     if served.engine.facts.scores_pairs:
-        return await served.engine.split(req.texts, query=req.query,
-                                         max_tokens=req.max_tokens_per_doc, limits=limits)
-    return await served.engine.split(req.texts, max_tokens=req.max_tokens_per_doc,
-                                     wrap=_prompts(served)[1], limits=limits)
+        return await served.engine.split(
+            req.texts, query=req.query, max_tokens=req.max_tokens_per_doc, limits=limits
+        )
+    return await served.engine.split(
+        req.texts, max_tokens=req.max_tokens_per_doc, wrap=_prompts(served)[1], limits=limits
+    )
 
 
 def _prompts(served: ServedModel) -> tuple[str | None, Callable[[str], str] | None]:
@@ -213,20 +251,21 @@ def _prompts(served: ServedModel) -> tuple[str | None, Callable[[str], str] | No
     # own, as a search would: chunks are cut so that they fit with the document prompt.
     query_prompt, document_prompt = (
         prompt_template(served.policy, name=None, input_type=side)
-        for side in ("search_query", "search_document"))
+        for side in ("search_query", "search_document")
+    )
     wrap = partial(apply_template, document_prompt) if document_prompt is not None else None
     return query_prompt, wrap
 
 
-async def score_chunks(served: ServedModel, req: RerankRequest, pieces: list[list[str]]
-                       ) -> Ranking:
+async def score_chunks(served: ServedModel, req: RerankRequest, pieces: list[list[str]]) -> Ranking:
     """Score every document for the query: the best of its chunks' scores."""
     engine = served.engine
     flat, owners = _flatten(pieces, req.max_chunks_per_doc)
     if engine.facts.scores_pairs:
         batch = await engine.score(req.query, flat, activation=req.use_activation)
-        return _best_chunks(len(pieces), owners, batch.scores, batch.total_tokens,
-                            batch.tokenization_s)
+        return _best_chunks(
+            len(pieces), owners, batch.scores, batch.total_tokens, batch.tokenization_s
+        )
     query_prompt, wrap = _prompts(served)
     query = apply_template(query_prompt, req.query) if query_prompt is not None else req.query
     try:
@@ -236,8 +275,7 @@ async def score_chunks(served: ServedModel, req: RerankRequest, pieces: list[lis
             raise
         raise invalid(f"`query` does not fit the model: {exc.message}", param="query") from exc
     scores = cosine(embedded.vectors[0], embedded.vectors[1:])
-    return _best_chunks(len(pieces), owners, scores, embedded.total_tokens,
-                        embedded.tokenization_s)
+    return _best_chunks(len(pieces), owners, scores, embedded.total_tokens, embedded.tokenization_s)
 
 
 def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str], np.ndarray]:
@@ -248,13 +286,15 @@ def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str]
     return [chunk for chunks in pieces for chunk in chunks], owners
 
 
-def _best_chunks(documents: int, owners: np.ndarray, chunk_scores: np.ndarray,
-                 tokens: int, tokenization_s: float) -> Ranking:
+def _best_chunks(
+    documents: int, owners: np.ndarray, chunk_scores: np.ndarray, tokens: int, tokenization_s: float
+) -> Ranking:
     scores = np.full(documents, -np.inf)
     with np.errstate(invalid="ignore"):  # a NaN score stays NaN, refused by the route
         np.maximum.at(scores, owners, chunk_scores)
-    return Ranking(scores=scores, prompt_tokens=tokens, chunks=len(owners),
-                   tokenization_s=tokenization_s)
+    return Ranking(
+        scores=scores, prompt_tokens=tokens, chunks=len(owners), tokenization_s=tokenization_s
+    )
 
 
 def cosine(query: np.ndarray, documents: np.ndarray) -> np.ndarray:
@@ -269,7 +309,7 @@ def rerank_response(req: RerankRequest, ranking: Ranking, api_version: int) -> d
     """Results sorted by descending score, `index` pointing into the request's documents."""
     order = sorted(range(len(ranking.scores)), key=lambda i: -ranking.scores[i])
     if req.top_n is not None:
-        order = order[:req.top_n]
+        order = order[: req.top_n]
     results = []
     for i in order:
         result: dict[str, Any] = {"index": i, "relevance_score": float(ranking.scores[i])}
@@ -291,4 +331,3 @@ def rerank_response(req: RerankRequest, ranking: Ranking, api_version: int) -> d
 
 def search_units(chunks: int) -> int:
     return max(1, math.ceil(chunks / _DOCUMENTS_PER_SEARCH_UNIT))
-

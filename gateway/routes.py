@@ -13,6 +13,7 @@ from starlette.routing import Route
 from adapters.base import EmbeddingBatch
 from gateway import batches, cohere
 from gateway.admission import run_guarded
+from gateway.body import read_json
 from gateway.dialects import API, dialect_of, settle
 from gateway.encoding import (
     check_dimensions,
@@ -21,17 +22,15 @@ from gateway.encoding import (
     truncate_dimensions,
 )
 from gateway.inputs import engine_call
-from gateway.body import read_json
-from gateway.request_context import note, timing
 from gateway.openapi import openapi_document
 from gateway.registry import ModelRegistry, ServedModel
+from gateway.request_context import note, timing
 from gateway.rerank import (
     RERANK_PATHS,
-    rank,
     parse_rerank_request,
+    rank,
     rerank_response,
 )
-from gateway.state import GatewayRequest
 from gateway.schemas import (
     Inputs,
     Truncation,
@@ -39,15 +38,19 @@ from gateway.schemas import (
     models_response,
     parse_embeddings_request,
 )
+from gateway.state import GatewayRequest
 from gateway.token_ids import Cl100kDecoder
 
 _STARTED = int(time.time())
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    headers=headers, media_type="application/json")
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def truncation_header(batch: EmbeddingBatch) -> dict[str, str]:
@@ -65,20 +68,30 @@ def decoder_of(request: GatewayRequest) -> Cl100kDecoder:
     return request.state["cl100k"]
 
 
-async def embed(request: GatewayRequest, served: ServedModel, name: str, inputs: Inputs,
-                input_type: str | None, truncation: Truncation, *, normalize: bool = True
-                ) -> EmbeddingBatch:
+async def embed(
+    request: GatewayRequest,
+    served: ServedModel,
+    name: str,
+    inputs: Inputs,
+    input_type: str | None,
+    truncation: Truncation,
+    *,
+    normalize: bool = True,
+) -> EmbeddingBatch:
     """The inputs (checked against the limits when parsed) made prompts, and embedded under
     admission control, the request timeout and disconnect and fault watch (`run_guarded`);
     `normalize=False` asks for the model's vectors before its normalisation (TEI)."""
     settings = request.state["settings"]
     note(request, model=served.name, inputs=len(inputs))
-    call = await engine_call(served, name, inputs, input_type, truncation,
-                             decoder_of(request), settings)
-    options = replace(call.options, max_total_tokens=settings.max_request_tokens,
-                      normalize=normalize)
-    batch = await run_guarded(request, served, len(inputs),
-                              lambda: served.engine.embed(call.prompts, options))
+    call = await engine_call(
+        served, name, inputs, input_type, truncation, decoder_of(request), settings
+    )
+    options = replace(
+        call.options, max_total_tokens=settings.max_request_tokens, normalize=normalize
+    )
+    batch = await run_guarded(
+        request, served, len(inputs), lambda: served.engine.embed(call.prompts, options)
+    )
     timing(request).tokenization_s = batch.tokenization_s
     note(request, tokens=batch.total_tokens)
     return batch
@@ -89,12 +102,12 @@ async def create_embeddings(request: GatewayRequest) -> Response:
     req = parse_embeddings_request(await read_json(request), request.state["settings"])
     served = registry_of(request).resolve(req.model)
     check_dimensions(req.dimensions, served.engine.facts.dimension)
-    batch = await embed(request, served, req.model, req.inputs, req.input_type,
-                        req.truncation)
+    batch = await embed(request, served, req.model, req.inputs, req.input_type, req.truncation)
     vectors = truncate_dimensions(batch.vectors, req.dimensions)
     data = encode_vectors(vectors, req.encoding_format)
-    return json_response(embeddings_response(req.model, data, batch.total_tokens),
-                         headers=truncation_header(batch))
+    return json_response(
+        embeddings_response(req.model, data, batch.total_tokens), headers=truncation_header(batch)
+    )
 
 
 async def cohere_embed(request: GatewayRequest) -> Response:
@@ -102,14 +115,13 @@ async def cohere_embed(request: GatewayRequest) -> Response:
     version = dialect_of(request.scope).version
     req = cohere.parse_cohere_embed(await read_json(request), request.state["settings"])
     served = registry_of(request).resolve(req.model)
-    check_dimensions(req.output_dimension, served.engine.facts.dimension,
-                     param="output_dimension")
-    batch = await embed(request, served, req.model, req.texts, req.input_type,
-                        req.truncation)
+    check_dimensions(req.output_dimension, served.engine.facts.dimension, param="output_dimension")
+    batch = await embed(request, served, req.model, req.texts, req.input_type, req.truncation)
     vectors = truncate_dimensions(batch.vectors, req.output_dimension)
     refuse_non_finite(vectors)
-    body = cohere.embed_response(req, vectors, version=version, input_tokens=batch.total_tokens,
-                                 truncated=batch.truncated)
+    body = cohere.embed_response(
+        req, vectors, version=version, input_tokens=batch.total_tokens, truncated=batch.truncated
+    )
     return json_response(body, headers=truncation_header(batch))
 
 
@@ -154,8 +166,9 @@ async def ready(request: GatewayRequest) -> Response:
     if request.state["drain"].draining:
         return json_response({"status": "draining", "models": states, **extra}, 503)
     ok = all(state == "ready" for state in states.values())
-    return json_response({"status": "ready" if ok else "not ready", "models": states, **extra},
-                         200 if ok else 503)
+    return json_response(
+        {"status": "ready" if ok else "not ready", "models": states, **extra}, 200 if ok else 503
+    )
 
 
 async def metrics(request: GatewayRequest) -> Response:
@@ -187,6 +200,6 @@ ROUTES = [
 
 # Other servers' dialects (TEI, vLLM, the seed service); imported last because their handlers
 # use the helpers above.
-from gateway import native_routes  # noqa: E402
+from gateway import native_routes
 
 ROUTES += native_routes.NATIVE_ROUTES

@@ -16,9 +16,10 @@ into the JSON Schemas of /openapi.json. Conventions every shape shares (`Wire`):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Annotated, Any, Callable, Literal, Sequence, TypeVar, Union, get_args
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
@@ -30,18 +31,26 @@ from gateway.errors import APIError, brief, invalid
 
 ENCODING_FORMATS = ("float", "base64")
 # `input_type` values: ours, Cohere's, and the sentence-transformers prompt names they select.
-INPUT_TYPES = ("query", "document", "passage", "search_query", "search_document",
-               "classification", "clustering")
+INPUT_TYPES = (
+    "query",
+    "document",
+    "passage",
+    "search_query",
+    "search_document",
+    "classification",
+    "clustering",
+)
 
 # Lone surrogates cannot be encoded as UTF-8 (the tokenizer would fail on them); NUL is
 # refused because tokenizers and downstream stores treat it inconsistently.
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 
 # Texts, or token-id lists (one list per input).
-Inputs = Union[list[str], list[list[int]]]
+Inputs = list[str] | list[list[int]]
 
 
 # -- declaration vocabulary -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Says:
@@ -69,8 +78,9 @@ class Limit:
         if isinstance(value, list) and info.context is not None:
             most = getattr(info.context, self.setting)
             if len(value) > most:
-                raise PydanticCustomError("too_many", "too many items",
-                                          {"actual": len(value), "most": most})
+                raise PydanticCustomError(
+                    "too_many", "too many items", {"actual": len(value), "most": most}
+                )
         return value
 
 
@@ -84,11 +94,14 @@ class ServedName:
 
 _LIMIT_KEY, _MODELS_KEY = "x-gateway-limit", "x-gateway-served-names"
 
+
 def one_of(choices: Sequence[str], *, any_case: bool = False) -> Any:
     """A string from `choices` (compared lower-cased when `any_case`)."""
     note = " (any case)" if any_case else ""
-    kind: Any = Annotated[Literal[tuple(choices)],  # type: ignore[valid-type]
-                          Says(f"`{{name}}` must be one of {list(choices)}{note}, got {{value}}")]
+    kind: Any = Annotated[
+        Literal[tuple(choices)],  # type: ignore[valid-type]
+        Says(f"`{{name}}` must be one of {list(choices)}{note}, got {{value}}"),
+    ]
     if any_case:
         kind = Annotated[kind, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
     return kind
@@ -99,21 +112,28 @@ def shapes(decide: Callable[[Any], str | None], **members: Any) -> Any:
     underscores, None for none), so that only that member is validated and its errors name
     it. The spaces keep member names out of the paths that error messages show."""
     tagged = [Annotated[kind, Tag(name.replace("_", " "))] for name, kind in members.items()]
-    return Annotated[Union[tuple(tagged)], Discriminator(decide)]
+    # Union of a runtime tuple: `X | Y` cannot spell it.
+    return Annotated[Union[tuple(tagged)], Discriminator(decide)]  # noqa: UP007
 
 
 # Text the engine will read: no NUL (the schema can say so; lone surrogates it cannot, and
 # they fail as `string_unicode`).
 Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 TokenId = Annotated[int, Field(ge=0)]
-Model = Annotated[str, Field(min_length=1), ServedName(),
-                  Says("`model` is required and must be a non-empty string; GET /v1/models "
-                       "lists the served models")]
+Model = Annotated[
+    str,
+    Field(min_length=1),
+    ServedName(),
+    Says(
+        "`model` is required and must be a non-empty string; GET /v1/models lists the served models"
+    ),
+]
 PositiveInt = Annotated[int, Field(ge=1)]
 # vLLM's `truncate_prompt_tokens`, Cohere's `max_tokens`: a token cap, or -1 for the window.
-TokenCap = Annotated[Union[Literal[-1], PositiveInt],
-                     Says("`{name}` must be -1 (the model's window) or an integer of at least 1, "
-                          "got {value}")]
+TokenCap = Annotated[
+    Literal[-1] | PositiveInt,
+    Says("`{name}` must be -1 (the model's window) or an integer of at least 1, got {value}"),
+]
 InputType = one_of(INPUT_TYPES, any_case=True)
 Truncate = one_of(TRUNCATE_CHOICES, any_case=True)
 
@@ -148,8 +168,9 @@ class Truncation:
 
 # -- OpenAI embeddings ------------------------------------------------------------------------
 
-_INPUT_SHAPES = ("a string, a list of strings, a list of token ids (integers), or a list of "
-                 "token-id lists")
+_INPUT_SHAPES = (
+    "a string, a list of strings, a list of token ids (integers), or a list of token-id lists"
+)
 
 
 def _input_shape(value: Any) -> str | None:
@@ -174,27 +195,37 @@ def _input_wording(error: dict) -> str:
     shape, index = loc[1], loc[2]
     if error["type"] == "greater_than_equal":  # the same words as the vocabulary checks
         owner = 0 if shape == "list of token ids" else index
-        return (f"input {owner}: token id {value} is not a cl100k_base token id, nor one of "
-                f"any vocabulary (token ids are integers from 0)")
+        return (
+            f"input {owner}: token id {value} is not a cl100k_base token id, nor one of "
+            f"any vocabulary (token ids are integers from 0)"
+        )
     if shape == "list of token ids":
         return f"`input[{index}]` must be a token id (an integer >= 0), got {brief(value)}"
     if len(loc) == 4:
-        return (f"`input[{index}]` must be a string or a list of token ids (integers); "
-                f"`input[{index}][{loc[3]}]` is {brief(value)}")
+        return (
+            f"`input[{index}]` must be a string or a list of token ids (integers); "
+            f"`input[{index}][{loc[3]}]` is {brief(value)}"
+        )
     if isinstance(value, (str, list)):
         return "`input` mixes strings and token-id lists; send one kind per request"
-    return (f"`input[{index}]` must be a string or a list of token ids (integers), got "
-            f"{type(value).__name__}")
+    return (
+        f"`input[{index}]` must be a string or a list of token ids (integers), got "
+        f"{type(value).__name__}"
+    )
 
 
 Input = Annotated[
-    shapes(_input_shape,
-           a_string=Text,
-           list_of_strings=Annotated[list[Text], Field(min_length=1), Limit("max_inputs")],
-           list_of_token_ids=Annotated[list[TokenId], Field(min_length=1)],
-           list_of_token_id_lists=Annotated[list[list[TokenId]], Field(min_length=1),
-                                            Limit("max_inputs")]),
-    Says(_input_wording)]
+    shapes(
+        _input_shape,
+        a_string=Text,
+        list_of_strings=Annotated[list[Text], Field(min_length=1), Limit("max_inputs")],
+        list_of_token_ids=Annotated[list[TokenId], Field(min_length=1)],
+        list_of_token_id_lists=Annotated[
+            list[list[TokenId]], Field(min_length=1), Limit("max_inputs")
+        ],
+    ),
+    Says(_input_wording),
+]
 
 
 class EmbeddingsRequest(Wire):
@@ -243,27 +274,38 @@ def _translate(shape: type[Wire], error: dict) -> APIError:
     if not loc:
         return invalid("the request body must be a JSON object")
     name = str(loc[0])
-    where = name + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                           for p in loc[1:] if isinstance(p, int) or p.isidentifier())
+    where = name + "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}"
+        for p in loc[1:]
+        if isinstance(p, int) or p.isidentifier()
+    )
     value = error["input"]
     found = _FORBIDDEN.search(value) if isinstance(value, str) else None
     if found and error["type"] in ("string_pattern_mismatch", "string_unicode"):
         return invalid(forbidden_text(where, found), param=name)
     if error["type"] == "too_many":
         ctx = error["ctx"]
-        return invalid(f"`{where}` has {ctx['actual']} items, but a request may have at most "
-                       f"{ctx['most']}", param=name)
+        return invalid(
+            f"`{where}` has {ctx['actual']} items, but a request may have at most {ctx['most']}",
+            param=name,
+        )
     says = _says(shape, name)
     if says is None:
         return invalid(_wording(where, error), param=name)
     if callable(says.text):
         return invalid(says.text(error), param=name)
-    return invalid(says.text.format(name=name, value=brief(value), type=type(value).__name__),
-                   param=name)
+    return invalid(
+        says.text.format(name=name, value=brief(value), type=type(value).__name__), param=name
+    )
 
 
-_TYPE_WORDS = {"int_type": "an integer", "bool_type": "a boolean", "string_type": "a string",
-               "list_type": "a list", "dict_type": "an object"}
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "bool_type": "a boolean",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "an object",
+}
 
 
 def _wording(where: str, error: dict) -> str:
@@ -282,7 +324,7 @@ def _wording(where: str, error: dict) -> str:
     return f"`{where}`: {error['msg']}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _says(shape: type[Wire], name: str) -> Says | None:
     field = shape.model_fields.get(name)
     if field is None:
@@ -318,18 +360,22 @@ def parse_embeddings_request(body: Any, settings: Any) -> EmbeddingsRequest:
 
 # -- /openapi.json ----------------------------------------------------------------------------
 
+
 class _Generator(GenerateJsonSchema):
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False  # titles repeat the field names
 
 
-def request_schemas(declared: Sequence[type[Wire]], settings: Any, models: Sequence[str]
-                    ) -> tuple[dict[type[Wire], dict], dict[str, dict]]:
+def request_schemas(
+    declared: Sequence[type[Wire]], settings: Any, models: Sequence[str]
+) -> tuple[dict[type[Wire], dict], dict[str, dict]]:
     """`#/components/schemas` references for each shape, and the components themselves, with
     the settings' limits as `maxItems` and the served names as `model`'s enum."""
-    refs, defs = models_json_schema([(s, "validation") for s in declared],
-                                    ref_template="#/components/schemas/{model}",
-                                    schema_generator=_Generator)
+    refs, defs = models_json_schema(
+        [(s, "validation") for s in declared],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Generator,
+    )
     components = _apply(defs.get("$defs", {}), settings, list(models))
     return {s: refs[(s, "validation")] for s in declared}, components
 
@@ -339,8 +385,11 @@ def _apply(node: Any, settings: Any, models: list[str]) -> Any:
         return [_apply(item, settings, models) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _apply(v, settings, models) for k, v in node.items()
-           if k not in (_LIMIT_KEY, _MODELS_KEY)}
+    out = {
+        k: _apply(v, settings, models)
+        for k, v in node.items()
+        if k not in (_LIMIT_KEY, _MODELS_KEY)
+    }
     if _LIMIT_KEY in node:
         out["maxItems"] = getattr(settings, node[_LIMIT_KEY])
     if node.get(_MODELS_KEY) and models:
@@ -350,9 +399,8 @@ def _apply(node: Any, settings: Any, models: list[str]) -> Any:
 
 # -- responses --------------------------------------------------------------------------------
 
-def embeddings_response(
-    model: str, embeddings: Sequence[Any], prompt_tokens: int
-) -> dict:
+
+def embeddings_response(model: str, embeddings: Sequence[Any], prompt_tokens: int) -> dict:
     """The OpenAI list shape; `embeddings[i]` is a float32 row or a base64 string."""
     return {
         "object": "list",
@@ -370,8 +418,13 @@ def models_response(names: Sequence[tuple[str, str]], created: int) -> dict:
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "embedding-gateway",
-             "root": root}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "embedding-gateway",
+                "root": root,
+            }
             for name, root in names
         ],
     }

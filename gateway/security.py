@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -70,10 +70,12 @@ class AuthMiddleware:
         if scope["type"] != "http":  # a websocket (none are served): refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
             return
-        message = ("missing API key: send it as `Authorization: Bearer <key>`" if token is None
-                   else "incorrect API key provided")
-        error = APIError(ErrorKind.UNAUTHORIZED, message,
-                         headers={"WWW-Authenticate": "Bearer"})
+        message = (
+            "missing API key: send it as `Authorization: Bearer <key>`"
+            if token is None
+            else "incorrect API key provided"
+        )
+        error = APIError(ErrorKind.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
         await error_response(error, scope, close=True)(scope, receive, send)
 
 
@@ -87,5 +89,7 @@ def exposure_warning(host: str, keys: Iterable[str]) -> str | None:
         loopback = host == "localhost"
     if loopback:
         return None
-    return (f"serving on {host} without API keys: every route is open to whoever can reach "
-            "this address; set --api-key-file (or --api-key), or listen on 127.0.0.1")
+    return (
+        f"serving on {host} without API keys: every route is open to whoever can reach "
+        "this address; set --api-key-file (or --api-key), or listen on 127.0.0.1"
+    )

@@ -17,8 +17,9 @@ import hashlib
 import itertools
 import tempfile
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,14 +29,21 @@ from gateway.errors import invalid
 FILE_NAMES = ("9b5ad71b2ce5302211f9c61530b329a4922fc6a4", "cl100k_base.tiktoken")
 SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 # From tiktoken_ext/openai_public.py; the pattern only matters for encoding, not decoding.
-PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++"""
-           r"""[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++"""
+    r"""[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
 ORDINARY_TOKENS = 100256  # ids 0..100255 are byte sequences; 100256 is unused
 # Above this many ids a decode (about 0.2 ms per thousand) leaves the event loop for a thread,
 # this many ids per thread call, so that an abandoned request stops decoding at the next call.
 _DECODE_INLINE_MAX = 16384
-SPECIAL_TOKENS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-                  "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+SPECIAL_TOKENS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 
 
 def default_folder() -> Path:
@@ -62,8 +70,9 @@ class Cl100kDecoder:
 
         def measure() -> list[int]:
             _check_ids(inputs)
-            return [int(sizes[np.asarray(ids, dtype=np.int64)].sum()) if ids else 0
-                    for ids in inputs]
+            return [
+                int(sizes[np.asarray(ids, dtype=np.int64)].sum()) if ids else 0 for ids in inputs
+            ]
 
         if sum(map(len, inputs)) <= _DECODE_INLINE_MAX:
             return measure()
@@ -84,13 +93,15 @@ class Cl100kDecoder:
         parts: list[list[bytes]] = [[] for _ in inputs]
         for batch in _batches(inputs, _DECODE_INLINE_MAX):
             decoded = await asyncio.to_thread(
-                lambda b=batch: [(i, encoding.decode_bytes(ids)) for i, ids in b])
+                lambda b=batch: [(i, encoding.decode_bytes(ids)) for i, ids in b]
+            )
             for i, data in decoded:
                 parts[i].append(data)
         # errors="replace": a client's chunk boundary may split a multi-byte character; the
         # bytes are joined first, so this decode's own slices never do.
         return await asyncio.to_thread(
-            lambda: [b"".join(p).decode("utf-8", errors="replace") for p in parts])
+            lambda: [b"".join(p).decode("utf-8", errors="replace") for p in parts]
+        )
 
     async def _loaded(self) -> Any:
         return self._encoding or await asyncio.to_thread(self._load)
@@ -109,7 +120,9 @@ class Cl100kDecoder:
             f"token-id inputs are read as cl100k_base ids, but the tiktoken file for "
             f"cl100k_base is not in {self.folder} (looked for {' or '.join(FILE_NAMES)}); "
             f"the operator can set --tiktoken-cache-dir or TIKTOKEN_CACHE_DIR to a folder "
-            f"holding it, or send the text instead of token ids", param="input")
+            f"holding it, or send the text instead of token ids",
+            param="input",
+        )
 
 
 def _decode(encoding: Any, inputs: Sequence[Sequence[int]]) -> list[str]:
@@ -118,14 +131,15 @@ def _decode(encoding: Any, inputs: Sequence[Sequence[int]]) -> list[str]:
     return [encoding.decode(list(ids), errors="replace") for ids in inputs]
 
 
-def _batches(inputs: Sequence[Sequence[int]], most: int
-             ) -> Iterator[list[tuple[int, Sequence[int]]]]:
+def _batches(
+    inputs: Sequence[Sequence[int]], most: int
+) -> Iterator[list[tuple[int, Sequence[int]]]]:
     """(input index, slice of its ids) pairs, about `most` ids per batch."""
     batch: list[tuple[int, Sequence[int]]] = []
     size = 0
     for i, ids in enumerate(inputs):
         for start in range(0, max(len(ids), 1), most):
-            piece = ids[start:start + most]
+            piece = ids[start : start + most]
             batch.append((i, piece))
             size += len(piece)
             if size >= most:
@@ -140,17 +154,23 @@ def _read_encoding(path: Path) -> tuple[Any, np.ndarray]:
 
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != SHA256:
-        raise invalid(f"the cl100k_base file {path} is damaged (its sha256 is not the "
-                      f"published one); token-id inputs cannot be decoded", param="input")
-    ranks = {base64.b64decode(token): int(rank)
-             for token, rank in (line.split() for line in data.splitlines() if line)}
+        raise invalid(
+            f"the cl100k_base file {path} is damaged (its sha256 is not the "
+            f"published one); token-id inputs cannot be decoded",
+            param="input",
+        )
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in data.splitlines() if line)
+    }
     sizes = np.zeros(max(SPECIAL_TOKENS.values()) + 1, dtype=np.int64)
     for token, rank in ranks.items():
         sizes[rank] = len(token)
     for name, rank in SPECIAL_TOKENS.items():
         sizes[rank] = len(name.encode())
-    encoding = tiktoken.Encoding("cl100k_base", pat_str=PATTERN, mergeable_ranks=ranks,
-                                 special_tokens=SPECIAL_TOKENS)
+    encoding = tiktoken.Encoding(
+        "cl100k_base", pat_str=PATTERN, mergeable_ranks=ranks, special_tokens=SPECIAL_TOKENS
+    )
     return encoding, sizes
 
 
@@ -163,6 +183,9 @@ def _check_ids(inputs: Sequence[Sequence[int]]) -> None:
     for i, ids in enumerate(inputs):
         for token in ids:
             if not 0 <= token < ordinary and token not in specials:
-                raise invalid(f"input {i}: token id {token} is not a cl100k_base token id "
-                              f"(those are 0 to {ordinary - 1} and the special tokens "
-                              f"{sorted(specials)})", param="input")
+                raise invalid(
+                    f"input {i}: token id {token} is not a cl100k_base token id "
+                    f"(those are 0 to {ordinary - 1} and the special tokens "
+                    f"{sorted(specials)})",
+                    param="input",
+                )

@@ -17,8 +17,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Any
 
 from gateway.config import Settings
 from gateway.metrics import worker_exited
@@ -57,8 +58,12 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
 
     def spawn(slot: int) -> None:
         # Not daemonic: each worker's vLLM engine starts processes of its own.
-        worker = context.Process(target=_worker_main, args=(serve_one, settings, os.getpid()),
-                                 name=f"gateway-worker-{slot}", daemon=False)
+        worker = context.Process(
+            target=_worker_main,
+            args=(serve_one, settings, os.getpid()),
+            name=f"gateway-worker-{slot}",
+            daemon=False,
+        )
         worker.start()
         worker.started_at = time.monotonic()  # type: ignore[attr-defined]
         workers[slot] = worker
@@ -75,8 +80,7 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
     try:
         for slot in range(settings.workers):
             spawn(slot)
-        log.info("started %d gateway workers on %s:%d", len(workers), settings.host,
-                 settings.port)
+        log.info("started %d gateway workers on %s:%d", len(workers), settings.host, settings.port)
         failed = False
         while workers:
             for sentinel in wait([w.sentinel for w in workers.values()]):
@@ -90,16 +94,23 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
                 if time.monotonic() - worker.started_at >= _STABLE_S:
                     failures[slot] = 0
                 if failures[slot] >= settings.engine_restart_attempts:
-                    log.critical("%s exited with %s, %d times in a row; stopping the others",
-                                 worker.name, worker.exitcode, failures[slot])
+                    log.critical(
+                        "%s exited with %s, %d times in a row; stopping the others",
+                        worker.name,
+                        worker.exitcode,
+                        failures[slot],
+                    )
                     failed = True
                     stop(signal.SIGTERM, None)
                     continue
-                delay = min(settings.engine_restart_backoff_s * 2 ** failures[slot],
-                            _MAX_BACKOFF_S)
+                delay = min(settings.engine_restart_backoff_s * 2 ** failures[slot], _MAX_BACKOFF_S)
                 failures[slot] += 1
-                log.error("%s exited with %s; starting a new one in %g s", worker.name,
-                          worker.exitcode, delay)
+                log.error(
+                    "%s exited with %s; starting a new one in %g s",
+                    worker.name,
+                    worker.exitcode,
+                    delay,
+                )
                 _sleep_unless(lambda: stopping, delay)
                 if not stopping:
                     spawn(slot)
@@ -116,12 +127,14 @@ def _sleep_unless(stopped: Callable[[], bool], seconds: float) -> None:
         time.sleep(min(0.1, deadline - time.monotonic()))
 
 
-def _worker_main(serve_one: Callable[[Settings, Any], int], settings: Settings,
-                 supervisor: int) -> None:
+def _worker_main(
+    serve_one: Callable[[Settings, Any], int], settings: Settings, supervisor: int
+) -> None:
     # Started before anything slow, and given the supervisor's pid rather than reading it
     # here: a supervisor that died while this process was still importing would be missed.
-    threading.Thread(target=_stop_when_orphaned, args=(supervisor,), daemon=True,
-                     name="supervisor-watch").start()
+    threading.Thread(
+        target=_stop_when_orphaned, args=(supervisor,), daemon=True, name="supervisor-watch"
+    ).start()
     sock = reuse_port_socket(settings.host, settings.port)
     raise SystemExit(serve_one(settings, sock))
 

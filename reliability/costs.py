@@ -38,16 +38,32 @@ def costly_requests(model: str) -> dict[str, tuple[str, dict | bytes]]:
     # Written by hand: orjson itself refuses to write 300 levels.
     nested = ('{"text":"deep","child":' + '{"child":' * 298 + "{}" + "}" * 299).encode()
     return {
-        "7 MB input, truncate end": ("/v1/embeddings", {
-            "model": model, "input": "* " * 3_500_000, "truncate": "end"}),
-        "100,000 cl100k ids (72 chars each)": ("/v1/embeddings", {
-            "model": model, "input": [[5713] * 100_000]}),
-        "rerank 4 x 60,000 numbers, 1 token per chunk": ("/v1/rerank", {
-            "model": model, "query": "which number", "documents": [numbers] * 4,
-            "max_tokens_per_doc": 1}),
-        "rerank document nested 300 levels": ("/v1/rerank", b'{"model":' + orjson.dumps(model)
-                                              + b',"query":"q","return_documents":true,'
-                                              + b'"documents":[' + nested + b"]}"),
+        "7 MB input, truncate end": (
+            "/v1/embeddings",
+            {"model": model, "input": "* " * 3_500_000, "truncate": "end"},
+        ),
+        "100,000 cl100k ids (72 chars each)": (
+            "/v1/embeddings",
+            {"model": model, "input": [[5713] * 100_000]},
+        ),
+        "rerank 4 x 60,000 numbers, 1 token per chunk": (
+            "/v1/rerank",
+            {
+                "model": model,
+                "query": "which number",
+                "documents": [numbers] * 4,
+                "max_tokens_per_doc": 1,
+            },
+        ),
+        "rerank document nested 300 levels": (
+            "/v1/rerank",
+            b'{"model":'
+            + orjson.dumps(model)
+            + b',"query":"q","return_documents":true,'
+            + b'"documents":['
+            + nested
+            + b"]}",
+        ),
     }
 
 
@@ -74,8 +90,9 @@ def measure(base_url: str, pid: int, name: str, path: str, body: dict | bytes) -
         try:
             with httpx.Client(timeout=300) as client:
                 began = time.monotonic()
-                response = client.post(base_url + path, content=data,
-                                       headers={"content-type": "application/json"})
+                response = client.post(
+                    base_url + path, content=data, headers={"content-type": "application/json"}
+                )
                 answer.extend([response.status_code, time.monotonic() - began])
         finally:
             done.set()
@@ -92,32 +109,59 @@ def measure(base_url: str, pid: int, name: str, path: str, body: dict | bytes) -
             peak = max(peak, process.memory_info().rss)
             time.sleep(0.01)
         sender.join()
-    return Cost(name=name, body_mb=len(data) / 2**20, status=answer[0], answer_s=answer[1],
-                health_max_ms=max(waits) * 1000, health_polls=len(waits),
-                rss_growth_mb=(peak - before) / 2**20)
+    return Cost(
+        name=name,
+        body_mb=len(data) / 2**20,
+        status=answer[0],
+        answer_s=answer[1],
+        health_max_ms=max(waits) * 1000,
+        health_polls=len(waits),
+        rss_growth_mb=(peak - before) / 2**20,
+    )
 
 
 def measure_all(base_url: str, pid: int, model: str) -> list[Cost]:
-    return [measure(base_url, pid, name, path, body)
-            for name, (path, body) in costly_requests(model).items()]
+    return [
+        measure(base_url, pid, name, path, body)
+        for name, (path, body) in costly_requests(model).items()
+    ]
 
 
 def rows(costs: list[Cost]) -> list[tuple[str, str, str]]:
     """The battery's (section, figure, value) rows."""
-    return [("costs", c.name, f"{c.status} in {c.answer_s:.2f} s; /health max "
-             f"{c.health_max_ms:.0f} ms ({c.health_polls} polls); RSS +{c.rss_growth_mb:.0f} MB "
-             f"(body {c.body_mb:.1f} MB)") for c in costs]
+    return [
+        (
+            "costs",
+            c.name,
+            (
+                f"{c.status} in {c.answer_s:.2f} s; /health max "
+                f"{c.health_max_ms:.0f} ms ({c.health_polls} polls); RSS +{c.rss_growth_mb:.0f} MB "
+                f"(body {c.body_mb:.1f} MB)"
+            ),
+        )
+        for c in costs
+    ]
 
 
 def markdown(saved: dict) -> str:
-    lines = [f"Run {saved['date_utc']} UTC (`{saved['command']}`), {saved['engine']}, "
-             f"{saved['cpus']} CPUs shared with other work (latencies are noisy):", "",
-             "| request | answer | time to answer (s) | max /health latency (ms) | "
-             "/health polls | RSS growth (MB) | body (MB) |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {c['name']} | {c['status']} | {c['answer_s']:.2f} | "
-              f"{c['health_max_ms']:.0f} | {c['health_polls']} | {c['rss_growth_mb']:.0f} | "
-              f"{c['body_mb']:.1f} |" for c in saved["costs"]]
+    lines = [
+        (
+            f"Run {saved['date_utc']} UTC (`{saved['command']}`), {saved['engine']}, "
+            f"{saved['cpus']} CPUs shared with other work (latencies are noisy):"
+        ),
+        "",
+        (
+            "| request | answer | time to answer (s) | max /health latency (ms) | "
+            "/health polls | RSS growth (MB) | body (MB) |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c['name']} | {c['status']} | {c['answer_s']:.2f} | "
+        f"{c['health_max_ms']:.0f} | {c['health_polls']} | {c['rss_growth_mb']:.0f} | "
+        f"{c['body_mb']:.1f} |"
+        for c in saved["costs"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -135,17 +179,24 @@ def main(argv: list[str] | None = None) -> int:
             gateway = start_gateway(Path(tmp), fake_models={"m": {}})
             model, engine = "m", "fake engine"
         else:
-            gateway = start_gateway(Path(tmp), models=[{"name": "all-MiniLM-L6-v2",
-                                                        "path": "builtin:all-MiniLM-L6-v2"}],
-                                    args=["--workers", "1"], ready_timeout=600)
+            gateway = start_gateway(
+                Path(tmp),
+                models=[{"name": "all-MiniLM-L6-v2", "path": "builtin:all-MiniLM-L6-v2"}],
+                args=["--workers", "1"],
+                ready_timeout=600,
+            )
             model, engine = "all-MiniLM-L6-v2", "vLLM CPU engine, all-MiniLM-L6-v2, 1 worker"
         try:
             costs = measure_all(gateway.base_url, gateway.process.pid, model)
         finally:
             gateway.stop()
-    saved = {"costs": [asdict(c) for c in costs], "engine": engine, "cpus": os.cpu_count(),
-             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(began)),
-             "command": " ".join(["python -m reliability.costs", *(argv or sys.argv[1:])])}
+    saved = {
+        "costs": [asdict(c) for c in costs],
+        "engine": engine,
+        "cpus": os.cpu_count(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(began)),
+        "command": " ".join(["python -m reliability.costs", *(argv or sys.argv[1:])]),
+    }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(saved, indent=1))
     text = markdown(saved)

@@ -30,8 +30,12 @@ def fuzz(base_url: str, key: str | None, max_examples: int = 50) -> FuzzResult:
             strategy = operation.as_strategy(generation_mode=_mode(mode))
 
             @given(case=strategy)
-            @settings(max_examples=max_examples, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=max_examples,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def run(case) -> None:
                 response = case.call(headers=headers, timeout=30)
                 result.cases += 1
@@ -39,7 +43,8 @@ def fuzz(base_url: str, key: str | None, max_examples: int = 50) -> FuzzResult:
                 if response.status_code >= 500 and not _documented(case, response):
                     result.server_errors.append(
                         f"{case.method} {case.path} -> {response.status_code}: "
-                        f"{response.text[:200]}")
+                        f"{response.text[:200]}"
+                    )
 
             try:
                 run()

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
@@ -21,7 +22,7 @@ from reliability.server import REPO, Gateway, free_port, start_gateway, wait_rea
 if TYPE_CHECKING:
     from reliability.battery import Battery
 
-FLOOD_BYTES = 4 * 2 ** 20
+FLOOD_BYTES = 4 * 2**20
 HALF_OPEN = 2000
 
 
@@ -34,7 +35,7 @@ def _closed(sock: socket.socket, within_s: float) -> bytes | None:
             received += chunk
     except (ConnectionResetError, BrokenPipeError):
         return received
-    except socket.timeout:
+    except TimeoutError:
         return None
     return received
 
@@ -68,8 +69,7 @@ def header_flood(self: Battery) -> None:
     finally:
         gateway.stop()
     answer = "kept reading" if reply is None else (reply.split(b"\r\n")[0].decode() or "closed")
-    self.figure("header_flood", "header bytes sent before the close (incl. socket buffers)",
-                sent)
+    self.figure("header_flood", "header bytes sent before the close (incl. socket buffers)", sent)
     self.figure("header_flood", "answer", answer)
     self.figure("header_flood", "time to the answer (s)", closed_s)
     self.figure("header_flood", "server healthy afterwards", alive)
@@ -95,16 +95,20 @@ def half_open(self: Battery) -> None:
             sock.close()
         gateway.stop()
     self.figure("half_open", "half-open connections opened", len(socks))
-    self.figure("half_open", "a request meanwhile (over the 1024 cap)",
-                f"{during.status_code} {during.json().get('error', {}).get('code', '')}")
+    self.figure(
+        "half_open",
+        "a request meanwhile (over the 1024 cap)",
+        f"{during.status_code} {during.json().get('error', {}).get('code', '')}",
+    )
     self.figure("half_open", "left open 35 s after (deadline 30 s)", left)
     self.figure("half_open", "a request afterwards", after.status_code)
     self.check("half_open", left == 0, f"{left} half-open connections left")
     self.check("half_open", after.status_code == 200, "not serving afterwards")
 
 
-def _timed_until(predicate: Callable[[], bool], since: float, limit_s: float,
-                 poll_s: float = 0.05) -> float:
+def _timed_until(
+    predicate: Callable[[], bool], since: float, limit_s: float, poll_s: float = 0.05
+) -> float:
     while time.monotonic() - since < limit_s:
         try:
             if predicate():
@@ -125,8 +129,9 @@ class _Trickle:
     def __init__(self, gateway: Gateway, model: str, headers: dict, period_s: float) -> None:
         self.outcomes: list[tuple[float, object]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        args=(gateway, model, headers, period_s))
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, args=(gateway, model, headers, period_s)
+        )
         self._thread.start()
 
     def _run(self, gateway: Gateway, model: str, headers: dict, period_s: float) -> None:
@@ -134,8 +139,9 @@ class _Trickle:
             while not self._stop.is_set():
                 sent = time.monotonic()
                 try:
-                    status: object = client.post("/v1/embeddings", json={
-                        "model": model, "input": ["heal"]}).status_code
+                    status: object = client.post(
+                        "/v1/embeddings", json={"model": model, "input": ["heal"]}
+                    ).status_code
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
                 self.outcomes.append((sent, status))
@@ -153,9 +159,18 @@ class _Trickle:
 def heal(self: Battery) -> None:
     """Fake engines: one of two models killed, then hung, then unable to restart."""
     fakes = {"a": {"latency_s": 0.05}, "b": {"latency_s": 0.05}}
-    gateway = self.start("heal", fakes, ["--health-check-interval-s", "2",
-                                         "--health-check-timeout-s", "10",
-                                         "--engine-restart-attempts", "3"])
+    gateway = self.start(
+        "heal",
+        fakes,
+        [
+            "--health-check-interval-s",
+            "2",
+            "--health-check-timeout-s",
+            "10",
+            "--engine-restart-attempts",
+            "3",
+        ],
+    )
     try:
         for fault in ("dead", "hang"):
             trickle_b = _Trickle(gateway, "b", self.auth_headers, 0.1)
@@ -164,15 +179,19 @@ def heal(self: Battery) -> None:
             detect = _timed_until(lambda: _state(gateway, "a") == "restarting", at, 60)
             back = _timed_until(lambda: _state(gateway, "a") == "ready", at, 120)
             other = trickle_b.stop()
-            self.figure("heal", f"{fault}: time to detect / to serve again (s)",
-                        f"{detect:.2f} / {back:.2f}")
+            self.figure(
+                "heal",
+                f"{fault}: time to detect / to serve again (s)",
+                f"{detect:.2f} / {back:.2f}",
+            )
             self.figure("heal", f"{fault}: the other model meanwhile", other)
             self.check("heal", detect < 15 and back < 60, f"{fault}: {detect} / {back}")
             self.check("heal", set(other) == {200}, f"{fault}: other model {other}")
         at = time.monotonic()
         gateway.control("a", fail_start=True, dead=True, hang=False)
-        down = _timed_until(lambda: httpx.get(gateway.base_url + "/health").status_code == 503,
-                            at, 120)
+        down = _timed_until(
+            lambda: httpx.get(gateway.base_url + "/health").status_code == 503, at, 120
+        )
         self.figure("heal", "restarts fail (3 tries in a row): /health 503 after (s)", down)
         self.check("heal", down < 30, "/health never turned 503")
     finally:
@@ -183,14 +202,20 @@ def real_heal(self: Battery) -> None:
     """The real engine: EngineCore killed (SIGKILL), then stopped (SIGSTOP)."""
     models = [{"name": "minilm", "path": "builtin:all-MiniLM-L6-v2", "max_model_len": 128}]
     started = time.monotonic()
-    gateway = start_gateway(self.workdir / "real_heal", models=models, ready_timeout=600,
-                            args=["--api-key", self.key, "--log-level", "warning",
-                                  "--engine-restart-backoff-s", "1"])
+    gateway = start_gateway(
+        self.workdir / "real_heal",
+        models=models,
+        ready_timeout=600,
+        args=["--api-key", self.key, "--log-level", "warning", "--engine-restart-backoff-s", "1"],
+    )
     self.figure("real_heal", "engine start (s)", time.monotonic() - started)
     try:
         for label, sig in (("SIGKILL", signal.SIGKILL), ("SIGSTOP", signal.SIGSTOP)):
-            cores = [p for p in psutil.Process(gateway.process.pid).children(recursive=True)
-                     if "EngineCor" in p.name()]
+            cores = [
+                p
+                for p in psutil.Process(gateway.process.pid).children(recursive=True)
+                if "EngineCor" in p.name()
+            ]
             trickle = _Trickle(gateway, "minilm", self.auth_headers, 0.2)
             time.sleep(2)
             at = time.monotonic()
@@ -201,8 +226,11 @@ def real_heal(self: Battery) -> None:
             time.sleep(1)
             statuses = trickle.stop()
             lost = sum(n for s, n in statuses.items() if s != 200)
-            self.figure("real_heal", f"{label}: time to detect / to serve again (s)",
-                        f"{detect:.2f} / {back:.1f}")
+            self.figure(
+                "real_heal",
+                f"{label}: time to detect / to serve again (s)",
+                f"{detect:.2f} / {back:.1f}",
+            )
             self.figure("real_heal", f"{label}: requests every 0.2 s meanwhile", statuses)
             self.figure("real_heal", f"{label}: requests not served (all 503, none hung)", lost)
             self.check("real_heal", bool(cores), "no EngineCore process found")
@@ -223,18 +251,39 @@ def worker_restart(self: Battery) -> None:
     log = self.workdir / "worker_restart.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-             "--api-key", self.key],
-            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=out,
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--engine",
+                "fake",
+                "--workers",
+                "2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--api-key",
+                self.key,
+            ],
+            cwd=REPO,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url + "/ready", process, log, timeout_s=60)
 
         def workers() -> list[psutil.Process]:
-            return [p for p in psutil.Process(process.pid).children()
-                    if "spawn_main" in " ".join(p.cmdline())]
+            return [
+                p
+                for p in psutil.Process(process.pid).children()
+                if "spawn_main" in " ".join(p.cmdline())
+            ]
 
         victim = workers()[0]
         statuses: dict = {}
@@ -242,9 +291,11 @@ def worker_restart(self: Battery) -> None:
         def fresh_request(_: int) -> None:
             try:
                 with httpx.Client() as client:  # a fresh connection: any worker
-                    status: object = client.post(url + "/v1/embeddings", headers=self.auth_headers,
-                                                 json={"model": "all-MiniLM-L6-v2",
-                                                       "input": "x"}).status_code
+                    status: object = client.post(
+                        url + "/v1/embeddings",
+                        headers=self.auth_headers,
+                        json={"model": "all-MiniLM-L6-v2", "input": "x"},
+                    ).status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             statuses[status] = statuses.get(status, 0) + 1

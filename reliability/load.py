@@ -7,8 +7,8 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import httpx
 
@@ -44,22 +44,37 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def embeddings_body(model: str, rng: random.Random, sizes=((1, 0.7), (4, 0.2), (16, 0.1)),
-                    words: tuple[int, int] = (3, 40)) -> dict:
+def embeddings_body(
+    model: str,
+    rng: random.Random,
+    sizes=((1, 0.7), (4, 0.2), (16, 0.1)),
+    words: tuple[int, int] = (3, 40),
+) -> dict:
     (count,) = rng.choices([s for s, _ in sizes], weights=[w for _, w in sizes])
-    texts = [" ".join(f"w{rng.randrange(5000)}" for _ in range(rng.randint(*words)))
-             for _ in range(count)]
+    texts = [
+        " ".join(f"w{rng.randrange(5000)}" for _ in range(rng.randint(*words)))
+        for _ in range(count)
+    ]
     return {"model": model, "input": texts}
 
 
-async def open_loop(base_url: str, rate: float, duration_s: float,
-                    body: Callable[[int], dict], *, headers: dict | None = None,
-                    timeout_s: float = 60, path: str = "/v1/embeddings",
-                    stop: asyncio.Event | None = None) -> Run:
+async def open_loop(
+    base_url: str,
+    rate: float,
+    duration_s: float,
+    body: Callable[[int], dict],
+    *,
+    headers: dict | None = None,
+    timeout_s: float = 60,
+    path: str = "/v1/embeddings",
+    stop: asyncio.Event | None = None,
+) -> Run:
     run = Run(offered_rps=rate, duration_s=duration_s)
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout_s,
-                                 headers=headers or {}) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=timeout_s, headers=headers or {}
+    ) as client:
+
         async def one(scheduled: float, payload: dict) -> None:
             started = time.monotonic()
             try:
@@ -75,8 +90,9 @@ async def open_loop(base_url: str, rate: float, duration_s: float,
             except httpx.HTTPError as exc:
                 status, retry, code = type(exc).__name__, False, None
             ended = time.monotonic()
-            run.outcomes.append(Outcome(status, ended - scheduled, scheduled, ended, started,
-                                        retry, code))
+            run.outcomes.append(
+                Outcome(status, ended - scheduled, scheduled, ended, started, retry, code)
+            )
 
         tasks = []
         start = time.monotonic()

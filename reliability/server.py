@@ -29,23 +29,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, process: subprocess.Popen, log_path: Path, *, timeout_s: float,
-               poll_s: float = 0.5) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen, log_path: Path, *, timeout_s: float, poll_s: float = 0.5
+) -> None:
     """Return once GET `url` answers 200; raise with the log's tail if the process exits
     first or `timeout_s` passes. Used by the battery, the benchmark and the tests."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {process.returncode}:\n"
-                               + log_path.read_text(errors="replace")[-3000:])
+            raise RuntimeError(
+                f"{url}: server exited with {process.returncode}:\n"
+                + log_path.read_text(errors="replace")[-3000:]
+            )
         try:
             if httpx.get(url, timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass  # not listening yet
         time.sleep(poll_s)
-    raise RuntimeError(f"{url} did not become ready in {timeout_s:.0f} s:\n"
-                       + log_path.read_text(errors="replace")[-3000:])
+    raise RuntimeError(
+        f"{url} did not become ready in {timeout_s:.0f} s:\n"
+        + log_path.read_text(errors="replace")[-3000:]
+    )
 
 
 @dataclass
@@ -85,38 +90,68 @@ class Gateway:
             return self.process.wait()
 
 
-def start_gateway(workdir: Path, *, fake_models: dict[str, dict] | None = None,
-                  models: list[dict] | None = None, args: list[str] = (),
-                  env: dict[str, str] | None = None, ready_timeout: float = 30,
-                  cpu: str | None = None) -> Gateway:
+def start_gateway(
+    workdir: Path,
+    *,
+    fake_models: dict[str, dict] | None = None,
+    models: list[dict] | None = None,
+    args: list[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30,
+    cpu: str | None = None,
+) -> Gateway:
     """A gateway serving `fake_models` ({name: fake engine options}) or real `models`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {}
     if fake_models is not None:
         config["engine"] = "fake"
-        config["models"] = [{"name": name, "path": name, "engine_kwargs": {
-            "control_file": str(workdir / f"{name}.control.json"),
-            "stats_file": str(workdir / f"{name}.stats.json"),
-            "keep_calls": 0,  # a long run must not grow by what tests inspect
-            **options}}
-            for name, options in fake_models.items()]
+        config["models"] = [
+            {
+                "name": name,
+                "path": name,
+                "engine_kwargs": {
+                    "control_file": str(workdir / f"{name}.control.json"),
+                    "stats_file": str(workdir / f"{name}.stats.json"),
+                    "keep_calls": 0,  # a long run must not grow by what tests inspect
+                    **options,
+                },
+            }
+            for name, options in fake_models.items()
+        ]
     else:
         config["models"] = models
     config_path = workdir / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
     log_path = workdir / "server.log"
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
-               "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     if cpu is not None:
         command = ["taskset", "-c", cpu, *command]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        )
     gateway = Gateway(process, port, workdir, log_path)
     try:
-        wait_ready(gateway.base_url + "/ready", process, log_path, timeout_s=ready_timeout,
-                   poll_s=0.1)
+        wait_ready(
+            gateway.base_url + "/ready", process, log_path, timeout_s=ready_timeout, poll_s=0.1
+        )
     except RuntimeError:
         gateway.stop()
         raise

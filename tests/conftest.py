@@ -6,8 +6,8 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from starlette.testclient import TestClient
@@ -43,18 +43,21 @@ def fake_engine() -> FakeEngine:
 def client(fake_engine: FakeEngine) -> Iterator[TestClient]:
     """A ready app serving one fake model named `fake` (alias `fake-alias`)."""
     registry = ModelRegistry([ServedModel("fake", ("fake-alias",), fake_engine)])
-    with TestClient(create_app(registry, tiktoken_dir=TIKTOKEN_DIR),
-                    raise_server_exceptions=False) as test_client:
+    with TestClient(
+        create_app(registry, tiktoken_dir=TIKTOKEN_DIR), raise_server_exceptions=False
+    ) as test_client:
         wait_ready(test_client)
         yield test_client
 
 
-def make_client(engine: FakeEngine, policy: InputPolicy | None = None,
-                tiktoken_dir: str | None = TIKTOKEN_DIR) -> TestClient:
+def make_client(
+    engine: FakeEngine, policy: InputPolicy | None = None, tiktoken_dir: str | None = TIKTOKEN_DIR
+) -> TestClient:
     """A TestClient (use it in `with`) over one fake model `fake` with the given input policy."""
     registry = ModelRegistry([ServedModel("fake", (), engine, policy or InputPolicy())])
-    return TestClient(create_app(registry, tiktoken_dir=tiktoken_dir),
-                      raise_server_exceptions=False)
+    return TestClient(
+        create_app(registry, tiktoken_dir=tiktoken_dir), raise_server_exceptions=False
+    )
 
 
 @contextlib.contextmanager

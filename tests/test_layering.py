@@ -24,7 +24,9 @@ def test_adapters_do_not_import_the_http_layer() -> None:
 
 
 def test_only_the_vllm_adapter_imports_vllm() -> None:
-    importers = {p.relative_to(ROOT).as_posix()
-                 for p in [*ROOT.glob("gateway/*.py"), *ROOT.glob("adapters/*.py")]
-                 if "vllm" in imported_modules(p)}
+    importers = {
+        p.relative_to(ROOT).as_posix()
+        for p in [*ROOT.glob("gateway/*.py"), *ROOT.glob("adapters/*.py")]
+        if "vllm" in imported_modules(p)
+    }
     assert importers <= {"adapters/vllm_engine.py"}

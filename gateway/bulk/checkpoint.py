@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Self
 
 from gateway.bulk import BulkError
 
@@ -46,7 +47,7 @@ class Checkpoint:
         self._lock: Any = None
 
     @classmethod
-    def open(cls, folder: Path) -> "Checkpoint":
+    def open(cls, folder: Path) -> Checkpoint:
         folder.mkdir(parents=True, exist_ok=True)
         checkpoint = cls(folder)
         lock = (folder / "lock").open("a")
@@ -58,7 +59,7 @@ class Checkpoint:
         checkpoint._lock = lock
         return checkpoint
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -95,9 +96,8 @@ class Checkpoint:
         table = _table(ids, vectors)
         path = self._chunk_path(self.chunks)
         temporary = path.with_suffix(".tmp")
-        with pa.OSFile(str(temporary), "wb") as sink:
-            with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
         _fsync_file(temporary)
         os.replace(temporary, path)
         _fsync_dir(self.folder)
@@ -130,17 +130,26 @@ class Checkpoint:
         try:
             data = json.loads(path.read_text())
         except ValueError as exc:  # cannot happen with atomic renames, unless edited by hand
-            raise BulkError(f"{path} is damaged ({exc}); delete {self.folder} or pass "
-                            "--restart") from exc
+            raise BulkError(
+                f"{path} is damaged ({exc}); delete {self.folder} or pass --restart"
+            ) from exc
         if data.get("version") != _VERSION:
-            raise BulkError(f"{self.folder} was written by another version of this command; "
-                            "delete it or pass --restart")
+            raise BulkError(
+                f"{self.folder} was written by another version of this command; "
+                "delete it or pass --restart"
+            )
         return data
 
     def _write_manifest(self) -> None:
-        data = {"version": _VERSION, "fingerprint": fingerprint(self._parts),
-                "parts": self._parts, "documents": self.documents, "chunks": self.chunks,
-                "tokens": self.tokens, "dimension": self.dimension}
+        data = {
+            "version": _VERSION,
+            "fingerprint": fingerprint(self._parts),
+            "parts": self._parts,
+            "documents": self.documents,
+            "chunks": self.chunks,
+            "tokens": self.tokens,
+            "dimension": self.dimension,
+        }
         path = self.folder / MANIFEST
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(data, indent=1))
@@ -161,12 +170,16 @@ def _table(ids: list, vectors: Any) -> Any:
 
 def _mismatch(folder: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     before, after = _flat(saved), _flat(now)
-    changed = [f"{key} was {_brief(before.get(key))}, now {_brief(after.get(key))}"
-               for key in sorted(set(before) | set(after))
-               if _brief(before.get(key)) != _brief(after.get(key))]
-    return (f"{folder} holds an unfinished run of a different job, which cannot be mixed with "
-            f"this one ({'; '.join(changed)}). Rerun with the original input, model and "
-            "options to finish it, or pass --restart to discard it and start over.")
+    changed = [
+        f"{key} was {_brief(before.get(key))}, now {_brief(after.get(key))}"
+        for key in sorted(set(before) | set(after))
+        if _brief(before.get(key)) != _brief(after.get(key))
+    ]
+    return (
+        f"{folder} holds an unfinished run of a different job, which cannot be mixed with "
+        f"this one ({'; '.join(changed)}). Rerun with the original input, model and "
+        "options to finish it, or pass --restart to discard it and start over."
+    )
 
 
 def _flat(parts: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,9 +17,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
 
 from gateway.bulk import BulkError, outputs, sources
 from gateway.bulk.checkpoint import Checkpoint
@@ -32,8 +32,10 @@ from gateway.config import (
     ModelConfig,
     Option,
     Settings,
-    add_arguments as add_config_arguments,
     load_settings,
+)
+from gateway.config import (
+    add_arguments as add_config_arguments,
 )
 from gateway.errors import APIError
 from gateway.inputs import prompt_template
@@ -61,44 +63,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("input", metavar="INPUT", help="documents to embed; - reads stdin")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT",
-                        help="where to write the vectors (.npy, .parquet or .jsonl)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="where to write the vectors (.npy, .parquet or .jsonl)",
+    )
     bulk = parser.add_argument_group("input and output")
-    bulk.add_argument("--input-format", choices=sources.FORMATS,
-                      help="default: from INPUT's suffix (.txt, .jsonl, .csv, .parquet); "
-                           "stdin: text")
+    bulk.add_argument(
+        "--input-format",
+        choices=sources.FORMATS,
+        help="default: from INPUT's suffix (.txt, .jsonl, .csv, .parquet); stdin: text",
+    )
     bulk.add_argument("--output-format", choices=outputs.FORMATS, help="default: from OUT's suffix")
-    bulk.add_argument("--text-field", default="text",
-                      help="JSONL field or CSV/Parquet column holding the text (default text)")
-    bulk.add_argument("--id-field", help="JSONL field or CSV/Parquet column holding each "
-                      "document's id (as a string); default: the row number from 0")
-    bulk.add_argument("--checkpoint-dir", metavar="DIR",
-                      help="folder for the resumable state (default OUT.partial)")
-    bulk.add_argument("--restart", action="store_true",
-                      help="discard an unfinished run in the checkpoint folder and start over")
+    bulk.add_argument(
+        "--text-field",
+        default="text",
+        help="JSONL field or CSV/Parquet column holding the text (default text)",
+    )
+    bulk.add_argument(
+        "--id-field",
+        help="JSONL field or CSV/Parquet column holding each "
+        "document's id (as a string); default: the row number from 0",
+    )
+    bulk.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="folder for the resumable state (default OUT.partial)",
+    )
+    bulk.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an unfinished run in the checkpoint folder and start over",
+    )
     bulk.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    bulk.add_argument("--progress", choices=MODES, default="auto",
-                      help="auto (default): a bar on a terminal, log lines otherwise")
-    bulk.add_argument("--progress-interval-s", type=float, default=10.0,
-                      help="seconds between progress log lines (default 10)")
+    bulk.add_argument(
+        "--progress",
+        choices=MODES,
+        default="auto",
+        help="auto (default): a bar on a terminal, log lines otherwise",
+    )
+    bulk.add_argument(
+        "--progress-interval-s",
+        type=float,
+        default=10.0,
+        help="seconds between progress log lines (default 10)",
+    )
     request = parser.add_argument_group("embedding (as the /v1/embeddings fields)")
-    request.add_argument("--input-type", choices=INPUT_TYPES,
-                         help="apply the model's prompt for this kind of text")
-    request.add_argument("--dimensions", type=int, help="keep the first N components and "
-                         "L2-renormalize (Matryoshka)")
-    request.add_argument("--truncate-prompt-tokens", type=int, metavar="N",
-                         help="cut every text to N tokens (-1: the model's window); see "
-                              "--truncate for the side and the default policy")
+    request.add_argument(
+        "--input-type", choices=INPUT_TYPES, help="apply the model's prompt for this kind of text"
+    )
+    request.add_argument(
+        "--dimensions", type=int, help="keep the first N components and L2-renormalize (Matryoshka)"
+    )
+    request.add_argument(
+        "--truncate-prompt-tokens",
+        type=int,
+        metavar="N",
+        help="cut every text to N tokens (-1: the model's window); see "
+        "--truncate for the side and the default policy",
+    )
     feeding = parser.add_argument_group("feeding the engine")
-    feeding.add_argument("--batch-tokens", type=int, help="about this many tokens per engine "
-                         "call (default: the model's --max-num-batched-tokens)")
-    feeding.add_argument("--batches-in-flight", type=int, default=4,
-                         help="engine calls in flight at once, so the engine never waits "
-                              "(default 4)")
+    feeding.add_argument(
+        "--batch-tokens",
+        type=int,
+        help="about this many tokens per engine "
+        "call (default: the model's --max-num-batched-tokens)",
+    )
+    feeding.add_argument(
+        "--batches-in-flight",
+        type=int,
+        default=4,
+        help="engine calls in flight at once, so the engine never waits (default 4)",
+    )
     engine = parser.add_argument_group(
-        "model and engine (as for `serve`; --model also takes a name from --config's list)")
-    add_config_arguments(engine, names=_SETTINGS | {
-        o.name for o in _model_options()})
+        "model and engine (as for `serve`; --model also takes a name from --config's list)"
+    )
+    add_config_arguments(engine, names=_SETTINGS | {o.name for o in _model_options()})
 
 
 def _model_options() -> list[Option]:
@@ -128,8 +170,11 @@ def main(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     except (ConfigError, BulkError, APIError) as exc:
         print(f"embedding-gateway embed: {_message(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=plan.settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=plan.settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         checkpoint = Checkpoint.open(plan.folder)
     except BulkError as exc:
@@ -141,9 +186,11 @@ def main(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
         print(f"embedding-gateway embed: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print(f"embedding-gateway embed: interrupted; {checkpoint.documents:,} documents are "
-              f"saved in {plan.folder}: run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"embedding-gateway embed: interrupted; {checkpoint.documents:,} documents are "
+            f"saved in {plan.folder}: run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     finally:
         checkpoint.close()
@@ -152,12 +199,16 @@ def main(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
 def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
     settings, model, name = select_model(args, environ)
     output = Path(args.output)
-    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else output.with_name(
-        output.name + ".partial")
+    folder = (
+        Path(args.checkpoint_dir)
+        if args.checkpoint_dir
+        else output.with_name(output.name + ".partial")
+    )
     out_format = outputs.output_format(args.output, args.output_format)
     if out_format == "npy" and args.id_field:
-        raise BulkError("a .npy file holds vectors only; write .parquet or .jsonl to keep "
-                        "--id-field's ids")
+        raise BulkError(
+            "a .npy file holds vectors only; write .parquet or .jsonl to keep --id-field's ids"
+        )
     if output.exists() and not folder.exists() and not args.overwrite:
         raise BulkError(f"{output} exists; pass --overwrite to replace it")
     if args.dimensions is not None and args.dimensions < 1:
@@ -172,12 +223,21 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
     if cap is not None and cap != -1 and cap < 1:
         raise BulkError(f"--truncate-prompt-tokens must be -1 or at least 1, got {cap}")
     length = Truncation.of(None if policy == "none" else policy, cap)
-    return Plan(settings, model, name, sources.input_format(args.input, args.input_format),
-                out_format, output, folder, length)
+    return Plan(
+        settings,
+        model,
+        name,
+        sources.input_format(args.input, args.input_format),
+        out_format,
+        output,
+        folder,
+        length,
+    )
 
 
-def select_model(args: argparse.Namespace, environ: Mapping[str, str]
-                 ) -> tuple[Settings, ModelConfig, str]:
+def select_model(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[Settings, ModelConfig, str]:
     """The settings with the one model to run, and the name it was asked by. `--model` is a
     name or alias from the configured models (a prompt alias applies its prompt), else a
     folder or hub id as for `serve`."""
@@ -187,8 +247,10 @@ def select_model(args: argparse.Namespace, environ: Mapping[str, str]
     settings = load_settings(cli, environ)
     if wanted is None:
         if len(settings.models) != 1:
-            raise ConfigError(f"--model: the configuration serves {len(settings.models)} "
-                              f"models; name one of {[m.name for m in settings.models]}")
+            raise ConfigError(
+                f"--model: the configuration serves {len(settings.models)} "
+                f"models; name one of {[m.name for m in settings.models]}"
+            )
         model, name = settings.models[0], settings.models[0].name
     else:
         found = [m for m in settings.models if wanted in m.all_names]
@@ -198,51 +260,79 @@ def select_model(args: argparse.Namespace, environ: Mapping[str, str]
             configured = cli.get("config") or environ.get("GATEWAY_CONFIG")
             if configured and not Path(wanted).exists() and "/" not in wanted:
                 names = sorted(n for m in settings.models for n in m.all_names)
-                raise ConfigError(f"--model: {wanted!r} is none of the configured models "
-                                  f"{names}, nor a folder")
+                raise ConfigError(
+                    f"--model: {wanted!r} is none of the configured models {names}, nor a folder"
+                )
             settings = load_settings({**cli, "model": wanted}, environ)
             model, name = settings.models[0], settings.models[0].name
     return replace(settings, models=(model,)), model, name
 
 
 def _run(plan: Plan, args: argparse.Namespace, checkpoint: Checkpoint) -> int:
-    source = sources.open_source(args.input, plan.input_format, text_field=args.text_field,
-                                 id_field=args.id_field, spool=plan.folder / "stdin.spool")
+    source = sources.open_source(
+        args.input,
+        plan.input_format,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        spool=plan.folder / "stdin.spool",
+    )
     checkpoint.begin(fingerprint_parts(plan, source, args), restart=args.restart)
     if checkpoint.documents:
-        log.info("resuming: %d of %d documents already embedded", checkpoint.documents,
-                 source.documents)
+        log.info(
+            "resuming: %d of %d documents already embedded", checkpoint.documents, source.documents
+        )
     progress = None
     if checkpoint.documents < source.documents or checkpoint.dimension is None:
-        progress = Progress(source.documents, checkpoint.documents, mode=args.progress,
-                            interval_s=args.progress_interval_s)
+        progress = Progress(
+            source.documents,
+            checkpoint.documents,
+            mode=args.progress,
+            interval_s=args.progress_interval_s,
+        )
         try:
             asyncio.run(_embed(plan, args, source, checkpoint, progress))
         finally:
             progress.close()
             gc.collect()  # vLLM's AsyncLLM.__del__ complains when left to interpreter exit
     if checkpoint.documents != source.documents:
-        raise BulkError(f"internal error: {checkpoint.documents} of {source.documents} "
-                        "documents embedded")
+        raise BulkError(
+            f"internal error: {checkpoint.documents} of {source.documents} documents embedded"
+        )
     writing = time.monotonic()
-    outputs.write(checkpoint.tables(), plan.output_format, plan.output,
-                  rows=checkpoint.documents, dimension=checkpoint.dimension or 0)
+    outputs.write(
+        checkpoint.tables(),
+        plan.output_format,
+        plan.output,
+        rows=checkpoint.documents,
+        dimension=checkpoint.dimension or 0,
+    )
     checkpoint.remove()
     # From the engine being ready to the last chunk committed, plus writing the output
     # (engine start and shutdown excluded): what the benchmark compares with the engine alone.
-    seconds = time.monotonic() - writing + (
-        progress.finished - progress.started if progress and progress.finished else 0.0)
+    seconds = (
+        time.monotonic()
+        - writing
+        + (progress.finished - progress.started if progress and progress.finished else 0.0)
+    )
     embedded = progress.documents if progress else 0
     rate = embedded / seconds if seconds else 0.0
-    print(f"embedding-gateway embed: wrote {source.documents:,} vectors of dimension "
-          f"{checkpoint.dimension} to {plan.output}; embedded {embedded:,} documents "
-          f"({progress.tokens if progress else 0:,} tokens) in {seconds:.2f} s after the "
-          f"engine started: {rate:,.1f} docs/s", file=sys.stderr)
+    print(
+        f"embedding-gateway embed: wrote {source.documents:,} vectors of dimension "
+        f"{checkpoint.dimension} to {plan.output}; embedded {embedded:,} documents "
+        f"({progress.tokens if progress else 0:,} tokens) in {seconds:.2f} s after the "
+        f"engine started: {rate:,.1f} docs/s",
+        file=sys.stderr,
+    )
     return 0
 
 
-async def _embed(plan: Plan, args: argparse.Namespace, source: sources.Source,
-                 checkpoint: Checkpoint, progress: Progress) -> None:
+async def _embed(
+    plan: Plan,
+    args: argparse.Namespace,
+    source: sources.Source,
+    checkpoint: Checkpoint,
+    progress: Progress,
+) -> None:
     from gateway.cli import build_registry
 
     # SIGTERM stops as Ctrl-C does: the engine is shut down and the next run resumes.
@@ -262,16 +352,25 @@ async def _embed(plan: Plan, args: argparse.Namespace, source: sources.Source,
         served = registry.resolve(plan.name)
         dimension = served.engine.facts.dimension
         if args.dimensions is not None and args.dimensions > dimension:
-            raise BulkError(f"--dimensions must be between 1 and the model's dimension "
-                            f"{dimension}, got {args.dimensions}")
+            raise BulkError(
+                f"--dimensions must be between 1 and the model's dimension "
+                f"{dimension}, got {args.dimensions}"
+            )
         if checkpoint.dimension is None and source.documents == 0:
             checkpoint.dimension = min(args.dimensions or dimension, dimension)
         # Restart the clock once the engine is up: rates measure embedding, not loading.
         progress.started = time.monotonic()
-        job = Job(served, plan.name, args.input_type, plan.length, args.dimensions,
-                  batch_tokens=args.batch_tokens or plan.model.engine.max_num_batched_tokens,
-                  max_batch_documents=plan.model.engine.max_num_seqs,
-                  inflight=args.batches_in_flight, settings=plan.settings)
+        job = Job(
+            served,
+            plan.name,
+            args.input_type,
+            plan.length,
+            args.dimensions,
+            batch_tokens=args.batch_tokens or plan.model.engine.max_num_batched_tokens,
+            max_batch_documents=plan.model.engine.max_num_seqs,
+            inflight=args.batches_in_flight,
+            settings=plan.settings,
+        )
 
         def commit(result: Result) -> None:
             checkpoint.commit(result.batch.ids, result.vectors, result.tokens)
@@ -290,21 +389,35 @@ def fingerprint_parts(plan: Plan, source: sources.Source, args: argparse.Namespa
     """What the vectors depend on. Engine sizing (memory share, batch limits, feeding) is left
     out: it changes speed, not vectors, so a rerun may change it."""
     spec = plan.model.engine
-    template = prompt_template(plan.model.policy,
-                               name=plan.model.policy.prompt_aliases.get(plan.name),
-                               input_type=args.input_type)
+    template = prompt_template(
+        plan.model.policy,
+        name=plan.model.policy.prompt_aliases.get(plan.name),
+        input_type=args.input_type,
+    )
     return {
-        "input": {"sha256": source.sha256, "documents": source.documents,
-                  "format": source.format, "text_field": source.text_field,
-                  "id_field": source.id_field},
-        "model": {"engine": plan.settings.engine, "path": spec.model,
-                  "files": model_files_digest(spec.model), "dtype": spec.dtype,
-                  "max_model_len": spec.max_model_len, "hf_overrides": spec.hf_overrides,
-                  "trust_remote_code": spec.trust_remote_code,
-                  "engine_kwargs": spec.engine_kwargs},
-        "options": {"prompt": template, "truncate": plan.length.truncate or
-                    plan.model.policy.truncate, "max_tokens": plan.length.max_tokens,
-                    "dimensions": args.dimensions},
+        "input": {
+            "sha256": source.sha256,
+            "documents": source.documents,
+            "format": source.format,
+            "text_field": source.text_field,
+            "id_field": source.id_field,
+        },
+        "model": {
+            "engine": plan.settings.engine,
+            "path": spec.model,
+            "files": model_files_digest(spec.model),
+            "dtype": spec.dtype,
+            "max_model_len": spec.max_model_len,
+            "hf_overrides": spec.hf_overrides,
+            "trust_remote_code": spec.trust_remote_code,
+            "engine_kwargs": spec.engine_kwargs,
+        },
+        "options": {
+            "prompt": template,
+            "truncate": plan.length.truncate or plan.model.policy.truncate,
+            "max_tokens": plan.length.max_tokens,
+            "dimensions": args.dimensions,
+        },
     }
 
 
@@ -318,8 +431,11 @@ def model_files_digest(folder: str) -> str | None:
     if not root.is_dir():
         return None
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts)):
+    for path in sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ):
         size = path.stat().st_size
         digest.update(f"{path.relative_to(root)}\0{size}\0".encode())
         with path.open("rb") as file:
@@ -334,5 +450,3 @@ def model_files_digest(folder: str) -> str | None:
 
 def _message(exc: Exception) -> str:
     return exc.message if isinstance(exc, APIError) else str(exc)
-
-

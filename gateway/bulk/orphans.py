@@ -46,8 +46,12 @@ class OrphanGuard:
     def guard(self, pids: list[int]) -> None:
         if not pids:
             return
-        watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, *map(str, pids)],
-                                   stdin=subprocess.PIPE, text=True, start_new_session=True)
+        watcher = subprocess.Popen(
+            [sys.executable, "-c", _WATCHER, *map(str, pids)],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self._pipe = watcher.stdin
         self._watcher = watcher
 

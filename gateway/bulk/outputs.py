@@ -12,8 +12,9 @@ absent or whole.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -21,8 +22,13 @@ import orjson
 from gateway.bulk import BulkError
 
 FORMATS = ("npy", "parquet", "jsonl")
-_BY_SUFFIX = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
-              ".ndjson": "jsonl"}
+_BY_SUFFIX = {
+    ".npy": "npy",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 
 
 def output_format(path: str, given: str | None) -> str:
@@ -30,8 +36,10 @@ def output_format(path: str, given: str | None) -> str:
         return given
     found = _BY_SUFFIX.get(Path(path).suffix.lower())
     if found is None:
-        raise BulkError(f"cannot tell the output format of {path} from its suffix; name it "
-                        f".npy, .parquet or .jsonl, or pass --output-format")
+        raise BulkError(
+            f"cannot tell the output format of {path} from its suffix; name it "
+            f".npy, .parquet or .jsonl, or pass --output-format"
+        )
     return found
 
 
@@ -47,14 +55,16 @@ def write(tables: Iterable[Any], fmt: str, path: Path, *, rows: int, dimension: 
 def vectors_of(table: Any) -> np.ndarray:
     """A chunk's `vector` column as an n x dimension float32 matrix (no copy when possible)."""
     column = table.column("vector").combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+    return (
+        column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+    )
 
 
 def _npy(tables: Iterable[Any], path: Path, rows: int, dimension: int) -> None:
     matrix = np.lib.format.open_memmap(path, mode="w+", dtype="<f4", shape=(rows, dimension))
     row = 0
     for table in tables:
-        matrix[row:row + table.num_rows] = vectors_of(table)
+        matrix[row : row + table.num_rows] = vectors_of(table)
         row += table.num_rows
     if row != rows:
         raise BulkError(f"internal error: the chunks hold {row} rows, expected {rows}")
@@ -73,8 +83,12 @@ def _parquet(tables: Iterable[Any], path: Path, rows: int, dimension: int) -> No
                 writer = pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
         if writer is None:  # no documents: an empty file with the columns
-            empty = pa.table({"id": pa.array([], pa.int64()),
-                              "vector": pa.array([], pa.list_(pa.float32(), dimension))})
+            empty = pa.table(
+                {
+                    "id": pa.array([], pa.int64()),
+                    "vector": pa.array([], pa.list_(pa.float32(), dimension)),
+                }
+            )
             writer = pq.ParquetWriter(path, empty.schema)
             writer.write_table(empty)
     finally:
@@ -87,7 +101,12 @@ def _jsonl(tables: Iterable[Any], path: Path, rows: int, dimension: int) -> None
         for table in tables:
             ids, vectors = table.column("id").to_pylist(), vectors_of(table)
             # orjson writes float32 values in their shortest form, which reads back exactly.
-            file.write(b"".join(
-                orjson.dumps({"id": doc_id, "embedding": vector},
-                             option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-                for doc_id, vector in zip(ids, vectors)))
+            file.write(
+                b"".join(
+                    orjson.dumps(
+                        {"id": doc_id, "embedding": vector}, option=orjson.OPT_SERIALIZE_NUMPY
+                    )
+                    + b"\n"
+                    for doc_id, vector in zip(ids, vectors)
+                )
+            )

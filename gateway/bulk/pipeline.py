@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,8 +78,14 @@ class TokenEstimate:
         self.tokens += tokens
 
 
-def batches(records: Iterable[Record], start: int, *, budget: int, max_documents: int,
-            estimate: Callable[[str], float]) -> Iterator[Batch]:
+def batches(
+    records: Iterable[Record],
+    start: int,
+    *,
+    budget: int,
+    max_documents: int,
+    estimate: Callable[[str], float],
+) -> Iterator[Batch]:
     """Consecutive batches of about `budget` estimated tokens (at least one document each)."""
     ids: list = []
     texts: list[str] = []
@@ -95,8 +102,9 @@ def batches(records: Iterable[Record], start: int, *, budget: int, max_documents
         yield Batch(start, ids, texts)
 
 
-async def run(job: Job, records: Iterable[Record], start: int,
-              commit: Callable[[Result], Any]) -> None:
+async def run(
+    job: Job, records: Iterable[Record], start: int, commit: Callable[[Result], Any]
+) -> None:
     """Embed every record and hand each batch's result to `commit` (in a thread, since it
     writes and fsyncs files), in row order. On any error, or when cancelled, the batches in
     flight are cancelled (which aborts their engine work) and nothing after the last commit
@@ -112,8 +120,13 @@ async def run(job: Job, records: Iterable[Record], start: int,
         await asyncio.to_thread(commit, result)
 
     try:
-        for batch in batches(records, start, budget=job.batch_tokens,
-                             max_documents=job.max_batch_documents, estimate=estimate):
+        for batch in batches(
+            records,
+            start,
+            budget=job.batch_tokens,
+            max_documents=job.max_batch_documents,
+            estimate=estimate,
+        ):
             while len(pending) >= job.inflight:
                 await commit_first()
             pending.append(asyncio.create_task(_embed(job, batch, decoder)))
@@ -127,13 +140,15 @@ async def run(job: Job, records: Iterable[Record], start: int,
 
 async def _embed(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
     try:
-        call = await engine_call(job.served, job.name, batch.texts, job.input_type, job.length,
-                                 decoder, job.settings)
+        call = await engine_call(
+            job.served, job.name, batch.texts, job.input_type, job.length, decoder, job.settings
+        )
         embedded = await job.served.engine.embed(call.prompts, call.options)
     except EngineError as exc:
         # The engine speaks of its call's inputs and the API's fields; say it in rows and flags.
         message = re.sub(r"^input \d+ ", "it ", exc.message).replace(
-            'send "truncate": "end"', "pass --truncate end")
+            'send "truncate": "end"', "pass --truncate end"
+        )
         raise BulkError(_where(batch, exc.index) + message) from exc
     except APIError as exc:
         raise BulkError(_where(batch, None) + exc.message) from exc

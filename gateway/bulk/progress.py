@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from typing import IO, Any
@@ -17,8 +18,15 @@ class Progress:
     """Counts documents and tokens embedded by this process (rates exclude rows a resumed run
     found done; the bar and the ETA start from them)."""
 
-    def __init__(self, total: int, done: int, *, mode: str = "auto", interval_s: float = 10.0,
-                 stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        *,
+        mode: str = "auto",
+        interval_s: float = 10.0,
+        stream: IO[str] | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
@@ -31,8 +39,15 @@ class Progress:
         if mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=done, unit="doc", unit_scale=True,
-                             file=self.stream, dynamic_ncols=True, smoothing=0.1)
+            self._bar = tqdm(
+                total=total,
+                initial=done,
+                unit="doc",
+                unit_scale=True,
+                file=self.stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     @property
     def seconds(self) -> float:
@@ -44,8 +59,9 @@ class Progress:
         self.done += documents
         if self._bar is not None:
             self._bar.update(documents)
-            self._bar.set_postfix_str(f"{self.tokens / max(self.seconds, 1e-9):,.0f} tok/s",
-                                      refresh=False)
+            self._bar.set_postfix_str(
+                f"{self.tokens / max(self.seconds, 1e-9):,.0f} tok/s", refresh=False
+            )
         elif self.mode == "log" and time.monotonic() - self._last_log >= self.interval_s:
             self._last_log = time.monotonic()
             log.info("%s", self.line())
@@ -55,8 +71,10 @@ class Progress:
         rate = self.documents / seconds
         left = (self.total - self.done) / rate if rate else float("nan")
         share = 100 * self.done / self.total if self.total else 100.0
-        return (f"{self.done:,}/{self.total:,} documents ({share:.0f}%), {rate:,.1f} docs/s, "
-                f"{self.tokens / seconds:,.0f} tokens/s, ETA {_clock(left)}")
+        return (
+            f"{self.done:,}/{self.total:,} documents ({share:.0f}%), {rate:,.1f} docs/s, "
+            f"{self.tokens / seconds:,.0f} tokens/s, ETA {_clock(left)}"
+        )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -65,8 +83,8 @@ class Progress:
 
 
 def _clock(seconds: float) -> str:
-    if seconds != seconds:  # NaN: no rate yet
+    if math.isnan(seconds):  # no rate yet
         return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -13,17 +13,25 @@ import hashlib
 import itertools
 import shutil
 import sys
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Generator, Iterator
+from typing import Any, BinaryIO
 
 import orjson
 
 from gateway.bulk import BulkError
 
 FORMATS = ("text", "jsonl", "csv", "parquet")
-_BY_SUFFIX = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": "jsonl",
-              ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_BY_SUFFIX = {
+    ".txt": "text",
+    ".text": "text",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 _READ_BYTES = 1 << 20
 # A CSV field may be as long as a document (the csv module's default limit is 128 KiB).
 csv.field_size_limit(1 << 30)
@@ -39,8 +47,10 @@ def input_format(path: str, given: str | None) -> str:
         return "text"
     found = _BY_SUFFIX.get(Path(path).suffix.lower())
     if found is None:
-        raise BulkError(f"cannot tell the format of {path} from its suffix; pass "
-                        f"--input-format ({', '.join(FORMATS)})")
+        raise BulkError(
+            f"cannot tell the format of {path} from its suffix; pass "
+            f"--input-format ({', '.join(FORMATS)})"
+        )
     return found
 
 
@@ -57,8 +67,12 @@ class Source:
 
     def records(self, start: int = 0) -> Generator[Record, None, None]:
         """(id, text) of every document from row `start` on."""
-        return {"text": self._text_rows, "jsonl": self._jsonl_rows, "csv": self._csv_rows,
-                "parquet": self._parquet_rows}[self.format](start)
+        return {
+            "text": self._text_rows,
+            "jsonl": self._jsonl_rows,
+            "csv": self._csv_rows,
+            "parquet": self._parquet_rows,
+        }[self.format](start)
 
     def _text_rows(self, start: int) -> Iterator[Record]:
         # Only "\n" ends a line (a lone "\r" is text), as the scan counted; "\r\n" files lose
@@ -70,8 +84,9 @@ class Source:
     def _jsonl_rows(self, start: int) -> Iterator[Record]:
         with self.path.open("rb") as file:
             numbered = ((n, line) for n, line in enumerate(file, 1) if line.strip())
-            for row, (line_number, line) in enumerate(itertools.islice(numbered, start, None),
-                                                      start):
+            for row, (line_number, line) in enumerate(
+                itertools.islice(numbered, start, None), start
+            ):
                 try:
                     item = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
@@ -102,10 +117,15 @@ class Source:
     def _record(self, row: int, item: dict, where: str) -> Record:
         text = item.get(self.text_field)
         if not isinstance(text, str):
-            problem = ("has no field" if self.text_field not in item
-                       else f"has a {type(text).__name__}, not a string, in the field")
-            raise BulkError(f"{self.path}: {where} {problem} {self.text_field!r} "
-                            "(choose the field with --text-field)")
+            problem = (
+                "has no field"
+                if self.text_field not in item
+                else f"has a {type(text).__name__}, not a string, in the field"
+            )
+            raise BulkError(
+                f"{self.path}: {where} {problem} {self.text_field!r} "
+                "(choose the field with --text-field)"
+            )
         if self.id_field is None:
             return row, text
         if item.get(self.id_field) is None:
@@ -113,8 +133,9 @@ class Source:
         return str(item[self.id_field]), text
 
 
-def open_source(path: str, fmt: str, *, text_field: str, id_field: str | None,
-                spool: Path) -> Source:
+def open_source(
+    path: str, fmt: str, *, text_field: str, id_field: str | None, spool: Path
+) -> Source:
     """Check the file, count its documents and hash it. stdin (`-`) is first copied to
     `spool`, so that it can be hashed, counted and read like a file."""
     if path == "-":
@@ -174,5 +195,6 @@ def _parquet_rows(path: Path, text_field: str, id_field: str | None) -> int:
 def _check_columns(path: Path, columns: list[str], text_field: str, id_field: str | None) -> None:
     for flag, column in (("--text-field", text_field), ("--id-field", id_field)):
         if column is not None and column not in columns:
-            raise BulkError(f"{path} has no column {column!r} (columns: {columns}); choose "
-                            f"one with {flag}")
+            raise BulkError(
+                f"{path} has no column {column!r} (columns: {columns}); choose one with {flag}"
+            )

@@ -31,8 +31,24 @@ def engine() -> VLLMEngine:
 
 def _words(n: int, seed: int = 0) -> str:
     rng = random.Random(seed)
-    vocabulary = ["the", "capital", "of", "France", "is", "Paris,", "unbelievably", "(x)",
-                  "naïve", "日本語", "🚀", "3.14159", "--", "\t", "\n\n", "a" * 150]
+    vocabulary = [
+        "the",
+        "capital",
+        "of",
+        "France",
+        "is",
+        "Paris,",
+        "unbelievably",
+        "(x)",
+        "naïve",
+        "日本語",
+        "🚀",
+        "3.14159",
+        "--",
+        "\t",
+        "\n\n",
+        "a" * 150,
+    ]
     return " ".join(rng.choice(vocabulary) for _ in range(n))
 
 
@@ -54,8 +70,9 @@ def test_a_cut_long_text_truncates_exactly_as_the_whole(engine, name, side) -> N
     options = EmbedOptions(truncate=side)
     whole = engine._tokenize_now([text])
     cut = engine._tokenize_texts([text], side, 256, threading.Event())
-    assert fit(cut, options, max_model_len=256, model="m", specials=[SpecialTokens(1, 1)]) \
-        == fit(whole, options, max_model_len=256, model="m", specials=[SpecialTokens(1, 1)])
+    assert fit(cut, options, max_model_len=256, model="m", specials=[SpecialTokens(1, 1)]) == fit(
+        whole, options, max_model_len=256, model="m", specials=[SpecialTokens(1, 1)]
+    )
 
 
 def test_a_cut_reads_a_prefix_not_the_whole(engine, monkeypatch) -> None:
@@ -69,8 +86,9 @@ def test_a_cut_reads_a_prefix_not_the_whole(engine, monkeypatch) -> None:
 
 def test_short_and_untruncated_texts_are_tokenized_whole_in_groups(engine) -> None:
     texts = ["hello world", _words(3000), "x"]
-    assert engine._tokenize_texts(texts, "none", 256, threading.Event()) == \
-        engine._tokenize_now(texts)
+    assert engine._tokenize_texts(texts, "none", 256, threading.Event()) == engine._tokenize_now(
+        texts
+    )
 
 
 def test_abandoned_tokenizer_work_stops_at_the_next_step() -> None:
@@ -82,6 +100,7 @@ def test_abandoned_tokenizer_work_stops_at_the_next_step() -> None:
         for _ in range(500):  # 5 s unless stopped
             if cancel.is_set():
                 from adapters.vllm_engine import _Abandoned
+
                 raise _Abandoned()
             steps.append(time.monotonic())
             time.sleep(0.01)

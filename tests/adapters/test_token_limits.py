@@ -23,23 +23,38 @@ def test_within_the_limit_nothing_changes() -> None:
 
 def test_too_long_without_truncation_states_counts() -> None:
     with pytest.raises(InvalidInput) as info:
-        fit([[1], [101, 1, 2, 3, 102]], EmbedOptions(), max_model_len=4, model="m",
-            specials=[BERT, BERT])
+        fit(
+            [[1], [101, 1, 2, 3, 102]],
+            EmbedOptions(),
+            max_model_len=4,
+            model="m",
+            specials=[BERT, BERT],
+        )
     assert info.value.index == 1
     assert "input 1 has 5 tokens, but model 'm' accepts at most 4" in info.value.message
 
 
 @pytest.mark.parametrize("side, kept", [("end", [101, 1, 2, 102]), ("start", [101, 2, 3, 102])])
 def test_truncation_keeps_special_tokens(side, kept) -> None:
-    fitted, truncated = fit([[7], [101, 1, 2, 3, 102]], EmbedOptions(truncate=side),
-                            max_model_len=4, model="m", specials=[BERT, BERT])
+    fitted, truncated = fit(
+        [[7], [101, 1, 2, 3, 102]],
+        EmbedOptions(truncate=side),
+        max_model_len=4,
+        model="m",
+        specials=[BERT, BERT],
+    )
     assert fitted == [[7], kept]
     assert truncated == (1,)
 
 
 def test_max_tokens_caps_below_the_window() -> None:
-    fitted, truncated = fit([[101, 1, 2, 3, 102]], EmbedOptions(truncate="end", max_tokens=3),
-                            max_model_len=512, model="m", specials=[BERT])
+    fitted, truncated = fit(
+        [[101, 1, 2, 3, 102]],
+        EmbedOptions(truncate="end", max_tokens=3),
+        max_model_len=512,
+        model="m",
+        specials=[BERT],
+    )
     assert fitted == [[101, 1, 102]] and truncated == (0,)
 
 
@@ -49,8 +64,13 @@ def test_max_tokens_over_the_window_is_invalid() -> None:
 
 
 def test_client_ids_have_no_protected_specials() -> None:
-    fitted, _ = fit([[1, 2, 3, 4, 5]], EmbedOptions(truncate="start"), max_model_len=2,
-                    model="m", specials=[SpecialTokens()])
+    fitted, _ = fit(
+        [[1, 2, 3, 4, 5]],
+        EmbedOptions(truncate="start"),
+        max_model_len=2,
+        model="m",
+        specials=[SpecialTokens()],
+    )
     assert fitted == [[4, 5]]
 
 

@@ -8,8 +8,15 @@ from transformers import AutoTokenizer
 from adapters.vllm_engine import rust_batch_encoder
 from gateway.config import resolve_model_path
 
-TEXTS = ["hello", "", "The capital of France is Paris.", "Ünïcödé, 日本語 and emoji 🚀",
-         "word " * 400, "  leading and trailing spaces  ", "tabs\tand\nnewlines"]
+TEXTS = [
+    "hello",
+    "",
+    "The capital of France is Paris.",
+    "Ünïcödé, 日本語 and emoji 🚀",
+    "word " * 400,
+    "  leading and trailing spaces  ",
+    "tabs\tand\nnewlines",
+]
 
 
 @pytest.fixture(scope="module")

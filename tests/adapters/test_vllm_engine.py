@@ -21,8 +21,9 @@ def test_defaults_raise_asyncllm_limits_to_offline_values() -> None:
 
 
 def test_cpu_defaults_and_long_models() -> None:
-    spec = EngineSpec(name="m", model="/m", max_model_len=32768,
-                      engine_kwargs={"enforce_eager": True})
+    spec = EngineSpec(
+        name="m", model="/m", max_model_len=32768, engine_kwargs={"enforce_eager": True}
+    )
     args = engine_arguments(spec, on_cpu=True)
     assert args["dtype"] == "float32"
     assert args["gpu_memory_utilization"] == 0.2
@@ -55,10 +56,11 @@ def offline_engine(tokenizer, max_model_len: int = 32, **spec) -> VLLMEngine:
 
 
 def test_hf_overrides_become_an_engine_argument() -> None:
-    overrides = {"architectures": ["Qwen3ForSequenceClassification"],
-                 "classifier_from_token": ["no", "yes"]}
-    args = engine_arguments(EngineSpec(name="m", model="/m", hf_overrides=overrides),
-                            on_cpu=True)
+    overrides = {
+        "architectures": ["Qwen3ForSequenceClassification"],
+        "classifier_from_token": ["no", "yes"],
+    }
+    args = engine_arguments(EngineSpec(name="m", model="/m", hf_overrides=overrides), on_cpu=True)
     assert args["hf_overrides"] == overrides
     assert "hf_overrides" not in engine_arguments(EngineSpec(name="m", model="/m"), on_cpu=True)
 
@@ -115,22 +117,28 @@ def test_split_refuses_a_query_that_fills_the_window(tokenizer) -> None:
         offline_engine(tokenizer, max_model_len=8)._split_now(["d"], "a b c d e f g", None)
 
 
-@pytest.mark.parametrize("kind, tasks, expected", [
-    ("auto", ("embed", "token_embed"), False),
-    ("auto", ("classify", "token_classify"), True),
-    ("cross_encoder", ("classify",), True),
-    ("llm", ("classify",), True),
-    ("embedding", ("embed", "classify"), False),
-])
+@pytest.mark.parametrize(
+    "kind, tasks, expected",
+    [
+        ("auto", ("embed", "token_embed"), False),
+        ("auto", ("classify", "token_classify"), True),
+        ("cross_encoder", ("classify",), True),
+        ("llm", ("classify",), True),
+        ("embedding", ("embed", "classify"), False),
+    ],
+)
 def test_rerank_kind_against_what_the_model_supports(kind, tasks, expected) -> None:
     assert _scores_pairs(EngineSpec(name="m", model="/m", rerank_kind=kind), tasks) is expected
 
 
-@pytest.mark.parametrize("kind, tasks, message", [
-    ("cross_encoder", ("embed",), "not a sequence classifier"),
-    ("llm", ("embed",), "hf_overrides"),
-    ("embedding", ("classify",), "cannot embed"),
-])
+@pytest.mark.parametrize(
+    "kind, tasks, message",
+    [
+        ("cross_encoder", ("embed",), "not a sequence classifier"),
+        ("llm", ("embed",), "hf_overrides"),
+        ("embedding", ("classify",), "cannot embed"),
+    ],
+)
 def test_rerank_kind_mismatch_fails_the_load(kind, tasks, message) -> None:
     with pytest.raises(ValueError, match=message):
         _scores_pairs(EngineSpec(name="m", model="/m", rerank_kind=kind), tasks)

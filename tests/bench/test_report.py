@@ -23,17 +23,24 @@ def test_saved_markdown_is_what_the_saved_json_renders_to() -> None:
 
 
 def _result(ratios: dict[Cell, float]) -> dict:
-    return {"gateway": {c.label: {"texts_per_s": r * 10} for c, r in ratios.items()},
-            "vllm": {c.label: {"texts_per_s": 10.0} for c in ratios}}
+    return {
+        "gateway": {c.label: {"texts_per_s": r * 10} for c, r in ratios.items()},
+        "vllm": {c.label: {"texts_per_s": 10.0} for c in ratios},
+    }
 
 
 def test_summary_gives_the_range_and_every_losing_cell() -> None:
-    a, b, c = Cell("short", 1, 1, "float"), Cell("short", 8, 1, "float"), Cell("long", 8, 16,
-                                                                               "base64")
+    a, b, c = (
+        Cell("short", 1, 1, "float"),
+        Cell("short", 8, 1, "float"),
+        Cell("long", 8, 16, "base64"),
+    )
     text = report.summary(_result({a: 0.9, b: 1.5, c: 0.5}), [a, b, c])
-    assert text == ("Gateway / vllm serve texts/s: 0.50x (long c=8 n=16 base64) to 1.50x "
-                    "(short c=8 n=1 float) over 3 cells; below 1.0x in short c=1 n=1 float "
-                    "(0.90x), long c=8 n=16 base64 (0.50x).")
+    assert text == (
+        "Gateway / vllm serve texts/s: 0.50x (long c=8 n=16 base64) to 1.50x "
+        "(short c=8 n=1 float) over 3 cells; below 1.0x in short c=1 n=1 float "
+        "(0.90x), long c=8 n=16 base64 (0.50x)."
+    )
 
 
 def test_summary_says_none_when_the_gateway_loses_no_cell() -> None:

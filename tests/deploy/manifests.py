@@ -27,8 +27,11 @@ OVERLAYS = ("cpu", "gpu")
 def makefile_variables() -> dict[str, str]:
     """`NAME := value` (or `=`, `?=`) assignments of the Makefile, as make reads them."""
     pattern = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?::=|\?=|=)\s*(.*?)\s*$")
-    return {m[1]: m[2] for line in (ROOT / "Makefile").read_text().splitlines()
-            if (m := pattern.match(line))}
+    return {
+        m[1]: m[2]
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if (m := pattern.match(line))
+    }
 
 
 def pins(variable: str) -> dict[str, str]:
@@ -38,7 +41,9 @@ def pins(variable: str) -> dict[str, str]:
 
 def deploy_tool_pins() -> dict[str, str]:
     """pyproject.toml's `deploy` extra (what `make install` installs for these tests)."""
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
     return dict(requirement.split("==", 1) for requirement in extras["deploy"])
 
 
@@ -55,7 +60,10 @@ def render(overlay: str) -> tuple[dict[str, Any], ...]:
     """The objects of one overlay, as `kubectl apply -k` would send them."""
     result = subprocess.run(
         [str(venv_tool("kubectl")), "kustomize", str(KUBERNETES / "overlays" / overlay)],
-        capture_output=True, text=True, timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)

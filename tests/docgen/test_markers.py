@@ -26,13 +26,16 @@ def test_other_sections_are_left_alone() -> None:
     assert section(new, "other") == "keep" and section(new, "t") == "x"
 
 
-@pytest.mark.parametrize("doc", [
-    "no markers at all\n",
-    f"{BEGIN}\nonly the begin marker\n",
-    f"only the end marker\n{END}\n",
-    f"{END}\nreversed\n{BEGIN}\n",
-    f"{BEGIN}\na\n{END}\n{BEGIN}\nb\n{END}\n",
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "no markers at all\n",
+        f"{BEGIN}\nonly the begin marker\n",
+        f"only the end marker\n{END}\n",
+        f"{END}\nreversed\n{BEGIN}\n",
+        f"{BEGIN}\na\n{END}\n{BEGIN}\nb\n{END}\n",
+    ],
+)
 def test_refuses_when_the_markers_are_missing_duplicated_or_reversed(doc: str) -> None:
     with pytest.raises(MarkerError):
         replace_section(doc, "t", "x")

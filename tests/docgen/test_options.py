@@ -23,11 +23,21 @@ def test_every_option_has_a_row_with_its_flag_and_env() -> None:
 
 
 def test_a_row_uses_the_metavar_serve_help_shows_and_marks_repeatable_flags() -> None:
-    rendered = options.render([
-        Option("api_keys", "server", str, "A key.", env="K", cli="--api-key", repeat=True,
-               metavar="KEY"),
-        Option("max_inputs", "model", int, "Most | inputs\nper request.", env=None),
-    ])
+    rendered = options.render(
+        [
+            Option(
+                "api_keys",
+                "server",
+                str,
+                "A key.",
+                env="K",
+                cli="--api-key",
+                repeat=True,
+                metavar="KEY",
+            ),
+            Option("max_inputs", "model", int, "Most | inputs\nper request.", env=None),
+        ]
+    )
     assert rendered.splitlines()[2:] == [
         "| `--api-key KEY` (repeatable) | `K` | server | A key. |",
         "| `--max-inputs MAX_INPUTS` |  | per model | Most \\| inputs per request. |",

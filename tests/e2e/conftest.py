@@ -8,9 +8,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -86,10 +86,17 @@ def llm_reranker_path(minilm_path: str, tmp_path_factory: pytest.TempPathFactory
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     torch.manual_seed(0)
     # head_dim 64: vLLM's CPU attention kernels do not support smaller heads.
-    config = Qwen3Config(vocab_size=tokenizer.vocab_size, hidden_size=128,
-                         intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, head_dim=64, max_position_embeddings=512,
-                         tie_word_embeddings=False)
+    config = Qwen3Config(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
     Qwen3ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -126,9 +133,11 @@ def served_models(cross_encoder_path: str, llm_reranker_path: str) -> list[dict]
             "name": LLM_RERANKER,
             "path": llm_reranker_path,
             "rerank_kind": "llm",
-            "hf_overrides": {"architectures": ["Qwen3ForSequenceClassification"],
-                             "classifier_from_token": ["no", "yes"],
-                             "is_original_qwen3_reranker": True},
+            "hf_overrides": {
+                "architectures": ["Qwen3ForSequenceClassification"],
+                "classifier_from_token": ["no", "yes"],
+                "is_original_qwen3_reranker": True,
+            },
             "score_template": str(QWEN3_TEMPLATE),
             "gpu_memory_utilization": 0.1,
         },
@@ -136,21 +145,34 @@ def served_models(cross_encoder_path: str, llm_reranker_path: str) -> list[dict]
 
 
 @pytest.fixture(scope="session")
-def gateway(served_models: list[dict], tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[RunningGateway]:
+def gateway(
+    served_models: list[dict], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
     workdir = tmp_path_factory.mktemp("gateway")
     config = workdir / "models.yaml"
     # The option, not only the environment: the server must find the file either way.
-    config.write_text(yaml.safe_dump({"models": served_models,
-                                      "tiktoken_cache_dir": TIKTOKEN_DIR}))
+    config.write_text(yaml.safe_dump({"models": served_models, "tiktoken_cache_dir": TIKTOKEN_DIR}))
     port = free_port()
     log_path = workdir / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config),
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -168,8 +190,10 @@ def _wait_ready(server: RunningGateway) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {server.process.returncode}:\n"
-                               + server.log_path.read_text()[-5000:])
+            raise RuntimeError(
+                f"gateway exited with {server.process.returncode}:\n"
+                + server.log_path.read_text()[-5000:]
+            )
         try:
             status = httpx.get(server.base_url + "/ready", timeout=5).status_code
         except httpx.TransportError:

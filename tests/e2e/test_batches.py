@@ -16,24 +16,40 @@ from tests.e2e.conftest import MINILM, RunningGateway
 
 @pytest.fixture(scope="module")
 def client(gateway: RunningGateway):
-    with openai.OpenAI(base_url=gateway.openai_base_url, api_key="unused",
-                       max_retries=0) as openai_client:
+    with openai.OpenAI(
+        base_url=gateway.openai_base_url, api_key="unused", max_retries=0
+    ) as openai_client:
         yield openai_client
 
 
 def test_a_batch_gives_the_vectors_of_the_embeddings_route(client: openai.OpenAI) -> None:
-    bodies = [{"model": MINILM, "input": [f"document number {i}", "The capital of France."]}
-              for i in range(20)]
+    bodies = [
+        {"model": MINILM, "input": [f"document number {i}", "The capital of France."]}
+        for i in range(20)
+    ]
     bodies.append({"model": MINILM, "input": "matryoshka", "dimensions": 64})
-    lines = [json.dumps({"custom_id": f"doc-{i}", "method": "POST", "url": "/v1/embeddings",
-                         "body": body}) for i, body in enumerate(bodies)]
-    lines.append(json.dumps({"custom_id": "too-long", "method": "POST",
-                             "url": "/v1/embeddings",
-                             "body": {"model": MINILM, "input": "word " * 1000}}))
-    uploaded = client.files.create(file=("docs.jsonl", io.BytesIO("\n".join(lines).encode())),
-                                   purpose="batch")
-    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings",
-                                  completion_window="24h")
+    lines = [
+        json.dumps(
+            {"custom_id": f"doc-{i}", "method": "POST", "url": "/v1/embeddings", "body": body}
+        )
+        for i, body in enumerate(bodies)
+    ]
+    lines.append(
+        json.dumps(
+            {
+                "custom_id": "too-long",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": MINILM, "input": "word " * 1000},
+            }
+        )
+    )
+    uploaded = client.files.create(
+        file=("docs.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
     deadline = time.monotonic() + 300
     while batch.status not in ("completed", "failed", "cancelled", "expired"):
         assert time.monotonic() < deadline, batch

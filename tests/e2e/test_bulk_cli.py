@@ -26,19 +26,32 @@ DOCUMENTS = 2000
 
 
 def test_sigkill_midway_and_rerun_give_every_vector_once_equal_to_the_reference(
-        tmp_path: Path, minilm_path: str) -> None:
+    tmp_path: Path, minilm_path: str
+) -> None:
     texts = corpus(DOCUMENTS, seed=3)
     source, output = tmp_path / "docs.txt", tmp_path / "vectors.parquet"
     source.write_text("\n".join(texts) + "\n")
     # Small batches, so that the kill lands between many committed chunks.
-    command = [sys.executable, "-m", "gateway", "embed", str(source), "-o", str(output),
-               "--batch-tokens", "2048", "--progress-interval-s", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "embed",
+        str(source),
+        "-o",
+        str(output),
+        "--batch-tokens",
+        "2048",
+        "--progress-interval-s",
+        "1",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     manifest = tmp_path / "vectors.parquet.partial" / "manifest.json"
     log_path = tmp_path / "first.log"
     with log_path.open("w") as log:
-        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and first.poll() is None:
@@ -64,8 +77,9 @@ def test_sigkill_midway_and_rerun_give_every_vector_once_equal_to_the_reference(
     assert not output.exists()
     assert "documents (" in first_log and "docs/s" in first_log and "ETA" in first_log
 
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=900)
+    rerun = subprocess.run(
+        command, cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=900
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"embedded {DOCUMENTS - saved:,} documents" in rerun.stderr
     table = pq.read_table(output)
@@ -79,9 +93,11 @@ def test_sigkill_midway_and_rerun_give_every_vector_once_equal_to_the_reference(
 
     rows = list(range(0, DOCUMENTS, 10))
     reference = SentenceTransformer(minilm_path, device="cpu").encode(
-        [texts[i] for i in rows], batch_size=64)
+        [texts[i] for i in rows], batch_size=64
+    )
     got = vectors[rows]
     cosine = np.sum(got * reference, axis=1) / (
-        np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
+        np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
+    )
     assert cosine.min() >= 0.9999
     assert np.allclose(got, reference, atol=1e-5)

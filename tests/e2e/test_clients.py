@@ -22,8 +22,10 @@ DOCS = [
     "Embeddings map text to vectors; similar meanings land close together.",
 ]
 # Long enough for LangChain to split it into several chunks at embedding_ctx_length=16.
-LONG = ("Token chunking happens on the client: each chunk is embedded on its own and the client "
-        "averages the chunk vectors, weighted by their token counts, then normalises the mean.")
+LONG = (
+    "Token chunking happens on the client: each chunk is embedded on its own and the client "
+    "averages the chunk vectors, weighted by their token counts, then normalises the mean."
+)
 
 
 @pytest.fixture
@@ -34,8 +36,9 @@ def http() -> httpx.Client:
 
 
 def embed_raw(gateway: RunningGateway, **body) -> httpx.Response:
-    return httpx.post(gateway.base_url + "/v1/embeddings", json={"model": MINILM, **body},
-                      timeout=60)
+    return httpx.post(
+        gateway.base_url + "/v1/embeddings", json={"model": MINILM, **body}, timeout=60
+    )
 
 
 def floats(response: httpx.Response) -> np.ndarray:
@@ -45,12 +48,13 @@ def floats(response: httpx.Response) -> np.ndarray:
 
 # -- LangChain OpenAIEmbeddings, default settings: it sends cl100k_base token ids -----------
 
+
 def langchain_reference(st_minilm, text: str, ctx: int) -> np.ndarray:
     """What LangChain computes from per-chunk vectors: the token-weighted mean of the
     sentence-transformers vectors of each cl100k chunk's text, normalised."""
     encoding = tiktoken.get_encoding("cl100k_base")
     ids = encoding.encode_ordinary(text)
-    chunks = [ids[i:i + ctx] for i in range(0, len(ids), ctx)]
+    chunks = [ids[i : i + ctx] for i in range(0, len(ids), ctx)]
     vectors = st_minilm.encode([encoding.decode(c) for c in chunks])
     mean = np.average(vectors, axis=0, weights=[len(c) for c in chunks])
     return mean / np.linalg.norm(mean)
@@ -59,8 +63,13 @@ def langchain_reference(st_minilm, text: str, ctx: int) -> np.ndarray:
 def test_langchain_default_settings_equal_sentence_transformers(gateway, st_minilm, http) -> None:
     from langchain_openai import OpenAIEmbeddings
 
-    embeddings = OpenAIEmbeddings(model=MINILM, base_url=gateway.openai_base_url,
-                                  api_key="unused", max_retries=0, http_client=http)
+    embeddings = OpenAIEmbeddings(
+        model=MINILM,
+        base_url=gateway.openai_base_url,
+        api_key="unused",
+        max_retries=0,
+        http_client=http,
+    )
     assert embeddings.check_embedding_ctx_length and embeddings.tiktoken_enabled
     documents = np.array(embeddings.embed_documents(DOCS))
     query = np.array(embeddings.embed_query(DOCS[0]))
@@ -74,9 +83,14 @@ def test_langchain_chunked_long_text(gateway, st_minilm, http) -> None:
 
     ctx = 16
     assert len(tiktoken.get_encoding("cl100k_base").encode_ordinary(LONG)) > 2 * ctx
-    embeddings = OpenAIEmbeddings(model=MINILM, base_url=gateway.openai_base_url,
-                                  api_key="unused", max_retries=0, embedding_ctx_length=ctx,
-                                  http_client=http)
+    embeddings = OpenAIEmbeddings(
+        model=MINILM,
+        base_url=gateway.openai_base_url,
+        api_key="unused",
+        max_retries=0,
+        embedding_ctx_length=ctx,
+        http_client=http,
+    )
     vector = np.array(embeddings.embed_documents([LONG])[0])
     expected = langchain_reference(st_minilm, LONG, ctx)
     assert cosine_rows(vector[None], expected[None])[0] >= 0.999
@@ -93,14 +107,20 @@ VERY_LONG = " ".join(
 
 
 def test_langchain_defaults_split_a_very_long_text_on_a_truncating_model(
-        gateway, st_minilm, http) -> None:
+    gateway, st_minilm, http
+) -> None:
     from langchain_openai import OpenAIEmbeddings
 
     assert len(tiktoken.get_encoding("cl100k_base").encode_ordinary(VERY_LONG)) > 8191
     requests: list[httpx.Request] = []
     http.event_hooks["request"].append(requests.append)
-    embeddings = OpenAIEmbeddings(model=MINILM_TRUNCATING, base_url=gateway.openai_base_url,
-                                  api_key="unused", max_retries=0, http_client=http)
+    embeddings = OpenAIEmbeddings(
+        model=MINILM_TRUNCATING,
+        base_url=gateway.openai_base_url,
+        api_key="unused",
+        max_retries=0,
+        http_client=http,
+    )
     vector = np.array(embeddings.embed_documents([VERY_LONG])[0])
     # LangChain sent two cl100k chunks in one request; the model truncated each to its window,
     # as sentence-transformers truncates the original text.
@@ -108,13 +128,17 @@ def test_langchain_defaults_split_a_very_long_text_on_a_truncating_model(
     assert cosine_rows(vector[None], st_minilm.encode([VERY_LONG]))[0] >= 0.999
 
 
-def test_langchain_defaults_on_a_non_truncating_model_get_a_400_with_counts(
-        gateway, http) -> None:
+def test_langchain_defaults_on_a_non_truncating_model_get_a_400_with_counts(gateway, http) -> None:
     import openai
     from langchain_openai import OpenAIEmbeddings
 
-    embeddings = OpenAIEmbeddings(model=MINILM, base_url=gateway.openai_base_url,
-                                  api_key="unused", max_retries=0, http_client=http)
+    embeddings = OpenAIEmbeddings(
+        model=MINILM,
+        base_url=gateway.openai_base_url,
+        api_key="unused",
+        max_retries=0,
+        http_client=http,
+    )
     with pytest.raises(openai.BadRequestError) as info:
         embeddings.embed_documents([VERY_LONG])
     assert "accepts at most 256 tokens" in info.value.body["message"]
@@ -128,11 +152,17 @@ def test_out_of_vocabulary_cl100k_id_is_400(gateway) -> None:
 
 # -- LlamaIndex -------------------------------------------------------------------------------
 
+
 def test_llamaindex_openai_embedding(gateway, st_minilm, http) -> None:
     from llama_index.embeddings.openai import OpenAIEmbedding
 
-    model = OpenAIEmbedding(model_name=MINILM, api_base=gateway.openai_base_url,
-                            api_key="unused", max_retries=0, http_client=http)
+    model = OpenAIEmbedding(
+        model_name=MINILM,
+        api_base=gateway.openai_base_url,
+        api_key="unused",
+        max_retries=0,
+        http_client=http,
+    )
     batch = np.array(model.get_text_embedding_batch(DOCS))
     query = np.array(model.get_query_embedding("line one\nline two"))
     assert cosine_rows(batch, st_minilm.encode(DOCS)).min() >= 0.999
@@ -143,8 +173,13 @@ def test_llamaindex_openai_embedding(gateway, st_minilm, http) -> None:
 def test_llamaindex_openai_like_embedding(gateway, st_minilm, http) -> None:
     from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 
-    model = OpenAILikeEmbedding(model_name=MINILM, api_base=gateway.openai_base_url,
-                                api_key="unused", max_retries=0, http_client=http)
+    model = OpenAILikeEmbedding(
+        model_name=MINILM,
+        api_base=gateway.openai_base_url,
+        api_key="unused",
+        max_retries=0,
+        http_client=http,
+    )
     vectors = np.array(model.get_text_embedding_batch(DOCS[:2]))
     assert cosine_rows(vectors, st_minilm.encode(DOCS[:2])).min() >= 0.999
 
@@ -157,20 +192,25 @@ def test_request_without_encoding_format_gets_floats(gateway, st_minilm) -> None
 # -- Instructions: virtual model names and input_type -----------------------------------------
 
 QUESTION = "What is the capital of France?"
-QWEN_STYLE = ("Instruct: Given a question, retrieve passages that answer it\nQuery: " + QUESTION)
+QWEN_STYLE = "Instruct: Given a question, retrieve passages that answer it\nQuery: " + QUESTION
 
 
-@pytest.mark.parametrize("alias, templated", [
-    ("minilm-query", "query: " + QUESTION),
-    ("minilm-qwen3-query", QWEN_STYLE),
-])
+@pytest.mark.parametrize(
+    "alias, templated",
+    [
+        ("minilm-query", "query: " + QUESTION),
+        ("minilm-qwen3-query", QWEN_STYLE),
+    ],
+)
 def test_prompt_alias_embeds_the_templated_text(gateway, st_minilm, alias, templated) -> None:
     via_alias = embed_raw(gateway, model=alias, input=[QUESTION])
     plain = floats(embed_raw(gateway, input=[templated]))
     assert via_alias.json()["model"] == alias
     np.testing.assert_array_equal(floats(via_alias), plain)
     assert cosine_rows(plain, st_minilm.encode([templated]))[0] >= 0.9999
-    assert via_alias.json()["usage"]["prompt_tokens"] == len(st_minilm.tokenizer(templated)["input_ids"])
+    assert via_alias.json()["usage"]["prompt_tokens"] == len(
+        st_minilm.tokenizer(templated)["input_ids"]
+    )
 
 
 def test_prompt_aliases_are_listed(gateway) -> None:
@@ -178,10 +218,15 @@ def test_prompt_aliases_are_listed(gateway) -> None:
     assert models["minilm-query"] == MINILM and models["minilm-qwen3-query"] == MINILM
 
 
-@pytest.mark.parametrize("input_type, prefix", [
-    ("query", "query: "), ("search_document", "passage: "), ("document", "passage: "),
-    ("clustering", ""),  # no clustering prompt: the text is embedded unchanged
-])
+@pytest.mark.parametrize(
+    "input_type, prefix",
+    [
+        ("query", "query: "),
+        ("search_document", "passage: "),
+        ("document", "passage: "),
+        ("clustering", ""),  # no clustering prompt: the text is embedded unchanged
+    ],
+)
 def test_input_type_selects_the_prompt(gateway, st_minilm, input_type, prefix) -> None:
     vectors = floats(embed_raw(gateway, input=[QUESTION], input_type=input_type))
     assert cosine_rows(vectors, st_minilm.encode([prefix + QUESTION]))[0] >= 0.9999
@@ -219,13 +264,18 @@ def test_truncation_start_keeps_the_last_tokens(gateway, st_minilm) -> None:
     assert cosine_rows(floats(response), st_minilm.encode([tail]))[0] >= 0.9999
 
 
-@pytest.mark.parametrize("huge", [
-    "* " * 3_500_000,  # 7 MB: issue 9's row
-    " ".join(f"The {i}th sentence of a very long, unbelievably dull document." for i in
-             range(30_000)),
-])
+@pytest.mark.parametrize(
+    "huge",
+    [
+        "* " * 3_500_000,  # 7 MB: issue 9's row
+        " ".join(
+            f"The {i}th sentence of a very long, unbelievably dull document." for i in range(30_000)
+        ),
+    ],
+)
 def test_a_huge_truncated_input_embeds_as_sentence_transformers_truncates_it(
-        gateway, st_minilm, huge) -> None:
+    gateway, st_minilm, huge
+) -> None:
     # Only a prefix is tokenized (adapters/token_limits.truncation_window); the vector is
     # the one of the whole text truncated to the window.
     response = embed_raw(gateway, input=[huge], truncate="end")
@@ -257,8 +307,9 @@ TYPES = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
 
 def test_cohere_v2_embed_every_type(gateway, st_minilm, http) -> None:
     client = cohere.ClientV2(base_url=gateway.base_url, api_key="unused", httpx_client=http)
-    result = client.embed(model=MINILM, texts=DOCS, input_type="search_document",
-                          embedding_types=TYPES)
+    result = client.embed(
+        model=MINILM, texts=DOCS, input_type="search_document", embedding_types=TYPES
+    )
     expected = st_minilm.encode(["passage: " + t for t in DOCS])
     got = result.embeddings
     assert cosine_rows(np.array(got.float_), expected).min() >= 0.9999
@@ -267,14 +318,17 @@ def test_cohere_v2_embed_every_type(gateway, st_minilm, http) -> None:
     # quantized types follow the documented scheme, from the returned floats
     floats32 = np.array(got.float_, dtype=np.float32)
     for kind in ("int8", "uint8", "binary", "ubinary"):
-        np.testing.assert_array_equal(np.array(getattr(got, kind)), np.array(convert(floats32, kind)))
+        np.testing.assert_array_equal(
+            np.array(getattr(got, kind)), np.array(convert(floats32, kind))
+        )
     assert len(got.ubinary[0]) == 384 // 8
     signs = np.unpackbits(np.array(got.ubinary, dtype=np.uint8), axis=1).astype(bool)
     assert (signs == (expected > 0)).mean() > 0.99
     int8 = np.array(got.int8, dtype=np.float64)
     assert cosine_rows(int8, expected).min() >= 0.999
     assert result.meta.billed_units.input_tokens == sum(
-        len(ids) for ids in st_minilm.tokenizer(["passage: " + t for t in DOCS])["input_ids"])
+        len(ids) for ids in st_minilm.tokenizer(["passage: " + t for t in DOCS])["input_ids"]
+    )
 
 
 def test_cohere_v1_embed_floats_and_by_type(gateway, st_minilm, http) -> None:
@@ -283,16 +337,25 @@ def test_cohere_v1_embed_floats_and_by_type(gateway, st_minilm, http) -> None:
     assert plain.response_type == "embeddings_floats"
     expected = st_minilm.encode(["query: " + t for t in DOCS[:2]])
     assert cosine_rows(np.array(plain.embeddings), expected).min() >= 0.9999
-    typed = client.embed(model=MINILM, texts=DOCS[:2], input_type="classification",
-                         embedding_types=["float", "int8"])
+    typed = client.embed(
+        model=MINILM, texts=DOCS[:2], input_type="classification", embedding_types=["float", "int8"]
+    )
     assert typed.response_type == "embeddings_by_type"
-    assert cosine_rows(np.array(typed.embeddings.float_), st_minilm.encode(DOCS[:2])).min() >= 0.9999
+    assert (
+        cosine_rows(np.array(typed.embeddings.float_), st_minilm.encode(DOCS[:2])).min() >= 0.9999
+    )
 
 
 def test_cohere_output_dimension_and_truncate(gateway, st_minilm, http) -> None:
     client = cohere.ClientV2(base_url=gateway.base_url, api_key="unused", httpx_client=http)
-    result = client.embed(model=MINILM, texts=["short", TOO_LONG], input_type="classification",
-                          embedding_types=["float"], output_dimension=128, truncate="END")
+    result = client.embed(
+        model=MINILM,
+        texts=["short", TOO_LONG],
+        input_type="classification",
+        embedding_types=["float"],
+        output_dimension=128,
+        truncate="END",
+    )
     vectors = np.array(result.embeddings.float_)
     expected = st_minilm.encode(["short", TOO_LONG])[:, :128]
     assert vectors.shape == (2, 128)
@@ -303,6 +366,11 @@ def test_cohere_output_dimension_and_truncate(gateway, st_minilm, http) -> None:
 def test_cohere_too_long_without_truncate_is_400(gateway, http) -> None:
     client = cohere.ClientV2(base_url=gateway.base_url, api_key="unused", httpx_client=http)
     with pytest.raises(cohere.errors.BadRequestError) as info:
-        client.embed(model=MINILM, texts=[TOO_LONG], input_type="clustering",
-                      embedding_types=["float"], truncate="NONE")
+        client.embed(
+            model=MINILM,
+            texts=[TOO_LONG],
+            input_type="clustering",
+            embedding_types=["float"],
+            truncate="NONE",
+        )
     assert "402 tokens" in info.value.body["error"]["message"]

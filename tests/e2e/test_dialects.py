@@ -36,16 +36,16 @@ def cross_encoder(cross_encoder_path: str):
 def test_seed_embed_unchanged_client(gateway, st_minilm) -> None:
     response = httpx.post(gateway.base_url + "/embed", json={"texts": TEXTS}, timeout=60)
     assert response.status_code == 200
-    np.testing.assert_allclose(response.json()["embeddings"], st_minilm.encode(TEXTS),
-                               atol=1e-5)
+    np.testing.assert_allclose(response.json()["embeddings"], st_minilm.encode(TEXTS), atol=1e-5)
 
 
 def test_inference_client_feature_extraction(hub, st_minilm) -> None:
     vector = hub.feature_extraction(TEXTS[0])
     np.testing.assert_allclose(vector, st_minilm.encode([TEXTS[0]]), atol=1e-5)
     query = hub.feature_extraction(QUERY, prompt_name="query")
-    np.testing.assert_allclose(query, st_minilm.encode([MINILM_PROMPTS["query"] + QUERY]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        query, st_minilm.encode([MINILM_PROMPTS["query"] + QUERY]), atol=1e-5
+    )
 
 
 def test_normalize_false_is_the_pooled_vector(hub, st_minilm) -> None:
@@ -68,20 +68,28 @@ def test_llamaindex_text_embeddings_inference(gateway, st_minilm) -> None:
     from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
     embedder = TextEmbeddingsInference(model_name=MINILM, base_url=gateway.base_url)
-    np.testing.assert_allclose(embedder.get_text_embedding_batch(TEXTS),
-                               st_minilm.encode(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(
+        embedder.get_text_embedding_batch(TEXTS), st_minilm.encode(TEXTS), atol=1e-5
+    )
 
 
 def test_tei_rerank_and_vllm_score_match_crossencoder(gateway, cross_encoder) -> None:
     expected = cross_encoder.predict([(QUERY, t) for t in TEXTS])  # sigmoid
-    ranks = httpx.post(gateway.base_url + "/rerank", timeout=60, json={
-        "model": CROSS_ENCODER, "query": QUERY, "texts": TEXTS, "return_text": True}).json()
+    ranks = httpx.post(
+        gateway.base_url + "/rerank",
+        timeout=60,
+        json={"model": CROSS_ENCODER, "query": QUERY, "texts": TEXTS, "return_text": True},
+    ).json()
     assert [r["index"] for r in ranks] == list(np.argsort(-expected))
     assert ranks[0]["text"] == TEXTS[ranks[0]["index"]]
-    np.testing.assert_allclose([r["score"] for r in sorted(ranks, key=lambda r: r["index"])],
-                               expected, atol=1e-4)
-    score = httpx.post(gateway.base_url + "/score", timeout=60, json={
-        "model": CROSS_ENCODER, "text_1": QUERY, "text_2": TEXTS}).json()
+    np.testing.assert_allclose(
+        [r["score"] for r in sorted(ranks, key=lambda r: r["index"])], expected, atol=1e-4
+    )
+    score = httpx.post(
+        gateway.base_url + "/score",
+        timeout=60,
+        json={"model": CROSS_ENCODER, "text_1": QUERY, "text_2": TEXTS},
+    ).json()
     np.testing.assert_allclose([d["score"] for d in score["data"]], expected, atol=1e-4)
 
 
@@ -92,9 +100,10 @@ def test_tokenize_and_decode_match_the_tokenizer(gateway, minilm_path) -> None:
     ids = tokenizer(TEXTS[1])["input_ids"]
     tei = httpx.post(gateway.base_url + "/tokenize", json={"inputs": TEXTS[1]}).json()
     assert [t["id"] for t in tei[0]] == ids
-    assert tei[0][1]["text"] == TEXTS[1][tei[0][1]["start"]:tei[0][1]["stop"]]
-    vllm = httpx.post(gateway.base_url + "/tokenize", json={
-        "prompt": TEXTS[1], "return_token_strs": True}).json()
+    assert tei[0][1]["text"] == TEXTS[1][tei[0][1]["start"] : tei[0][1]["stop"]]
+    vllm = httpx.post(
+        gateway.base_url + "/tokenize", json={"prompt": TEXTS[1], "return_token_strs": True}
+    ).json()
     assert vllm["tokens"] == ids and vllm["count"] == len(ids)
     assert vllm["token_strs"] == tokenizer.convert_ids_to_tokens(ids)
     decoded = httpx.post(gateway.base_url + "/decode", json={"ids": ids}).json()

@@ -25,11 +25,14 @@ TEXTS = [
 
 def as_matrix(data) -> np.ndarray:
     """openai-python decodes base64 only when the caller left encoding_format unset."""
-    return np.array([
-        np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") if isinstance(d.embedding, str)
-        else d.embedding
-        for d in data
-    ])
+    return np.array(
+        [
+            np.frombuffer(base64.b64decode(d.embedding), dtype="<f4")
+            if isinstance(d.embedding, str)
+            else d.embedding
+            for d in data
+        ]
+    )
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,8 +49,9 @@ def reference(st_minilm) -> np.ndarray:
 def client(gateway: RunningGateway):
     # Closed explicitly: a pooled socket left to the garbage collector is a ResourceWarning,
     # which the strict warning filter turns into an error at a random later test.
-    with openai.OpenAI(base_url=gateway.openai_base_url, api_key="unused",
-                       max_retries=0) as openai_client:
+    with openai.OpenAI(
+        base_url=gateway.openai_base_url, api_key="unused", max_retries=0
+    ) as openai_client:
         yield openai_client
 
 
@@ -71,8 +75,10 @@ def test_vectors_equal_sentence_transformers(client, reference, encoding_format)
 
 def test_default_base64_is_what_the_client_asked_for(gateway: RunningGateway, reference) -> None:
     # openai-python sends encoding_format=base64 unless told otherwise; check the raw wire too.
-    raw = httpx.post(gateway.base_url + "/v1/embeddings",
-                     json={"model": MINILM, "input": TEXTS[0], "encoding_format": "base64"})
+    raw = httpx.post(
+        gateway.base_url + "/v1/embeddings",
+        json={"model": MINILM, "input": TEXTS[0], "encoding_format": "base64"},
+    )
     assert raw.status_code == 200
     vector = np.frombuffer(base64.b64decode(raw.json()["data"][0]["embedding"]), dtype="<f4")
     assert cosine_rows(vector[None], reference[:1])[0] >= 0.9999
@@ -87,8 +93,9 @@ def test_usage_counts_the_model_tokenizer_tokens(client, st_minilm) -> None:
 
 
 def test_alias_serves_the_same_model(client, reference) -> None:
-    result = client.embeddings.create(model="sentence-transformers/all-MiniLM-L6-v2",
-                                      input="hello", encoding_format="float")
+    result = client.embeddings.create(
+        model="sentence-transformers/all-MiniLM-L6-v2", input="hello", encoding_format="float"
+    )
     assert cosine_rows(np.array([result.data[0].embedding]), reference[1:2])[0] >= 0.9999
 
 
@@ -100,11 +107,12 @@ def test_single_string_input(client, reference) -> None:
 
 def test_async_client_matches_reference(gateway: RunningGateway, reference) -> None:
     async def run() -> list:
-        async with openai.AsyncOpenAI(base_url=gateway.openai_base_url, api_key="unused",
-                                      max_retries=0) as client:
-            results = await asyncio.gather(*(
-                client.embeddings.create(model=MINILM, input=[text]) for text in TEXTS
-            ))
+        async with openai.AsyncOpenAI(
+            base_url=gateway.openai_base_url, api_key="unused", max_retries=0
+        ) as client:
+            results = await asyncio.gather(
+                *(client.embeddings.create(model=MINILM, input=[text]) for text in TEXTS)
+            )
         return [r.data[0].embedding for r in results]
 
     vectors = np.array(asyncio.run(run()))
@@ -112,8 +120,9 @@ def test_async_client_matches_reference(gateway: RunningGateway, reference) -> N
 
 
 def test_dimensions_truncate_and_renormalize(client, reference) -> None:
-    result = client.embeddings.create(model=MINILM, input=TEXTS[:2], dimensions=64,
-                                      encoding_format="float")
+    result = client.embeddings.create(
+        model=MINILM, input=TEXTS[:2], dimensions=64, encoding_format="float"
+    )
     vectors = np.array([d.embedding for d in result.data])
     expected = reference[:2, :64] / np.linalg.norm(reference[:2, :64], axis=1, keepdims=True)
     assert vectors.shape == (2, 64)
@@ -151,8 +160,11 @@ def test_too_long_input_is_400_with_counts(client) -> None:
 
 
 def test_malformed_json_is_400_envelope(gateway: RunningGateway) -> None:
-    response = httpx.post(gateway.base_url + "/v1/embeddings", content=b"{not json",
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        gateway.base_url + "/v1/embeddings",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
@@ -191,15 +203,19 @@ def test_metrics_timing_and_logs_after_a_real_embedding(gateway: RunningGateway)
 
     def scrape() -> dict:
         text = httpx.get(gateway.base_url + "/metrics").text
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     tokens = ("embedding_gateway_tokens_total", (("model", MINILM),))
     tokenizing = ("embedding_gateway_tokenization_duration_seconds_sum", (("model", MINILM),))
     inference = ("embedding_gateway_inference_duration_seconds_sum", (("model", MINILM),))
     before = scrape()
-    response = httpx.post(gateway.base_url + "/v1/embeddings",
-                          json={"model": MINILM, "input": TEXTS})
+    response = httpx.post(
+        gateway.base_url + "/v1/embeddings", json={"model": MINILM, "input": TEXTS}
+    )
     assert response.status_code == 200
     after = scrape()
     assert after[tokens] - before.get(tokens, 0) == response.json()["usage"]["prompt_tokens"]
@@ -207,13 +223,20 @@ def test_metrics_timing_and_logs_after_a_real_embedding(gateway: RunningGateway)
     assert after[tokenizing] > before.get(tokenizing, 0)
     (build,) = [labels for name, labels in after if name == "embedding_gateway_build_info"]
     assert dict(build)["vllm_version"] and dict(build)["device"] == "cpu"
-    times = {h: int(response.headers[h]) for h in ("x-queue-time", "x-tokenization-time",
-                                                   "x-inference-time", "x-total-time")}
+    times = {
+        h: int(response.headers[h])
+        for h in ("x-queue-time", "x-tokenization-time", "x-inference-time", "x-total-time")
+    }
     assert times["x-inference-time"] >= 1  # a real forward pass takes milliseconds on CPU
-    assert times["x-total-time"] >= times["x-queue-time"] + times["x-tokenization-time"] \
-        + times["x-inference-time"]
+    assert (
+        times["x-total-time"]
+        >= times["x-queue-time"] + times["x-tokenization-time"] + times["x-inference-time"]
+    )
     # The server log is a file, so JSON lines; vLLM's own lines come through the same handler.
-    lines = [json.loads(line) for line in gateway.log_path.read_text().splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for line in gateway.log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
     assert any(line["logger"].startswith("vllm") for line in lines)
     assert any(line["message"].startswith(f"model {MINILM}: warming up") for line in lines)

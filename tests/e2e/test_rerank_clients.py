@@ -4,7 +4,7 @@ LlamaIndex `CohereRerank`, and a raw Jina-style POST; scores compared with sente
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import cohere
 import httpx
@@ -66,8 +66,9 @@ def by_index(results) -> np.ndarray:
 
 def test_embedding_model_scores_are_reference_cosines(co, st_minilm) -> None:
     response = co.rerank(model=MINILM, query=QUERY, documents=DOCS)
-    np.testing.assert_allclose(by_index(response.results),
-                               reference_cosines(st_minilm, QUERY, DOCS), atol=1e-4)
+    np.testing.assert_allclose(
+        by_index(response.results), reference_cosines(st_minilm, QUERY, DOCS), atol=1e-4
+    )
     assert response.results[0].index == PARIS
     scores = [r.relevance_score for r in response.results]
     assert scores == sorted(scores, reverse=True)
@@ -77,15 +78,23 @@ def test_cohere_v2_top_n_on_the_cross_encoder_matches_crossencoder(co, cross_enc
     response = co.rerank(model=CROSS_ENCODER, query=QUERY, documents=DOCS, top_n=3)
     expected = cross_encoder.predict([(QUERY, d) for d in DOCS])  # sigmoid, as CrossEncoder
     assert [r.index for r in response.results] == list(np.argsort(-expected)[:3])
-    np.testing.assert_allclose([r.relevance_score for r in response.results],
-                               np.sort(expected)[::-1][:3], atol=1e-4)
+    np.testing.assert_allclose(
+        [r.relevance_score for r in response.results], np.sort(expected)[::-1][:3], atol=1e-4
+    )
     assert response.meta.billed_units.search_units == 1
 
 
 def test_raw_logits_match_crossencoder_identity(gateway: RunningGateway, cross_encoder) -> None:
-    body = httpx.post(gateway.base_url + "/v1/rerank", json={
-        "model": CROSS_ENCODER, "query": QUERY, "documents": DOCS, "use_activation": False,
-    }, timeout=60).json()
+    body = httpx.post(
+        gateway.base_url + "/v1/rerank",
+        json={
+            "model": CROSS_ENCODER,
+            "query": QUERY,
+            "documents": DOCS,
+            "use_activation": False,
+        },
+        timeout=60,
+    ).json()
     pairs = [(QUERY, d) for d in DOCS]
     expected = cross_encoder.predict(pairs, activation_fn=torch.nn.Identity())
     got = {r["index"]: r["relevance_score"] for r in body["results"]}
@@ -95,8 +104,11 @@ def test_raw_logits_match_crossencoder_identity(gateway: RunningGateway, cross_e
 
 
 def test_cross_encoder_usage_counts_pair_tokens(gateway: RunningGateway, cross_encoder) -> None:
-    body = httpx.post(gateway.base_url + "/rerank", json={
-        "model": CROSS_ENCODER, "query": QUERY, "documents": DOCS}, timeout=60).json()
+    body = httpx.post(
+        gateway.base_url + "/rerank",
+        json={"model": CROSS_ENCODER, "query": QUERY, "documents": DOCS},
+        timeout=60,
+    ).json()
     tokens = sum(len(cross_encoder.tokenizer(QUERY, d)["input_ids"]) for d in DOCS)
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
 
@@ -114,7 +126,9 @@ def test_llm_reranker_scores_are_yes_minus_no_logits(co, llm_reranker_path: str)
     for document in DOCS:
         prompt = tokenizer.apply_chat_template(
             [{"role": "query", "content": QUERY}, {"role": "document", "content": document}],
-            chat_template=template, tokenize=False)
+            chat_template=template,
+            tokenize=False,
+        )
         ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():
             logits = model(ids).logits[0, -1]
@@ -125,20 +139,27 @@ def test_llm_reranker_scores_are_yes_minus_no_logits(co, llm_reranker_path: str)
 
 def test_cohere_v1_dict_documents_return_documents(co_v1) -> None:
     documents = [{"text": d, "source": f"doc-{i}"} for i, d in enumerate(DOCS)]
-    response = co_v1.rerank(model=MINILM, query=QUERY, documents=documents,
-                            return_documents=True, top_n=2)
-    assert [r.index for r in response.results][0] == PARIS
+    response = co_v1.rerank(
+        model=MINILM, query=QUERY, documents=documents, return_documents=True, top_n=2
+    )
+    assert next(r.index for r in response.results) == PARIS
     assert len(response.results) == 2
     assert response.results[0].document.text == DOCS[PARIS]
 
 
 def test_cohere_v1_rank_fields(co_v1, st_minilm) -> None:
     documents = [{"title": "Fruit", "body": DOCS[0]}, {"title": "France", "body": DOCS[1]}]
-    response = co_v1.rerank(model=MINILM, query=QUERY, documents=documents,
-                            rank_fields=["title", "body"], return_documents=False)
+    response = co_v1.rerank(
+        model=MINILM,
+        query=QUERY,
+        documents=documents,
+        rank_fields=["title", "body"],
+        return_documents=False,
+    )
     texts = [f"title: {d['title']}\nbody: {d['body']}" for d in documents]
-    np.testing.assert_allclose(by_index(response.results),
-                               reference_cosines(st_minilm, QUERY, texts), atol=1e-4)
+    np.testing.assert_allclose(
+        by_index(response.results), reference_cosines(st_minilm, QUERY, texts), atol=1e-4
+    )
     assert response.results[0].document is None
 
 
@@ -153,10 +174,11 @@ def test_langchain_cohere_rerank(gateway: RunningGateway, co) -> None:
 
     # LangChain builds ClientV2(base_url=...) itself; handing it the module's client only
     # lets the test close the connection (the wire requests are LangChain's own).
-    reranker = CohereRerank(model=MINILM, base_url=gateway.base_url, cohere_api_key="unused",
-                            top_n=2, client=co)
+    reranker = CohereRerank(
+        model=MINILM, base_url=gateway.base_url, cohere_api_key="unused", top_n=2, client=co
+    )
     kept = reranker.compress_documents([Document(page_content=d) for d in DOCS], QUERY)
-    assert [d.page_content for d in kept][0] == DOCS[PARIS]
+    assert next(d.page_content for d in kept) == DOCS[PARIS]
     assert len(kept) == 2 and kept[0].metadata["relevance_score"] > 0.5
     # `rerank` with top_n=None sends "top_n": null and "max_tokens_per_doc": null.
     ranked = reranker.rerank(DOCS, QUERY, top_n=None)
@@ -176,12 +198,20 @@ def test_llamaindex_cohere_rerank(gateway: RunningGateway) -> None:
 
 
 def test_jina_style_post(gateway: RunningGateway) -> None:
-    response = httpx.post(gateway.base_url + "/v1/rerank", json={
-        "model": MINILM, "query": QUERY, "documents": DOCS, "top_n": 2,
-    }, headers={"Authorization": "Bearer unused"}, timeout=60)
+    response = httpx.post(
+        gateway.base_url + "/v1/rerank",
+        json={
+            "model": MINILM,
+            "query": QUERY,
+            "documents": DOCS,
+            "top_n": 2,
+        },
+        headers={"Authorization": "Bearer unused"},
+        timeout=60,
+    )
     assert response.status_code == 200
     body = response.json()
-    assert [r["index"] for r in body["results"]][0] == PARIS
+    assert next(r["index"] for r in body["results"]) == PARIS
     assert body["results"][0]["document"] == {"text": DOCS[PARIS]}
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] > 0
 
@@ -199,17 +229,24 @@ def test_long_document_relevant_past_first_window_ranks_first(co, st_minilm) -> 
 def test_cross_encoder_chunks_score_the_best_chunk(co, cross_encoder) -> None:
     first, second = DOCS[PARIS], DOCS[0]
     first_tokens = len(cross_encoder.tokenizer(first, add_special_tokens=False)["input_ids"])
-    response = co.rerank(model=CROSS_ENCODER, query=QUERY, documents=[f"{first} {second}"],
-                         max_tokens_per_doc=first_tokens)
+    response = co.rerank(
+        model=CROSS_ENCODER,
+        query=QUERY,
+        documents=[f"{first} {second}"],
+        max_tokens_per_doc=first_tokens,
+    )
     expected = cross_encoder.predict([(QUERY, first), (QUERY, second)]).max()
     assert response.results[0].relevance_score == pytest.approx(expected, abs=1e-4)
 
 
-@pytest.mark.parametrize("body", [
-    {"model": MINILM, "query": QUERY, "documents": []},
-    {"model": MINILM, "query": "", "documents": DOCS},
-    {"model": CROSS_ENCODER, "query": QUERY, "documents": DOCS, "top_n": 0},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": MINILM, "query": QUERY, "documents": []},
+        {"model": MINILM, "query": "", "documents": DOCS},
+        {"model": CROSS_ENCODER, "query": QUERY, "documents": DOCS, "top_n": 0},
+    ],
+)
 def test_errors_are_400_with_envelope_and_detail(gateway: RunningGateway, body) -> None:
     response = httpx.post(gateway.base_url + "/v2/rerank", json=body, timeout=60)
     assert response.status_code == 400
@@ -224,7 +261,8 @@ def test_cohere_sdk_raises_bad_request(co) -> None:
 
 
 def test_reranker_has_no_embeddings(gateway: RunningGateway) -> None:
-    response = httpx.post(gateway.base_url + "/v1/embeddings",
-                          json={"model": CROSS_ENCODER, "input": "x"}, timeout=60)
+    response = httpx.post(
+        gateway.base_url + "/v1/embeddings", json={"model": CROSS_ENCODER, "input": "x"}, timeout=60
+    )
     assert response.status_code == 400
     assert "reranker" in response.json()["error"]["message"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -30,12 +30,14 @@ async def running(settings: Settings, **engines: FakeEngine) -> AsyncIterator[ht
     registry = ModelRegistry([ServedModel(name, (), e) for name, e in engines.items()])
     app = create_app(registry, settings)
     async with app.router.lifespan_context(app) as state:
+
         async def with_state(scope, receive, send):
             # As a server does: each request gets a copy of the lifespan state.
             await app({**scope, "state": dict(state)}, receive, send)
 
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state),
-                                     base_url="http://gateway") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=with_state), base_url="http://gateway"
+        ) as client:
             while (await client.get("/ready")).status_code != 200:
                 await asyncio.sleep(0.01)
             client.app = app  # type: ignore[attr-defined]
@@ -98,11 +100,19 @@ async def test_client_disconnect_aborts_the_engine_work() -> None:
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings",
-             "raw_path": b"/v1/embeddings",
-             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
-             "headers": [(b"content-type", b"application/json")], "client": ("t", 1),
-             "server": ("gateway", 80)}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/embeddings",
+        "raw_path": b"/v1/embeddings",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("t", 1),
+        "server": ("gateway", 80),
+    }
     async with app.router.lifespan_context(app) as state:
         scope["state"] = dict(state)  # as the server hands each request the lifespan state
         while app.state.gateway["registry"].models[0].state.value != "ready":
@@ -189,8 +199,9 @@ async def test_the_bound_is_per_model_so_a_stuck_model_does_not_starve_others() 
 
 async def test_rerank_goes_through_admission_and_the_timeout() -> None:
     engine = FakeEngine(latency_s=5)
-    async with running(Settings(max_inflight_inputs=2, request_timeout_s=0.3),
-                       fake=engine) as client:
+    async with running(
+        Settings(max_inflight_inputs=2, request_timeout_s=0.3), fake=engine
+    ) as client:
         body = {"model": "fake", "query": "q", "documents": ["a", "b"]}
         slow = asyncio.create_task(client.post("/v1/rerank", json=body))
         await asyncio.sleep(0.05)

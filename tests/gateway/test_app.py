@@ -24,8 +24,11 @@ def test_ready_is_503_while_loading_then_200() -> None:
         assert loading.status_code == 503
         body = loading.json()
         elapsed = body["progress"]["fake"].pop("elapsed_s")
-        assert body == {"status": "not ready", "models": {"fake": "loading"},
-                        "progress": {"fake": {"step": "loading weights"}}}
+        assert body == {
+            "status": "not ready",
+            "models": {"fake": "loading"},
+            "progress": {"fake": {"step": "loading weights"}},
+        }
         assert 0 <= elapsed < 0.3
         assert client.get("/health").status_code == 200
         refused = client.post("/v1/embeddings", json={"model": "fake", "input": "a"})
@@ -40,10 +43,12 @@ def test_ready_is_503_while_loading_then_200() -> None:
 
 def test_failed_load_calls_on_fatal_and_keeps_others_serving() -> None:
     fatal_calls = []
-    registry = ModelRegistry([
-        ServedModel("good", (), FakeEngine()),
-        ServedModel("bad", (), BrokenEngine()),
-    ])
+    registry = ModelRegistry(
+        [
+            ServedModel("good", (), FakeEngine()),
+            ServedModel("bad", (), BrokenEngine()),
+        ]
+    )
     app = create_app(registry, on_fatal=lambda: fatal_calls.append(True))
     with TestClient(app) as client:
         deadline = time.monotonic() + 2
@@ -53,17 +58,23 @@ def test_failed_load_calls_on_fatal_and_keeps_others_serving() -> None:
         ready = client.get("/ready")
         assert ready.status_code == 503
         assert ready.json()["models"] == {"good": "ready", "bad": "down"}
-        assert client.post("/v1/embeddings", json={"model": "good", "input": "a"}).status_code == 200
+        assert (
+            client.post("/v1/embeddings", json={"model": "good", "input": "a"}).status_code == 200
+        )
         assert client.post("/v1/embeddings", json={"model": "bad", "input": "a"}).status_code == 503
 
 
 def test_a_trailing_slash_is_404_never_a_redirect_built_from_the_host_header() -> None:
     app = create_app(ModelRegistry([ServedModel("fake", (), FakeEngine())]))
     with TestClient(app, base_url="http://evil.example") as client:
-        for method, path in (("POST", "/v1/embeddings/"), ("GET", "/v1/models/"),
-                             ("GET", "/health/")):
-            response = client.request(method, path, json={"model": "fake", "input": "a"},
-                                      follow_redirects=False)
+        for method, path in (
+            ("POST", "/v1/embeddings/"),
+            ("GET", "/v1/models/"),
+            ("GET", "/health/"),
+        ):
+            response = client.request(
+                method, path, json={"model": "fake", "input": "a"}, follow_redirects=False
+            )
             assert response.status_code == 404, path
             assert "location" not in response.headers
             assert "evil.example" not in response.text

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from adapters.fake import FakeEngine
+from gateway.body import BodyLimitMiddleware
 from gateway.config import Settings
 from gateway.errors import APIError
-from gateway.body import BodyLimitMiddleware
 from tests.conftest import serving
 
 JSON = {"content-type": "application/json"}
@@ -72,18 +72,30 @@ def test_streamed_body_is_cut_off_before_the_excess_is_read() -> None:
     assert len(chunks) == 7  # and nothing more was pulled from the client
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/jsonx"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+    ],
+)
 def test_only_json_is_accepted(small, content_type) -> None:
     headers = {"content-type": content_type} if content_type else {}
-    response = small.post("/v1/embeddings", content=b'{"model":"fake","input":"a"}',
-                          headers=headers)
+    response = small.post(
+        "/v1/embeddings", content=b'{"model":"fake","input":"a"}', headers=headers
+    )
     assert_error(response, 415, "Content-Type: application/json")
 
 
 def test_json_with_charset_is_accepted(small) -> None:
-    response = small.post("/v1/embeddings", content=b'{"model":"fake","input":"a"}',
-                          headers={"content-type": "Application/JSON; charset=utf-8"})
+    response = small.post(
+        "/v1/embeddings",
+        content=b'{"model":"fake","input":"a"}',
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    )
     assert response.status_code == 200
 
 

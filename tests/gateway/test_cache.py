@@ -167,6 +167,7 @@ def test_the_cache_is_bounded_by_bytes_as_well_as_entries() -> None:
 def test_cache_bytes_option() -> None:
     from gateway.config import load_settings
 
-    assert load_settings({}, {}).embedding_cache_bytes == 256 * 2 ** 20
-    assert load_settings({}, {"GATEWAY_EMBEDDING_CACHE_BYTES": "1000"}).embedding_cache_bytes \
-        == 1000
+    assert load_settings({}, {}).embedding_cache_bytes == 256 * 2**20
+    assert (
+        load_settings({}, {"GATEWAY_EMBEDDING_CACHE_BYTES": "1000"}).embedding_cache_bytes == 1000
+    )

@@ -29,16 +29,24 @@ def client(engine):
 
 
 def test_v2_answers_every_type(client, engine) -> None:
-    response = client.post("/v2/embed", json={"model": "fake", "texts": ["a", "b c"],
-                                              "input_type": "search_query",
-                                              "embedding_types": TYPES})
+    response = client.post(
+        "/v2/embed",
+        json={
+            "model": "fake",
+            "texts": ["a", "b c"],
+            "input_type": "search_query",
+            "embedding_types": TYPES,
+        },
+    )
     assert response.status_code == 200
     body = response.json()
     assert engine.calls == [["q: a", "q: b c"]]
     assert set(body) == {"id", "texts", "embeddings", "meta", "response_type"}
     assert body["texts"] == ["a", "b c"] and body["response_type"] == "embeddings_by_type"
-    assert body["meta"] == {"api_version": {"version": "2"},
-                            "billed_units": {"input_tokens": 4 + 5}}
+    assert body["meta"] == {
+        "api_version": {"version": "2"},
+        "billed_units": {"input_tokens": 4 + 5},
+    }
     expected = np.stack([fake_vector("q: a", 16), fake_vector("q: b c", 16)])
     np.testing.assert_allclose(body["embeddings"]["float"], expected, atol=1e-7)
     assert set(body["embeddings"]) == set(TYPES)
@@ -59,36 +67,42 @@ def test_v1_without_types_is_a_float_list(client) -> None:
 
 
 def test_output_dimension_truncates_and_renormalizes(client) -> None:
-    body = client.post("/v2/embed", json={"model": "fake", "texts": ["a"],
-                                          "output_dimension": 8}).json()
+    body = client.post(
+        "/v2/embed", json={"model": "fake", "texts": ["a"], "output_dimension": 8}
+    ).json()
     vector = np.array(body["embeddings"]["float"][0])
     expected = fake_vector("a", 16)[:8]
     np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=1e-6)
 
 
 def test_truncate_end_reports_in_header_and_meta(client) -> None:
-    response = client.post("/v2/embed", json={"model": "fake", "texts": ["a", "w " * 10],
-                                              "truncate": "END"})
+    response = client.post(
+        "/v2/embed", json={"model": "fake", "texts": ["a", "w " * 10], "truncate": "END"}
+    )
     assert response.headers["x-truncated-inputs"] == "1"
     assert "1" in response.json()["meta"]["warnings"][0]
 
 
 def test_max_tokens_truncates(client) -> None:
-    response = client.post("/v2/embed", json={"model": "fake", "texts": ["a b c d"],
-                                              "max_tokens": 3})
+    response = client.post(
+        "/v2/embed", json={"model": "fake", "texts": ["a b c d"], "max_tokens": 3}
+    )
     assert response.headers["x-truncated-inputs"] == "0"
     assert response.json()["meta"]["billed_units"]["input_tokens"] == 3
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"texts": []}, "texts"),
-    ({"texts": [1]}, "texts"),
-    ({"images": ["data:image/png;base64,AA=="]}, "texts"),
-    ({"texts": ["a"], "embedding_types": ["float16"]}, "embedding_types"),
-    ({"texts": ["a"], "output_dimension": 17}, "output_dimension"),
-    ({"texts": ["a"], "truncate": "MIDDLE"}, "truncate"),
-    ({"texts": ["a"], "input_type": "image"}, "input_type"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"texts": []}, "texts"),
+        ({"texts": [1]}, "texts"),
+        ({"images": ["data:image/png;base64,AA=="]}, "texts"),
+        ({"texts": ["a"], "embedding_types": ["float16"]}, "embedding_types"),
+        ({"texts": ["a"], "output_dimension": 17}, "output_dimension"),
+        ({"texts": ["a"], "truncate": "MIDDLE"}, "truncate"),
+        ({"texts": ["a"], "input_type": "image"}, "input_type"),
+    ],
+)
 def test_bad_requests_are_400(client, body, param) -> None:
     response = client.post("/v2/embed", json={"model": "fake", **body})
     assert response.status_code == 400

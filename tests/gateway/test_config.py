@@ -28,12 +28,18 @@ def test_yaml_models_with_cli_defaults_and_env(tmp_path: Path) -> None:
         "  - name: b\n    path: org/model-b\n    max_model_len: 512\n"
         "    engine_kwargs: {enforce_eager: true}\n"
     )
-    settings = load_settings({"config": str(config), "dtype": "bfloat16"},
-                             {"GATEWAY_PORT": "9100", "GATEWAY_MAX_NUM_SEQS": "64"})
+    settings = load_settings(
+        {"config": str(config), "dtype": "bfloat16"},
+        {"GATEWAY_PORT": "9100", "GATEWAY_MAX_NUM_SEQS": "64"},
+    )
     a, b = settings.models
     assert settings.port == 9100  # env beats YAML
     assert (a.name, a.aliases, a.engine.dtype) == ("a", ("a1", "a2"), "float16")  # entry wins
-    assert (b.engine.model, b.engine.dtype, b.engine.max_model_len) == ("org/model-b", "bfloat16", 512)
+    assert (b.engine.model, b.engine.dtype, b.engine.max_model_len) == (
+        "org/model-b",
+        "bfloat16",
+        512,
+    )
     assert b.engine.engine_kwargs == {"enforce_eager": True}
     assert a.engine.max_num_seqs == b.engine.max_num_seqs == 64
 
@@ -95,9 +101,13 @@ def test_api_keys_from_repeated_flag_or_comma_separated_env(tmp_path: Path) -> N
 
 def test_reliability_defaults_and_redaction() -> None:
     settings = load_settings({}, {"GATEWAY_API_KEYS": "sk-very-secret"})
-    assert (settings.max_body_bytes, settings.max_inputs, settings.max_request_tokens,
-            settings.max_rerank_documents, settings.max_inflight_inputs) == (
-        8 * 1024 * 1024, 2048, 300_000, 1000, 4096)
+    assert (
+        settings.max_body_bytes,
+        settings.max_inputs,
+        settings.max_request_tokens,
+        settings.max_rerank_documents,
+        settings.max_inflight_inputs,
+    ) == (8 * 1024 * 1024, 2048, 300_000, 1000, 4096)
     assert (settings.request_timeout_s, settings.drain_grace_s) == (60.0, 30.0)
     assert settings.cors_allow_origins == () and settings.public_metrics is False
     assert "sk-very-secret" not in str(settings.redacted())
@@ -130,15 +140,21 @@ def test_rerank_options_per_model(tmp_path: Path) -> None:
     assert ce.engine.gpu_memory_utilization == 0.3
     assert llm.engine.rerank_kind == "llm"
     assert llm.engine.score_template == template.read_text()
-    assert llm.engine.hf_overrides == {"architectures": ["Qwen3ForSequenceClassification"],
-                                       "classifier_from_token": ["no", "yes"]}
+    assert llm.engine.hf_overrides == {
+        "architectures": ["Qwen3ForSequenceClassification"],
+        "classifier_from_token": ["no", "yes"],
+    }
 
 
 def test_rerank_options_from_flags_and_env() -> None:
     settings = load_settings(
-        {"model": "org/reranker", "rerank_kind": "llm",
-         "score_template": "{{ messages[0].content }}"},
-        {"GATEWAY_RERANK_ACTIVATION": "raw", "GATEWAY_HF_OVERRIDES": '{"a": 1}'})
+        {
+            "model": "org/reranker",
+            "rerank_kind": "llm",
+            "score_template": "{{ messages[0].content }}",
+        },
+        {"GATEWAY_RERANK_ACTIVATION": "raw", "GATEWAY_HF_OVERRIDES": '{"a": 1}'},
+    )
     (model,) = settings.models
     assert model.engine.rerank_kind == "llm"
     assert model.engine.rerank_activation is False
@@ -146,9 +162,10 @@ def test_rerank_options_from_flags_and_env() -> None:
     assert model.engine.hf_overrides == {"a": 1}
 
 
-@pytest.mark.parametrize("key, value", [("rerank_kind", "colbert"),
-                                        ("rerank_activation", "softmax"),
-                                        ("hf_overrides", "[1]")])
+@pytest.mark.parametrize(
+    "key, value",
+    [("rerank_kind", "colbert"), ("rerank_activation", "softmax"), ("hf_overrides", "[1]")],
+)
 def test_bad_rerank_options_are_config_errors(key, value) -> None:
     with pytest.raises(ConfigError, match=key.replace("_", "-")):
         load_settings({"model": "org/m", key: value}, {})
@@ -157,8 +174,10 @@ def test_bad_rerank_options_are_config_errors(key, value) -> None:
 def test_cpu_threads_default_all_and_respect_vllm_setting() -> None:
     assert load_settings({}, {}).cpu_threads == "all"
     assert load_settings({}, {"VLLM_CPU_OMP_THREADS_BIND": "auto"}).cpu_threads == "auto"
-    assert load_settings({"cpu_threads": "0-1"},
-                         {"VLLM_CPU_OMP_THREADS_BIND": "auto"}).cpu_threads == "0-1"
+    assert (
+        load_settings({"cpu_threads": "0-1"}, {"VLLM_CPU_OMP_THREADS_BIND": "auto"}).cpu_threads
+        == "0-1"
+    )
     assert load_settings({}, {"GATEWAY_CPU_THREADS": "1"}).cpu_threads == "1"
 
 
@@ -169,21 +188,25 @@ def test_a_model_may_be_marked_default_once(tmp_path) -> None:
     config.write_text("models:\n  - {name: a, path: /x}\n  - {name: b, path: /y, default: true}\n")
     settings = load_settings({"config": str(config)}, environ={})
     assert [m.default for m in settings.models] == [False, True]
-    config.write_text("models:\n  - {name: a, path: /x, default: true}\n"
-                      "  - {name: b, path: /y, default: yes}\n")
+    config.write_text(
+        "models:\n  - {name: a, path: /x, default: true}\n  - {name: b, path: /y, default: yes}\n"
+    )
     with pytest.raises(ConfigError, match="only one model"):
         load_settings({"config": str(config)}, environ={})
 
 
-@pytest.mark.parametrize("cli, env, source", [
-    (["--api-key", ""], {}, "--api-key"),
-    (["--api-key", "   "], {}, "--api-key"),
-    (["--api-key", "k1", "--api-key", ""], {}, "--api-key"),
-    ([], {"GATEWAY_API_KEYS": ","}, "GATEWAY_API_KEYS"),
-    ([], {"GATEWAY_API_KEYS": ""}, "GATEWAY_API_KEYS"),
-    ([], {"GATEWAY_API_KEYS": "a,,b"}, "GATEWAY_API_KEYS"),
-    ([], {"GATEWAY_API_KEY_FILE": ""}, "--api-key-file"),
-])
+@pytest.mark.parametrize(
+    "cli, env, source",
+    [
+        (["--api-key", ""], {}, "--api-key"),
+        (["--api-key", "   "], {}, "--api-key"),
+        (["--api-key", "k1", "--api-key", ""], {}, "--api-key"),
+        ([], {"GATEWAY_API_KEYS": ","}, "GATEWAY_API_KEYS"),
+        ([], {"GATEWAY_API_KEYS": ""}, "GATEWAY_API_KEYS"),
+        ([], {"GATEWAY_API_KEYS": "a,,b"}, "GATEWAY_API_KEYS"),
+        ([], {"GATEWAY_API_KEY_FILE": ""}, "--api-key-file"),
+    ],
+)
 def test_an_empty_or_blank_api_key_is_a_startup_error_naming_its_source(cli, env, source) -> None:
     args = build_parser().parse_args(["serve", *cli])
     with pytest.raises(ConfigError, match=f"^{source}: .*(empty|blank)"):
@@ -191,8 +214,9 @@ def test_an_empty_or_blank_api_key_is_a_startup_error_naming_its_source(cli, env
 
 
 @pytest.mark.parametrize("yaml_value", ['""', "", "[]", '[""]', '[k1, " "]', '","'])
-def test_an_empty_api_key_in_the_yaml_file_is_a_startup_error(tmp_path: Path,
-                                                              yaml_value: str) -> None:
+def test_an_empty_api_key_in_the_yaml_file_is_a_startup_error(
+    tmp_path: Path, yaml_value: str
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"api_keys: {yaml_value}\n")
     with pytest.raises(ConfigError, match=r"config file .*c\.yaml: `api_keys`: .*(key)"):
@@ -205,8 +229,7 @@ def test_api_key_file_one_key_a_line_with_comments_added_to_the_flag(tmp_path: P
     args = build_parser().parse_args(["serve", "--api-key", "flag-key"])
     settings = load_settings(vars(args), {"GATEWAY_API_KEY_FILE": str(secret)})
     assert settings.api_keys == ("flag-key", "file-key-1", "file-key-2")
-    assert load_settings({"api_key_file": str(secret)}, {}).api_keys == ("file-key-1",
-                                                                         "file-key-2")
+    assert load_settings({"api_key_file": str(secret)}, {}).api_keys == ("file-key-1", "file-key-2")
 
 
 @pytest.mark.parametrize("content", ["", "\n  \n", "# only a comment\n#\n"])
@@ -220,13 +243,21 @@ def test_an_api_key_file_without_a_key_is_a_startup_error(tmp_path: Path, conten
 
 
 def test_engine_kwargs_credentials_are_redacted_in_the_startup_config() -> None:
-    settings = load_settings({"engine_kwargs": '{"hf_token": "hf_abcdef123", '
-                              '"enforce_eager": true, "download_dir": "/data", '
-                              '"aws_secret_access_key": "s3cr3t"}'}, {})
+    settings = load_settings(
+        {
+            "engine_kwargs": '{"hf_token": "hf_abcdef123", '
+            '"enforce_eager": true, "download_dir": "/data", '
+            '"aws_secret_access_key": "s3cr3t"}'
+        },
+        {},
+    )
     text = str(settings.redacted())
     assert "hf_abcdef123" not in text and "s3cr3t" not in text
     engine = settings.redacted()["models"][0]["engine"]
-    assert engine["engine_kwargs"] == {"hf_token": "<redacted>", "enforce_eager": True,
-                                       "download_dir": "/data",
-                                       "aws_secret_access_key": "<redacted>"}
+    assert engine["engine_kwargs"] == {
+        "hf_token": "<redacted>",
+        "enforce_eager": True,
+        "download_dir": "/data",
+        "aws_secret_access_key": "<redacted>",
+    }
     assert engine["max_num_batched_tokens"] == 16384  # "...tokens" is not a credential

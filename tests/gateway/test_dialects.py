@@ -7,18 +7,21 @@ import pytest
 from gateway.dialects import API, Dialect, dialect_of
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/v1/embeddings", Dialect(API.OPENAI)),
-    ("/embeddings", Dialect(API.OPENAI)),
-    ("/v1/embed", Dialect(API.COHERE_EMBED, 1)),
-    ("/v2/embed", Dialect(API.COHERE_EMBED, 2)),
-    ("/rerank", Dialect(API.RERANK, 1)),
-    ("/v1/rerank", Dialect(API.RERANK, 1)),
-    ("/v2/rerank", Dialect(API.RERANK, 2)),
-    ("/v1/v2/rerank", Dialect(API.RERANK, 2)),
-    ("/v1/rerank/", Dialect(API.RERANK, 1)),
-    ("/v1/models", Dialect(API.OPENAI)),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/embeddings", Dialect(API.OPENAI)),
+        ("/embeddings", Dialect(API.OPENAI)),
+        ("/v1/embed", Dialect(API.COHERE_EMBED, 1)),
+        ("/v2/embed", Dialect(API.COHERE_EMBED, 2)),
+        ("/rerank", Dialect(API.RERANK, 1)),
+        ("/v1/rerank", Dialect(API.RERANK, 1)),
+        ("/v2/rerank", Dialect(API.RERANK, 2)),
+        ("/v1/v2/rerank", Dialect(API.RERANK, 2)),
+        ("/v1/rerank/", Dialect(API.RERANK, 1)),
+        ("/v1/models", Dialect(API.OPENAI)),
+    ],
+)
 def test_dialect_from_path(path: str, expected: Dialect) -> None:
     assert dialect_of({"path": path}) == expected
 

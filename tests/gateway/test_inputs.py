@@ -33,11 +33,14 @@ def client(engine):
         yield test_client
 
 
-@pytest.mark.parametrize("model, sent", [
-    ("fake-query", "query: hi"),
-    ("fake-qwen", "Instruct: find\nQuery: hi"),
-    ("fake", "hi"),
-])
+@pytest.mark.parametrize(
+    "model, sent",
+    [
+        ("fake-query", "query: hi"),
+        ("fake-qwen", "Instruct: find\nQuery: hi"),
+        ("fake", "hi"),
+    ],
+)
 def test_virtual_names_apply_their_prompt(client, engine, model, sent) -> None:
     response = post(client, model=model, input="hi")
     assert response.status_code == 200
@@ -45,11 +48,18 @@ def test_virtual_names_apply_their_prompt(client, engine, model, sent) -> None:
     assert engine.calls == [[sent]]
 
 
-@pytest.mark.parametrize("input_type, sent", [
-    ("query", "query: hi"), ("search_query", "query: hi"), ("SEARCH_QUERY", "query: hi"),
-    ("document", "passage: hi"), ("search_document", "passage: hi"),
-    ("classification", "hi"), ("clustering", "hi"),
-])
+@pytest.mark.parametrize(
+    "input_type, sent",
+    [
+        ("query", "query: hi"),
+        ("search_query", "query: hi"),
+        ("SEARCH_QUERY", "query: hi"),
+        ("document", "passage: hi"),
+        ("search_document", "passage: hi"),
+        ("classification", "hi"),
+        ("clustering", "hi"),
+    ],
+)
 def test_input_type_picks_the_prompt(client, engine, input_type, sent) -> None:
     assert post(client, input=["hi"], input_type=input_type).status_code == 200
     assert engine.calls == [[sent]]
@@ -131,10 +141,13 @@ def test_truncate_none_overrides_a_truncating_model(engine) -> None:
         assert post(client, input=LONG, truncate="NONE").status_code == 400
 
 
-@pytest.mark.parametrize("cap, options", [
-    (3, EmbedOptions(truncate="end", max_tokens=3, max_total_tokens=300_000)),
-    (-1, EmbedOptions(truncate="end", max_tokens=None, max_total_tokens=300_000)),
-])
+@pytest.mark.parametrize(
+    "cap, options",
+    [
+        (3, EmbedOptions(truncate="end", max_tokens=3, max_total_tokens=300_000)),
+        (-1, EmbedOptions(truncate="end", max_tokens=None, max_total_tokens=300_000)),
+    ],
+)
 def test_truncate_prompt_tokens(client, engine, cap, options) -> None:
     response = post(client, input=LONG, truncate_prompt_tokens=cap)
     assert response.status_code == 200
@@ -142,8 +155,14 @@ def test_truncate_prompt_tokens(client, engine, cap, options) -> None:
     assert response.json()["usage"]["prompt_tokens"] == (cap if cap > 0 else 8)
 
 
-@pytest.mark.parametrize("body", [{"truncate": "middle"}, {"truncate": 1},
-                                  {"truncate_prompt_tokens": 0},
-                                  {"truncate_prompt_tokens": 9}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"truncate": "middle"},
+        {"truncate": 1},
+        {"truncate_prompt_tokens": 0},
+        {"truncate_prompt_tokens": 9},
+    ],
+)
 def test_bad_length_fields_are_400(client, body) -> None:
     assert post(client, input="a", **body).status_code == 400

@@ -7,11 +7,11 @@ import json
 import logging
 import logging.config
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from adapters.base import EmbedOptions, EmbeddingBatch, Prompt
+from adapters.base import EmbeddingBatch, EmbedOptions, Prompt
 from adapters.fake import FakeEngine
 from gateway import logs
 from gateway.config import ConfigError, load_settings
@@ -21,8 +21,9 @@ from tests.conftest import serving
 class ChattyEngine(FakeEngine):
     """Logs from inside the engine call, as an adapter or a library would."""
 
-    async def embed(self, prompts: Sequence[Prompt],
-                    options: EmbedOptions = EmbedOptions()) -> EmbeddingBatch:
+    async def embed(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> EmbeddingBatch:
         logging.getLogger("adapters.chatty").info("embedding %d prompts", len(prompts))
         return await super().embed(prompts, options)
 
@@ -44,8 +45,11 @@ def captured() -> Iterator[io.StringIO]:
 
 def test_every_line_of_a_request_carries_its_id(captured: io.StringIO) -> None:
     with serving(fake=ChattyEngine()) as client:
-        response = client.post("/v1/embeddings", json={"model": "fake", "input": ["a", "b"]},
-                               headers={"x-request-id": "req-42"})
+        response = client.post(
+            "/v1/embeddings",
+            json={"model": "fake", "input": ["a", "b"]},
+            headers={"x-request-id": "req-42"},
+        )
         assert response.headers["x-request-id"] == "req-42"
     lines = [json.loads(line) for line in captured.getvalue().splitlines()]
     engine_line = next(line for line in lines if line["logger"] == "adapters.chatty")
@@ -53,8 +57,13 @@ def test_every_line_of_a_request_carries_its_id(captured: io.StringIO) -> None:
     assert engine_line["request_id"] == "req-42"
     access = next(line for line in lines if line["logger"] == "gateway.access")
     assert access["request_id"] == "req-42"
-    assert {"method": "POST", "path": "/v1/embeddings", "status": 200, "model": "fake",
-            "inputs": 2}.items() <= access.items()
+    assert {
+        "method": "POST",
+        "path": "/v1/embeddings",
+        "status": 200,
+        "model": "fake",
+        "inputs": 2,
+    }.items() <= access.items()
     assert {"time", "level", "duration_ms", "queue_ms", "inference_ms"} <= access.keys()
     # Outside a request there is no id.
     startup = [line for line in lines if line["logger"] == "gateway.registry"]
@@ -91,8 +100,7 @@ def test_log_format_option() -> None:
         load_settings({"log_format": "xml"}, environ={})
 
 
-def test_vllm_logs_are_routed_through_the_gateway_handler(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vllm_logs_are_routed_through_the_gateway_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
     monkeypatch.delenv("VLLM_CONFIGURE_LOGGING", raising=False)
     monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)

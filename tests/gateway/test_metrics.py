@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
@@ -27,8 +27,11 @@ TIMING_HEADERS = ("x-queue-time", "x-tokenization-time", "x-inference-time", "x-
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a scrape, keyed by (sample name, labels)."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(scrape: dict, name: str, **labels: str) -> float | None:
@@ -39,13 +42,22 @@ def test_requests_are_counted_by_route_template_model_and_status() -> None:
     engines = {"fake": FakeEngine(scores_pairs=False)}
     with serving(**engines) as client:
         for _ in range(2):
-            assert client.post("/v1/embeddings",
-                               json={"model": "fake", "input": ["a b", "c"]}).status_code == 200
-        assert client.post("/rerank", json={"model": "fake", "query": "a",
-                                            "documents": ["a b", "c", "d"]}).status_code == 200
+            assert (
+                client.post(
+                    "/v1/embeddings", json={"model": "fake", "input": ["a b", "c"]}
+                ).status_code
+                == 200
+            )
+        assert (
+            client.post(
+                "/rerank", json={"model": "fake", "query": "a", "documents": ["a b", "c", "d"]}
+            ).status_code
+            == 200
+        )
         assert client.get("/no/such/path/123").status_code == 404
-        assert client.post("/v1/embeddings", json={"model": "nope", "input": "a"}
-                           ).status_code == 404
+        assert (
+            client.post("/v1/embeddings", json={"model": "nope", "input": "a"}).status_code == 404
+        )
         scrape = samples(client.get("/metrics").text)
 
     total = "embedding_gateway_requests_total"
@@ -59,24 +71,35 @@ def test_requests_are_counted_by_route_template_model_and_status() -> None:
     assert value(scrape, "embedding_gateway_inputs_total", model="fake") == 4
     assert value(scrape, "embedding_gateway_rerank_documents_total", model="fake") == 3
     # Fake tokens: whitespace words plus two specials; the rerank embeds query + 3 documents.
-    assert value(scrape, "embedding_gateway_tokens_total", model="fake") == 2 * (4 + 3) + 3 + 4 + 3 + 3
+    assert (
+        value(scrape, "embedding_gateway_tokens_total", model="fake") == 2 * (4 + 3) + 3 + 4 + 3 + 3
+    )
     count = "embedding_gateway_request_duration_seconds_count"
     assert value(scrape, count, route="/v1/embeddings", model="fake") == 2
     for phase in ("queue", "tokenization", "inference"):
-        assert value(scrape, f"embedding_gateway_{phase}_duration_seconds_count",
-                     model="fake") == 3
+        assert value(scrape, f"embedding_gateway_{phase}_duration_seconds_count", model="fake") == 3
     assert value(scrape, "embedding_gateway_engine_state", model="fake", state="ready") == 1
     assert value(scrape, "embedding_gateway_engine_state", model="fake", state="loading") == 0
-    assert value(scrape, "embedding_gateway_build_info", version="0.1.0", vllm_version="",
-                 device="") == 1
+    assert (
+        value(scrape, "embedding_gateway_build_info", version="0.1.0", vllm_version="", device="")
+        == 1
+    )
 
 
 def test_requests_refused_before_routing_carry_the_route_template() -> None:
     with serving(Settings(api_keys=("k",))) as client:
         assert client.post("/v1/embeddings", json={}).status_code == 401
         scrape = samples(client.get("/metrics", headers={"Authorization": "Bearer k"}).text)
-    assert value(scrape, "embedding_gateway_requests_total", route="/v1/embeddings", model="",
-                 status="401") == 1
+    assert (
+        value(
+            scrape,
+            "embedding_gateway_requests_total",
+            route="/v1/embeddings",
+            model="",
+            status="401",
+        )
+        == 1
+    )
 
 
 def test_timing_headers_are_present_and_add_up() -> None:
@@ -86,10 +109,12 @@ def test_timing_headers_are_present_and_add_up() -> None:
         assert response.status_code == 200
         times = {name: int(response.headers[name]) for name in TIMING_HEADERS}
         assert times["x-inference-time"] >= 50  # the engine's 50 ms
-        assert times["x-total-time"] >= (times["x-queue-time"] + times["x-tokenization-time"]
-                                         + times["x-inference-time"])
-        rerank = client.post("/v1/rerank", json={"model": "fake", "query": "a",
-                                                 "documents": ["a", "b"]})
+        assert times["x-total-time"] >= (
+            times["x-queue-time"] + times["x-tokenization-time"] + times["x-inference-time"]
+        )
+        rerank = client.post(
+            "/v1/rerank", json={"model": "fake", "query": "a", "documents": ["a", "b"]}
+        )
         assert all(name in rerank.headers for name in TIMING_HEADERS)
         # No engine work, no timing headers (TEI sends them on inference routes only), and
         # none on a failed engine call either.
@@ -106,8 +131,10 @@ def test_cache_counters_appear_when_the_cache_is_on() -> None:
     with TestClient(create_app(registry)) as client:
         wait_ready(client)
         for inputs in (["a", "b", "a"], ["a", "c"]):  # 2 misses (a deduplicated); hit, miss
-            assert client.post("/v1/embeddings", json={"model": "fake", "input": inputs}
-                               ).status_code == 200
+            assert (
+                client.post("/v1/embeddings", json={"model": "fake", "input": inputs}).status_code
+                == 200
+            )
         scrape = samples(client.get("/metrics").text)
     assert value(scrape, "embedding_gateway_cache_misses_total", model="fake") == 3
     assert value(scrape, "embedding_gateway_cache_hits_total", model="fake") == 1
@@ -125,11 +152,13 @@ def test_no_cache_counters_without_a_cache() -> None:
 async def running(settings: Settings, engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(ModelRegistry([ServedModel("fake", (), engine)]), settings)
     async with app.router.lifespan_context(app) as state:
+
         async def with_state(scope, receive, send):
             await app({**scope, "state": dict(state)}, receive, send)
 
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state),
-                                     base_url="http://gateway") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=with_state), base_url="http://gateway"
+        ) as client:
             while (await client.get("/ready")).status_code != 200:
                 await asyncio.sleep(0.01)
             yield client
@@ -139,8 +168,9 @@ async def running(settings: Settings, engine: FakeEngine) -> AsyncIterator[httpx
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_inflight_inputs_against_the_limit_and_429s(anyio_backend: str) -> None:
     async with running(Settings(max_inflight_inputs=3), FakeEngine(latency_s=0.5)) as client:
-        first = asyncio.create_task(client.post("/v1/embeddings",
-                                                json={"model": "fake", "input": ["a", "b"]}))
+        first = asyncio.create_task(
+            client.post("/v1/embeddings", json={"model": "fake", "input": ["a", "b"]})
+        )
         await asyncio.sleep(0.15)
         busy = samples((await client.get("/metrics")).text)
         refused = await client.post("/v1/embeddings", json={"model": "fake", "input": ["c", "d"]})
@@ -150,8 +180,16 @@ async def test_inflight_inputs_against_the_limit_and_429s(anyio_backend: str) ->
     assert value(busy, "embedding_gateway_inflight_inputs", model="fake") == 2
     assert value(busy, "embedding_gateway_admission_limit_inputs", model="fake") == 3
     assert value(idle, "embedding_gateway_inflight_inputs", model="fake") == 0
-    assert value(idle, "embedding_gateway_requests_total", route="/v1/embeddings",
-                 model="fake", status="429") == 1
+    assert (
+        value(
+            idle,
+            "embedding_gateway_requests_total",
+            route="/v1/embeddings",
+            model="fake",
+            status="429",
+        )
+        == 1
+    )
 
 
 def test_engine_state_follows_loading_and_failure() -> None:
@@ -160,20 +198,30 @@ def test_engine_state_follows_loading_and_failure() -> None:
         loading = samples(client.get("/metrics").text)
         wait_ready(client)
         engine.dead = True
-        assert client.post("/v1/embeddings", json={"model": "fake", "input": "a"}
-                           ).status_code == 503
+        assert (
+            client.post("/v1/embeddings", json={"model": "fake", "input": "a"}).status_code == 503
+        )
         failed = samples(client.get("/metrics").text)
     assert value(loading, "embedding_gateway_engine_state", model="fake", state="loading") == 1
     # Build info waits for the engines: only then do they know their version and device.
     assert not [key for key in loading if key[0] == "embedding_gateway_build_info"]
     assert value(failed, "embedding_gateway_engine_state", model="fake", state="restarting") == 1
     assert value(failed, "embedding_gateway_engine_state", model="fake", state="ready") == 0
-    assert value(failed, "embedding_gateway_requests_total", route="/v1/embeddings",
-                 model="fake", status="503") == 1
+    assert (
+        value(
+            failed,
+            "embedding_gateway_requests_total",
+            route="/v1/embeddings",
+            model="fake",
+            status="503",
+        )
+        == 1
+    )
 
 
 def test_an_operators_multiprocess_folder_is_emptied_at_start(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "counter_123.db").write_bytes(b"stale")
     (tmp_path / "keep.txt").write_text("not ours")
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
@@ -182,7 +230,8 @@ def test_an_operators_multiprocess_folder_is_emptied_at_start(
 
 
 def test_several_workers_get_a_temporary_folder_removed_at_exit(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     assert prepare_multiprocess(workers=1)() is None and MULTIPROC_ENV not in os.environ
     cleanup = prepare_multiprocess(workers=2)

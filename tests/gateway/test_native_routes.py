@@ -41,12 +41,15 @@ def test_seed_errors_are_the_envelope_with_detail(client) -> None:
     response = client.post("/embed", json={"texts": []})
     assert response.status_code == 400
     body = response.json()
-    assert body["detail"] == body["error"]["message"] == "`texts` is required: a non-empty list of strings"
+    assert (
+        body["detail"]
+        == body["error"]["message"]
+        == "`texts` is required: a non-empty list of strings"
+    )
 
 
 def test_tei_embed_bare_vectors_prompt_and_dimensions(client, engine) -> None:
-    response = client.post("/embed", json={"inputs": "a", "prompt_name": "query",
-                                           "dimensions": 4})
+    response = client.post("/embed", json={"inputs": "a", "prompt_name": "query", "dimensions": 4})
     assert response.status_code == 200
     assert engine.calls[-1] == ["q: a"]
     cut = fake_vector("q: a", 8)[:4]
@@ -61,19 +64,21 @@ def test_tei_embed_normalize_false_is_the_unnormalised_vector(client, engine) ->
 
 
 def test_tei_truncation_direction(client, engine) -> None:
-    client.post("/embed", json={"inputs": "a", "truncate": True,
-                                "truncation_direction": "Left"})
+    client.post("/embed", json={"inputs": "a", "truncate": True, "truncation_direction": "Left"})
     assert engine.options[-1].truncate == "start"
     client.post("/embed", json={"inputs": "a", "truncate": False})
     assert engine.options[-1].truncate == "none"
 
 
-@pytest.mark.parametrize(("body", "status", "error_type"), [
-    ({"inputs": []}, 422, "validation"),
-    ({"inputs": "a", "prompt_name": "nope"}, 422, "validation"),
-    ({"inputs": "a", "dimensions": 9}, 422, "validation"),
-    ({"inputs": "word " * 40}, 422, "validation"),  # longer than the window
-])
+@pytest.mark.parametrize(
+    ("body", "status", "error_type"),
+    [
+        ({"inputs": []}, 422, "validation"),
+        ({"inputs": "a", "prompt_name": "nope"}, 422, "validation"),
+        ({"inputs": "a", "dimensions": 9}, 422, "validation"),
+        ({"inputs": "word " * 40}, 422, "validation"),  # longer than the window
+    ],
+)
 def test_tei_errors_are_teis_body(client, body, status, error_type) -> None:
     response = client.post("/embed", json=body)
     assert response.status_code == status
@@ -88,22 +93,30 @@ def test_tei_overload_and_engine_faults_take_teis_statuses(client, engine) -> No
 
 
 def test_tei_rerank_sorted_with_text_and_raw_scores() -> None:
-    engine = FakeEngine(EngineSpec(name="r", model="r", rerank_kind="cross_encoder"),
-                        scores_pairs=True)
+    engine = FakeEngine(
+        EngineSpec(name="r", model="r", rerank_kind="cross_encoder"), scores_pairs=True
+    )
     with serving(r=engine) as client:
         texts = ["x y", "capital of france", "france"]
-        response = client.post("/rerank", json={"query": "capital of france", "texts": texts,
-                                                "return_text": True, "raw_scores": True})
+        response = client.post(
+            "/rerank",
+            json={
+                "query": "capital of france",
+                "texts": texts,
+                "return_text": True,
+                "raw_scores": True,
+            },
+        )
         assert response.status_code == 200, response.text
         logits = [fake_logit("capital of france", t) for t in texts]
         order = list(np.argsort(logits)[::-1])
-        assert response.json() == [{"index": int(i), "score": pytest.approx(logits[i]),
-                                    "text": texts[i]} for i in order]
+        assert response.json() == [
+            {"index": int(i), "score": pytest.approx(logits[i]), "text": texts[i]} for i in order
+        ]
 
 
 def test_rerank_path_keeps_cohere_for_documents(client) -> None:
-    body = client.post("/rerank", json={"model": "fake", "query": "q",
-                                        "documents": ["d"]}).json()
+    body = client.post("/rerank", json={"model": "fake", "query": "q", "documents": ["d"]}).json()
     assert "results" in body
 
 
@@ -119,13 +132,19 @@ def test_similarity_and_root_dispatch(client) -> None:
 def test_tei_tokenize_and_decode(client) -> None:
     tokens = client.post("/tokenize", json={"inputs": "hello  world"}).json()
     assert [t["text"] for t in tokens[0]] == ["[CLS]", "hello", "world", "[SEP]"]
-    assert tokens[0][2] == {"id": tokens[0][2]["id"], "text": "world", "special": False,
-                            "start": 7, "stop": 12}
+    assert tokens[0][2] == {
+        "id": tokens[0][2]["id"],
+        "text": "world",
+        "special": False,
+        "start": 7,
+        "stop": 12,
+    }
     assert tokens[0][0]["special"] and tokens[0][0]["start"] is None
     ids = [t["id"] for t in tokens[0]]
     assert client.post("/decode", json={"ids": ids}).json() == ["hello world"]
-    assert client.post("/decode", json={"ids": [ids], "skip_special_tokens": False}
-                       ).json() == ["[CLS] hello world [SEP]"]
+    assert client.post("/decode", json={"ids": [ids], "skip_special_tokens": False}).json() == [
+        "[CLS] hello world [SEP]"
+    ]
 
 
 def test_vllm_tokenize_and_detokenize(client) -> None:
@@ -133,24 +152,28 @@ def test_vllm_tokenize_and_detokenize(client) -> None:
     assert body["count"] == 4 and body["max_model_len"] == 16
     assert body["token_strs"] == ["[CLS]", "a", "b", "[SEP]"]
     assert client.post("/detokenize", json={"tokens": body["tokens"][1:3]}).json() == {
-        "prompt": "a b"}
+        "prompt": "a b"
+    }
     chat = client.post("/tokenize", json={"messages": [{"role": "user", "content": "a"}]})
     assert chat.status_code == 400 and chat.json()["error"]["param"] == "prompt"
-    assert client.post("/detokenize", json={"tokens": [10 ** 6]}).status_code == 400
+    assert client.post("/detokenize", json={"tokens": [10**6]}).status_code == 400
 
 
 def test_vllm_score_pairs() -> None:
-    engine = FakeEngine(EngineSpec(name="r", model="r", rerank_kind="cross_encoder"),
-                        scores_pairs=True)
+    engine = FakeEngine(
+        EngineSpec(name="r", model="r", rerank_kind="cross_encoder"), scores_pairs=True
+    )
     with serving(r=engine) as client:
         one = client.post("/score", json={"text_1": "a b", "text_2": ["a", "c"]}).json()
         assert one["object"] == "list" and one["model"] == "r"
         expected = [1 / (1 + np.exp(-fake_logit("a b", d))) for d in ("a", "c")]
         assert [d["score"] for d in one["data"]] == pytest.approx(expected)
-        pairwise = client.post("/v1/score", json={"queries": ["a", "c"],
-                                                  "documents": ["a", "a"]}).json()
+        pairwise = client.post(
+            "/v1/score", json={"queries": ["a", "c"], "documents": ["a", "a"]}
+        ).json()
         assert [d["score"] for d in pairwise["data"]] == pytest.approx(
-            [1 / (1 + np.exp(-fake_logit(q, "a"))) for q in ("a", "c")])
+            [1 / (1 + np.exp(-fake_logit(q, "a"))) for q in ("a", "c")]
+        )
         bad = client.post("/score", json={"text_1": ["a", "b"], "text_2": ["a", "b", "c"]})
         assert bad.status_code == 400
 
@@ -182,8 +205,9 @@ def test_the_model_marked_default_answers() -> None:
     from gateway.registry import ModelRegistry, ServedModel
 
     one, two = FakeEngine(), FakeEngine()
-    registry = ModelRegistry([ServedModel("one", (), one), ServedModel("two", (), two,
-                                                                       default=True)])
+    registry = ModelRegistry(
+        [ServedModel("one", (), one), ServedModel("two", (), two, default=True)]
+    )
     with TestClient(create_app(registry, Settings())) as client:
         wait_ready(client)
         assert client.post("/embed", json={"texts": ["a"]}).status_code == 200

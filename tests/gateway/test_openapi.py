@@ -5,7 +5,8 @@ required, type, pattern, ...) is refused."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -16,10 +17,10 @@ from adapters.fake import FakeEngine
 from gateway.app import create_app
 from gateway.config import InputPolicy, Settings
 from gateway.dialects import API, settle
-from gateway.tei import root_shape
-from gateway.vllm_api import score_shape
 from gateway.registry import ModelRegistry, ServedModel
 from gateway.routes import ROUTES
+from gateway.tei import root_shape
+from gateway.vllm_api import score_shape
 from tests.conftest import TIKTOKEN_DIR, serving, wait_ready
 
 
@@ -58,21 +59,37 @@ def test_token_caps_are_minus_one_or_at_least_one(client) -> None:
 # -- the document's request bodies, walked ----------------------------------------------------
 
 # (path, which of its body shapes): a path two APIs share documents one shape per API.
-BODY_PATHS = [("/v1/embeddings", 0), ("/v2/embed", 0), ("/v1/rerank", 0), ("/embed", 0),
-              ("/embed", 1), ("/rerank", 1), ("/", 0), ("/", 1), ("/", 2), ("/similarity", 0),
-              ("/tokenize", 0), ("/tokenize", 1), ("/decode", 0), ("/score", 0), ("/score", 1),
-              ("/detokenize", 0)]
+BODY_PATHS = [
+    ("/v1/embeddings", 0),
+    ("/v2/embed", 0),
+    ("/v1/rerank", 0),
+    ("/embed", 0),
+    ("/embed", 1),
+    ("/rerank", 1),
+    ("/", 0),
+    ("/", 1),
+    ("/", 2),
+    ("/similarity", 0),
+    ("/tokenize", 0),
+    ("/tokenize", 1),
+    ("/decode", 0),
+    ("/score", 0),
+    ("/score", 1),
+    ("/detokenize", 0),
+]
 
 
 @pytest.fixture(scope="module")
 def app():
     # Small limits so that maxItems is cheap to exceed; a window long enough for every sample;
     # a prompt named as the walker's sample string, for TEI's `prompt_name`.
-    registry = ModelRegistry([ServedModel("fake", (), FakeEngine(max_model_len=64),
-                                          InputPolicy(prompts={"a": "p: "}))])
+    registry = ModelRegistry(
+        [ServedModel("fake", (), FakeEngine(max_model_len=64), InputPolicy(prompts={"a": "p: "}))]
+    )
     settings = Settings(max_inputs=3, max_rerank_documents=3)
-    with TestClient(create_app(registry, settings, tiktoken_dir=TIKTOKEN_DIR),
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(registry, settings, tiktoken_dir=TIKTOKEN_DIR), raise_server_exceptions=False
+    ) as client:
         wait_ready(client)
         yield client, client.get("/openapi.json").json()
 
@@ -135,8 +152,7 @@ def _dialect(path: str, body: dict) -> tuple[API, Any]:
     return settle({"path": path}, body).api, shape
 
 
-def _assert_refused(own: tuple[API, Any], response, name: str, status: int, why: tuple
-                    ) -> None:
+def _assert_refused(own: tuple[API, Any], response, name: str, status: int, why: tuple) -> None:
     """A refusal in the dialect's own error body: TEI's names the field in its message."""
     if own[0] is API.TEI:
         assert response.status_code == 422, (*why, response.text)
@@ -228,16 +244,31 @@ def _violations(schema: dict) -> Iterator[tuple[str, Any]]:
             yield "type", _WRONG_TYPE[form["type"]]
 
 
-_WRONG_TYPE = {"string": 7, "integer": "7", "boolean": "yes", "array": {"a": 1},
-               "object": 7, "number": "7"}
+_WRONG_TYPE = {
+    "string": 7,
+    "integer": "7",
+    "boolean": "yes",
+    "array": {"a": 1},
+    "object": 7,
+    "number": "7",
+}
 
 
 def _keywords(schema: dict) -> set[str]:
     """Every constraint keyword used anywhere in a body schema."""
     found = set()
     for key, value in schema.items():
-        if key in ("enum", "const", "minimum", "maxItems", "minItems", "required", "type",
-                   "pattern", "minLength"):
+        if key in (
+            "enum",
+            "const",
+            "minimum",
+            "maxItems",
+            "minItems",
+            "required",
+            "type",
+            "pattern",
+            "minLength",
+        ):
             found.add(key)
         for child in value if isinstance(value, list) else [value]:
             if isinstance(child, dict):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -40,16 +40,19 @@ class CountingEngine(FakeEngine):
 
 
 @contextlib.asynccontextmanager
-async def running(policy: RestartPolicy, **engines: FakeEngine
-                  ) -> AsyncIterator[tuple[httpx.AsyncClient, ModelRegistry]]:
+async def running(
+    policy: RestartPolicy, **engines: FakeEngine
+) -> AsyncIterator[tuple[httpx.AsyncClient, ModelRegistry]]:
     registry = ModelRegistry([ServedModel(n, (), e) for n, e in engines.items()], policy)
     app = create_app(registry, FAST)
     async with app.router.lifespan_context(app) as state:
+
         async def with_state(scope, receive, send):
             await app({**scope, "state": dict(state)}, receive, send)
 
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state),
-                                     base_url="http://gateway") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=with_state), base_url="http://gateway"
+        ) as client:
             deadline = time.monotonic() + 10  # a start that keeps failing must not hang the suite
             while (await client.get("/ready")).status_code != 200:
                 assert time.monotonic() < deadline, "never ready"
@@ -72,7 +75,9 @@ async def until(predicate, timeout_s: float = 5.0) -> float:
 async def test_a_dead_engine_is_restarted_and_serves_again_while_others_keep_serving() -> None:
     doomed, other = CountingEngine(latency_s=0.01), FakeEngine(latency_s=0.01)
     async with running(RestartPolicy(backoff_s=0.5), doomed=doomed, other=other) as (
-            client, registry):
+        client,
+        registry,
+    ):
         model = registry.models[0]
         doomed.dead = True
         await until(lambda: model.state is EngineState.RESTARTING)
@@ -146,9 +151,10 @@ async def test_tries_start_over_once_a_restart_has_held() -> None:
 
 async def test_engine_errors_never_show_server_paths_to_clients(caplog) -> None:
     engine = FakeEngine()
-    async with running(RestartPolicy(), fake=engine) as (client, registry):
+    async with running(RestartPolicy(), fake=engine) as (client, _registry):
         engine.fail_with = EngineUnavailable(
-            "cannot open /srv/models/secret-model/tokenizer.json: gone")
+            "cannot open /srv/models/secret-model/tokenizer.json: gone"
+        )
         response = await embed(client, "fake")
         assert response.status_code == 503
         message = response.json()["error"]["message"]

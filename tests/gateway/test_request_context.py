@@ -21,8 +21,11 @@ def test_an_unsafe_client_request_id_is_replaced(client, unsafe: str) -> None:
 
 def test_the_log_line_carries_id_route_model_and_counts(client, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="gateway.access"):
-        client.post("/v1/embeddings", json={"model": "fake", "input": ["a", "b"]},
-                    headers={"x-request-id": "rid-1"})
+        client.post(
+            "/v1/embeddings",
+            json={"model": "fake", "input": ["a", "b"]},
+            headers={"x-request-id": "rid-1"},
+        )
     (line,) = [r.getMessage() for r in caplog.records if "rid-1" in r.getMessage()]
     assert "path='/v1/embeddings'" in line and "status=200" in line
     assert "model=fake" in line and "inputs=2" in line

@@ -42,8 +42,9 @@ def test_empty_string_is_embedded(client) -> None:
 
 
 def test_base64_is_little_endian_float32(client) -> None:
-    response = client.post("/v1/embeddings",
-                           json={"model": "fake", "input": ["a"], "encoding_format": "base64"})
+    response = client.post(
+        "/v1/embeddings", json={"model": "fake", "input": ["a"], "encoding_format": "base64"}
+    )
     encoded = response.json()["data"][0]["embedding"]
     decoded = np.frombuffer(base64.b64decode(encoded), dtype="<f4")
     np.testing.assert_array_equal(decoded, fake_vector("a", 8))
@@ -57,8 +58,10 @@ def test_dimensions_keep_prefix_and_renormalize(client) -> None:
 
 
 def test_user_and_unknown_fields_are_ignored(client) -> None:
-    response = client.post("/v1/embeddings", json={"model": "fake", "input": "a", "user": "u1",
-                                                   "something_new": {"x": 1}})
+    response = client.post(
+        "/v1/embeddings",
+        json={"model": "fake", "input": "a", "user": "u1", "something_new": {"x": 1}},
+    )
     assert response.status_code == 200
 
 
@@ -69,17 +72,30 @@ def test_user_and_unknown_fields_are_ignored(client) -> None:
         ({"model": "fake"}, "input", "`input` is required"),
         ({"model": "fake", "input": 3.5}, "input", "got float"),
         ({"model": "fake", "input": ["a", None]}, "input", "`input[1]` must be a string"),
-        ({"model": "fake", "input": [[1, "a"]]}, "input",
-         "`input[0]` must be a string or a list of token ids"),
+        (
+            {"model": "fake", "input": [[1, "a"]]},
+            "input",
+            "`input[0]` must be a string or a list of token ids",
+        ),
         ({"input": "a"}, "model", "`model` is required"),
-        ({"model": "fake", "input": "a", "encoding_format": "int8"}, "encoding_format",
-         "must be one of ['float', 'base64']"),
+        (
+            {"model": "fake", "input": "a", "encoding_format": "int8"},
+            "encoding_format",
+            "must be one of ['float', 'base64']",
+        ),
         ({"model": "fake", "input": "a", "dimensions": 0}, "dimensions", "at least 1"),
         ({"model": "fake", "input": "a", "dimensions": 9}, "dimensions", "dimension 8, got 9"),
         ({"model": "fake", "input": "a", "dimensions": "4"}, "dimensions", "must be an integer"),
         ({"model": "fake", "input": "a", "dimensions": True}, "dimensions", "must be an integer"),
-        ({"model": "fake", "input": "one two three four five six seven eight nine ten eleven "
-          "twelve thirteen fourteen fifteen"}, "input", "input 0 has 17 tokens"),
+        (
+            {
+                "model": "fake",
+                "input": "one two three four five six seven eight nine ten eleven "
+                "twelve thirteen fourteen fifteen",
+            },
+            "input",
+            "input 0 has 17 tokens",
+        ),
     ],
 )
 def test_invalid_requests_are_400_envelopes(client, body, param, fragment) -> None:
@@ -98,8 +114,9 @@ def test_body_must_be_an_object(client) -> None:
 
 
 def test_malformed_json_is_400(client) -> None:
-    response = client.post("/v1/embeddings", content=b'{"model": ',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/embeddings", content=b'{"model": ', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert "not valid JSON" in response.json()["error"]["message"]
 
@@ -164,7 +181,9 @@ def test_models_lists_names_and_aliases(client) -> None:
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
     assert [(m["id"], m["root"], m["object"]) for m in body["data"]] == [
-        ("fake", "fake", "model"), ("fake-alias", "fake", "model")]
+        ("fake", "fake", "model"),
+        ("fake-alias", "fake", "model"),
+    ]
 
 
 def test_health_and_ready(client) -> None:

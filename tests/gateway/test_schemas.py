@@ -3,7 +3,6 @@ brief echoes of client values, rerank documents."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from adapters.fake import FakeEngine
@@ -47,15 +46,18 @@ def test_at_the_token_limit_is_fine(small) -> None:
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"model":"fake","input":"a\\u0000b"}',
-    b'{"model":"fake","input":["ok","\\u0000"]}',
-    b'{"model":"fake","input":"\\ud800"}',
-    b'{"model":"fake","input":["\\udfff x"]}',
-    b'{"model":"fake","input":"\\ud800\\u0041"}',
-    b'{"model":"fake","input":"\xed\xa0\x80"}',  # a surrogate encoded as (invalid) UTF-8
-    b'{"model":"fake","input":"\xff"}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"fake","input":"a\\u0000b"}',
+        b'{"model":"fake","input":["ok","\\u0000"]}',
+        b'{"model":"fake","input":"\\ud800"}',
+        b'{"model":"fake","input":["\\udfff x"]}',
+        b'{"model":"fake","input":"\\ud800\\u0041"}',
+        b'{"model":"fake","input":"\xed\xa0\x80"}',  # a surrogate encoded as (invalid) UTF-8
+        b'{"model":"fake","input":"\xff"}',
+    ],
+)
 def test_nul_and_lone_surrogates_are_400(client, raw) -> None:
     response = client.post("/v1/embeddings", content=raw, headers=JSON)
     assert response.status_code == 400
@@ -77,8 +79,9 @@ def test_rerank_documents_are_limited_by_the_settings_at_parse_time() -> None:
     with pytest.raises(APIError, match=r"`documents\[1\]` contains a NUL character at position 1"):
         parse_rerank_request({**body, "documents": ["a", "b\x00"]}, settings)
     with pytest.raises(APIError, match=r"`documents\[0\]` contains a lone surrogate"):
-        parse_rerank_request({**body, "documents": [{"t": "\ud800"}], "rank_fields": ["t"]},
-                             settings)
+        parse_rerank_request(
+            {**body, "documents": [{"t": "\ud800"}], "rank_fields": ["t"]}, settings
+        )
     assert Settings().max_rerank_documents == 1000
 
 
@@ -95,35 +98,85 @@ def test_rerank_documents_are_limited_and_checked() -> None:
 
 # -- conventions every declared shape shares ---------------------------------------------------
 
+
 def test_explicit_null_means_absent(client) -> None:
-    response = client.post("/v1/embeddings", json={
-        "model": "fake", "input": "a", "encoding_format": None, "dimensions": None,
-        "input_type": None, "truncate": None, "truncate_prompt_tokens": None, "user": None})
+    response = client.post(
+        "/v1/embeddings",
+        json={
+            "model": "fake",
+            "input": "a",
+            "encoding_format": None,
+            "dimensions": None,
+            "input_type": None,
+            "truncate": None,
+            "truncate_prompt_tokens": None,
+            "user": None,
+        },
+    )
     assert response.status_code == 200
     assert isinstance(response.json()["data"][0]["embedding"], list)  # the default format
 
 
-@pytest.mark.parametrize("path, body, param, message", [
-    ("/v1/embeddings", {"input": "a", "dimensions": True}, "dimensions",
-     "`dimensions` must be an integer, got bool"),
-    ("/v1/embeddings", {"input": "a", "truncate_prompt_tokens": 0}, "truncate_prompt_tokens",
-     "`truncate_prompt_tokens` must be -1 (the model's window) or an integer of at least 1, "
-     "got 0"),
-    ("/v1/embeddings", {"input": "a", "encoding_format": "x" * 10_000}, "encoding_format",
-     "`encoding_format` must be one of ['float', 'base64'], got '" + "x" * 40 + "'..."),
-    ("/v1/embeddings", {"input": "a", "truncate": [[[["end"]]]]}, "truncate",
-     "`truncate` must be one of ['none', 'end', 'start'] (any case), got a JSON array"),
-    ("/v1/embeddings", {"input": [-5]}, "input",
-     "input 0: token id -5 is not a cl100k_base token id"),
-    ("/v2/embed", {"texts": ["a"], "embedding_types": "float"}, "embedding_types",
-     "`embedding_types` must be a non-empty list of ['float', 'int8', 'uint8', 'binary', "
-     "'ubinary', 'base64'], got 'float'"),
-    ("/v2/embed", {"texts": ["a"], "max_tokens": False}, "max_tokens", "got False"),
-    ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": True}, "top_n",
-     "`top_n` must be an integer, got bool"),
-    ("/v1/rerank", {"query": "q", "documents": [{"text": 5}]}, "documents",
-     "`documents[0].text` must be a string"),
-])
+@pytest.mark.parametrize(
+    "path, body, param, message",
+    [
+        (
+            "/v1/embeddings",
+            {"input": "a", "dimensions": True},
+            "dimensions",
+            "`dimensions` must be an integer, got bool",
+        ),
+        (
+            "/v1/embeddings",
+            {"input": "a", "truncate_prompt_tokens": 0},
+            "truncate_prompt_tokens",
+            (
+                "`truncate_prompt_tokens` must be -1 (the model's window) or an integer of at least 1, "
+                "got 0"
+            ),
+        ),
+        (
+            "/v1/embeddings",
+            {"input": "a", "encoding_format": "x" * 10_000},
+            "encoding_format",
+            "`encoding_format` must be one of ['float', 'base64'], got '" + "x" * 40 + "'...",
+        ),
+        (
+            "/v1/embeddings",
+            {"input": "a", "truncate": [[[["end"]]]]},
+            "truncate",
+            "`truncate` must be one of ['none', 'end', 'start'] (any case), got a JSON array",
+        ),
+        (
+            "/v1/embeddings",
+            {"input": [-5]},
+            "input",
+            "input 0: token id -5 is not a cl100k_base token id",
+        ),
+        (
+            "/v2/embed",
+            {"texts": ["a"], "embedding_types": "float"},
+            "embedding_types",
+            (
+                "`embedding_types` must be a non-empty list of ['float', 'int8', 'uint8', 'binary', "
+                "'ubinary', 'base64'], got 'float'"
+            ),
+        ),
+        ("/v2/embed", {"texts": ["a"], "max_tokens": False}, "max_tokens", "got False"),
+        (
+            "/v1/rerank",
+            {"query": "q", "documents": ["a"], "top_n": True},
+            "top_n",
+            "`top_n` must be an integer, got bool",
+        ),
+        (
+            "/v1/rerank",
+            {"query": "q", "documents": [{"text": 5}]},
+            "documents",
+            "`documents[0].text` must be a string",
+        ),
+    ],
+)
 def test_refusals_keep_their_wording(client, path, body, param, message) -> None:
     response = client.post(path, json={"model": "fake", **body})
     assert response.status_code == 400, response.text

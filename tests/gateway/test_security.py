@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from starlette.routing import Route
 
-from gateway.config import Settings
 from gateway import batches
+from gateway.config import Settings
 from gateway.dialects import API, dialect_of
 from gateway.routes import ROUTES
 from gateway.security import KeyChecker, exposure_warning
@@ -18,10 +18,14 @@ PUBLIC = {"/health", "/ready", "/openapi.json"}
 # Accepted by every POST route but those in BODIES: each reads its own fields (`input`,
 # `texts`, `query` and `documents`) and ignores the others.
 EMBED = {"model": "fake", "input": "a", "texts": ["a"], "query": "a", "documents": ["a"]}
-BODIES = {"/similarity": {"inputs": {"source_sentence": "a", "sentences": ["b"]}},
-          "/tokenize": {"inputs": "a b"}, "/decode": {"ids": [1]},
-          "/score": {"text_1": "a", "text_2": ["b"]}, "/v1/score": {"text_1": "a", "text_2": "b"},
-          "/detokenize": {"tokens": [1]}}
+BODIES = {
+    "/similarity": {"inputs": {"source_sentence": "a", "sentences": ["b"]}},
+    "/tokenize": {"inputs": "a b"},
+    "/decode": {"ids": [1]},
+    "/score": {"text_1": "a", "text_2": ["b"]},
+    "/v1/score": {"text_1": "a", "text_2": "b"},
+    "/detokenize": {"tokens": [1]},
+}
 
 
 @pytest.fixture
@@ -31,15 +35,26 @@ def locked():
 
 
 def call(client, route: Route, path: str | None = None, **kwargs):
-    method = sorted(route.methods - {"HEAD"})[0]
+    method = min(route.methods - {"HEAD"})
     body = {"json": BODIES.get(route.path, EMBED)} if method == "POST" else {}
-    return client.request(method, path or route.path.replace("{model:path}", "fake"), **body,
-                          **kwargs)
+    return client.request(
+        method, path or route.path.replace("{model:path}", "fake"), **body, **kwargs
+    )
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.path)
-@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic a2V5LW9uZQ==", "Bearer",
-                                    "key-one", "Bearer key-one-and-more", "Bearer key-on"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer wrong",
+        "Basic a2V5LW9uZQ==",
+        "Bearer",
+        "key-one",
+        "Bearer key-one-and-more",
+        "Bearer key-on",
+    ],
+)
 def test_every_non_public_route_refuses_a_missing_or_wrong_key(locked, route, header) -> None:
     headers = {"Authorization": header} if header else {}
     response = call(locked, route, headers=headers)
@@ -58,21 +73,42 @@ def test_every_non_public_route_refuses_a_missing_or_wrong_key(locked, route, he
 
 # The Batch API's routes answer 200 only for a file or batch that exists: with a key they are
 # checked on real ids in tests/gateway/batches/test_api.py.
-@pytest.mark.parametrize("route", [r for r in ROUTES if r not in batches.ROUTES],
-                         ids=lambda r: r.path)
-@pytest.mark.parametrize("header", ["Bearer key-one", "Bearer key-two", "bearer key-two",
-                                    "BEARER  key-one"])
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if r not in batches.ROUTES], ids=lambda r: r.path
+)
+@pytest.mark.parametrize(
+    "header", ["Bearer key-one", "Bearer key-two", "bearer key-two", "BEARER  key-one"]
+)
 def test_every_route_accepts_each_configured_key(locked, route, header) -> None:
     assert call(locked, route, headers={"Authorization": header}).status_code == 200
 
 
-@pytest.mark.parametrize("path", [
-    "//v1/embeddings", "/v1/embeddings/", "/V1/embeddings", "/v1%2Fembeddings",
-    "/health/../v1/embeddings", "/health/%2e%2e/v1/embeddings", "/ready/../v1/models",
-    "/./v1/embeddings", "/health/", "/Health", "/healthz", "/health%00", "/metrics",
-    "/v1/rerank", "/rerank", "/docs/../v1/embeddings", "/docs/index.html", "/docs/", "/",
-    "/openapi.json/", "/v1/models/../embed",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//v1/embeddings",
+        "/v1/embeddings/",
+        "/V1/embeddings",
+        "/v1%2Fembeddings",
+        "/health/../v1/embeddings",
+        "/health/%2e%2e/v1/embeddings",
+        "/ready/../v1/models",
+        "/./v1/embeddings",
+        "/health/",
+        "/Health",
+        "/healthz",
+        "/health%00",
+        "/metrics",
+        "/v1/rerank",
+        "/rerank",
+        "/docs/../v1/embeddings",
+        "/docs/index.html",
+        "/docs/",
+        "/",
+        "/openapi.json/",
+        "/v1/models/../embed",
+    ],
+)
 def test_path_tricks_are_not_public(locked, path) -> None:
     response = locked.post(path, json=EMBED)
     assert response.status_code == 401
@@ -107,8 +143,10 @@ def test_key_checker_compares_every_key() -> None:
 
 
 def test_cors_is_off_by_default(client) -> None:
-    response = client.options("/v1/embeddings", headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    response = client.options(
+        "/v1/embeddings",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert "access-control-allow-origin" not in response.headers
     simple = client.get("/v1/models", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in simple.headers
@@ -117,23 +155,29 @@ def test_cors_is_off_by_default(client) -> None:
 def test_cors_allows_only_the_configured_origins() -> None:
     settings = Settings(api_keys=KEYS, cors_allow_origins=("https://app.example",))
     with serving(settings) as client:
-        preflight = client.options("/v1/embeddings", headers={
-            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        preflight = client.options(
+            "/v1/embeddings",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
         assert "access-control-allow-credentials" not in preflight.headers
-        evil = client.options("/v1/embeddings", headers={
-            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        evil = client.options(
+            "/v1/embeddings",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
         assert "access-control-allow-origin" not in evil.headers
 
 
 def test_websockets_are_refused_without_a_key(locked) -> None:
     from starlette.websockets import WebSocketDisconnect
 
-    with pytest.raises(WebSocketDisconnect) as info:
-        with locked.websocket_connect("/v1/embeddings"):
-            pass
+    with pytest.raises(WebSocketDisconnect) as info, locked.websocket_connect("/v1/embeddings"):
+        pass
     assert info.value.code == 1008
 
 
@@ -159,11 +203,18 @@ def test_docs_page_its_files_and_the_document_are_public(locked) -> None:
     assert locked.post("/docs", json=EMBED).status_code == 405
 
 
-@pytest.mark.parametrize("host, keys, warned", [
-    ("0.0.0.0", (), True), ("::", (), True), ("10.1.2.3", (), True),
-    ("127.0.0.1", (), False), ("::1", (), False), ("localhost", (), False),
-    ("0.0.0.0", ("k",), False),
-])
+@pytest.mark.parametrize(
+    "host, keys, warned",
+    [
+        ("0.0.0.0", (), True),
+        ("::", (), True),
+        ("10.1.2.3", (), True),
+        ("127.0.0.1", (), False),
+        ("::1", (), False),
+        ("localhost", (), False),
+        ("0.0.0.0", ("k",), False),
+    ],
+)
 def test_serving_beyond_loopback_without_keys_is_warned(host, keys, warned) -> None:
     warning = exposure_warning(host, keys)
     assert (warning is not None) == warned

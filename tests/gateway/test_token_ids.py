@@ -33,8 +33,9 @@ def test_cl100k_ids_are_embedded_as_their_text(cl100k) -> None:
     engine = FakeEngine()
     with make_client(engine) as client:
         wait_ready(client)
-        body = embed(client, input=[cl100k.encode_ordinary(t) for t in TEXTS],
-                     encoding_format="float")
+        body = embed(
+            client, input=[cl100k.encode_ordinary(t) for t in TEXTS], encoding_format="float"
+        )
     assert engine.calls == [TEXTS]
     vectors = np.array([d["embedding"] for d in body["data"]])
     np.testing.assert_allclose(vectors, [fake_vector(t, 8) for t in TEXTS], atol=1e-7)
@@ -53,7 +54,9 @@ def test_a_flat_list_of_ids_is_one_input(cl100k) -> None:
 def test_an_id_outside_cl100k_is_400_naming_it(bad) -> None:
     with make_client(FakeEngine()) as client:
         wait_ready(client)
-        response = client.post("/v1/embeddings", json={"model": "fake", "input": [[15339], [1, bad]]})
+        response = client.post(
+            "/v1/embeddings", json={"model": "fake", "input": [[15339], [1, bad]]}
+        )
     assert response.status_code == 400
     error = response.json()["error"]
     assert f"input 1: token id {bad} is not a cl100k_base token id" in error["message"]
@@ -95,8 +98,10 @@ def test_native_id_outside_the_vocabulary_is_400() -> None:
         wait_ready(client)
         response = client.post("/v1/embeddings", json={"model": "fake", "input": [[5], [1000]]})
     assert response.status_code == 400
-    assert "input 1: token id 1000 is outside the model's vocabulary (0 to 999)" in \
-        response.json()["error"]["message"]
+    assert (
+        "input 1: token id 1000 is outside the model's vocabulary (0 to 999)"
+        in response.json()["error"]["message"]
+    )
 
 
 @pytest.mark.parametrize("value", [["a", [1, 2]], [[1, "a"]], [1.5], [["a"]], [True]])
@@ -116,5 +121,6 @@ def test_decoder_matches_tiktoken(cl100k) -> None:
 def test_large_batches_decode_the_same(cl100k) -> None:
     ids = cl100k.encode_ordinary("Embeddings map text to vectors. " * 40)
     batch = [ids] * (20000 // len(ids) + 1)  # past the inline limit: decoded in a thread
-    assert asyncio.run(Cl100kDecoder(TIKTOKEN_DIR).decode(batch)) == \
-        ["Embeddings map text to vectors. " * 40] * len(batch)
+    assert asyncio.run(Cl100kDecoder(TIKTOKEN_DIR).decode(batch)) == [
+        "Embeddings map text to vectors. " * 40
+    ] * len(batch)

@@ -43,8 +43,10 @@ def test_workers_auto_is_one_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_cache_size_option() -> None:
     assert load_settings({}, environ={}).embedding_cache_size == 0
-    assert load_settings({}, environ={"GATEWAY_EMBEDDING_CACHE_SIZE": "1000"}
-                         ).embedding_cache_size == 1000
+    assert (
+        load_settings({}, environ={"GATEWAY_EMBEDDING_CACHE_SIZE": "1000"}).embedding_cache_size
+        == 1000
+    )
     with pytest.raises(ConfigError, match="--embedding-cache-size"):
         load_settings({"embedding_cache_size": "-1"}, environ={})
 
@@ -55,12 +57,32 @@ def _start_two_workers(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, st
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--engine", "fake", "--workers", "2",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--engine",
+                "fake",
+                "--workers",
+                "2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *args,
+            ],
             # An operator's metrics folder (emptied at start, kept): a supervisor killed with
             # SIGKILL cannot remove a temporary one.
-            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1",
-                           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}, stdout=out,
+            cwd=REPO,
+            env={
+                **os.environ,
+                "HF_HUB_OFFLINE": "1",
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+            },
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -88,14 +110,19 @@ def _wait_every_worker_ready(url: str, timeout_s: float = 30.0) -> None:
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
     process, url = _start_two_workers(tmp_path)
     try:
-        workers = [p for p in psutil.Process(process.pid).children()
-                   if "spawn_main" in " ".join(p.cmdline())]  # not the resource tracker
+        workers = [
+            p
+            for p in psutil.Process(process.pid).children()
+            if "spawn_main" in " ".join(p.cmdline())
+        ]  # not the resource tracker
         assert len(workers) == 2
         # Every worker answers on the one port: fresh connections reach both.
         for _ in range(20):
             with httpx.Client() as client:
-                r = client.post(url + "/v1/embeddings",
-                                json={"model": "all-MiniLM-L6-v2", "input": ["hi", "hi"]})
+                r = client.post(
+                    url + "/v1/embeddings",
+                    json={"model": "all-MiniLM-L6-v2", "input": ["hi", "hi"]},
+                )
             assert r.status_code == 200
             assert len(r.json()["data"]) == 2
         process.send_signal(signal.SIGTERM)
@@ -108,8 +135,9 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
 
 
 def _workers(process: subprocess.Popen) -> list[psutil.Process]:
-    return [p for p in psutil.Process(process.pid).children()
-            if "spawn_main" in " ".join(p.cmdline())]  # not the resource tracker
+    return [
+        p for p in psutil.Process(process.pid).children() if "spawn_main" in " ".join(p.cmdline())
+    ]  # not the resource tracker
 
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Path) -> None:
@@ -122,8 +150,11 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Pat
         statuses = set()
         while time.monotonic() - started < 60:
             with httpx.Client() as client:  # fresh connections: the kernel picks a worker
-                statuses.add(client.post(url + "/v1/embeddings", json={
-                    "model": "all-MiniLM-L6-v2", "input": "hi"}).status_code)
+                statuses.add(
+                    client.post(
+                        url + "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "hi"}
+                    ).status_code
+                )
             workers = _workers(process)
             if len(workers) == 2 and victim not in workers:
                 break
@@ -131,8 +162,10 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Pat
         assert len(_workers(process)) == 2 and survivor in _workers(process)
         assert statuses == {200}  # no request was lost to the dead worker
         wait_ready(url + "/ready", process, tmp_path / "server.log", timeout_s=60)
-        assert "gateway-worker-0 exited with -9" in (tmp_path / "server.log").read_text() \
+        assert (
+            "gateway-worker-0 exited with -9" in (tmp_path / "server.log").read_text()
             or "gateway-worker-1 exited with -9" in (tmp_path / "server.log").read_text()
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
@@ -148,7 +181,7 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         workers = psutil.Process(process.pid).children()
         process.kill()
         process.wait()
-        gone, alive = psutil.wait_procs(workers, timeout=30)
+        _gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive
     finally:
         for worker in workers:
@@ -168,15 +201,19 @@ def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> 
 
     from reliability.server import start_gateway
 
-    gateway = start_gateway(tmp_path, fake_models={"m": {}},
-                            args=["--workers", "2", "--max-inflight-inputs", "100"])
+    gateway = start_gateway(
+        tmp_path, fake_models={"m": {}}, args=["--workers", "2", "--max-inflight-inputs", "100"]
+    )
     ready = ("embedding_gateway_engine_state", (("model", "m"), ("state", "ready")))
 
     def scrape() -> dict:
         with httpx.Client() as client:  # a fresh connection: either worker may answer
             text = client.get(gateway.base_url + "/metrics").text
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     try:
         # /ready said yes from one worker; the other may still be starting.
@@ -186,17 +223,33 @@ def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> 
             time.sleep(0.2)
         for i in range(20):
             with httpx.Client() as client:
-                r = client.post(gateway.base_url + "/v1/embeddings",
-                                json={"model": "m", "input": ["a b", "c"]},
-                                headers={"x-request-id": f"req-{i}"})
+                r = client.post(
+                    gateway.base_url + "/v1/embeddings",
+                    json={"model": "m", "input": ["a b", "c"]},
+                    headers={"x-request-id": f"req-{i}"},
+                )
                 assert r.status_code == 200
         assert httpx.get(gateway.base_url + "/no/such/path").status_code == 404
         for _ in range(6):
             numbers = scrape()
-            assert numbers[("embedding_gateway_requests_total", (
-                ("model", "m"), ("route", "/v1/embeddings"), ("status", "200")))] == 20
-            assert numbers[("embedding_gateway_requests_total", (
-                ("model", ""), ("route", "unmatched"), ("status", "404")))] == 1
+            assert (
+                numbers[
+                    (
+                        "embedding_gateway_requests_total",
+                        (("model", "m"), ("route", "/v1/embeddings"), ("status", "200")),
+                    )
+                ]
+                == 20
+            )
+            assert (
+                numbers[
+                    (
+                        "embedding_gateway_requests_total",
+                        (("model", ""), ("route", "unmatched"), ("status", "404")),
+                    )
+                ]
+                == 1
+            )
             assert numbers[("embedding_gateway_inputs_total", (("model", "m"),))] == 40
             assert numbers[ready] == 2
             assert numbers[("embedding_gateway_admission_limit_inputs", (("model", "m"),))] == 200
@@ -204,7 +257,10 @@ def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> 
     finally:
         assert gateway.stop() == 0
     lines = [json.loads(line) for line in gateway.log().splitlines()]
-    ids = {line["request_id"] for line in lines
-           if line["logger"] == "gateway.access" and line["path"] == "/v1/embeddings"}
+    ids = {
+        line["request_id"]
+        for line in lines
+        if line["logger"] == "gateway.access" and line["path"] == "/v1/embeddings"
+    }
     assert ids == {f"req-{i}" for i in range(20)}
     assert any(line["message"].startswith("model m: loading weights") for line in lines)

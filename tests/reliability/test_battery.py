@@ -18,10 +18,16 @@ def test_saved_markdown_is_what_the_saved_json_renders_to() -> None:
 
 
 def test_report_states_the_run_and_its_failures() -> None:
-    saved = {"rows": [["steady", "requests", "3"]], "failures": ["steady: 5xx"], "cpus": 2,
-             "python": "3.11.7", "date_utc": "2026-01-02 03:04:05",
-             "command": "python -m reliability.battery --only steady"}
+    saved = {
+        "rows": [["steady", "requests", "3"]],
+        "failures": ["steady: 5xx"],
+        "cpus": 2,
+        "python": "3.11.7",
+        "date_utc": "2026-01-02 03:04:05",
+        "command": "python -m reliability.battery --only steady",
+    }
     assert battery.markdown(saved) == (
         "Run 2026-01-02 03:04:05 UTC (`python -m reliability.battery --only steady`), 2 CPUs, "
         "Python 3.11.7: FAILED: steady: 5xx.\n\n"
-        "| section | figure | value |\n|---|---|---|\n| steady | requests | 3 |\n")
+        "| section | figure | value |\n|---|---|---|\n| steady | requests | 3 |\n"
+    )

@@ -20,8 +20,11 @@ RESTART_S = 600  # an engine start on a shared 2-core machine, with room
 
 
 def engine_cores(gateway: Gateway) -> list[psutil.Process]:
-    return [p for p in psutil.Process(gateway.process.pid).children(recursive=True)
-            if "EngineCor" in p.name()]
+    return [
+        p
+        for p in psutil.Process(gateway.process.pid).children(recursive=True)
+        if "EngineCor" in p.name()
+    ]
 
 
 def wait_for(predicate, timeout_s: float, poll_s: float = 0.1) -> float:
@@ -39,10 +42,18 @@ def ready(gateway: Gateway) -> httpx.Response:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory):
     server = start_gateway(
-        tmp_path_factory.mktemp("heal"), ready_timeout=RESTART_S,
+        tmp_path_factory.mktemp("heal"),
+        ready_timeout=RESTART_S,
         models=[{"name": "minilm", "path": "builtin:all-MiniLM-L6-v2", "max_model_len": 128}],
-        args=["--health-check-interval-s", "1", "--health-check-timeout-s", "5",
-              "--engine-restart-backoff-s", "1"])
+        args=[
+            "--health-check-interval-s",
+            "1",
+            "--health-check-timeout-s",
+            "5",
+            "--engine-restart-backoff-s",
+            "1",
+        ],
+    )
     yield server
     for core in engine_cores(server):
         core.send_signal(signal.SIGCONT)
@@ -68,10 +79,12 @@ def test_stopped_engine_core_is_detected_killed_and_restarted(gateway: Gateway) 
     with ThreadPoolExecutor(1) as pool:
         core.send_signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
-        in_flight = pool.submit(httpx.post, gateway.base_url + "/v1/embeddings", json=BODY,
-                                timeout=60)
-        detected = wait_for(lambda: ready(gateway).json()["models"]["minilm"] == "restarting",
-                            30, 0.1)
+        in_flight = pool.submit(
+            httpx.post, gateway.base_url + "/v1/embeddings", json=BODY, timeout=60
+        )
+        detected = wait_for(
+            lambda: ready(gateway).json()["models"]["minilm"] == "restarting", 30, 0.1
+        )
         answer = in_flight.result()
     assert detected < 15
     assert answer.status_code == 503  # at detection, not a 504 after the request timeout

@@ -11,8 +11,9 @@ KEY = "fuzz-key"
 
 
 def test_schema_fuzz_finds_no_server_error(tmp_path: Path) -> None:
-    gateway = start_gateway(tmp_path, fake_models={"fake": {}},
-                            args=["--api-key", KEY, "--max-inputs", "64"])
+    gateway = start_gateway(
+        tmp_path, fake_models={"fake": {}}, args=["--api-key", KEY, "--max-inputs", "64"]
+    )
     try:
         result = fuzz(gateway.base_url, KEY, max_examples=20)
     finally:

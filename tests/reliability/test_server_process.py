@@ -20,30 +20,50 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory: pytest.TempPathFactory):
-    gateway = start_gateway(tmp_path_factory.mktemp("locked"), fake_models={"fake": {}},
-                            args=["--api-key", KEY, "--api-key", "second-key"])
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("locked"),
+        fake_models={"fake": {}},
+        args=["--api-key", KEY, "--api-key", "second-key"],
+    )
     yield gateway
     gateway.stop()
 
 
-def raw_status(gateway: Gateway, request_line: str, host: str = "127.0.0.1",
-               extra: str = "") -> int:
+def raw_status(
+    gateway: Gateway, request_line: str, host: str = "127.0.0.1", extra: str = ""
+) -> int:
     body = '{"model":"fake","input":"a","texts":["a"],"query":"a","documents":["a"]}'
-    message = (f"{request_line}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n{body}")
+    message = (
+        f"{request_line}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n{body}"
+    )
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
         sock.sendall(message.encode())
         reply = sock.recv(65536).decode(errors="replace")
     return int(reply.split(" ", 2)[1])
 
 
-@pytest.mark.parametrize("target", [
-    "/v1/embeddings", "//v1/embeddings", "/v1/embeddings/", "/v1%2Fembeddings",
-    "/v1%2fembeddings", "/health/../v1/embeddings", "/health/%2E%2E/v1/embeddings",
-    "/ready/..%2Fv1/embeddings", "/./v1/embeddings", "/health%2F..%2Fv1/embeddings",
-    "/v1/embeddings?/health", "/v1/embeddings#/health", "/v1/embeddings;/health",
-    "http://127.0.0.1/v1/embeddings", "/%761/embeddings", "/v1/embeddings%00",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/embeddings",
+        "//v1/embeddings",
+        "/v1/embeddings/",
+        "/v1%2Fembeddings",
+        "/v1%2fembeddings",
+        "/health/../v1/embeddings",
+        "/health/%2E%2E/v1/embeddings",
+        "/ready/..%2Fv1/embeddings",
+        "/./v1/embeddings",
+        "/health%2F..%2Fv1/embeddings",
+        "/v1/embeddings?/health",
+        "/v1/embeddings#/health",
+        "/v1/embeddings;/health",
+        "http://127.0.0.1/v1/embeddings",
+        "/%761/embeddings",
+        "/v1/embeddings%00",
+    ],
+)
 def test_raw_path_tricks_never_bypass_auth(locked, target) -> None:
     assert raw_status(locked, f"POST {target} HTTP/1.1") in (400, 401, 404)
     assert raw_status(locked, f"POST {target} HTTP/1.1") != 200
@@ -56,25 +76,39 @@ def test_host_header_tricks_never_bypass_auth(locked, host) -> None:
 
 def test_both_keys_work_over_the_wire(locked) -> None:
     for key in (KEY, "second-key"):
-        response = httpx.post(locked.base_url + "/v1/embeddings", headers={
-            "Authorization": f"Bearer {key}"}, json={"model": "fake", "input": "a"})
+        response = httpx.post(
+            locked.base_url + "/v1/embeddings",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "fake", "input": "a"},
+        )
         assert response.status_code == 200
 
 
 def test_logs_carry_request_id_and_counts_but_no_bodies_or_keys(locked) -> None:
-    response = httpx.post(locked.base_url + "/v1/embeddings", headers=AUTH,
-                          json={"model": "fake", "input": [SENTINEL, "b c"]})
+    response = httpx.post(
+        locked.base_url + "/v1/embeddings",
+        headers=AUTH,
+        json={"model": "fake", "input": [SENTINEL, "b c"]},
+    )
     assert response.status_code == 200
-    refused = httpx.post(locked.base_url + "/v1/embeddings",
-                         headers={"Authorization": f"Bearer {SENTINEL}"},
-                         json={"model": "fake", "input": SENTINEL})
+    refused = httpx.post(
+        locked.base_url + "/v1/embeddings",
+        headers={"Authorization": f"Bearer {SENTINEL}"},
+        json={"model": "fake", "input": SENTINEL},
+    )
     assert refused.status_code == 401
     request_id = response.headers["x-request-id"]
     time.sleep(0.2)
     log = locked.log()
     line = next(line for line in log.splitlines() if request_id in line)
-    for field in ("path='/v1/embeddings'", "status=200", "model=fake", "inputs=2", "tokens=",
-                  "ms="):
+    for field in (
+        "path='/v1/embeddings'",
+        "status=200",
+        "model=fake",
+        "inputs=2",
+        "tokens=",
+        "ms=",
+    ):
         assert field in line, line
     assert SENTINEL not in log
     assert KEY not in log and "second-key" not in log
@@ -92,8 +126,12 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path, fake_models={"fake": {"latency_s": 1.0}})
     url = gateway.base_url
     with ThreadPoolExecutor(8) as pool:
-        in_flight = [pool.submit(httpx.post, url + "/v1/embeddings", timeout=10,
-                                 json={"model": "fake", "input": "a"}) for _ in range(6)]
+        in_flight = [
+            pool.submit(
+                httpx.post, url + "/v1/embeddings", timeout=10, json={"model": "fake", "input": "a"}
+            )
+            for _ in range(6)
+        ]
         time.sleep(0.4)
         gateway.process.terminate()
         time.sleep(0.2)
@@ -108,11 +146,16 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
 
 
 def test_drain_gives_up_after_the_grace_period(tmp_path: Path) -> None:
-    gateway = start_gateway(tmp_path, fake_models={"fake": {"latency_s": 30}},
-                            args=["--drain-grace-s", "0.5"])
+    gateway = start_gateway(
+        tmp_path, fake_models={"fake": {"latency_s": 30}}, args=["--drain-grace-s", "0.5"]
+    )
     with ThreadPoolExecutor(1) as pool:
-        stuck = pool.submit(httpx.post, gateway.base_url + "/v1/embeddings", timeout=10,
-                            json={"model": "fake", "input": "a"})
+        stuck = pool.submit(
+            httpx.post,
+            gateway.base_url + "/v1/embeddings",
+            timeout=10,
+            json={"model": "fake", "input": "a"},
+        )
         time.sleep(0.3)
         started = time.monotonic()
         gateway.process.terminate()

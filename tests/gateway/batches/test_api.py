@@ -20,20 +20,35 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def jsonl(*bodies: dict) -> bytes:
-    return b"".join(json.dumps({"custom_id": f"r{i}", "method": "POST",
-                                "url": "/v1/embeddings", "body": body}).encode() + b"\n"
-                    for i, body in enumerate(bodies))
+    return b"".join(
+        json.dumps(
+            {"custom_id": f"r{i}", "method": "POST", "url": "/v1/embeddings", "body": body}
+        ).encode()
+        + b"\n"
+        for i, body in enumerate(bodies)
+    )
 
 
 def upload(client: TestClient, content: bytes, **fields: str):
-    return client.post("/v1/files", files={"file": ("in.jsonl", content)},
-                       data={"purpose": "batch", **fields}, headers=AUTH)
+    return client.post(
+        "/v1/files",
+        files={"file": ("in.jsonl", content)},
+        data={"purpose": "batch", **fields},
+        headers=AUTH,
+    )
 
 
 def create(client: TestClient, file_id: str, **fields):
-    return client.post("/v1/batches", headers=AUTH, json={
-        "input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h",
-        **fields})
+    return client.post(
+        "/v1/batches",
+        headers=AUTH,
+        json={
+            "input_file_id": file_id,
+            "endpoint": "/v1/embeddings",
+            "completion_window": "24h",
+            **fields,
+        },
+    )
 
 
 def wait_status(client: TestClient, batch_id: str, statuses, timeout_s: float = 10) -> dict:
@@ -52,12 +67,21 @@ def settings(tmp_path: Path, **options) -> Settings:
 
 # -- authentication -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,path", [
-    ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file}"),
-    ("DELETE", "/v1/files/{file}"), ("GET", "/v1/files/{file}/content"),
-    ("POST", "/v1/batches"), ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch}"),
-    ("POST", "/v1/batches/{batch}/cancel"),
-])
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("POST", "/v1/files"),
+        ("GET", "/v1/files"),
+        ("GET", "/v1/files/{file}"),
+        ("DELETE", "/v1/files/{file}"),
+        ("GET", "/v1/files/{file}/content"),
+        ("POST", "/v1/batches"),
+        ("GET", "/v1/batches"),
+        ("GET", "/v1/batches/{batch}"),
+        ("POST", "/v1/batches/{batch}/cancel"),
+    ],
+)
 def test_every_batch_route_needs_the_key(tmp_path: Path, method: str, path: str) -> None:
     with serving(settings(tmp_path), fake=FakeEngine(latency_s=1)) as client:
         content = jsonl(*[{"model": "fake", "input": "a"}] * 5)
@@ -65,10 +89,16 @@ def test_every_batch_route_needs_the_key(tmp_path: Path, method: str, path: str)
         batch_id = create(client, file_id).json()["id"]  # runs for seconds: cancellable
         spare = upload(client, content).json()["id"]  # one no running batch reads
         path = path.format(file=spare if method == "DELETE" else file_id, batch=batch_id)
-        valid = {"/v1/files": {"files": {"file": ("in.jsonl", content)},
-                               "data": {"purpose": "batch"}},
-                 "/v1/batches": {"json": {"input_file_id": file_id, "completion_window": "24h",
-                                          "endpoint": "/v1/embeddings"}}}
+        valid = {
+            "/v1/files": {"files": {"file": ("in.jsonl", content)}, "data": {"purpose": "batch"}},
+            "/v1/batches": {
+                "json": {
+                    "input_file_id": file_id,
+                    "completion_window": "24h",
+                    "endpoint": "/v1/embeddings",
+                }
+            },
+        }
         request = valid.get(path, {}) if method == "POST" else {}
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             refused = client.request(method, path, headers=headers, **request)
@@ -79,15 +109,22 @@ def test_every_batch_route_needs_the_key(tmp_path: Path, method: str, path: str)
 
 # -- limits ---------------------------------------------------------------------------------
 
+
 def test_an_upload_over_the_file_limit_is_413_and_leaves_nothing(tmp_path: Path) -> None:
     with serving(settings(tmp_path, batch_max_file_bytes=1000)) as client:
         refused = upload(client, b"x" * 1001)
         assert refused.status_code == 413
         assert refused.json()["error"]["code"] == "payload_too_large"
         # Past the limit plus the multipart envelope, refused from Content-Length unread.
-        huge = client.post("/v1/files", headers={**AUTH, "content-type":
-                                                 "multipart/form-data; boundary=x",
-                                                 "content-length": str(10 ** 9)}, content=b"")
+        huge = client.post(
+            "/v1/files",
+            headers={
+                **AUTH,
+                "content-type": "multipart/form-data; boundary=x",
+                "content-length": str(10**9),
+            },
+            content=b"",
+        )
         assert huge.status_code == 413
         assert upload(client, b"x" * 1000).status_code == 200
         assert _stored(tmp_path) == 1
@@ -95,8 +132,9 @@ def test_an_upload_over_the_file_limit_is_413_and_leaves_nothing(tmp_path: Path)
 
 def test_uploads_may_exceed_the_body_limit_but_other_routes_may_not(tmp_path: Path) -> None:
     with serving(settings(tmp_path, max_body_bytes=2000)) as client:
-        assert upload(client, jsonl(*[{"model": "fake", "input": "a" * 100}] * 30)
-                      ).status_code == 200
+        assert (
+            upload(client, jsonl(*[{"model": "fake", "input": "a" * 100}] * 30)).status_code == 200
+        )
         big = client.post("/v1/batches", headers=AUTH, json={"metadata": {"a": "b" * 3000}})
         assert big.status_code == 413
 
@@ -117,11 +155,17 @@ def test_an_upload_that_would_fill_the_disk_is_507(tmp_path: Path) -> None:
         assert _stored(tmp_path) == 0
 
 
-@pytest.mark.parametrize("fields,status,param", [
-    ({"purpose": "fine-tune"}, 400, "purpose"),
-    ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "60"}, 400,
-     "expires_after"),
-])
+@pytest.mark.parametrize(
+    "fields,status,param",
+    [
+        ({"purpose": "fine-tune"}, 400, "purpose"),
+        (
+            {"expires_after[anchor]": "created_at", "expires_after[seconds]": "60"},
+            400,
+            "expires_after",
+        ),
+    ],
+)
 def test_bad_upload_fields_are_400(tmp_path: Path, fields, status, param) -> None:
     with serving(settings(tmp_path)) as client:
         refused = upload(client, b"{}\n", **fields)
@@ -130,19 +174,23 @@ def test_bad_upload_fields_are_400(tmp_path: Path, fields, status, param) -> Non
 
 def test_uploads_must_be_multipart(tmp_path: Path) -> None:
     with serving(settings(tmp_path)) as client:
-        assert client.post("/v1/files", headers=AUTH, json={"purpose": "batch"}
-                           ).status_code == 415
+        assert client.post("/v1/files", headers=AUTH, json={"purpose": "batch"}).status_code == 415
 
 
-@pytest.mark.parametrize("change,param", [
-    ({"endpoint": "/v1/chat/completions"}, "endpoint"),
-    ({"completion_window": "48h"}, "completion_window"),
-    ({"completion_window": ["24h"]}, "completion_window"),
-    ({"output_expires_after": {"anchor": "created_at", "seconds": 3600.0}},
-     "output_expires_after"),
-    ({"metadata": {"k": 1}}, "metadata"),
-    ({"output_expires_after": {"anchor": "created_at", "seconds": 10}}, "output_expires_after"),
-])
+@pytest.mark.parametrize(
+    "change,param",
+    [
+        ({"endpoint": "/v1/chat/completions"}, "endpoint"),
+        ({"completion_window": "48h"}, "completion_window"),
+        ({"completion_window": ["24h"]}, "completion_window"),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": 3600.0}},
+            "output_expires_after",
+        ),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"output_expires_after": {"anchor": "created_at", "seconds": 10}}, "output_expires_after"),
+    ],
+)
 def test_bad_batch_fields_are_400(tmp_path: Path, change, param) -> None:
     with serving(settings(tmp_path)) as client:
         file_id = upload(client, jsonl({"model": "fake", "input": "a"})).json()["id"]
@@ -158,13 +206,22 @@ def test_a_batch_of_an_unknown_file_is_404(tmp_path: Path) -> None:
 
 # -- no client value reaches the file system ------------------------------------------------
 
-@pytest.mark.parametrize("path", [
-    "/v1/files/..%2F..%2Fbatches.sqlite3/content", "/v1/files/../batches.sqlite3",
-    "/v1/files/%2e%2e/content", "/v1/files/file-..%2F..%2Fbatches.sqlite3/content",
-    "/v1/files/batches.sqlite3/content", "/v1/files/%2Fetc%2Fpasswd/content",
-    "/v1/files/file-0123456789abcdef0123456789abcdef/content", "/v1/files/..",
-    "/v1/batches/..%2Fpartial", "/v1/batches/batch_..%2F..",
-])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/files/..%2F..%2Fbatches.sqlite3/content",
+        "/v1/files/../batches.sqlite3",
+        "/v1/files/%2e%2e/content",
+        "/v1/files/file-..%2F..%2Fbatches.sqlite3/content",
+        "/v1/files/batches.sqlite3/content",
+        "/v1/files/%2Fetc%2Fpasswd/content",
+        "/v1/files/file-0123456789abcdef0123456789abcdef/content",
+        "/v1/files/..",
+        "/v1/batches/..%2Fpartial",
+        "/v1/batches/batch_..%2F..",
+    ],
+)
 def test_traversal_attempts_find_nothing(tmp_path: Path, path: str) -> None:
     with serving(settings(tmp_path)) as client:
         upload(client, jsonl({"model": "fake", "input": "a"}))
@@ -177,8 +234,12 @@ def test_traversal_attempts_find_nothing(tmp_path: Path, path: str) -> None:
 
 def test_the_uploaded_filename_is_only_a_label(tmp_path: Path) -> None:
     with serving(settings(tmp_path)) as client:
-        answer = client.post("/v1/files", headers=AUTH, data={"purpose": "batch"},
-                             files={"file": ("../../escaped.jsonl", b"{}\n")})
+        answer = client.post(
+            "/v1/files",
+            headers=AUTH,
+            data={"purpose": "batch"},
+            files={"file": ("../../escaped.jsonl", b"{}\n")},
+        )
         assert answer.status_code == 200
         assert answer.json()["filename"] == "../../escaped.jsonl"
     assert not list(tmp_path.rglob("escaped*"))
@@ -192,29 +253,35 @@ def _stored(tmp_path: Path) -> int:
 
 # -- priority, expiry, cleanup --------------------------------------------------------------
 
+
 def test_batch_lines_wait_while_interactive_work_is_in_flight(tmp_path: Path) -> None:
     engine = FakeEngine()
     with serving(settings(tmp_path), fake=engine) as client:
         admission = client.app_state["admission"]
         with admission.admit("fake", 1):  # an interactive request holding the engine
-            file_id = upload(client, jsonl(*[{"model": "fake", "input": f"t{i}"}
-                                             for i in range(5)])).json()["id"]
+            file_id = upload(
+                client, jsonl(*[{"model": "fake", "input": f"t{i}"} for i in range(5)])
+            ).json()["id"]
             batch_id = create(client, file_id).json()["id"]
             wait_status(client, batch_id, ("in_progress",))
             time.sleep(0.3)
-            assert client.get(f"/v1/batches/{batch_id}", headers=AUTH).json()[
-                "request_counts"]["completed"] == 0
+            assert (
+                client.get(f"/v1/batches/{batch_id}", headers=AUTH).json()["request_counts"][
+                    "completed"
+                ]
+                == 0
+            )
             assert engine.call_count == 0
         done = wait_status(client, batch_id, ("completed",))
         assert done["request_counts"]["completed"] == 5
         assert admission.inflight == 0  # batch work never counted against interactive
 
 
-def test_a_batch_past_its_window_expires_with_the_rest_in_the_error_file(
-        tmp_path: Path) -> None:
+def test_a_batch_past_its_window_expires_with_the_rest_in_the_error_file(tmp_path: Path) -> None:
     with serving(settings(tmp_path), fake=FakeEngine(latency_s=0.1)) as client:
-        file_id = upload(client, jsonl(*[{"model": "fake", "input": f"t{i}"}
-                                         for i in range(100)])).json()["id"]
+        file_id = upload(
+            client, jsonl(*[{"model": "fake", "input": f"t{i}"} for i in range(100)])
+        ).json()["id"]
         batch_id = create(client, file_id).json()["id"]
         wait_status(client, batch_id, ("in_progress",))
         with sqlite3.connect(tmp_path / "data" / "batches.sqlite3") as db:
@@ -230,8 +297,11 @@ def test_a_batch_past_its_window_expires_with_the_rest_in_the_error_file(
 
 def test_expired_files_are_deleted_by_the_cleanup(tmp_path: Path) -> None:
     with serving(settings(tmp_path)) as client:
-        short = upload(client, b"{}\n", **{"expires_after[anchor]": "created_at",
-                                           "expires_after[seconds]": "3600"}).json()
+        short = upload(
+            client,
+            b"{}\n",
+            **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"},
+        ).json()
         kept = upload(client, b"{}\n").json()
         assert short["expires_at"] == short["created_at"] + 3600
         assert kept["expires_at"] == kept["created_at"] + 30 * 24 * 3600
@@ -244,8 +314,9 @@ def test_expired_files_are_deleted_by_the_cleanup(tmp_path: Path) -> None:
 
 def test_a_file_a_running_batch_reads_cannot_be_deleted(tmp_path: Path) -> None:
     with serving(settings(tmp_path), fake=FakeEngine(latency_s=0.2)) as client:
-        file_id = upload(client, jsonl(*[{"model": "fake", "input": f"t{i}"}
-                                         for i in range(20)])).json()["id"]
+        file_id = upload(
+            client, jsonl(*[{"model": "fake", "input": f"t{i}"} for i in range(20)])
+        ).json()["id"]
         batch_id = create(client, file_id).json()["id"]
         refused = client.delete(f"/v1/files/{file_id}", headers=AUTH)
         assert refused.status_code == 400 and batch_id in refused.json()["error"]["message"]

@@ -33,8 +33,9 @@ def upload(client: openai.OpenAI, lines: list[str]) -> str:
     return client.files.create(file=("requests.jsonl", io.BytesIO(data)), purpose="batch").id
 
 
-def wait_for(client: openai.OpenAI, batch_id: str, until=lambda b: b.status in FINAL,
-             timeout_s: float = 60):
+def wait_for(
+    client: openai.OpenAI, batch_id: str, until=lambda b: b.status in FINAL, timeout_s: float = 60
+):
     deadline = time.monotonic() + timeout_s
     while True:
         batch = client.batches.retrieve(batch_id)
@@ -52,8 +53,11 @@ def jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict]:
 
 @pytest.fixture
 def gateway(tmp_path: Path):
-    served = start_gateway(tmp_path, fake_models={"fake": {}, "fake-ranker": {
-        "scores_pairs": True}}, args=["--batch-dir", str(tmp_path / "batches")])
+    served = start_gateway(
+        tmp_path,
+        fake_models={"fake": {}, "fake-ranker": {"scores_pairs": True}},
+        args=["--batch-dir", str(tmp_path / "batches")],
+    )
     yield served
     served.stop()
 
@@ -65,20 +69,31 @@ def client(gateway: Gateway):
         yield openai_client
 
 
-def test_a_batch_runs_end_to_end_with_the_openai_client(gateway: Gateway, client: openai.OpenAI) -> None:
-    bodies = [{"model": "fake", "input": [f"text {i}", "shared"], "dimensions": 4}
-              for i in range(6)] + [{"model": "fake", "input": "b64", "encoding_format": "base64"}]
+def test_a_batch_runs_end_to_end_with_the_openai_client(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    bodies = [
+        {"model": "fake", "input": [f"text {i}", "shared"], "dimensions": 4} for i in range(6)
+    ] + [{"model": "fake", "input": "b64", "encoding_format": "base64"}]
     lines = [line(f"req-{i}", body) for i, body in enumerate(bodies)]
     file = client.files.with_raw_response.create(
-        file=("requests.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch")
+        file=("requests.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch"
+    )
     uploaded = file.parse()
-    assert (uploaded.object, uploaded.purpose, uploaded.filename) == ("file", "batch",
-                                                                      "requests.jsonl")
+    assert (uploaded.object, uploaded.purpose, uploaded.filename) == (
+        "file",
+        "batch",
+        "requests.jsonl",
+    )
     assert uploaded.bytes == len("\n".join(lines).encode())
     assert client.files.retrieve(uploaded.id).id == uploaded.id
 
-    created = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings",
-                                    completion_window="24h", metadata={"job": "test"})
+    created = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/embeddings",
+        completion_window="24h",
+        metadata={"job": "test"},
+    )
     assert created.status == "validating"
     assert created.expires_at == created.created_at + 24 * 3600
     done = wait_for(client, created.id)
@@ -106,7 +121,9 @@ def test_a_batch_runs_end_to_end_with_the_openai_client(gateway: Gateway, client
         client.files.retrieve(uploaded.id)
 
 
-def test_bad_lines_go_to_the_error_file_and_the_rest_completes(gateway: Gateway, client: openai.OpenAI) -> None:
+def test_bad_lines_go_to_the_error_file_and_the_rest_completes(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
     lines = [
         line("ok", {"model": "fake", "input": "fine"}),
         "{not json",
@@ -116,15 +133,21 @@ def test_bad_lines_go_to_the_error_file_and_the_rest_completes(gateway: Gateway,
         json.dumps({"method": "POST", "url": "/v1/embeddings", "body": {}}),
         line("ok-2", {"model": "fake", "input": "also fine"}),
     ]
-    batch = client.batches.create(input_file_id=upload(client, lines),
-                                  endpoint="/v1/embeddings", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
     done = wait_for(client, batch.id)
     assert done.status == "completed"
     assert done.request_counts.model_dump() == {"total": 7, "completed": 2, "failed": 5}
     assert sorted(o["custom_id"] for o in jsonl(client, done.output_file_id)) == ["ok", "ok-2"]
     errors = {e["custom_id"] or e["error"]["code"]: e for e in jsonl(client, done.error_file_id)}
-    assert set(errors) == {"invalid_json", "unknown-model", "too-long", "wrong-url",
-                           "missing_custom_id"}
+    assert set(errors) == {
+        "invalid_json",
+        "unknown-model",
+        "too-long",
+        "wrong-url",
+        "missing_custom_id",
+    }
     assert errors["invalid_json"]["response"] is None
     assert "line 2 is not valid JSON" in errors["invalid_json"]["error"]["message"]
     assert errors["wrong-url"]["error"]["code"] == "invalid_url"
@@ -142,7 +165,8 @@ def test_a_rerank_batch_uses_the_rerank_route(gateway: Gateway, client: openai.O
     batch = client.batches.create(
         input_file_id=upload(client, [line("r", body, url="/v1/rerank")]),
         endpoint="/v1/rerank",  # type: ignore[arg-type]  # the gateway's extension
-        completion_window="24h")
+        completion_window="24h",
+    )
     done = wait_for(client, batch.id)
     [result] = jsonl(client, done.output_file_id)
     direct = httpx.post(gateway.base_url + "/v1/rerank", json=body).json()
@@ -153,13 +177,17 @@ def test_a_rerank_batch_uses_the_rerank_route(gateway: Gateway, client: openai.O
 
 def test_cancel_stops_the_batch_and_keeps_what_finished(tmp_path: Path) -> None:
     stack = contextlib.ExitStack()
-    gateway = start_gateway(tmp_path, fake_models={"fake": {"latency_s": 0.1}},
-                            args=["--batch-dir", str(tmp_path / "batches")])
+    gateway = start_gateway(
+        tmp_path,
+        fake_models={"fake": {"latency_s": 0.1}},
+        args=["--batch-dir", str(tmp_path / "batches")],
+    )
     try:
         client = stack.enter_context(client_of(gateway))
         lines = [line(f"r{i}", {"model": "fake", "input": f"t{i}"}) for i in range(200)]
-        batch = client.batches.create(input_file_id=upload(client, lines),
-                                      endpoint="/v1/embeddings", completion_window="24h")
+        batch = client.batches.create(
+            input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+        )
         wait_for(client, batch.id, lambda b: b.request_counts.completed >= 5)
         cancelling = client.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
@@ -181,40 +209,44 @@ def test_cancel_stops_the_batch_and_keeps_what_finished(tmp_path: Path) -> None:
 
 def _completed_batch(client: openai.OpenAI) -> str:
     lines = [line("one", {"model": "fake", "input": "x"})]
-    return client.batches.create(input_file_id=upload(client, lines),
-                                 endpoint="/v1/embeddings", completion_window="24h").id
+    return client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    ).id
 
 
 def test_a_crash_mid_batch_resumes_without_redoing_finished_lines(tmp_path: Path) -> None:
     data = tmp_path / "batches"
     args = ["--batch-dir", str(data)]
-    first = start_gateway(tmp_path / "first", fake_models={"fake": {"latency_s": 0.05}},
-                          args=args)
+    first = start_gateway(tmp_path / "first", fake_models={"fake": {"latency_s": 0.05}}, args=args)
     total = 120
     lines = [line(f"r{i}", {"model": "fake", "input": f"text {i}"}) for i in range(total)]
     try:
         with client_of(first) as client:
-            batch = client.batches.create(input_file_id=upload(client, lines),
-                                          endpoint="/v1/embeddings", completion_window="24h")
+            batch = client.batches.create(
+                input_file_id=upload(client, lines),
+                endpoint="/v1/embeddings",
+                completion_window="24h",
+            )
             wait_for(client, batch.id, lambda b: b.request_counts.completed >= 20)
         first.process.send_signal(signal.SIGKILL)  # a crash: no drain, no lease released
         first.process.wait(10)
     finally:
         first.stop()
     with sqlite3.connect(data / "batches.sqlite3") as db:
-        recorded, status = db.execute("SELECT completed, status FROM batches WHERE id = ?",
-                                      (batch.id,)).fetchone()
+        recorded, status = db.execute(
+            "SELECT completed, status FROM batches WHERE id = ?", (batch.id,)
+        ).fetchone()
     assert status == "in_progress" and 20 <= recorded < total
 
-    second = start_gateway(tmp_path / "second", fake_models={"fake": {"latency_s": 0.05}},
-                           args=args)
+    second = start_gateway(
+        tmp_path / "second", fake_models={"fake": {"latency_s": 0.05}}, args=args
+    )
     try:
         with client_of(second) as client:
             done = wait_for(client, batch.id, timeout_s=60)  # after the crashed owner's lease
             outputs = jsonl(client, done.output_file_id)
         assert done.status == "completed"
-        assert done.request_counts.model_dump() == {"total": total, "completed": total,
-                                                    "failed": 0}
+        assert done.request_counts.model_dump() == {"total": total, "completed": total, "failed": 0}
         assert sorted(o["custom_id"] for o in outputs) == sorted(f"r{i}" for i in range(total))
         time.sleep(0.3)  # the stats file is written every 0.1 s
         # Only the lines not recorded before the crash ran again.

@@ -41,8 +41,11 @@ def test_a_different_fingerprint_is_refused_naming_what_changed(tmp_path: Path) 
     checkpoint.begin(PARTS, restart=False)
     checkpoint.commit([0], np.ones((1, 3), np.float32), tokens=1)
     changed = {"input": {"sha256": "bbb", "documents": 5}, "options": {"dimensions": 8}}
-    with pytest.raises(BulkError, match=r"input.sha256 was \"aaa\", now \"bbb\"; "
-                                        r"options.dimensions was null, now 8"):
+    with pytest.raises(
+        BulkError,
+        match=r"input.sha256 was \"aaa\", now \"bbb\"; "
+        r"options.dimensions was null, now 8",
+    ):
         checkpoint.begin(changed, restart=False)
     checkpoint.begin(changed, restart=True)
     assert (checkpoint.documents, list(checkpoint.tables())) == (0, [])

@@ -23,8 +23,13 @@ from gateway.cli import main
 from gateway.encoding import truncate_dimensions
 
 REPO = Path(__file__).resolve().parents[3]
-TEXTS = ["the first document", "", "a third, with punctuation!", "ünïcödé and 日本語",
-         "the fifth one"] + [f"document number {i} of the set" for i in range(5, 40)]
+TEXTS = [
+    "the first document",
+    "",
+    "a third, with punctuation!",
+    "ünïcödé and 日本語",
+    "the fifth one",
+] + [f"document number {i} of the set" for i in range(5, 40)]
 DIM = 384  # the fake engine's dimension as `--engine fake` builds it
 
 
@@ -65,8 +70,9 @@ def read_output(path: Path) -> tuple[list, np.ndarray]:
         return list(range(len(vectors))), vectors
     if path.suffix == ".parquet":
         table = pq.read_table(path)
-        return table.column("id").to_pylist(), np.array(table.column("vector").to_pylist(),
-                                                         dtype=np.float32)
+        return table.column("id").to_pylist(), np.array(
+            table.column("vector").to_pylist(), dtype=np.float32
+        )
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return [r["id"] for r in rows], np.array([r["embedding"] for r in rows], dtype=np.float32)
 
@@ -100,10 +106,24 @@ def test_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_input_type_prompt_dimensions_and_truncation_as_the_api(tmp_path: Path) -> None:
     source = write_input(tmp_path, "text", ["alpha beta gamma delta"])
-    assert embed(source, "-o", tmp_path / "v.npy", "--prompts", '{"query": "query: "}',
-                 "--input-type", "query", "--dimensions", "64") == 0
-    assert np.allclose(np.load(tmp_path / "v.npy"),
-                       truncate_dimensions(expected(["query: alpha beta gamma delta"]), 64))
+    assert (
+        embed(
+            source,
+            "-o",
+            tmp_path / "v.npy",
+            "--prompts",
+            '{"query": "query: "}',
+            "--input-type",
+            "query",
+            "--dimensions",
+            "64",
+        )
+        == 0
+    )
+    assert np.allclose(
+        np.load(tmp_path / "v.npy"),
+        truncate_dimensions(expected(["query: alpha beta gamma delta"]), 64),
+    )
     # Three tokens kept: [CLS] alpha [SEP], as the fake engine truncates the end.
     assert embed(source, "-o", tmp_path / "t.npy", "--truncate-prompt-tokens", "3") == 0
     assert np.array_equal(np.load(tmp_path / "t.npy"), expected(["[CLS] alpha [SEP]"]))
@@ -111,9 +131,21 @@ def test_input_type_prompt_dimensions_and_truncation_as_the_api(tmp_path: Path) 
 
 def test_a_virtual_model_name_from_the_config_applies_its_prompt(tmp_path: Path) -> None:
     config = tmp_path / "models.yaml"
-    config.write_text(json.dumps({"models": [
-        {"name": "m", "path": "m", "prompts": {"q": "Q: "}, "prompt_aliases": {"m-query": "q"}},
-        {"name": "other", "path": "other"}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "path": "m",
+                        "prompts": {"q": "Q: "},
+                        "prompt_aliases": {"m-query": "q"},
+                    },
+                    {"name": "other", "path": "other"},
+                ]
+            }
+        )
+    )
     source = write_input(tmp_path, "text", ["hello"])
     assert embed(source, "-o", tmp_path / "v.npy", "--config", config, "--model", "m-query") == 0
     assert np.array_equal(np.load(tmp_path / "v.npy"), expected(["Q: hello"]))
@@ -121,11 +153,11 @@ def test_a_virtual_model_name_from_the_config_applies_its_prompt(tmp_path: Path)
     assert embed(source, "-o", tmp_path / "w.npy", "--config", config, "--model", "nope") == 2
 
 
-def test_an_over_long_document_stops_the_run_naming_it(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_an_over_long_document_stops_the_run_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     source = write_input(tmp_path, "text", ["short", "a b c d e f g h"])
-    assert embed(source, "-o", tmp_path / "v.npy", "--engine-kwargs",
-                 '{"max_model_len": 6}') == 1
+    assert embed(source, "-o", tmp_path / "v.npy", "--engine-kwargs", '{"max_model_len": 6}') == 1
     assert "document 1 (id 1): it has 10 tokens" in capsys.readouterr().err
 
 
@@ -156,10 +188,22 @@ def interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str 
 
 
 def test_an_interrupted_run_resumes_without_gaps_or_duplicates(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     source, output = write_input(tmp_path, "jsonl"), tmp_path / "v.parquet"
-    args = (source, "-o", output, "--text-field", "body", "--id-field", "key",
-            "--batch-tokens", "12", "--batches-in-flight", "1")
+    args = (
+        source,
+        "-o",
+        output,
+        "--text-field",
+        "body",
+        "--id-field",
+        "key",
+        "--batch-tokens",
+        "12",
+        "--batches-in-flight",
+        "1",
+    )
     assert interrupted_run(tmp_path, monkeypatch, *args) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     manifest = json.loads((tmp_path / "v.parquet.partial" / "manifest.json").read_text())
@@ -171,15 +215,22 @@ def test_an_interrupted_run_resumes_without_gaps_or_duplicates(
     assert np.array_equal(vectors, expected())
 
 
-@pytest.mark.parametrize("change, named", [
-    (("--dimensions", "32"), "options.dimensions was null, now 32"),
-    (("--engine-kwargs", '{"dimension": 16}'), "model.engine_kwargs.dimension"),
-    (("--input-type", "query", "--prompts", '{"query": "q: "}'), "options.prompt"),
-    ((), "input.sha256"),  # the input file itself is changed below
-])
-def test_a_changed_job_is_refused_not_mixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture, change: tuple,
-                                            named: str) -> None:
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (("--dimensions", "32"), "options.dimensions was null, now 32"),
+        (("--engine-kwargs", '{"dimension": 16}'), "model.engine_kwargs.dimension"),
+        (("--input-type", "query", "--prompts", '{"query": "q: "}'), "options.prompt"),
+        ((), "input.sha256"),  # the input file itself is changed below
+    ],
+)
+def test_a_changed_job_is_refused_not_mixed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    change: tuple,
+    named: str,
+) -> None:
     source, output = write_input(tmp_path, "text"), tmp_path / "v.npy"
     args = (source, "-o", output, "--batch-tokens", "12", "--batches-in-flight", "1")
     assert interrupted_run(tmp_path, monkeypatch, *args) == 130
@@ -193,8 +244,9 @@ def test_a_changed_job_is_refused_not_mixed(tmp_path: Path, monkeypatch: pytest.
     assert embed(*args, *change, "--restart") == 0
 
 
-def test_a_folder_in_use_by_another_run_is_refused(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
+def test_a_folder_in_use_by_another_run_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from gateway.bulk.checkpoint import Checkpoint
 
     source, output = write_input(tmp_path, "text"), tmp_path / "v.npy"
@@ -210,12 +262,27 @@ def test_sigkill_midway_then_rerun_gives_the_whole_output_once(tmp_path: Path) -
     """A real SIGKILL of the CLI process (fake engine, 20 ms per engine call)."""
     texts = [f"document {i} " + "word " * (i % 7) for i in range(400)]
     source, output = write_input(tmp_path, "text", texts), tmp_path / "v.jsonl"
-    command = [sys.executable, "-m", "gateway", "embed", str(source), "-o", str(output),
-               "--engine", "fake", "--engine-kwargs", '{"latency_s": 0.02}',
-               "--batch-tokens", "40", "--progress", "log", "--progress-interval-s", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "embed",
+        str(source),
+        "-o",
+        str(output),
+        "--engine",
+        "fake",
+        "--engine-kwargs",
+        '{"latency_s": 0.02}',
+        "--batch-tokens",
+        "40",
+        "--progress",
+        "log",
+        "--progress-interval-s",
+        "0",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     manifest = tmp_path / "v.jsonl.partial" / "manifest.json"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -227,7 +294,9 @@ def test_sigkill_midway_then_rerun_gives_the_whole_output_once(tmp_path: Path) -
     saved = json.loads(manifest.read_text())["documents"]
     assert process.returncode == -signal.SIGKILL and 100 <= saved < 400 and not output.exists()
     assert "documents (" in err and "docs/s" in err  # progress lines went to the log
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, check=False, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert f"embedded {400 - saved} documents" in done.stderr
     ids, vectors = read_output(output)
@@ -259,20 +328,36 @@ def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
 def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path: Path) -> None:
     texts = [f"document {i}" for i in range(300)]
     source, output = write_input(tmp_path, "text", texts), tmp_path / "v.npy"
-    command = [sys.executable, "-m", "gateway", "embed", str(source), "-o", str(output),
-               "--engine", "fake", "--engine-kwargs", '{"latency_s": 0.02}',
-               "--batch-tokens", "40", "--progress", "none"]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "embed",
+        str(source),
+        "-o",
+        str(output),
+        "--engine",
+        "fake",
+        "--engine-kwargs",
+        '{"latency_s": 0.02}',
+        "--batch-tokens",
+        "40",
+        "--progress",
+        "none",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     manifest = tmp_path / "v.npy.partial" / "manifest.json"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (
-            manifest.exists() and json.loads(manifest.read_text())["documents"] >= 50):
+        manifest.exists() and json.loads(manifest.read_text())["documents"] >= 50
+    ):
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=10)
     assert process.returncode == 130 and "run the same command again to resume" in err
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, check=False, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert np.array_equal(np.load(output), expected(texts))

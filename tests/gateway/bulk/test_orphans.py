@@ -27,8 +27,9 @@ _CLI = textwrap.dedent("""
 
 
 def start() -> tuple[subprocess.Popen, psutil.Process]:
-    cli = subprocess.Popen([sys.executable, "-c", _CLI], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [sys.executable, "-c", _CLI], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert cli.stdout is not None
     return cli, psutil.Process(int(cli.stdout.readline()))
 
@@ -43,14 +44,19 @@ def test_a_sigkilled_cli_takes_its_engine_processes_with_it() -> None:
 
 
 def test_a_normal_exit_releases_the_watcher_without_killing_anything() -> None:
-    cli, engine = start()
+    cli, _engine = start()
     cli.stdin.write("finish\n")
     cli.stdin.close()
     assert cli.wait(timeout=10) == 0
     cli.stdout.close()
     time.sleep(0.2)
     # The watcher has exited quietly: no process of ours left running the watcher code.
-    watchers = [p for p in psutil.process_iter(["cmdline"])
-                if p.info["cmdline"] and "os.kill(pid, signal.SIGKILL)" in " ".join(p.info["cmdline"])
-                and p.pid != os.getpid() and p.ppid() in (cli.pid, 1)]
+    watchers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"]
+        and "os.kill(pid, signal.SIGKILL)" in " ".join(p.info["cmdline"])
+        and p.pid != os.getpid()
+        and p.ppid() in (cli.pid, 1)
+    ]
     assert watchers == []

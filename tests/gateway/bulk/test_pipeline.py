@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from adapters.base import EmbedOptions, EmbeddingBatch, Prompt
+from adapters.base import EmbeddingBatch, EmbedOptions, Prompt
 from adapters.fake import FakeEngine, fake_vector
 from gateway.bulk import BulkError
 from gateway.bulk.pipeline import Job, Result, TokenEstimate, batches, run
@@ -17,14 +17,16 @@ from gateway.registry import EngineState, ServedModel
 
 def test_batches_hold_about_the_token_budget_and_at_least_one_document() -> None:
     records = [(i, "w " * n) for i, n in enumerate([3, 3, 3, 50, 1])]
-    cut = list(batches(records, 10, budget=8, max_documents=100,
-                       estimate=lambda text: len(text.split())))
+    cut = list(
+        batches(records, 10, budget=8, max_documents=100, estimate=lambda text: len(text.split()))
+    )
     assert [(b.start, b.ids) for b in cut] == [(10, [0, 1]), (12, [2]), (13, [3]), (14, [4])]
 
 
 def test_batches_respect_the_document_limit() -> None:
-    cut = list(batches([(i, "x") for i in range(5)], 0, budget=10**6, max_documents=2,
-                       estimate=len))
+    cut = list(
+        batches([(i, "x") for i in range(5)], 0, budget=10**6, max_documents=2, estimate=len)
+    )
     assert [b.ids for b in cut] == [[0, 1], [2, 3], [4]]
 
 
@@ -42,8 +44,9 @@ class UnevenEngine(FakeEngine):
         super().__init__(dimension=4)
         self.active = self.most_active = 0
 
-    async def embed(self, prompts: Sequence[Prompt],
-                    options: EmbedOptions = EmbedOptions()) -> EmbeddingBatch:
+    async def embed(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> EmbeddingBatch:
         self.active += 1
         self.most_active = max(self.most_active, self.active)
         try:
@@ -77,7 +80,9 @@ def test_a_failing_document_is_named_and_the_batches_in_flight_are_cancelled() -
     texts = ["far too many words for this tiny window"] + ["short"] * 30
     committed: list[Result] = []
     job = Job(served(engine), "fake", batch_tokens=9, inflight=4)
-    with pytest.raises(BulkError, match=r"document 0 \(id 0\): it has 10 tokens.*pass --truncate end"):
+    with pytest.raises(
+        BulkError, match=r"document 0 \(id 0\): it has 10 tokens.*pass --truncate end"
+    ):
         asyncio.run(run(job, list(enumerate(texts)), 0, committed.append))
     assert committed == []
     assert engine.aborted == 3  # the later batches in flight were cancelled, not left running

@@ -22,10 +22,25 @@ def test_a_terminal_gets_a_bar_with_rates_and_eta() -> None:
         assert progress.mode == "bar"
         progress.update(300, 24_000)
         progress.close()
-    screen = os.read(master, 65536).decode()
-    os.close(master)
+    screen = _read_all(master)
     assert "500/1.00k" in screen and "doc/s" in screen and "tok/s" in screen
     assert "<" in screen  # tqdm's "elapsed<remaining"
+
+
+def _read_all(master: int) -> str:
+    # One read returns what the terminal holds so far, maybe not the bar's last redraw: read
+    # until the closed slave side ends it (EIO on Linux).
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return b"".join(chunks).decode()
 
 
 def test_elsewhere_log_lines_every_interval(caplog: pytest.LogCaptureFixture) -> None:

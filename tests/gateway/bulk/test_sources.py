@@ -16,8 +16,9 @@ from gateway.bulk.sources import input_format, open_source
 
 
 def source(path: Path, fmt: str, *, text_field: str = "text", id_field: str | None = None):
-    return open_source(str(path), fmt, text_field=text_field, id_field=id_field,
-                       spool=path.parent / "spool")
+    return open_source(
+        str(path), fmt, text_field=text_field, id_field=id_field, spool=path.parent / "spool"
+    )
 
 
 def test_text_lines_are_documents_blank_ones_too(tmp_path: Path) -> None:
@@ -32,7 +33,9 @@ def test_text_lines_are_documents_blank_ones_too(tmp_path: Path) -> None:
 
 def test_jsonl_fields_and_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_text('{"body": "a", "key": 7}\n\n{"body": "b", "key": "x"}\n{"body": "c", "key": 9}\n')
+    path.write_text(
+        '{"body": "a", "key": 7}\n\n{"body": "b", "key": "x"}\n{"body": "c", "key": 9}\n'
+    )
     got = source(path, "jsonl", text_field="body", id_field="key")
     assert got.documents == 3
     assert list(got.records()) == [("7", "a"), ("x", "b"), ("9", "c")]
@@ -65,23 +68,33 @@ def test_csv_without_the_column_lists_the_columns(tmp_path: Path) -> None:
 def test_parquet_column_and_skipping_across_batches(tmp_path: Path) -> None:
     path = tmp_path / "d.parquet"
     texts = [f"doc {i}" for i in range(10_000)]
-    pq.write_table(pa.table({"content": texts, "n": list(range(10_000))}), path,
-                   row_group_size=3000)
+    pq.write_table(
+        pa.table({"content": texts, "n": list(range(10_000))}), path, row_group_size=3000
+    )
     got = source(path, "parquet", text_field="content", id_field="n")
     assert got.documents == 10_000
     assert list(got.records(4095))[:2] == [("4095", "doc 4095"), ("4096", "doc 4096")]
     assert [text for _, text in got.records()] == texts
 
 
-def test_stdin_is_spooled_then_read_like_a_file(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stdin_is_spooled_then_read_like_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a\nb\n")))
     got = open_source("-", "text", text_field="text", id_field=None, spool=tmp_path / "spool")
     assert (got.documents, list(got.records())) == (2, [(0, "a"), (1, "b")])
 
 
-@pytest.mark.parametrize("name, fmt", [("a.txt", "text"), ("a.JSONL", "jsonl"),
-                                       ("a.csv", "csv"), ("a.parquet", "parquet"), ("-", "text")])
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("a.txt", "text"),
+        ("a.JSONL", "jsonl"),
+        ("a.csv", "csv"),
+        ("a.parquet", "parquet"),
+        ("-", "text"),
+    ],
+)
 def test_format_from_suffix(name: str, fmt: str) -> None:
     assert input_format(name, None) == fmt
 
