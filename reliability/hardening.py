@@ -17,27 +17,20 @@ from typing import TYPE_CHECKING
 import httpx
 import psutil
 
-from reliability.server import REPO, Gateway, free_port, start_gateway, wait_ready
+from reliability.server import (
+    REPO,
+    Gateway,
+    closed_by_server,
+    free_port,
+    start_gateway,
+    wait_ready,
+)
 
 if TYPE_CHECKING:
     from reliability.battery import Battery
 
 FLOOD_BYTES = 4 * 2**20
 HALF_OPEN = 2000
-
-
-def _closed(sock: socket.socket, within_s: float) -> bytes | None:
-    """What the server sent before closing, or None if the connection is still open."""
-    sock.settimeout(within_s)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except (ConnectionResetError, BrokenPipeError):
-        return received
-    except TimeoutError:
-        return None
-    return received
 
 
 def header_flood(self: Battery) -> None:
@@ -61,7 +54,7 @@ def header_flood(self: Battery) -> None:
         started = time.monotonic()
         sender = threading.Thread(target=flood, daemon=True)
         sender.start()
-        reply = _closed(sock, within_s=10)
+        reply = closed_by_server(sock, within_s=10)
         closed_s = time.monotonic() - started
         sender.join(10)
         sock.close()
@@ -88,7 +81,7 @@ def half_open(self: Battery) -> None:
             socks.append(sock)
         during = httpx.get(gateway.base_url + "/v1/models", headers=self.auth_headers, timeout=10)
         time.sleep(max(0.0, 30 + 5 - (time.monotonic() - opened_at)))
-        left = sum(1 for sock in socks if _closed(sock, within_s=0.01) is None)
+        left = sum(1 for sock in socks if closed_by_server(sock, within_s=0.01) is None)
         after = httpx.get(gateway.base_url + "/v1/models", headers=self.auth_headers, timeout=10)
     finally:
         for sock in socks:

@@ -156,3 +156,17 @@ def start_gateway(
         gateway.stop()
         raise
     return gateway
+
+
+def closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:
+    """What the server sent before closing the connection, or None if it stayed open."""
+    sock.settimeout(within_s)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return received
+    except TimeoutError:
+        return None
+    return received

@@ -7,22 +7,8 @@ from typing import Any
 
 from gateway.batches.lines import ENDPOINTS
 
-_ERROR_BODY = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
+# The OpenAI envelope, declared once in gateway/openapi.py (the document this merges into).
+_ERROR_BODY = {"$ref": "#/components/schemas/Error"}
 _ID = {"type": "string"}
 _STAMP = {"type": ["integer", "null"]}
 _FILE = {

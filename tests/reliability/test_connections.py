@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reliability.server import Gateway, start_gateway
+from reliability.server import Gateway, closed_by_server, start_gateway
 
 LIMITS = [
     "--header-timeout-s",
@@ -36,20 +36,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
 
 def connect(gateway: Gateway) -> socket.socket:
     return socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
-
-
-def closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:
-    """What the server sent before closing the connection, or None if it stayed open."""
-    sock.settimeout(within_s)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except (ConnectionResetError, BrokenPipeError):
-        return received
-    except TimeoutError:
-        return None
-    return received
 
 
 def test_a_4_mib_header_is_refused_with_431_or_a_close(gateway) -> None:
