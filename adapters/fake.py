@@ -113,7 +113,7 @@ class FakeEngine:
         self._control_file = control_file
         self._control_mtime: float | None = None
         self._stats_file = stats_file
-        self._stats_task: asyncio.Task | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self._vocab: dict[str, int] = {}
         self._words: dict[int, str] = {}
 

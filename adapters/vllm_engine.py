@@ -15,9 +15,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from adapters.base import (
     EmbeddingBatch,
@@ -46,6 +47,9 @@ from adapters.token_limits import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+# An engine request's prompt, as AsyncLLM.encode takes it: {"prompt_token_ids": ids}.
+_Prompt = dict[str, list[int]]
 
 # Tokenizer work on at most this many characters stays on the event loop (a thread hop costs
 # more); larger work runs in a thread, a group of texts of about _GROUP_CHARS characters at a
@@ -73,7 +77,7 @@ class VLLMEngine:
         self._use_sep_token = True
         # The health probe's engine request (prompt, params), and when the engine last
         # produced any output (a probe queued behind a long batch is not a hang).
-        self._probe: tuple[dict, Any] | None = None
+        self._probe: tuple[_Prompt, Any] | None = None
         self._last_output = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -385,7 +389,8 @@ class VLLMEngine:
         # otherwise tokenize one prompt per call, which is most of its per-text cost.
         if self._encode_batch is not None:
             return self._encode_batch(list(texts))
-        return self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        ids: list[list[int]] = self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return ids
 
     def _pair_prompt(self, query: str, document: str) -> tuple[list[int], list[int] | None]:
         """Token ids (and BERT segment ids) of one pair, built as vLLM's own scoring path
@@ -457,15 +462,16 @@ class VLLMEngine:
     def _split_one(
         self,
         text: str,
-        offsets: list,
+        offsets: list[tuple[int, int]],
         budget: int,
-        fits: Any,
+        fits: Callable[[str, int], bool],
         max_pieces: int | None,
         cancel: threading.Event | None,
     ) -> list[str]:
         if fits(text, len(offsets)):
             return [text]
-        pieces, start, n = [], 0, len(offsets)
+        pieces: list[str] = []
+        start, n = 0, len(offsets)
         while start < n and (max_pieces is None or len(pieces) < max_pieces):
             _check(cancel)
             end = min(start + budget, n)
@@ -493,7 +499,10 @@ class VLLMEngine:
                 )
 
     def _params(
-        self, task: str, use_activation: bool | None = None, type_ids: list[int] | None = None
+        self,
+        task: Literal["embed", "classify"],
+        use_activation: bool | None = None,
+        type_ids: list[int] | None = None,
     ) -> Any:
         from vllm import PoolingParams
 
@@ -506,7 +515,9 @@ class VLLMEngine:
             extra = {"compressed_token_type_ids": compress_token_type_ids(type_ids)}
         return PoolingParams(task=task, use_activation=use_activation, extra_kwargs=extra)
 
-    async def _pool(self, prompt: dict, params: Any, request_id: str) -> np.ndarray:
+    async def _pool(
+        self, prompt: _Prompt, params: Any, request_id: str
+    ) -> npt.NDArray[np.floating[Any]]:
         final = None
         try:
             async for output in self._llm.encode(prompt, params, request_id=request_id):
@@ -518,7 +529,8 @@ class VLLMEngine:
             raise _translate(exc) from exc
         if final is None:
             raise EngineFailure(f"engine returned no output for request {request_id}")
-        return final.outputs.data.numpy()
+        vector: npt.NDArray[np.floating[Any]] = final.outputs.data.numpy()
+        return vector
 
 
 def _build_facts() -> dict[str, str]:
@@ -567,21 +579,22 @@ def _unless(cancel: threading.Event | None, fn: Any, *args: Any, **kwargs: Any) 
     return fn(*args, **kwargs)
 
 
-async def _off_loop(size: int, fn: Any, *args: Any) -> Any:
+async def _off_loop(size: int, fn: Callable[..., _T], *args: Any) -> _T:
     """`fn(*args, cancel)`: on the event loop for at most _INLINE_CHARS characters of work,
     else in a thread; if the awaiting request is cancelled, `cancel` is set, and `fn`, which
     checks it between bounded steps, stops at the next one instead of burning CPU."""
     cancel = threading.Event()
+    call_args = (*args, cancel)
     if size <= _INLINE_CHARS:
-        return _tokenizer_call(fn, *args, cancel)
+        return _tokenizer_call(fn, *call_args)
     try:
-        return await asyncio.to_thread(_tokenizer_call, fn, *args, cancel)
+        return await asyncio.to_thread(_tokenizer_call, fn, *call_args)
     except asyncio.CancelledError:
         cancel.set()
         raise
 
 
-def _tokenizer_call(fn: Any, *args: Any) -> Any:
+def _tokenizer_call(fn: Callable[..., _T], *args: Any) -> _T:
     try:
         return fn(*args)
     except (InvalidInput, _Abandoned, KeyboardInterrupt, SystemExit, asyncio.CancelledError):

@@ -120,10 +120,8 @@ class CachingEngine(Engine):
         self.engine = engine
         self.cache = cache
         self.stats = cache.stats if cache is not None else CacheStats()
-
-    @property
-    def spec(self) -> EngineSpec:
-        return self.engine.spec
+        # A plain attribute, as `Engine` declares it; an engine's spec never changes.
+        self.spec: EngineSpec = engine.spec
 
     @property
     def facts(self) -> ModelFacts:
@@ -214,7 +212,7 @@ class CachingEngine(Engine):
             tokenization_s=tokenization_s,
         )
 
-    def _lookup(self, keys: list[tuple]) -> list[_Entry | None]:
+    def _lookup(self, keys: Sequence[Hashable]) -> list[_Entry | None]:
         if self.cache is None:
             return [None] * len(keys)
         return [self.cache.get(key) for key in keys]

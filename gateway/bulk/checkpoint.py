@@ -20,9 +20,14 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from gateway.bulk import BulkError
+from gateway.bulk.sources import DocumentId
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 MANIFEST = "manifest.json"
 _VERSION = 1
@@ -89,7 +94,7 @@ class Checkpoint:
         self.documents, self.chunks = saved["documents"], saved["chunks"]
         self.tokens, self.dimension = saved["tokens"], saved["dimension"]
 
-    def commit(self, ids: list, vectors: Any, tokens: int) -> None:
+    def commit(self, ids: list[DocumentId], vectors: npt.NDArray[np.float32], tokens: int) -> None:
         """Make the next rows durable (vectors: float32, one row per id)."""
         import pyarrow as pa
 
@@ -123,12 +128,12 @@ class Checkpoint:
     def _chunk_path(self, k: int) -> Path:
         return self.folder / f"chunk-{k:09d}.arrow"
 
-    def _read_manifest(self) -> dict | None:
+    def _read_manifest(self) -> dict[str, Any] | None:
         path = self.folder / MANIFEST
         if not path.exists():
             return None
         try:
-            data = json.loads(path.read_text())
+            data: dict[str, Any] = json.loads(path.read_text())
         except ValueError as exc:  # cannot happen with atomic renames, unless edited by hand
             raise BulkError(
                 f"{path} is damaged ({exc}); delete {self.folder} or pass --restart"
@@ -158,7 +163,7 @@ class Checkpoint:
         _fsync_dir(self.folder)
 
 
-def _table(ids: list, vectors: Any) -> Any:
+def _table(ids: list[DocumentId], vectors: npt.NDArray[np.float32]) -> Any:
     import numpy as np
     import pyarrow as pa
 

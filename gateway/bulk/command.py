@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from gateway.bulk import BulkError, outputs, sources
 from gateway.bulk.checkpoint import Checkpoint
@@ -385,7 +386,9 @@ async def _embed(
         guard.release()
 
 
-def fingerprint_parts(plan: Plan, source: sources.Source, args: argparse.Namespace) -> dict:
+def fingerprint_parts(
+    plan: Plan, source: sources.Source, args: argparse.Namespace
+) -> dict[str, Any]:
     """What the vectors depend on. Engine sizing (memory share, batch limits, feeding) is left
     out: it changes speed, not vectors, so a rerun may change it."""
     spec = plan.model.engine

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from gateway.bulk import BulkError
@@ -52,16 +53,20 @@ def write(tables: Iterable[Any], fmt: str, path: Path, *, rows: int, dimension: 
     os.replace(temporary, path)
 
 
-def vectors_of(table: Any) -> np.ndarray:
+def vectors_of(table: Any) -> npt.NDArray[np.float32]:
     """A chunk's `vector` column as an n x dimension float32 matrix (no copy when possible)."""
     column = table.column("vector").combine_chunks()
-    return (
+    matrix: npt.NDArray[np.float32] = (
         column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
     )
+    return matrix
 
 
 def _npy(tables: Iterable[Any], path: Path, rows: int, dimension: int) -> None:
-    matrix = np.lib.format.open_memmap(path, mode="w+", dtype="<f4", shape=(rows, dimension))
+    # numpy ships open_memmap without annotations.
+    matrix = np.lib.format.open_memmap(  # type: ignore[no-untyped-call]
+        path, mode="w+", dtype="<f4", shape=(rows, dimension)
+    )
     row = 0
     for table in tables:
         matrix[row : row + table.num_rows] = vectors_of(table)

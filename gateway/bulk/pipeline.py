@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from adapters.base import EngineError
 from gateway.bulk import BulkError
-from gateway.bulk.sources import Record
+from gateway.bulk.sources import DocumentId, Record
 from gateway.config import Settings
 from gateway.encoding import truncate_dimensions
 from gateway.errors import APIError
@@ -53,14 +54,14 @@ class Job:
 @dataclass(frozen=True)
 class Batch:
     start: int  # row number of the first document
-    ids: list
+    ids: list[DocumentId]
     texts: list[str]
 
 
 @dataclass(frozen=True)
 class Result:
     batch: Batch
-    vectors: np.ndarray
+    vectors: npt.NDArray[np.float32]
     tokens: int
 
 
@@ -87,7 +88,7 @@ def batches(
     estimate: Callable[[str], float],
 ) -> Iterator[Batch]:
     """Consecutive batches of about `budget` estimated tokens (at least one document each)."""
-    ids: list = []
+    ids: list[DocumentId] = []
     texts: list[str] = []
     used = 0.0
     for doc_id, text in records:

@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import shutil
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,7 +36,8 @@ _READ_BYTES = 1 << 20
 # A CSV field may be as long as a document (the csv module's default limit is 128 KiB).
 csv.field_size_limit(1 << 30)
 
-Record = tuple[Any, str]
+DocumentId = int | str  # the row number, or the id field's value as a string
+Record = tuple[DocumentId, str]
 
 
 def input_format(path: str, given: str | None) -> str:
@@ -74,14 +75,14 @@ class Source:
             "parquet": self._parquet_rows,
         }[self.format](start)
 
-    def _text_rows(self, start: int) -> Iterator[Record]:
+    def _text_rows(self, start: int) -> Generator[Record, None, None]:
         # Only "\n" ends a line (a lone "\r" is text), as the scan counted; "\r\n" files lose
         # the "\r". Every line is a document, a blank one too, so row i is always line i+1.
         with self.path.open(encoding="utf-8", newline="\n") as file:
             for row, line in enumerate(itertools.islice(file, start, None), start):
                 yield row, line.removesuffix("\n").removesuffix("\r")
 
-    def _jsonl_rows(self, start: int) -> Iterator[Record]:
+    def _jsonl_rows(self, start: int) -> Generator[Record, None, None]:
         with self.path.open("rb") as file:
             numbered = ((n, line) for n, line in enumerate(file, 1) if line.strip())
             for row, (line_number, line) in enumerate(
@@ -95,13 +96,13 @@ class Source:
                     raise BulkError(f"{self.path}: line {line_number} is not a JSON object")
                 yield self._record(row, item, f"line {line_number}")
 
-    def _csv_rows(self, start: int) -> Iterator[Record]:
+    def _csv_rows(self, start: int) -> Generator[Record, None, None]:
         with self.path.open(encoding="utf-8", newline="") as file:
             reader = csv.DictReader(file)
             for row, item in enumerate(itertools.islice(reader, start, None), start):
                 yield self._record(row, item, f"row {row + 1}")
 
-    def _parquet_rows(self, start: int) -> Iterator[Record]:
+    def _parquet_rows(self, start: int) -> Generator[Record, None, None]:
         import pyarrow.parquet as pq
 
         columns = [self.text_field] + ([self.id_field] if self.id_field else [])
@@ -114,7 +115,7 @@ class Source:
                     yield self._record(row + skip + offset, item, f"row {row + skip + offset + 1}")
             row += batch.num_rows
 
-    def _record(self, row: int, item: dict, where: str) -> Record:
+    def _record(self, row: int, item: dict[str, Any], where: str) -> Record:
         text = item.get(self.text_field)
         if not isinstance(text, str):
             problem = (
@@ -189,10 +190,13 @@ def _parquet_rows(path: Path, text_field: str, id_field: str | None) -> int:
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
         raise BulkError(f"{path} is not a Parquet file: {exc}") from exc
     _check_columns(path, metadata.schema.names, text_field, id_field)
-    return metadata.num_rows
+    rows: int = metadata.num_rows
+    return rows
 
 
-def _check_columns(path: Path, columns: list[str], text_field: str, id_field: str | None) -> None:
+def _check_columns(
+    path: Path, columns: Sequence[str], text_field: str, id_field: str | None
+) -> None:
     for flag, column in (("--text-field", text_field), ("--id-field", id_field)):
         if column is not None and column not in columns:
             raise BulkError(
