@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.base import EmbedOptions, InvalidInput
+
+# Token ids, or the fake engine's word tokens: `fit` only measures and slices them.
+_Token = TypeVar("_Token")
 
 
 def check_vocabulary(ids: Sequence[int], vocab_size: int, *, index: int) -> list[int]:
@@ -45,13 +48,13 @@ class SpecialTokens:
 
 
 def fit(
-    token_ids: Sequence[list[int]],
+    token_ids: Sequence[list[_Token]],
     options: EmbedOptions,
     *,
     max_model_len: int,
     model: str,
     specials: Sequence[SpecialTokens],
-) -> tuple[list[list[int]], tuple[int, ...]]:
+) -> tuple[list[list[_Token]], tuple[int, ...]]:
     """Each prompt's ids within the limit, and the indices of those that were truncated.
 
     `specials[i]` says what prompt i's tokenizer added (nothing for ids a client sent)."""
@@ -61,7 +64,7 @@ def fit(
             f"model '{model}''s window of {max_model_len} tokens"
         )
     limit = options.max_tokens or max_model_len
-    fitted: list[list[int]] = []
+    fitted: list[list[_Token]] = []
     truncated: list[int] = []
     for i, ids in enumerate(token_ids):
         if len(ids) <= limit:
@@ -88,7 +91,7 @@ def check_total_tokens(counts: Sequence[int], options: EmbedOptions) -> None:
         )
 
 
-def _cut(ids: list[int], limit: int, side: str, special: SpecialTokens) -> list[int]:
+def _cut(ids: list[_Token], limit: int, side: str, special: SpecialTokens) -> list[_Token]:
     head, tail = ids[: special.prefix], ids[len(ids) - special.suffix :] if special.suffix else []
     content = ids[special.prefix : len(ids) - special.suffix]
     room = max(limit - len(head) - len(tail), 0)
