@@ -112,8 +112,8 @@ async def run_guarded(
 def _outcome(
     request: GatewayRequest,
     served: ServedModel,
-    work: asyncio.Future,
-    gone: asyncio.Future,
+    work: asyncio.Future[T],
+    gone: asyncio.Future[None],
     counters: Counters,
 ) -> T:
     if work.done() and not work.cancelled():

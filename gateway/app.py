@@ -168,5 +168,5 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def _path(request: Request) -> str:
     # The path routing used (request.url is rebuilt from the Host header), echoed briefly.
-    path = request.scope["path"]
+    path: str = request.scope["path"]
     return path if len(path) <= 100 else path[:100] + "..."

@@ -150,7 +150,8 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
                     max_connections=settings.max_connections,
                 )
             ),
-            timeout_keep_alive=settings.keep_alive_timeout_s,
+            # uvicorn annotates an int but hands the value to loop.call_later, so a fraction works.
+            timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
         ),
         app.state.gateway["drain"],
         settings.drain_grace_s,

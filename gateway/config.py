@@ -44,7 +44,7 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected a boolean, got {value!r}")
 
 
-def _json_object(value: Any) -> dict:
+def _json_object(value: Any) -> dict[str, Any]:
     parsed = json.loads(value) if isinstance(value, str) else value
     if not isinstance(parsed, dict):
         raise TypeError("expected a JSON object")
@@ -736,7 +736,7 @@ class Settings:
     batch_file_ttl_s: int = 30 * 24 * 3600
     batch_max_inflight_inputs: int = 8
 
-    def redacted(self) -> dict:
+    def redacted(self) -> dict[str, Any]:
         """The effective config for the startup log; API keys appear only as a count, and
         credentials among engine arguments (e.g. `hf_token`) as `<redacted>`."""
         server = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
@@ -830,6 +830,10 @@ def load_settings(
     cache_size = _parse(_BY_NAME["embedding_cache_size"], server.get("embedding_cache_size", 0))
     if cache_size < 0:
         raise ConfigError(f"--embedding-cache-size: must be 0 (off) or more, got {cache_size}")
+    # Options passed through as given (lists as tuples); Settings' own defaults fill the rest.
+    passed: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in server.items() if k in _PASSED_THROUGH
+    }
     return Settings(
         host=str(server.get("host", Settings.host)),
         port=_parse(_BY_NAME["port"], server.get("port", Settings.port)),
@@ -846,11 +850,7 @@ def load_settings(
         embedding_cache_size=cache_size,
         batch_dir=server.get("batch_dir") or default_batch_dir(environ),
         models=_with_memory_shares(models, workers),
-        **{
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in server.items()
-            if k in _PASSED_THROUGH
-        },
+        **passed,
     )
 
 
@@ -904,7 +904,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _read_yaml(path: str | None) -> dict:
+def _read_yaml(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
     try:

@@ -19,6 +19,7 @@ The keep-alive timeout between requests is uvicorn's own (`timeout_keep_alive`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
@@ -108,7 +109,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.connections) <= self.limits.max_connections:
             super().on_headers_complete()
             return
-        app, self.app = self.app, _too_many_connections  # type: ignore[assignment]
+        app, self.app = self.app, _too_many_connections
         try:
             super().on_headers_complete()
         finally:
@@ -125,7 +126,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- deadlines -------------------------------------------------------------------------
 
-    def _arm(self, delay: float, callback) -> None:
+    def _arm(self, delay: float, callback: Callable[[], object]) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(delay, callback)
 

@@ -15,19 +15,22 @@ English text takes (whitespace-heavy text takes more: `--max-input-chars` raises
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.errors import invalid
+
+if TYPE_CHECKING:  # gateway.config is heavy; the annotation alone needs it
+    from gateway.config import Settings
 
 CHARS_PER_TOKEN = 16
 
 
-def input_chars(settings: Any, window: int) -> int:
+def input_chars(settings: Settings, window: int) -> int:
     """Most characters in one input that is not truncated."""
     return settings.max_input_chars or CHARS_PER_TOKEN * window
 
 
-def request_chars(settings: Any) -> int:
+def request_chars(settings: Settings) -> int:
     """Most characters in one request."""
     return settings.max_request_chars or CHARS_PER_TOKEN * settings.max_request_tokens
 
@@ -36,7 +39,7 @@ def check_chars(
     sizes: Sequence[int],
     *,
     truncating: bool,
-    settings: Any,
+    settings: Settings,
     window: int,
     model: str,
     what: str = "input",
@@ -60,7 +63,7 @@ def check_chars(
     check_request_chars(total, settings, what=what)
 
 
-def check_request_chars(total: int, settings: Any, *, what: str = "input") -> None:
+def check_request_chars(total: int, settings: Settings, *, what: str = "input") -> None:
     most = request_chars(settings)
     if total > most:
         raise invalid(
@@ -71,7 +74,7 @@ def check_request_chars(total: int, settings: Any, *, what: str = "input") -> No
 
 
 def check_native_ids(
-    lengths: Sequence[int], *, truncating: bool, window: int, settings: Any
+    lengths: Sequence[int], *, truncating: bool, window: int, settings: Settings
 ) -> None:
     """The model's own ids are its tokens: the request's token limit applies before any
     work (truncated inputs count as the window they are cut to)."""

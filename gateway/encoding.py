@@ -9,6 +9,7 @@ cheaper.
 from __future__ import annotations
 
 import binascii
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarr
     kept = vectors[:, :dimensions]
     norms = np.linalg.norm(kept, axis=1, keepdims=True)
     # A row whose kept part is all zeros stays zero rather than becoming NaN.
-    return kept / np.where(norms == 0, 1, norms)
+    renormalized: np.ndarray = kept / np.where(norms == 0, 1, norms)
+    return renormalized
 
 
 def refuse_non_finite(vectors: np.ndarray) -> None:
@@ -61,7 +63,7 @@ def refuse_non_finite_scores(scores: np.ndarray) -> None:
         )
 
 
-def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list:
+def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list[Any]:
     """Rows ready for orjson: float32 rows (orjson writes numpy natively) or base64 strings."""
     refuse_non_finite(vectors)
     matrix = np.ascontiguousarray(vectors, dtype=_LE_FLOAT32)

@@ -79,7 +79,7 @@ class APIError(Exception):
     def status(self) -> int:
         return self.kind.value.status
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return {
             "error": {
                 "message": self.message,

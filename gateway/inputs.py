@@ -88,7 +88,7 @@ async def _check_costs(
             sizes, truncating=truncating, settings=settings, window=window, model=served.name
         )
     elif served.policy.token_ids == "cl100k_base":
-        sizes = await decoder.decoded_sizes(cast("list[list[int]]", inputs))
+        sizes = await decoder.decoded_sizes(inputs)
         costs.check_chars(
             sizes,
             truncating=truncating,
@@ -109,7 +109,7 @@ async def _decode(
     if not inputs or isinstance(inputs[0], str):
         return inputs
     if policy.token_ids == "cl100k_base":
-        return await decoder.decode(cast("list[list[int]]", inputs))
+        return await decoder.decode(inputs)
     if templated:
         raise invalid(
             "a prompt template cannot be applied to token ids of the model's own "

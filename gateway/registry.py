@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from adapters.base import Engine, EngineError
 from gateway.config import InputPolicy
@@ -92,7 +93,7 @@ class ServedModel:
     step: str | None = None
     start_began: float | None = None
 
-    def progress(self) -> dict | None:
+    def progress(self) -> dict[str, Any] | None:
         """The current start step and seconds since the start began, while starting."""
         if self.step is None or self.start_began is None:
             return None
@@ -120,7 +121,7 @@ class ModelRegistry:
     # While an engine starts, a "still <step>" log line this often.
     progress_log_interval_s: float = 10.0
     _by_name: dict[str, ServedModel] = field(init=False, repr=False)
-    _restarts: dict[str, asyncio.Task] = field(init=False, repr=False, default_factory=dict)
+    _restarts: dict[str, asyncio.Task[None]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._by_name = {name: m for m in self.models for name in m.all_names}
@@ -175,7 +176,7 @@ class ModelRegistry:
             )
         return self.resolve((candidates or list(self.models))[0].name)
 
-    def progress(self) -> dict[str, dict]:
+    def progress(self) -> dict[str, dict[str, Any]]:
         """Step and elapsed seconds of every model whose engine is starting."""
         return {m.name: p for m in self.models if (p := m.progress()) is not None}
 

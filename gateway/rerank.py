@@ -23,6 +23,7 @@ from typing import Annotated, Any, NotRequired
 
 import numpy as np
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from adapters.base import InvalidInput, SplitLimits
@@ -79,7 +80,7 @@ class RerankDocument(TypedDict):
     text: NotRequired[Text]
 
 
-def _documents_wording(error: dict) -> str:
+def _documents_wording(error: ErrorDetails) -> str:
     loc, value = error["loc"], error["input"]
     if len(loc) == 1:
         return (
@@ -101,7 +102,8 @@ class RerankRequest(Wire):
         Says("`query` is required and must be a non-empty string"),
     ]
     documents: Annotated[
-        list[shapes(_document_shape, a_string=Text, an_object=RerankDocument)],
+        # shapes() builds the tagged union at runtime: to mypy a call, not a type.
+        list[shapes(_document_shape, a_string=Text, an_object=RerankDocument)],  # type: ignore[valid-type]
         Field(min_length=1),
         Limit("max_rerank_documents"),
         Says(_documents_wording),
@@ -151,7 +153,8 @@ def _document_text(index: int, document: Any, rank_fields: list[str] | None) -> 
             param="documents",
         )
     if rank_fields is None:
-        return document["text"]
+        text: str = document["text"]
+        return text
     for f in fields:  # a value is written out with str(), which recursion limits too
         _check_depth(index, document[f])
     # Several fields are ranked as "name: value" lines in the order given, as Cohere does.
@@ -302,10 +305,11 @@ def cosine(query: np.ndarray, documents: np.ndarray) -> np.ndarray:
     q = np.asarray(query, dtype=np.float64)
     d = np.asarray(documents, dtype=np.float64)
     norms = np.linalg.norm(d, axis=1) * np.linalg.norm(q)
-    return (d @ q) / np.where(norms == 0, 1.0, norms)
+    similarity: np.ndarray = (d @ q) / np.where(norms == 0, 1.0, norms)
+    return similarity
 
 
-def rerank_response(req: RerankRequest, ranking: Ranking, api_version: int) -> dict:
+def rerank_response(req: RerankRequest, ranking: Ranking, api_version: int) -> dict[str, Any]:
     """Results sorted by descending score, `index` pointing into the request's documents."""
     order = sorted(range(len(ranking.scores)), key=lambda i: -ranking.scores[i])
     if req.top_n is not None:

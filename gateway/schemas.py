@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from adapters.base import TRUNCATE_CHOICES
 from gateway.errors import APIError, brief, invalid
@@ -58,7 +58,7 @@ class Says:
     format string with `{name}` (the field), `{value}` (a brief echo of the refused value)
     and `{type}`, or a function of the pydantic error."""
 
-    text: str | Callable[[dict], str]
+    text: str | Callable[[ErrorDetails], str]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Limit:
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
         return core_schema.with_info_before_validator_function(self._check, handler(source))
 
-    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict:
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
         return {**handler(schema), _LIMIT_KEY: self.setting}
 
     def _check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
@@ -88,7 +88,7 @@ class ServedName:
     """The `model` field: documented as an enum of the served names by `request_schemas`;
     a name not served is refused by the registry (404 `model_not_found`, as OpenAI does)."""
 
-    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict:
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
         return {**handler(schema), _MODELS_KEY: True}
 
 
@@ -99,7 +99,7 @@ def one_of(choices: Sequence[str], *, any_case: bool = False) -> Any:
     """A string from `choices` (compared lower-cased when `any_case`)."""
     note = " (any case)" if any_case else ""
     kind: Any = Annotated[
-        Literal[tuple(choices)],  # type: ignore[valid-type]
+        Literal[tuple(choices)],
         Says(f"`{{name}}` must be one of {list(choices)}{note}, got {{value}}"),
     ]
     if any_case:
@@ -184,7 +184,7 @@ def _input_shape(value: Any) -> str | None:
     return "list of token id lists" if isinstance(first, list) else "list of strings"
 
 
-def _input_wording(error: dict) -> str:
+def _input_wording(error: ErrorDetails) -> str:
     loc, value = error["loc"], error["input"]
     if error["type"] == "missing":
         return f"`input` is required: {_INPUT_SHAPES}"
@@ -214,7 +214,8 @@ def _input_wording(error: dict) -> str:
     )
 
 
-Input = Annotated[
+# Built at runtime (shapes() makes a tagged union), so to mypy a value, not a type.
+Input: Any = Annotated[
     shapes(
         _input_shape,
         a_string=Text,
@@ -245,10 +246,12 @@ class EmbeddingsRequest(Wire):
     @property
     def inputs(self) -> Inputs:
         """One entry per input: a lone string or a lone token-id list made a list of one."""
-        value = self.input
-        if isinstance(value, str) or isinstance(value[0], int):
-            return [value]  # type: ignore[list-item]
-        return value  # type: ignore[return-value]
+        value: str | list[int] | Inputs = self.input
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value[0], int):
+            return [value]
+        return value
 
     @property
     def truncation(self) -> Truncation:
@@ -269,7 +272,7 @@ def parse(shape: type[_W], body: Any, settings: Any) -> _W:
         raise _translate(shape, exc.errors(include_url=False)[0]) from None
 
 
-def _translate(shape: type[Wire], error: dict) -> APIError:
+def _translate(shape: type[Wire], error: ErrorDetails) -> APIError:
     loc = error["loc"]
     if not loc:
         return invalid("the request body must be a JSON object")
@@ -308,7 +311,7 @@ _TYPE_WORDS = {
 }
 
 
-def _wording(where: str, error: dict) -> str:
+def _wording(where: str, error: ErrorDetails) -> str:
     """The generic wording of a refusal, by pydantic's error type."""
     kind, value, ctx = error["type"], error["input"], error.get("ctx", {})
     if kind == "missing":
@@ -341,7 +344,7 @@ def _find_says(items: Sequence[Any]) -> Says | None:
     return _find_says(inner) if inner else None
 
 
-def forbidden_text(where: str, found: re.Match) -> str:
+def forbidden_text(where: str, found: re.Match[str]) -> str:
     what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
     return f"`{where}` contains {what} at position {found.start()}"
 
@@ -368,7 +371,7 @@ class _Generator(GenerateJsonSchema):
 
 def request_schemas(
     declared: Sequence[type[Wire]], settings: Any, models: Sequence[str]
-) -> tuple[dict[type[Wire], dict], dict[str, dict]]:
+) -> tuple[dict[type[Wire], dict[str, Any]], dict[str, dict[str, Any]]]:
     """`#/components/schemas` references for each shape, and the components themselves, with
     the settings' limits as `maxItems` and the served names as `model`'s enum."""
     refs, defs = models_json_schema(
@@ -400,7 +403,9 @@ def _apply(node: Any, settings: Any, models: list[str]) -> Any:
 # -- responses --------------------------------------------------------------------------------
 
 
-def embeddings_response(model: str, embeddings: Sequence[Any], prompt_tokens: int) -> dict:
+def embeddings_response(
+    model: str, embeddings: Sequence[Any], prompt_tokens: int
+) -> dict[str, Any]:
     """The OpenAI list shape; `embeddings[i]` is a float32 row or a base64 string."""
     return {
         "object": "list",
@@ -413,7 +418,7 @@ def embeddings_response(model: str, embeddings: Sequence[Any], prompt_tokens: in
     }
 
 
-def models_response(names: Sequence[tuple[str, str]], created: int) -> dict:
+def models_response(names: Sequence[tuple[str, str]], created: int) -> dict[str, Any]:
     """`GET /v1/models`: one entry per served name or alias, `root` the model it serves."""
     return {
         "object": "list",

@@ -41,7 +41,8 @@ class KeyChecker:
 
 def bearer_token(scope: Scope) -> bytes | None:
     """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive)."""
-    for name, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():

@@ -92,9 +92,7 @@ class Cl100kDecoder:
         await asyncio.to_thread(_check_ids, inputs)
         parts: list[list[bytes]] = [[] for _ in inputs]
         for batch in _batches(inputs, _DECODE_INLINE_MAX):
-            decoded = await asyncio.to_thread(
-                lambda b=batch: [(i, encoding.decode_bytes(ids)) for i, ids in b]
-            )
+            decoded = await asyncio.to_thread(_decode_bytes, encoding, batch)
             for i, data in decoded:
                 parts[i].append(data)
         # errors="replace": a client's chunk boundary may split a multi-byte character; the
@@ -129,6 +127,10 @@ def _decode(encoding: Any, inputs: Sequence[Sequence[int]]) -> list[str]:
     _check_ids(inputs)
     # errors="replace": a client's chunk boundary may split a multi-byte character.
     return [encoding.decode(list(ids), errors="replace") for ids in inputs]
+
+
+def _decode_bytes(encoding: Any, batch: list[tuple[int, Sequence[int]]]) -> list[tuple[int, bytes]]:
+    return [(i, encoding.decode_bytes(ids)) for i, ids in batch]
 
 
 def _batches(
