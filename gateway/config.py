@@ -755,7 +755,7 @@ class Settings:
         }
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: Container[str] | None = None) -> None:
+def add_arguments(parser: argparse._ActionsContainer, names: Container[str] | None = None) -> None:
     """Add every option (or those in `names`) as a flag, with its help text and environment
     twin."""
     for option in OPTIONS:
