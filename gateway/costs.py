@@ -52,7 +52,7 @@ def check_chars(
     total = 0
     for i, size in enumerate(sizes):
         if size > most and not truncating:
-            kind = "decode to" if decoded else "has"
+            kind = "decodes to" if decoded else "has"
             raise invalid(
                 f"{what} {i} {kind} {size} characters, more than model '{model}' accepts "
                 f"untruncated ({most}, {CHARS_PER_TOKEN} per token of its {window}-token "

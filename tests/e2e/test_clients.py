@@ -141,7 +141,9 @@ def test_langchain_defaults_on_a_non_truncating_model_get_a_400_with_counts(gate
     )
     with pytest.raises(openai.BadRequestError) as info:
         embeddings.embed_documents([VERY_LONG])
-    assert "accepts at most 256 tokens" in info.value.body["message"]
+    # Refused before decoding: the ids' decoded size, against the model's 256-token window.
+    message = info.value.body["message"]
+    assert "decodes to 39482 characters" in message and "256-token window" in message
 
 
 def test_out_of_vocabulary_cl100k_id_is_400(gateway) -> None:

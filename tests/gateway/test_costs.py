@@ -110,7 +110,7 @@ def test_token_ids_are_refused_by_their_decoded_size_before_decoding(monkeypatch
         ok = client.post("/v1/embeddings", json={"model": "fake", "input": [[5713] * 14]})
     assert refused.status_code == 400
     assert error(refused).startswith(
-        "input 0 decode to 1080 characters, more than model 'fake' accepts untruncated (1024"
+        "input 0 decodes to 1080 characters, more than model 'fake' accepts untruncated (1024"
     )
     assert ok.status_code == 200 and decoded == [1]
 

@@ -101,6 +101,9 @@ def test_log_format_option() -> None:
 
 
 def test_vllm_logs_are_routed_through_the_gateway_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copy of the environment for this test: route_vllm_logs sets variables that, left in
+    # the test process, would point later gateway subprocesses at the file removed below.
+    monkeypatch.setattr(os, "environ", {**os.environ})
     monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
     monkeypatch.delenv("VLLM_CONFIGURE_LOGGING", raising=False)
     monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
