@@ -6,27 +6,9 @@ import asyncio
 
 import pytest
 
-from adapters.fake import FakeEngine
 from gateway.body import BodyLimitMiddleware
-from gateway.config import Settings
 from gateway.errors import APIError
-from tests.conftest import serving
-
-JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture
-def small():
-    settings = Settings(max_body_bytes=1000, max_inputs=4, max_request_tokens=10)
-    with serving(settings, fake=FakeEngine(max_model_len=512)) as client:
-        yield client
-
-
-def assert_error(response, status: int, fragment: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert fragment in error["message"]
+from tests.gateway.conftest import JSON, assert_error
 
 
 def test_declared_body_over_the_limit_is_413(small) -> None:
