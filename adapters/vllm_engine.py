@@ -682,14 +682,22 @@ def cpu_thread_binding(cpu_threads: str, available: Iterable[int]) -> str:
     return ",".join(runs)
 
 
+def engine_environment(cpu_threads: str) -> dict[str, str]:
+    """The environment the gateway gives the engine processes it starts: every process-level
+    setting lives here, so that `make bench` can hand vLLM's own server exactly the same.
+    VLLM_CPU_OMP_THREADS_BIND: vLLM's `auto` reserves one core per engine for its scheduler,
+    which on a 2-core machine leaves the model one core (vLLM's GPU platforms ignore it)."""
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(cpu_threads, os.sched_getaffinity(0)),
+    }
+
+
 def configure_cpu_threads(cpu_threads: str) -> str:
-    """Bind the CPU engines this process starts from now on (their processes inherit the
-    environment). vLLM's `auto` reserves one core per engine for its scheduler, which on a
-    2-core machine leaves the model one core: measured here, binding both made the gateway
-    1.35-1.8x faster. vLLM's GPU platforms ignore the variable."""
-    binding = cpu_thread_binding(cpu_threads, os.sched_getaffinity(0))
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
-    return binding
+    """Apply `engine_environment` to this process: the engines it starts from now on inherit
+    it. Returns the thread binding, for the log."""
+    environment = engine_environment(cpu_threads)
+    os.environ.update(environment)
+    return environment["VLLM_CPU_OMP_THREADS_BIND"]
 
 
 def engine_arguments(spec: EngineSpec, *, on_cpu: bool) -> dict[str, Any]:

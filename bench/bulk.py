@@ -200,13 +200,10 @@ def corpus(documents: int, seed: int = 12) -> list[str]:
 
 
 def cpu_binding_env() -> dict[str, str]:
-    """The thread binding the gateway's engines use (--cpu-threads all), for the ceiling."""
-    from adapters.vllm_engine import cpu_thread_binding
+    """The environment the gateway's engines get (--cpu-threads all), for the ceiling."""
+    from adapters.vllm_engine import engine_environment
 
-    binding = os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or cpu_thread_binding(
-        "all", os.sched_getaffinity(0)
-    )
-    return {"VLLM_CPU_OMP_THREADS_BIND": binding, "HF_HUB_OFFLINE": "1"}
+    return {**engine_environment("all"), "HF_HUB_OFFLINE": "1"}
 
 
 def ceiling(texts: list[str], folder: Path) -> dict:
