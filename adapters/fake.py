@@ -57,6 +57,9 @@ from adapters.token_limits import (
 # The two special tokens the fake tokenizer puts around a text, like BERT's [CLS] and [SEP].
 _CLS, _SEP = "[CLS]", "[SEP]"
 
+# A fake token: what str.split() finds.
+_WORD = re.compile(r"\S+")
+
 _CONTROLLED = ("latency_s", "dead", "hang", "nan_marker", "fail", "fail_start")
 
 
@@ -244,15 +247,18 @@ class FakeEngine:
         if budget < 1:
             raise InvalidInput("the query leaves no room for a document", index=0)
         budget = min(budget, max_tokens or budget)
-        words = [text.split() for text in texts]
-        limits.check([len(w) for w in words], budget, overhead)
+        # Counted first, nothing kept, so that the limits refuse before anything big is built
+        # (a list of a document's words costs ten times the document).
+        counts = [sum(1 for _ in _WORD.finditer(text)) for text in texts]
+        limits.check(counts, budget, overhead)
         pieces = []
-        for text, each in zip(texts, words):
-            if len(each) <= budget:
+        for text, n in zip(texts, counts):
+            if n <= budget:
                 pieces.append([text])
                 continue
-            starts = range(0, len(each), budget)[: limits.max_chunks_per_text]
-            pieces.append([" ".join(each[i : i + budget]) for i in starts])
+            words = text.split()
+            starts = range(0, n, budget)[: limits.max_chunks_per_text]
+            pieces.append([" ".join(words[i : i + budget]) for i in starts])
         return pieces
 
     async def tokenize(
@@ -262,7 +268,7 @@ class FakeEngine:
         return [self._token_view(text, add_special_tokens) for text in texts]
 
     def _token_view(self, text: str, add_special_tokens: bool) -> Tokens:
-        words = [(m.group(), (m.start(), m.end())) for m in re.finditer(r"\S+", text)]
+        words = [(m.group(), (m.start(), m.end())) for m in _WORD.finditer(text)]
         ids = [self._word_id(w) for w, _ in words]
         strings = [w for w, _ in words]
         offsets: list[tuple[int, int] | None] = [span for _, span in words]
@@ -398,7 +404,7 @@ def fake_tokens(text: str) -> list[str]:
 
 def fake_encode(text: str) -> Encoded:
     """`fake_tokens` with character offsets and the special-token mask."""
-    words = [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
+    words = [(m.group(), m.span()) for m in _WORD.finditer(text)]
     return (
         [_CLS, *(w for w, _ in words), _SEP],
         [(0, 0), *(s for _, s in words), (0, 0)],

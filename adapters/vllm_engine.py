@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -38,11 +39,13 @@ from adapters.base import (
 )
 from adapters.token_limits import (
     Encoded,
+    Spans,
     SpecialTokens,
     check_total_tokens,
     check_vocabulary,
     cut_lengths,
     fit,
+    token_starts,
     truncation_window,
 )
 
@@ -445,33 +448,46 @@ class VLLMEngine:
         def fits(piece: str, size: int) -> bool:
             return size <= budget and prompt_length(piece) <= limit
 
-        # Every document's tokens first (one tokenizer call each), so that the chunk and token
-        # limits refuse a request before the costly part: building and re-checking each chunk.
-        offsets = [
-            _unless(
-                cancel, self._tokenizer, text, add_special_tokens=False, return_offsets_mapping=True
-            )["offset_mapping"]
-            for text in texts
-        ]
-        limits.check([len(o) for o in offsets], budget, overhead)
+        def spans(part: str) -> list[tuple[int, int]]:
+            encoded = _unless(
+                cancel, tok, part, add_special_tokens=False, return_offsets_mapping=True
+            )
+            offsets: list[tuple[int, int]] = encoded["offset_mapping"]
+            return offsets
+
+        # Every document's tokens counted first, a window at a time (nothing kept), so that the
+        # chunk and token limits refuse a request before anything big is built: offsets for a
+        # whole document cost about a hundred bytes per token.
+        counts = [sum(map(len, token_starts(text, spans))) for text in texts]
+        limits.check(counts, budget, overhead)
         return [
-            self._split_one(text, o, budget, fits, limits.max_chunks_per_text, cancel)
-            for text, o in zip(texts, offsets)
+            self._split_one(text, n, spans, budget, fits, limits.max_chunks_per_text, cancel)
+            for text, n in zip(texts, counts)
         ]
 
     def _split_one(
         self,
         text: str,
-        offsets: list[tuple[int, int]],
+        n: int,
+        spans: Spans,
         budget: int,
         fits: Callable[[str, int], bool],
         max_pieces: int | None,
         cancel: threading.Event | None,
     ) -> list[str]:
-        if fits(text, len(offsets)):
+        """`text` (of `n` tokens) cut into pieces of at most `budget` tokens that fit."""
+        if fits(text, n):
             return [text]
+        # Where each token begins (8 bytes a token), up to the last one a kept piece can reach:
+        # a piece holds at most `budget` tokens.
+        reach = n if max_pieces is None else min(n, max_pieces * budget + 1)
+        starts = array("q")
+        for batch in token_starts(text, spans):
+            starts.extend(batch)
+            if len(starts) >= reach:
+                break
         pieces: list[str] = []
-        start, n = 0, len(offsets)
+        start = 0
         while start < n and (max_pieces is None or len(pieces) < max_pieces):
             _check(cancel)
             end = min(start + budget, n)
@@ -479,7 +495,7 @@ class VLLMEngine:
                 # Cut where the next piece's first token begins, so no character is lost;
                 # a piece re-tokenizes differently at its edges and inside a prompt, hence
                 # the check on the real prompt.
-                piece = text[offsets[start][0] : offsets[end][0] if end < n else len(text)]
+                piece = text[starts[start] : starts[end] if end < n else len(text)]
                 size = len(self._tokenizer(piece, add_special_tokens=False)["input_ids"])
                 if fits(piece, size) or end - start <= 1:
                     break

@@ -1,6 +1,8 @@
 """Long texts under truncation are tokenized from a prefix (suffix) only, and give exactly the
-ids that tokenizing and truncating the whole text gives (the real MiniLM tokenizer); large
-tokenizer work runs in a thread and stops when its request is abandoned."""
+ids that tokenizing and truncating the whole text gives (the real MiniLM tokenizer); long
+texts are counted and cut for rerank in windows that give exactly the whole text's tokens,
+with memory bounded by a window, not by the text; large tokenizer work runs in a thread and
+stops when its request is abandoned."""
 
 from __future__ import annotations
 
@@ -8,12 +10,21 @@ import asyncio
 import random
 import threading
 import time
+import tracemalloc
 
 import pytest
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer
 
 from adapters.base import EmbedOptions, EngineSpec, InvalidInput, ModelFacts, SplitLimits
-from adapters.token_limits import SpecialTokens, cut_lengths, fit
+from adapters.token_limits import (
+    CUT_MARGIN_CHARS,
+    WINDOW_CHARS,
+    SpecialTokens,
+    cut_lengths,
+    fit,
+    token_starts,
+)
 from adapters.vllm_engine import VLLMEngine, _off_loop, rust_batch_encoder
 from gateway.config import resolve_model_path
 
@@ -135,3 +146,83 @@ def test_split_keeps_only_the_first_chunks_asked_for(engine) -> None:
     text = " ".join(map(str, range(5_000)))
     (pieces,) = engine._split_now([text], "q", 2, limits=SplitLimits(max_chunks_per_text=3))
     assert len(pieces) == 3 and text.startswith("".join(pieces))
+
+
+# -- rerank's split: counted and cut in windows ---------------------------------------------
+
+
+def _trained(kind: str) -> Tokenizer:
+    """A small tokenizer of another family than MiniLM's WordPiece, trained here (no hub):
+    byte-level BPE (GPT-2, Qwen) or Unigram with Metaspace (SentencePiece: T5, XLM-R)."""
+    corpus = [_words(2000, seed) for seed in range(5)] + [
+        "日本語のテキスト 🚀🎉 abc,def; 12345"
+    ] * 10
+    if kind == "byte-level BPE":
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer: trainers.Trainer = trainers.BpeTrainer(
+            vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        trainer = trainers.UnigramTrainer(
+            vocab_size=300, unk_token="<unk>", special_tokens=["<unk>"]
+        )
+    tokenizer.train_from_iterator(corpus, trainer)
+    return tokenizer
+
+
+@pytest.fixture(scope="module", params=["MiniLM WordPiece", "byte-level BPE", "Unigram"])
+def spans(request, engine):
+    if request.param == "MiniLM WordPiece":
+        tokenizer = engine._tokenizer
+        return lambda text: tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+    trained = _trained(request.param)
+    return lambda text: trained.encode(text, add_special_tokens=False).offsets
+
+
+NUMBERS = " ".join(str(i) for i in range(60_000))  # the costs battery's rerank document
+
+
+@pytest.mark.parametrize("name", [*LONG_TEXTS, "numbers"])
+def test_windows_find_the_whole_texts_tokens(spans, name) -> None:
+    text = LONG_TEXTS.get(name, NUMBERS)[:20_000]  # 20 windows of 1,000 characters
+    whole = [start for start, _ in spans(text)]
+    assert [s for batch in token_starts(text, spans, 1000) for s in batch] == whole
+
+
+def test_a_refused_split_tokenizes_a_window_at_a_time(engine, monkeypatch) -> None:
+    # Issue 9's row: 4 documents of 60,000 numbers, 1 token per chunk. Their whole-document
+    # offsets took 116 MB (about a hundred bytes per token) before the refusal.
+    engine._facts = ModelFacts(dimension=0, max_model_len=256, scores_pairs=True)
+    tokenizer, read = engine._tokenizer, []
+
+    def spy(text, *args, **kwargs):
+        read.append(len(text))
+        return tokenizer(text, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_tokenizer", spy)
+    limits = SplitLimits(max_chunks=10_000, max_total_tokens=300_000)
+    with pytest.raises(InvalidInput, match="at least 612752 chunks of at most 1 tokens"):
+        engine._split_now([NUMBERS] * 4, "which number", 1, limits=limits)
+    assert max(read) <= WINDOW_CHARS + 2 * CUT_MARGIN_CHARS
+
+
+def test_a_long_document_is_split_holding_a_window_not_the_document(engine) -> None:
+    engine._facts = ModelFacts(dimension=0, max_model_len=256, scores_pairs=True)
+    pieces: list[list[str]] = []
+    tracemalloc.start()
+    try:
+        pieces.extend(
+            engine._split_now([NUMBERS], "q", 3, limits=SplitLimits(max_chunks_per_text=2))
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Whole-document offsets took 27 MB, 77 times the document.
+    assert peak < 2 * len(NUMBERS)
+    assert pieces == [["0 1 2 ", "3 4 5 "]]
