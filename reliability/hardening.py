@@ -3,11 +3,8 @@ heal, workers that are replaced. Each function is a `Battery` method (see batter
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,12 +15,11 @@ import httpx
 import psutil
 
 from reliability.server import (
-    REPO,
     Gateway,
     closed_by_server,
-    free_port,
     start_gateway,
-    wait_ready,
+    start_workers,
+    worker_processes,
 )
 
 if TYPE_CHECKING:
@@ -240,45 +236,14 @@ def real_heal(self: Battery) -> None:
 
 def worker_restart(self: Battery) -> None:
     """Two workers (fake engine); one killed with SIGKILL under a trickle of requests."""
-    port = free_port()
-    log = self.workdir / "worker_restart.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--engine",
-                "fake",
-                "--workers",
-                "2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--api-key",
-                self.key,
-            ],
-            cwd=REPO,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    gateway = start_workers(
+        self.workdir / "worker_restart",
+        args=["--log-level", "warning", "--api-key", self.key],
+        cpu=self.server_cpu,
+    )
+    url, process = gateway.base_url, gateway.process
     try:
-        wait_ready(url + "/ready", process, log, timeout_s=60)
-
-        def workers() -> list[psutil.Process]:
-            return [
-                p
-                for p in psutil.Process(process.pid).children()
-                if "spawn_main" in " ".join(p.cmdline())
-            ]
-
-        victim = workers()[0]
+        victim = worker_processes(gateway)[0]
         statuses: dict = {}
 
         def fresh_request(_: int) -> None:
@@ -287,7 +252,7 @@ def worker_restart(self: Battery) -> None:
                     status: object = client.post(
                         url + "/v1/embeddings",
                         headers=self.auth_headers,
-                        json={"model": "all-MiniLM-L6-v2", "input": "x"},
+                        json={"model": "m", "input": "x"},
                     ).status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
@@ -299,16 +264,14 @@ def worker_restart(self: Battery) -> None:
             replaced = float("inf")
             while time.monotonic() - at < 60:
                 list(pool.map(fresh_request, range(4)))
-                now = workers()
+                now = worker_processes(gateway)
                 if len(now) == 2 and victim not in now:
                     replaced = time.monotonic() - at
                     break
         process.send_signal(signal.SIGTERM)
         code = process.wait(60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        gateway.stop()
     self.figure("worker_restart", "killed worker replaced after (s)", replaced)
     self.figure("worker_restart", "requests meanwhile (fresh connections)", statuses)
     self.figure("worker_restart", "supervisor exit code after SIGTERM", code)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,6 +157,59 @@ def start_gateway(
         gateway.stop()
         raise
     return gateway
+
+
+def start_workers(
+    workdir: Path,
+    count: int = 2,
+    *,
+    fake_models: dict[str, dict] | None = None,
+    args: list[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
+    **kwargs: Any,
+) -> Gateway:
+    """A gateway with `count` worker processes (`--workers`), serving `fake_models` (default
+    one fake model `m`), once every worker is ready. Its metrics folder is an operator's
+    (`workdir/metrics`, emptied at start, kept): a supervisor killed with SIGKILL cannot
+    remove a temporary one."""
+    gateway = start_gateway(
+        workdir,
+        fake_models={"m": {}} if fake_models is None else fake_models,
+        args=["--workers", str(count), *args],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"), **(env or {})},
+        ready_timeout=ready_timeout,
+        **kwargs,
+    )
+    try:
+        wait_every_worker_ready(gateway.base_url)
+    except BaseException:
+        gateway.process.kill()
+        gateway.process.wait()
+        raise
+    return gateway
+
+
+def wait_every_worker_ready(url: str, timeout_s: float = 30.0) -> None:
+    """One worker answering /ready 200 says nothing of another, which may still be starting
+    its engine: wait for 10 ready answers in a row on fresh connections (the kernel spreads
+    them over the workers)."""
+    deadline, streak = time.monotonic() + timeout_s, 0
+    while streak < 10:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: not every worker became ready in {timeout_s:.0f} s")
+        with httpx.Client() as client:
+            streak = streak + 1 if client.get(url + "/ready").status_code == 200 else 0
+
+
+def worker_processes(gateway: Gateway) -> list[psutil.Process]:
+    """The worker processes of a gateway started with `--workers` (not the resource tracker
+    that multiprocessing also starts)."""
+    return [
+        p
+        for p in psutil.Process(gateway.process.pid).children()
+        if "spawn_main" in " ".join(p.cmdline())
+    ]
 
 
 def closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:

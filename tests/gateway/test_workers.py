@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +13,7 @@ import psutil
 import pytest
 
 from gateway.config import ConfigError, load_settings, resolve_model_path
-from reliability.server import free_port, wait_ready
-
-REPO = Path(__file__).resolve().parents[2]
+from reliability.server import start_workers, wait_ready, worker_processes
 
 
 @pytest.mark.parametrize("raw, expected", [("1", 1), ("3", 3), (" 4 ", 4)])
@@ -51,99 +47,32 @@ def test_cache_size_option() -> None:
         load_settings({"embedding_cache_size": "-1"}, environ={})
 
 
-def _start_two_workers(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    """A fake-engine gateway with two workers, started as a user starts it, once ready."""
-    port = free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--engine",
-                "fake",
-                "--workers",
-                "2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                *args,
-            ],
-            # An operator's metrics folder (emptied at start, kept): a supervisor killed with
-            # SIGKILL cannot remove a temporary one.
-            cwd=REPO,
-            env={
-                **os.environ,
-                "HF_HUB_OFFLINE": "1",
-                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url + "/ready", process, log, timeout_s=60, poll_s=0.2)
-        _wait_every_worker_ready(url)
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    return process, url
-
-
-def _wait_every_worker_ready(url: str, timeout_s: float = 30.0) -> None:
-    """One worker answering /ready 200 says nothing of the other, which may still be starting
-    its engine: wait for 10 ready answers in a row on fresh connections (the kernel spreads
-    them over both workers)."""
-    deadline, streak = time.monotonic() + timeout_s, 0
-    while streak < 10:
-        assert time.monotonic() < deadline, "not every worker became ready"
-        with httpx.Client() as client:
-            streak = streak + 1 if client.get(url + "/ready").status_code == 200 else 0
-
-
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
-    process, url = _start_two_workers(tmp_path)
+    gateway = start_workers(tmp_path, args=["--log-level", "warning"])
     try:
-        workers = [
-            p
-            for p in psutil.Process(process.pid).children()
-            if "spawn_main" in " ".join(p.cmdline())
-        ]  # not the resource tracker
+        workers = worker_processes(gateway)
         assert len(workers) == 2
         # Every worker answers on the one port: fresh connections reach both.
         for _ in range(20):
             with httpx.Client() as client:
                 r = client.post(
-                    url + "/v1/embeddings",
-                    json={"model": "all-MiniLM-L6-v2", "input": ["hi", "hi"]},
+                    gateway.base_url + "/v1/embeddings", json={"model": "m", "input": ["hi", "hi"]}
                 )
             assert r.status_code == 200
             assert len(r.json()["data"]) == 2
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(timeout=30) == 0
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _workers(process: subprocess.Popen) -> list[psutil.Process]:
-    return [
-        p for p in psutil.Process(process.pid).children() if "spawn_main" in " ".join(p.cmdline())
-    ]  # not the resource tracker
+        gateway.stop()
 
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Path) -> None:
-    process, url = _start_two_workers(tmp_path, "--engine-restart-backoff-s", "0.2")
+    gateway = start_workers(
+        tmp_path, args=["--log-level", "warning", "--engine-restart-backoff-s", "0.2"]
+    )
     try:
-        victim, survivor = _workers(process)
+        victim, survivor = worker_processes(gateway)
         victim.kill()
         victim.wait(10)
         started = time.monotonic()
@@ -152,35 +81,89 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Pat
             with httpx.Client() as client:  # fresh connections: the kernel picks a worker
                 statuses.add(
                     client.post(
-                        url + "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "hi"}
+                        gateway.base_url + "/v1/embeddings", json={"model": "m", "input": "hi"}
                     ).status_code
                 )
-            workers = _workers(process)
+            workers = worker_processes(gateway)
             if len(workers) == 2 and victim not in workers:
                 break
             time.sleep(0.1)
-        assert len(_workers(process)) == 2 and survivor in _workers(process)
+        assert len(worker_processes(gateway)) == 2 and survivor in worker_processes(gateway)
         assert statuses == {200}  # no request was lost to the dead worker
-        wait_ready(url + "/ready", process, tmp_path / "server.log", timeout_s=60)
+        wait_ready(gateway.base_url + "/ready", gateway.process, gateway.log_path, timeout_s=60)
         assert (
-            "gateway-worker-0 exited with -9" in (tmp_path / "server.log").read_text()
-            or "gateway-worker-1 exited with -9" in (tmp_path / "server.log").read_text()
+            "gateway-worker-0 exited with -9" in gateway.log()
+            or "gateway-worker-1 exited with -9" in gateway.log()
         )
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        gateway.stop()
+
+
+def _ready_then_health(port: int) -> tuple[str, int] | None:
+    """One worker's model state (/ready) and then its liveness answer (/health), asked on one
+    connection so that both come from the same worker; None if it closed in between."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/ready")
+        ready = connection.getresponse()
+        state = json.loads(ready.read())["models"]["m"]
+        if ready.will_close:
+            return None
+        connection.request("GET", "/health")
+        health = connection.getresponse()
+        health.read()
+        return state, health.status
+    except (OSError, http.client.HTTPException):
+        return None  # the worker is exiting
+    finally:
+        connection.close()
+
+
+def test_a_worker_whose_model_is_down_for_good_exits_and_the_pod_with_it(tmp_path: Path) -> None:
+    """A model whose restarts are exhausted must not leave a live worker that cannot serve:
+    the worker answers /health 503 until it exits, the supervisor starts a new one, and when
+    the new ones cannot load the model either, the supervisor stops (exit 1) so that the
+    orchestrator restarts the pod."""
+    gateway = start_workers(
+        tmp_path,
+        args=[
+            "--health-check-interval-s",
+            "0.2",
+            "--engine-restart-attempts",
+            "2",
+            "--engine-restart-backoff-s",
+            "0.1",
+        ],
+    )
+    try:
+        first = worker_processes(gateway)
+        gateway.control("m", dead=True, fail_start=True)
+        answers = []
+        deadline = time.monotonic() + 60
+        while gateway.process.poll() is None and time.monotonic() < deadline:
+            if (answer := _ready_then_health(gateway.port)) is not None:
+                answers.append(answer)
+        assert gateway.process.wait(timeout=30) == 1
+    finally:
+        gateway.stop()
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in first)
+    # A worker whose model is down is not live; one that is loading or restarting still is.
+    assert ("down", 503) in answers
+    assert ("down", 200) not in answers, answers
+    log = gateway.log()
+    assert log.count("exited with 1; starting a new one") >= 2  # each first worker replaced
+    assert "times in a row; stopping the others" in log
 
 
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
-    process, _ = _start_two_workers(tmp_path)
+    gateway = start_workers(tmp_path, args=["--log-level", "warning"])
     workers: list[psutil.Process] = []
     try:
-        workers = psutil.Process(process.pid).children()
-        process.kill()
-        process.wait()
+        workers = psutil.Process(gateway.process.pid).children()
+        gateway.process.kill()
+        gateway.process.wait()
         _gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive
     finally:
@@ -199,11 +182,7 @@ def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> 
     file, so JSON by default) carries each request's id."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from reliability.server import start_gateway
-
-    gateway = start_gateway(
-        tmp_path, fake_models={"m": {}}, args=["--workers", "2", "--max-inflight-inputs", "100"]
-    )
+    gateway = start_workers(tmp_path, args=["--max-inflight-inputs", "100"])
     ready = ("embedding_gateway_engine_state", (("model", "m"), ("state", "ready")))
 
     def scrape() -> dict:
@@ -216,7 +195,7 @@ def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> 
         }
 
     try:
-        # /ready said yes from one worker; the other may still be starting.
+        # Both workers answer /ready; a worker's state gauge may lag a metrics sync behind.
         deadline = time.monotonic() + 30
         while scrape().get(ready) != 2:
             assert time.monotonic() < deadline, "the second worker never became ready"
