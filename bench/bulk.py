@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.servers import REPO, gateway_command, running
+from bench.servers import REPO, gateway_launch, running
 from reliability.server import free_port
 
 MODEL = "all-MiniLM-L6-v2"
@@ -208,7 +208,7 @@ def cpu_binding_env() -> dict[str, str]:
 
 def ceiling(texts: list[str], folder: Path) -> dict:
     texts_file, out_file = folder / "texts.json", folder / "ceiling.json"
-    texts_file.write_text(json.dumps({"bulk": texts}))
+    texts_file.write_text(json.dumps({"sets": {"bulk": texts}}))
     subprocess.run(
         [sys.executable, "-m", "bench.inprocess", "engine", str(texts_file), str(out_file)],
         cwd=REPO,
@@ -264,8 +264,7 @@ def http_sequential(texts: list[str], folder: Path, batch: int = 64) -> dict:
     from openai import OpenAI
 
     port = free_port()
-    command = gateway_command(port)
-    with running("gateway", command, port, "/ready", folder / "logs"):
+    with running(gateway_launch(port), port, folder / "logs"):
         client = OpenAI(
             base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600
         )

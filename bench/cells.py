@@ -42,15 +42,15 @@ def full_matrix() -> list[Cell]:
 
 
 def default_matrix() -> list[Cell]:
-    """Every axis moves at least once, within about 15 minutes on 2 CPU cores."""
+    """Every axis moves at least once, and every cell a target of issue 14 names is here:
+    single inputs at c=1 (latency) and c >= 8. Three servers in about 12 minutes on 2 CPU
+    cores."""
     return [
         Cell("short", 1, 1, "float"),
         Cell("short", 8, 1, "float"),
         Cell("short", 32, 1, "float"),
         Cell("short", 8, 16, "float"),
-        Cell("short", 8, 64, "float"),
         Cell("short", 8, 64, "base64"),
-        Cell("short", 32, 64, "base64"),
         Cell("long", 1, 1, "float"),
         Cell("long", 8, 1, "float"),
         Cell("long", 8, 16, "base64"),

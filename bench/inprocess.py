@@ -1,13 +1,18 @@
 """In-process baselines, each in its own subprocess so that its threads and memory are gone
-before the next measurement:
+before the next measurement, and so that the environment it starts with (the gateway's
+engine environment, for the engine) applies from the first instruction:
 
-- `engine`: vLLM's `AsyncLLM` alone, no HTTP: all texts tokenized in one batch call and
-  issued at once as token-id prompts, the same engine arguments as the gateway. The ceiling.
+- `engine`: vLLM's `AsyncLLM` alone, no HTTP, with the engine arguments the gateway would
+  build from GATEWAY_FLAGS: all texts tokenized in one batch call and issued at once as
+  token-id prompts. The ceiling.
 - `st`: sentence-transformers `encode`, what a user would run instead of a server.
 
-    python -m bench.inprocess engine|st TEXTS.json OUT.json [MODEL_FOLDER [DTYPE]]
+    python -m bench.inprocess engine|st JOB.json OUT.json
 
-TEXTS.json maps a set name to a list of texts; OUT.json gets {set: {texts, seconds, texts_per_s}}.
+JOB.json: {"sets": {name: [texts]}, "single": [texts], "gateway_flags": [flags]}; "single"
+and "gateway_flags" are optional. OUT.json gets {name: {texts, tokens, seconds, texts_per_s,
+tokens_per_s}} per set, and "single": {queries, p50_ms, p99_ms} when "single" was given: the
+texts embedded one at a time, each after the previous one answered (a single query's latency).
 """
 
 from __future__ import annotations
@@ -16,53 +21,74 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-MODEL = "builtin:all-MiniLM-L6-v2"
+from bench.load import percentile
+from bench.servers import gateway_settings
 
 
-def run_engine(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
+def throughput(texts: Sequence[str], tokens: int, seconds: float) -> dict[str, Any]:
+    return {
+        "texts": len(texts),
+        "tokens": tokens,
+        "seconds": seconds,
+        "texts_per_s": len(texts) / seconds,
+        "tokens_per_s": tokens / seconds,
+    }
+
+
+def latency(seconds: Sequence[float]) -> dict[str, Any]:
+    return {
+        "queries": len(seconds),
+        "p50_ms": percentile(seconds, 50) * 1000,
+        "p99_ms": percentile(seconds, 99) * 1000,
+    }
+
+
+def run_engine(job: dict[str, Any]) -> dict[str, Any]:
     from vllm import PoolingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.platforms import current_platform
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from adapters.base import EngineSpec
     from adapters.vllm_engine import engine_arguments
-    from gateway.config import resolve_model_path
 
-    spec = EngineSpec(
-        name="all-MiniLM-L6-v2",
-        model=resolve_model_path(model),
-        dtype=dtype,
-        gpu_memory_utilization=None if current_platform.is_cpu() else 0.15,
-    )
+    (model,) = gateway_settings(job.get("gateway_flags", [])).models
     llm = AsyncLLM.from_engine_args(
-        AsyncEngineArgs(**engine_arguments(spec, on_cpu=current_platform.is_cpu()))
+        AsyncEngineArgs(**engine_arguments(model.engine, on_cpu=current_platform.is_cpu()))
     )
     tokenizer = llm.get_tokenizer()
     params = PoolingParams(task="embed")
+    counter = iter(range(1 << 62))
 
-    async def one(ids: list[int], rid: str) -> None:
-        async for _ in llm.encode({"prompt_token_ids": ids}, params, request_id=rid):
+    async def one(ids: list[int]) -> None:
+        async for _ in llm.encode({"prompt_token_ids": ids}, params, request_id=str(next(counter))):
             pass
 
-    async def measure(name: str, texts: list[str]) -> dict:
+    async def measure(texts: list[str]) -> dict[str, Any]:
         start = time.perf_counter()
         ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
-        await asyncio.gather(*(one(x, f"{name}-{i}") for i, x in enumerate(ids)))
-        seconds = time.perf_counter() - start
-        return {
-            "texts": len(texts),
-            "tokens": sum(map(len, ids)),
-            "seconds": seconds,
-            "texts_per_s": len(texts) / seconds,
-            "tokens_per_s": sum(map(len, ids)) / seconds,
-        }
+        await asyncio.gather(*(one(x) for x in ids))
+        return throughput(texts, sum(map(len, ids)), time.perf_counter() - start)
 
-    async def main() -> dict:
-        await measure("warm", ["warm-up text"] * 16)
-        return {name: await measure(name, texts) for name, texts in sets.items()}
+    async def single(texts: list[str]) -> dict[str, Any]:
+        seconds = []
+        for text in texts:
+            start = time.perf_counter()
+            await one(tokenizer([text], add_special_tokens=True)["input_ids"][0])
+            seconds.append(time.perf_counter() - start)
+        return latency(seconds)
+
+    async def main() -> dict[str, Any]:
+        await measure(["warm-up text"] * 16)
+        out = {}
+        if job.get("single"):
+            out["single"] = await single(job["single"])
+        for name, texts in job["sets"].items():
+            out[name] = await measure(texts)
+        return out
 
     try:
         return asyncio.run(main())
@@ -70,36 +96,38 @@ def run_engine(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
         llm.shutdown()
 
 
-def run_st(sets: dict[str, list[str]], model: str, dtype: str) -> dict:
+def run_st(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from gateway.config import resolve_model_path
-
+    (model,) = gateway_settings(job.get("gateway_flags", [])).models
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    st = SentenceTransformer(resolve_model_path(model), device=device)
-    if dtype in ("float16", "half"):
+    st = SentenceTransformer(model.engine.model, device=device)
+    if model.engine.dtype in ("float16", "half"):
         st = st.half()
     st.encode(["warm-up text"] * 16)
-    out = {}
-    for name, texts in sets.items():
+    out: dict[str, Any] = {}
+    if job.get("single"):
+        out["single"] = latency(_one_at_a_time(st.encode, job["single"]))
+    for name, texts in job["sets"].items():
         tokens = sum(len(x) for x in st.tokenizer(texts)["input_ids"])
         start = time.perf_counter()
         st.encode(texts, batch_size=64 if device == "cpu" else 512)
-        seconds = time.perf_counter() - start
-        out[name] = {
-            "texts": len(texts),
-            "tokens": tokens,
-            "seconds": seconds,
-            "texts_per_s": len(texts) / seconds,
-            "tokens_per_s": tokens / seconds,
-        }
+        out[name] = throughput(texts, tokens, time.perf_counter() - start)
     return out
 
 
+def _one_at_a_time(encode: Callable[[str], Any], texts: Sequence[str]) -> list[float]:
+    seconds = []
+    for text in texts:
+        start = time.perf_counter()
+        encode(text)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 if __name__ == "__main__":
-    kind, texts_file, out_file = sys.argv[1:4]
-    model, dtype = (sys.argv[4:] + [MODEL, "float32"][len(sys.argv[4:]) :])[:2]
-    sets = json.loads(Path(texts_file).read_text())
-    result = (run_engine if kind == "engine" else run_st)(sets, model, dtype)
+    kind, job_file, out_file = sys.argv[1:4]
+    job = json.loads(Path(job_file).read_text())
+    result = (run_engine if kind == "engine" else run_st)(job)
     Path(out_file).write_text(json.dumps(result))

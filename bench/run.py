@@ -1,14 +1,16 @@
-"""`make bench`: the gateway against `vllm serve` on the same engine, side by side, one run.
+"""`make bench`: the gateway against vLLM's own server, tuned and as a user starts it, one run.
 
     python -m bench [--quick | --full] [--duration S] [--skip-vllm-serve] [--gateway-arg ARG]
     python -m bench --render-only
 
-Order (one server at a time, so that neither shares the cores with the other):
-micro-benchmark of base64 encoding, null-engine gateway (its own overhead), gateway on vLLM,
-`vllm serve` on the same model and engine limits, the in-process engine (the ceiling),
-sentence-transformers in-process. Results: a table on stdout and bench/results/latest.{json,md,png};
-with the default --out, the same tables go into the generated `bench` section of README.md and
-docs/benchmarks.md. --render-only rewrites latest.md and those sections from latest.json alone.
+Order (one server at a time, so that none shares the cores with another): micro-benchmark
+of base64 encoding, null-engine gateway (its own overhead), the gateway on vLLM, `vllm serve`
+tuned (the gateway's engine arguments and engine environment, bench/servers.py), `vllm serve`
+with its defaults, the in-process engine (the ceiling, with the gateway's engine arguments and
+environment), sentence-transformers in-process (batches, and one short query at a time).
+Results: a table on stdout and bench/results/latest.{json,md,png}; with the default --out, the
+same tables go into the generated `bench` section of README.md and docs/benchmarks.md.
+--render-only rewrites latest.md and those sections from latest.json alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,22 @@ import uvloop
 from bench import cells as C
 from bench import report
 from bench.load import closed_loop, probe
-from bench.servers import REPO, gateway_command, running, vllm_serve_command
+from bench.servers import (
+    REPO,
+    Launch,
+    Server,
+    gateway_launch,
+    gateway_settings,
+    running,
+    vllm_defaults_launch,
+    vllm_tuned_launch,
+)
+from gateway.config import Settings
 from reliability.server import free_port
 
 RESULTS = report.RESULTS
+# Short queries embedded one at a time in process (sentence-transformers, the engine): p50.
+SINGLE_QUERIES = 300
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,10 +63,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--full",
         action="store_true",
         help="all 36 cells: concurrency 1/8/32 x "
-        "inputs 1/16/64 x short/long x float/base64 (long on CPU: about an hour)",
+        "inputs 1/16/64 x short/long x float/base64 (long on CPU: hours with three servers)",
     )
     p.add_argument("--duration", type=float, help="seconds of load per cell (default 8, quick 3)")
-    p.add_argument("--skip-vllm-serve", action="store_true", help="measure the gateway only")
+    p.add_argument(
+        "--skip-vllm-serve", action="store_true", help="measure the gateway only (no vllm serve)"
+    )
+    p.add_argument(
+        "--skip-vllm-defaults",
+        action="store_true",
+        help="leave out vllm serve with its defaults (keep the tuned one)",
+    )
     p.add_argument(
         "--skip-inprocess",
         action="store_true",
@@ -62,18 +84,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         help="extra argument for `python -m gateway serve` (repeatable), "
-        "e.g. --gateway-arg=--workers=4",
+        "e.g. --gateway-arg=--workers=4; engine options given here reach the tuned vllm "
+        "serve and the in-process engine too",
+    )
+    p.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        help="extra argument for the tuned vLLM server only (repeatable), "
+        "e.g. --vllm-arg=--enforce-eager",
     )
     p.add_argument(
         "--model",
         default="builtin:" + C.MODEL_NAME,
-        help="model folder served by both (default: the built-in MiniLM; on a GPU "
+        help="model folder served by all (default: the built-in MiniLM; on a GPU "
         "host e.g. an fp16 copy); clients call it all-MiniLM-L6-v2 either way",
     )
     p.add_argument(
         "--dtype",
         default="float32",
-        help="engine dtype for both servers (float32 on CPU; float16 on a GPU)",
+        help="engine dtype for every server (float32 on CPU; float16 on a GPU)",
     )
     p.add_argument("--gpu-memory-utilization", type=float, default=0.2)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -91,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         report.render_only(args.out)
         return 0
+    started = time.monotonic()
     mode = "quick" if args.quick else "full" if args.full else "default"
     matrix = (
         C.quick_matrix() if args.quick else C.full_matrix() if args.full else C.default_matrix()
@@ -111,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["null_engine"] = null_engine(texts, tokens, duration, logs)
 
-    gateway_extra = [
+    gateway_flags = [
         "--model",
         model_path,
         "--served-model-name",
@@ -122,34 +153,67 @@ def main(argv: list[str] | None = None) -> int:
         str(args.gpu_memory_utilization),
         *args.gateway_arg,
     ]
-    port = free_port()
-    with running(
-        "gateway", gateway_command(port, extra=gateway_extra), port, "/ready", logs
-    ) as server:
-        print(f"gateway ready in {server.started_in_s:.0f} s", flush=True)
-        result["gateway"] = drive(server, "/v1/embeddings", matrix, texts, tokens, duration)
-        result["gateway_rerank"] = rerank(server, "/v1/rerank", texts, tokens, duration)
-    if not args.skip_vllm_serve:
+    from adapters.vllm_engine import engine_environment
+
+    # What the gateway will build from these flags (and this environment), so that the tuned
+    # vllm serve and the in-process engine get the same engine and engine environment.
+    settings = gateway_settings(gateway_flags)
+    engine_env = engine_environment(settings.cpu_threads)
+    result["meta"]["engine_environment"] = engine_env
+    result["meta"]["gateway_workers"] = settings.workers
+    servers = launches(args, settings, gateway_flags)
+    result["meta"]["servers"] = {}
+    for key, make in servers.items():
         port = free_port()
-        command = vllm_serve_command(
-            port,
-            model_path,
-            C.MODEL_NAME,
-            dtype=args.dtype,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-        )
-        result["meta"]["vllm_serve_command"] = " ".join(command[1:])
-        with running("vllm-serve", command, port, "/health", logs) as server:
-            print(f"vllm serve ready in {server.started_in_s:.0f} s", flush=True)
-            result["vllm"] = drive(server, "/v1/embeddings", matrix, texts, tokens, duration)
-            result["vllm_rerank"] = rerank(server, "/rerank", texts, tokens, duration)
+        launch = make(port)
+        result["meta"]["servers"][key] = launch.to_dict(model_path)
+        with running(launch, port, logs) as server:
+            print(f"{server.name} ready in {server.started_in_s:.0f} s", flush=True)
+            result[key] = drive(server, launch.embeddings_path, matrix, texts, tokens, duration)
+            result[key + "_rerank"] = rerank(server, launch.rerank_path, texts, tokens, duration)
     if not args.skip_inprocess:
-        sets = {length: texts[length][:n] for length, n in (("short", 2048), ("long", 256))}
-        result["engine_inprocess"] = inprocess("engine", sets, model_path, args.dtype)
-        result["st_inprocess"] = inprocess("st", sets, model_path, args.dtype)
+        job = {
+            "sets": {length: texts[length][:n] for length, n in (("short", 2048), ("long", 256))},
+            "single": texts["short"][: SINGLE_QUERIES // (3 if args.quick else 1)],
+            "gateway_flags": gateway_flags,
+        }
+        result["engine_inprocess"] = inprocess("engine", job, engine_env)
+        result["st_inprocess"] = inprocess("st", job, {})
     result["meta"]["loadavg_end"] = os.getloadavg()
+    result["meta"]["wall_s"] = round(time.monotonic() - started)
     report.write(result, matrix, args.out)
+    print(f"bench took {result['meta']['wall_s'] / 60:.1f} minutes", flush=True)
     return 0
+
+
+def launches(
+    args: argparse.Namespace, settings: Settings, gateway_flags: list[str]
+) -> dict[str, Callable[[int], Launch]]:
+    """The servers to measure, in order: result key -> its Launch on a given port."""
+    from vllm.platforms import current_platform
+
+    from adapters.vllm_engine import engine_environment
+
+    (model,) = settings.models
+    on_cpu = current_platform.is_cpu()
+    out: dict[str, Callable[[int], Launch]] = {
+        "gateway": lambda port: gateway_launch(port, extra=gateway_flags)
+    }
+    if args.skip_vllm_serve:
+        return out
+    out["vllm_tuned"] = lambda port: vllm_tuned_launch(
+        port, settings, on_cpu=on_cpu, extra=args.vllm_arg
+    )
+    if not args.skip_vllm_defaults:
+        out["vllm_defaults"] = lambda port: vllm_defaults_launch(
+            port,
+            model.engine.model,
+            model.name,
+            dtype=args.dtype,
+            memory_share=args.gpu_memory_utilization,
+            drop=engine_environment(settings.cpu_threads),
+        )
+    return out
 
 
 def meta(mode: str, duration: float, args: argparse.Namespace, model_path: str) -> dict:
@@ -171,6 +235,7 @@ def meta(mode: str, duration: float, args: argparse.Namespace, model_path: str) 
         "model_path": model_path,
         "dtype": args.dtype,
         "gateway_args": args.gateway_arg,
+        "vllm_args": args.vllm_arg,
         "command": " ".join(["python -m bench", *(sys.argv[1:])]),
     }
 
@@ -224,9 +289,7 @@ def null_engine(texts: dict, tokens: dict, duration: float, logs: Path) -> dict:
     """The gateway with instant vectors: what it adds to every request."""
     port = free_port()
     out: dict[str, Any] = {}
-    with running(
-        "gateway-null", gateway_command(port, engine="fake"), port, "/ready", logs
-    ) as server:
+    with running(gateway_launch(port, engine="fake"), port, logs) as server:
         for concurrency in (1, 32):
             cell = C.Cell("short", concurrency, 1, "float")
             bodies = C.embedding_bodies(cell, texts["short"], tokens["short"])
@@ -250,7 +313,7 @@ def null_engine(texts: dict, tokens: dict, duration: float, logs: Path) -> dict:
 
 
 def drive(
-    server, path: str, matrix: list[C.Cell], texts: dict, tokens: dict, duration: float
+    server: Server, path: str, matrix: list[C.Cell], texts: dict, tokens: dict, duration: float
 ) -> dict:
     out = {}
     for cell in matrix:
@@ -266,7 +329,7 @@ def drive(
         )
         out[cell.label] = res.to_dict()
         print(
-            f"{server.name:>10} {cell.label:<26} {res.texts_per_s:8.1f} texts/s "
+            f"{server.name:>13} {cell.label:<26} {res.texts_per_s:8.1f} texts/s "
             f"p50 {res.p50_ms:8.1f} ms p99 {res.p99_ms:8.1f} ms  client CPU "
             f"{res.client_cpu_pct:3.0f}% server CPU {res.server_cpu_pct:3.0f}%"
             + (f"  ERRORS {res.errors}" if res.errors else ""),
@@ -275,7 +338,7 @@ def drive(
     return out
 
 
-def rerank(server, path: str, texts: dict, tokens: dict, duration: float) -> dict:
+def rerank(server: Server, path: str, texts: dict, tokens: dict, duration: float) -> dict:
     """Query + 32 documents, concurrency 8; skipped when the route is missing or refuses."""
     bodies = C.rerank_bodies(texts["short"], tokens["short"])
     status, raw = uvloop.run(probe(server.base_url + path, bodies[0].data))
@@ -285,7 +348,7 @@ def rerank(server, path: str, texts: dict, tokens: dict, duration: float) -> dic
             if status == 404
             else f"rerank answered {status}: {raw[:200].decode(errors='replace')}"
         )
-        print(f"{server.name:>10} rerank skipped: {reason}", flush=True)
+        print(f"{server.name:>13} rerank skipped: {reason}", flush=True)
         return {"skipped": reason}
     res = uvloop.run(
         closed_loop(
@@ -293,43 +356,44 @@ def rerank(server, path: str, texts: dict, tokens: dict, duration: float) -> dic
         )
     )
     print(
-        f"{server.name:>10} rerank q+32 docs c=8: {res.texts_per_s:8.1f} docs/s "
+        f"{server.name:>13} rerank q+32 docs c=8: {res.texts_per_s:8.1f} docs/s "
         f"p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms",
         flush=True,
     )
     return res.to_dict()
 
 
-def inprocess(kind: str, sets: dict[str, list[str]], model_path: str, dtype: str) -> dict:
+def inprocess(kind: str, job: dict[str, Any], env: dict[str, str]) -> dict:
+    """`python -m bench.inprocess KIND` in its own process, with `env` added to its
+    environment from its start."""
     with tempfile.TemporaryDirectory() as tmp:
-        texts_file, out_file = Path(tmp, "texts.json"), Path(tmp, "out.json")
-        texts_file.write_text(json.dumps(sets))
+        job_file, out_file = Path(tmp, "job.json"), Path(tmp, "out.json")
+        job_file.write_text(json.dumps(job))
         started = time.monotonic()
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.inprocess",
-                kind,
-                str(texts_file),
-                str(out_file),
-                model_path,
-                dtype,
-            ],
+            [sys.executable, "-m", "bench.inprocess", kind, str(job_file), str(out_file)],
             cwd=REPO,
             check=False,
             capture_output=True,
             text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
         )
         if done.returncode != 0 or not out_file.exists():
             print(f"in-process {kind} failed:\n{done.stderr[-3000:]}", flush=True)
             return {"failed": done.stderr[-1000:]}
         result = json.loads(out_file.read_text())
+    took = time.monotonic() - started
     for name, r in result.items():
+        if name == "single":
+            print(
+                f"in-process {kind:>6} one short query at a time: p50 {r['p50_ms']:.1f} ms, "
+                f"p99 {r['p99_ms']:.1f} ms ({r['queries']} queries)",
+                flush=True,
+            )
+            continue
         print(
             f"in-process {kind:>6} {name:<5}: {r['texts_per_s']:8.1f} texts/s "
-            f"({r['tokens_per_s']:,.0f} tokens/s; {time.monotonic() - started:.0f} s in all)",
+            f"({r['tokens_per_s']:,.0f} tokens/s; {took:.0f} s in all)",
             flush=True,
         )
     return result
