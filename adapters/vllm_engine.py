@@ -694,21 +694,21 @@ _INTEL_OPENMP = "libiomp5.so"
 def engine_environment(cpu_threads: str) -> dict[str, str]:
     """The environment the gateway gives the engine processes it starts (and, for LD_PRELOAD,
     itself: gateway/cli.py): every process-level setting lives here, so that `make bench` can
-    hand vLLM's own server exactly the same. Each was measured on 2 cores (docs/benchmarks.md,
-    "What the defaults are made of"). With vLLM's CPU build only; GPU builds get nothing:
-    - VLLM_CPU_OMP_THREADS_BIND: vLLM's `auto` reserves one core per engine for its scheduler,
-      which on a 2-core machine leaves the model one core.
-    - LD_PRELOAD (above): reaches the engine-core process because vLLM starts it with `spawn`
-      on CPU.
-    - VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPU, vLLM otherwise runs the model in a third
-      process (its multiprocessing executor) that the engine core waits on by spinning; with
-      it the model runs in the engine-core process. AsyncLLM still starts the engine core as
-      its own process (the watchdog's kill and restart work the same)."""
+    hand vLLM's own server exactly the same, and `make bench-ablation` measures each one
+    (docs/benchmarks.md, "What the defaults are made of"). With vLLM's CPU build only; GPU
+    builds get nothing.
+    - VLLM_CPU_OMP_THREADS_BIND: vLLM's `auto` reserves one core per engine for its
+      scheduler, which on a 2-core machine leaves the model one core.
+    - LD_PRELOAD (above): reaches the engine's processes because vLLM starts them with
+      `spawn` on CPU; its executor then gives Intel OpenMP its settings (KMP_AFFINITY, a 5 ms
+      KMP_BLOCKTIME) itself when it sees libiomp preloaded.
+    Not here, because it measured no better: VLLM_ENABLE_V1_MULTIPROCESSING=0, which runs the
+    model in the engine-core process instead of a third one: within noise of this over HTTP
+    on 2 cores, and slower with its threads pinned the way vLLM's executor pins them."""
     if not _vllm_cpu_build():
         return {}
     environment = {
         "VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(cpu_threads, os.sched_getaffinity(0)),
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     }
     preload = cpu_preload(os.environ.get("LD_PRELOAD", ""))
     if preload:

@@ -204,13 +204,13 @@ def test_engine_environment_on_the_cpu_build_and_nothing_on_gpu(monkeypatch) -> 
     from adapters import vllm_engine
 
     monkeypatch.setattr(vllm_engine, "_vllm_cpu_build", lambda: True)
-    monkeypatch.setattr(vllm_engine, "cpu_preload", lambda current: "libtcmalloc_minimal.so.4")
-    environment = vllm_engine.engine_environment("0")
-    assert environment == {
-        "VLLM_CPU_OMP_THREADS_BIND": "0",
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "LD_PRELOAD": "libtcmalloc_minimal.so.4",
+    monkeypatch.setattr(vllm_engine, "cpu_preload", lambda current: "libtcmalloc.so:libiomp5.so")
+    assert vllm_engine.engine_environment("0-1,3") == {
+        "VLLM_CPU_OMP_THREADS_BIND": "0-1,3",
+        "LD_PRELOAD": "libtcmalloc.so:libiomp5.so",
     }
+    monkeypatch.setattr(vllm_engine, "cpu_preload", lambda current: "")
+    assert vllm_engine.engine_environment("auto") == {"VLLM_CPU_OMP_THREADS_BIND": "auto"}
     monkeypatch.setattr(vllm_engine, "_vllm_cpu_build", lambda: False)
     assert vllm_engine.engine_environment("all") == {}
 
