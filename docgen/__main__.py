@@ -4,6 +4,7 @@ options      README.md                       from gateway.config.OPTIONS
 bench        README.md, docs/benchmarks.md   from bench/results/latest.json
 reliability  README.md                       from reliability/results/latest.json
 costs        README.md                       from reliability/results/costs.json
+ablation     docs/benchmarks.md              from bench/results/ablation.json
 
 Nothing is measured: the benchmark and the battery write their sections themselves when they
 run; here their saved results are only rendered again. --check writes nothing and exits 1
@@ -22,7 +23,7 @@ from docgen.markers import REPO, replace_section, section
 def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
     # Imported here so that `docgen.markers`, which bench and reliability import, does not
     # import them back.
-    from bench import report
+    from bench import ablation, report
     from docgen import options
     from reliability import battery, costs
 
@@ -31,6 +32,7 @@ def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
         (report.SECTION, report.TARGETS, report.render_saved),
         (battery.SECTION, battery.TARGETS, battery.render_saved),
         (costs.SECTION, costs.TARGETS, costs.render_saved),
+        (ablation.SECTION, ablation.TARGETS, ablation.render_saved),
     ]
 
 

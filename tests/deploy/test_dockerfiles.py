@@ -132,3 +132,11 @@ def test_pods_run_the_images_entrypoint_with_only_flags() -> None:
         container = gateway_container(render(overlay))
         assert "command" not in container  # keeps the image's `embedding-gateway serve`
         serve_args(container["args"])
+
+
+def test_cpu_image_installs_the_libraries_the_engine_preloads() -> None:
+    """The Makefile's CPU_SYSTEM_LIBS (tcmalloc) are installed in the CPU image too."""
+    makefile = (ROOT / "Makefile").read_text()
+    [wanted] = re.findall(r"^CPU_SYSTEM_LIBS := (.+)$", makefile, flags=re.MULTILINE)
+    installed = {word for command in values("cpu", "RUN") for word in shlex.split(command)}
+    assert set(wanted.split()) <= installed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import psutil
@@ -58,6 +59,21 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     for core in engine_cores(server):
         core.send_signal(signal.SIGCONT)
     server.stop(timeout=60)
+
+
+def mapped_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_gateway_and_engine_run_with_the_tuned_cpu_environment(gateway: Gateway) -> None:
+    """engine_environment's preloads reach every process: the gateway re-executed itself
+    with them, and the engine core and the model's worker process inherited them."""
+    family = psutil.Process(gateway.process.pid).children(recursive=True)
+    engine = [p for p in family if "VLLM" in p.name()]
+    assert len(engine) >= 2  # the engine core and its model worker
+    for pid in [gateway.process.pid, *(p.pid for p in engine)]:
+        maps = mapped_libraries(pid)
+        assert "libtcmalloc_minimal" in maps and "libiomp5" in maps, pid
 
 
 def test_killed_engine_core_is_restarted_in_process(gateway: Gateway) -> None:
