@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             "gateway_flags": gateway_flags,
         }
         result["engine_inprocess"] = inprocess("engine", job, engine_env)
-        result["st_inprocess"] = inprocess("st", job, {})
+        # sentence-transformers gets the preloads too (a peer gets every process-level
+        # setting the gateway gives itself); the thread binding is vLLM's alone.
+        preload = {k: v for k, v in engine_env.items() if k == "LD_PRELOAD"}
+        result["st_inprocess"] = inprocess("st", job, preload)
     result["meta"]["loadavg_end"] = os.getloadavg()
     result["meta"]["wall_s"] = round(time.monotonic() - started)
     report.write(result, matrix, args.out)
