@@ -39,6 +39,7 @@ from adapters.base import (
     redact_secrets,
 )
 from adapters.token_limits import (
+    WINDOW_CHARS,
     Encoded,
     Spans,
     SpecialTokens,
@@ -76,6 +77,7 @@ class VLLMEngine:
         self._raw_embed_params: Any = None
         self._encode_batch: Callable[[list[str]], list[list[int]]] | None = None
         self._specials = SpecialTokens()
+        self._special_count = 0
         self._facts: ModelFacts | None = None
         # How a (query, document) pair becomes one prompt; set at start for pair models.
         self._use_sep_token = True
@@ -100,10 +102,11 @@ class VLLMEngine:
         # The embed pooler's activation is its normalisation: off for `normalize: false`.
         self._raw_embed_params = self._params("embed", use_activation=False)
         self._encode_batch = rust_batch_encoder(self._tokenizer)
-        self._specials = SpecialTokens.of(
-            self._tokenizer("a")["input_ids"],
-            self._tokenizer("a", add_special_tokens=False)["input_ids"],
+        probe, plain = (
+            self._tokenizer("a", add_special_tokens=add)["input_ids"] for add in (True, False)
         )
+        self._specials = SpecialTokens.of(probe, plain)
+        self._special_count = len(probe) - len(plain)  # how many a text's encoding adds
         model_config = self._llm.model_config
         max_len = int(model_config.max_model_len)
         scores_pairs = _scores_pairs(self.spec, await self._llm.get_supported_tasks())
@@ -459,12 +462,39 @@ class VLLMEngine:
         # Every document's tokens counted first, a window at a time (nothing kept), so that the
         # chunk and token limits refuse a request before anything big is built: offsets for a
         # whole document cost about a hundred bytes per token.
-        counts = [sum(map(len, token_starts(text, spans))) for text in texts]
+        counts = self._count_tokens(texts, spans, cancel)
         limits.check(counts, budget, overhead)
+        # Where the prompt is the document's tokens plus a fixed overhead (no template text
+        # around it to merge with, a pair encoded as two sequences), a document within the
+        # budget fits as it is: no second tokenization to prove it.
+        exact = wrap is None and (
+            query is None or (self._use_sep_token and not self.spec.score_template)
+        )
         return [
-            self._split_one(text, n, spans, budget, fits, limits.max_chunks_per_text, cancel)
+            [text]
+            if exact and n <= budget
+            else self._split_one(text, n, spans, budget, fits, limits.max_chunks_per_text, cancel)
             for text, n in zip(texts, counts)
         ]
+
+    def _count_tokens(
+        self, texts: Sequence[str], spans: Spans, cancel: threading.Event | None
+    ) -> list[int]:
+        """Each text's token count without special tokens. Texts of one window are counted in
+        one batched call (the Rust encoder's; the special tokens it adds are the same for every
+        text), the rest a window at a time (token_starts)."""
+        counts = [0] * len(texts)
+        short = [i for i, text in enumerate(texts) if len(text) <= WINDOW_CHARS]
+        if self._encode_batch is not None and short:
+            _check(cancel)
+            specials = self._special_count
+            for i, ids in zip(short, self._encode_batch([texts[i] for i in short])):
+                counts[i] = len(ids) - specials
+        else:
+            short = []
+        for i in set(range(len(texts))) - set(short):
+            counts[i] = sum(map(len, token_starts(texts[i], spans)))
+        return counts
 
     def _split_one(
         self,

@@ -36,6 +36,7 @@ def engine() -> VLLMEngine:
     engine._tokenizer = tokenizer
     engine._encode_batch = rust_batch_encoder(tokenizer)
     engine._specials = SpecialTokens(1, 1)
+    engine._special_count = 2
     engine._facts = ModelFacts(dimension=384, max_model_len=256)
     return engine
 
@@ -226,3 +227,63 @@ def test_a_long_document_is_split_holding_a_window_not_the_document(engine) -> N
     # Whole-document offsets took 27 MB, 77 times the document.
     assert peak < 2 * len(NUMBERS)
     assert pieces == [["0 1 2 ", "3 4 5 "]]
+
+
+@pytest.mark.parametrize("query", [None, "which one is it"])
+def test_short_documents_are_counted_in_one_batch_and_kept_whole(engine, monkeypatch, query):
+    """A rerank of 32 short documents costs one batched tokenizer call, not two wrapper calls
+    per document, and gives what the document-by-document path gives (a wrap that changes
+    nothing takes that path)."""
+    engine._facts = ModelFacts(dimension=0, max_model_len=64, scores_pairs=query is not None)
+    documents = [_words(8, seed) for seed in range(31)] + [_words(300, 99)]
+    tokenizer, calls = engine._tokenizer, []
+
+    def spy(*args, **kwargs):
+        calls.append([*args, kwargs.get("text_pair")])
+        return tokenizer(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_tokenizer", spy)
+    fast = engine._split_now(documents, query, None)
+    fast_calls = len(calls)
+    monkeypatch.setattr(engine, "_tokenizer", tokenizer)
+    if query is None:
+        slow = engine._split_now(documents, None, None, wrap=lambda text: text)
+    else:
+        monkeypatch.setattr(engine, "_encode_batch", None)
+        monkeypatch.setattr(engine, "_use_sep_token", True)
+        slow = [
+            engine._split_one(text, n, *rest)
+            for text, n, *rest in _slow_split_arguments(engine, documents, query)
+        ]
+    assert fast == slow
+    assert fast[:31] == [[d] for d in documents[:31]] and len(fast[31]) > 1
+    # The probes of the prompt's overhead, then only the one long document's own calls.
+    long_calls = sum(
+        1
+        for texts in calls
+        if any(isinstance(t, str) and len(t) > 3 and t in documents[31] for t in texts)
+    )
+    assert fast_calls - long_calls <= 3
+
+
+def _slow_split_arguments(engine, documents, query):
+    """_split_one's arguments for every document, as the per-document path computes them."""
+    from adapters.token_limits import token_starts as starts
+
+    tok, limit = engine._tokenizer, engine.facts.max_model_len
+
+    def prompt_length(piece: str) -> int:
+        return len(engine._pair_prompt(query, piece)[0])
+
+    overhead = prompt_length("x") - len(tok("x", add_special_tokens=False)["input_ids"])
+    budget = limit - overhead
+
+    def fits(piece: str, size: int) -> bool:
+        return size <= budget and prompt_length(piece) <= limit
+
+    def spans(part: str):
+        return tok(part, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+    for text in documents:
+        n = sum(map(len, starts(text, spans)))
+        yield text, n, spans, budget, fits, None, None
