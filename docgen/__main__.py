@@ -5,6 +5,7 @@ bench        README.md, docs/benchmarks.md   from bench/results/latest.json
 reliability  README.md                       from reliability/results/latest.json
 costs        README.md                       from reliability/results/costs.json
 ablation     docs/benchmarks.md              from bench/results/ablation.json
+profile      docs/benchmarks.md              from bench/results/profile.json
 
 Nothing is measured: the benchmark and the battery write their sections themselves when they
 run; here their saved results are only rendered again. --check writes nothing and exits 1
@@ -23,7 +24,7 @@ from docgen.markers import REPO, replace_section, section
 def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
     # Imported here so that `docgen.markers`, which bench and reliability import, does not
     # import them back.
-    from bench import ablation, report
+    from bench import ablation, profile, report
     from docgen import options
     from reliability import battery, costs
 
@@ -33,6 +34,7 @@ def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
         (battery.SECTION, battery.TARGETS, battery.render_saved),
         (costs.SECTION, costs.TARGETS, costs.render_saved),
         (ablation.SECTION, ablation.TARGETS, ablation.render_saved),
+        (profile.SECTION, profile.TARGETS, profile.render_saved),
     ]
 
 
