@@ -46,7 +46,9 @@ def summary(values: list[float]) -> dict:
     return {
         "n": len(values),
         "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p90_ms": round(float(np.percentile(values, 90)), 1),
         "p99_ms": round(float(np.percentile(values, 99)), 1),
+        "max_ms": round(float(np.max(values)), 1),
     }
 
 
@@ -55,12 +57,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--lines", type=int, default=4000)
     parser.add_argument("--inputs-per-line", type=int, default=8)
+    parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "batch_priority.json")
+    )
+    parser.add_argument("gateway_args", nargs="*")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="batch-priority-"))
     gateway = start_gateway(
         work,
         models=[{"name": MODEL, "path": "builtin:" + MODEL}],
-        args=["--batch-dir", str(work / "batches")],
+        args=["--batch-dir", str(work / "batches"), *args.gateway_args],
         ready_timeout=600,
     )
     url = gateway.base_url + "/v1/embeddings"
@@ -109,28 +116,29 @@ def main() -> None:
             while client.batches.retrieve(batch.id).status != "cancelled":
                 time.sleep(0.2)
 
-        stop = threading.Event()
+        if not args.skip_direct:
+            stop = threading.Event()
 
-        def bulk() -> None:
-            with httpx.Client(timeout=120) as client:
-                while not stop.is_set():
-                    client.post(url, json=body)
+            def bulk() -> None:
+                with httpx.Client(timeout=120) as client:
+                    while not stop.is_set():
+                        client.post(url, json=body)
 
-        threads = [threading.Thread(target=bulk) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        results["during_direct_bulk_client"] = summary(latencies(url, args.requests))
-        stop.set()
-        for thread in threads:
-            thread.join()
+            threads = [threading.Thread(target=bulk) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            time.sleep(2)
+            results["during_direct_bulk_client"] = summary(latencies(url, args.requests))
+            stop.set()
+            for thread in threads:
+                thread.join()
     finally:
         gateway.stop()
     results["ratio_p99_batch_vs_idle"] = round(
         results["during_batch"]["p99_ms"] / results["idle"]["p99_ms"], 2
     )
     print(json.dumps(results, indent=2))
-    out = Path(__file__).parent / "results" / "batch_priority.json"
+    out = Path(args.out)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 

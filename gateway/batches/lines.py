@@ -3,9 +3,11 @@
 A line `{"custom_id", "method", "url", "body"}` is answered by calling the endpoint function
 the app routes `url` to (`gateway/routes.py`), with a request built in memory: the same
 parsing, limits, model lookup, prompt building, guarded engine call and encoding as over
-HTTP, and the same error envelope. Only the admission differs: batch lines count against
-the batch's own share (the `admission` of `BatchApp.state`), never against interactive
-requests' bound.
+HTTP, and the same error envelope. Only the admission and the timeout differ: batch lines
+count against the batch's own count (the `admission` of `BatchApp.state`), never against
+interactive requests' bound, and have no request timeout (no client waits on them; a paced
+line may wait long under interactive traffic; the runner ends them on cancel, expiry and
+shutdown, the watchdog when the engine hangs).
 
 Output and error lines have OpenAI's shapes:
     {"id": "batch_req_..", "custom_id": "..", "response": {"status_code": 200,
@@ -20,6 +22,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import orjson
 from starlette.applications import Starlette
@@ -39,6 +42,7 @@ ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
 # batch share full, an overloaded engine), until the batch is cancelled or expires.
 _RETRY_STATUSES = {429: 0.01, 503: 0.5}
 _MAX_RETRY_DELAY_S = 5.0
+_LINE_TIMEOUT_S = 24 * 3600.0  # a batch's whole window: in effect none
 
 Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
@@ -50,7 +54,8 @@ class BatchApp:
     def __init__(self, app: Starlette, admission: Admission) -> None:
         self.routes = app.routes
         gateway: GatewayState = app.state.gateway
-        self.state: GatewayState = {**gateway, "admission": admission}
+        settings = replace(gateway["settings"], request_timeout_s=_LINE_TIMEOUT_S)
+        self.state: GatewayState = {**gateway, "admission": admission, "settings": settings}
 
 
 def endpoint_for(app: BatchApp, path: str) -> Endpoint:

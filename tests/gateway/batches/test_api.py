@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.conftest import serving
 
 KEY = "batch-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+QUERY = {"model": "fake", "input": "an interactive query"}
 
 
 def jsonl(*bodies: dict) -> bytes:
@@ -271,10 +273,56 @@ def test_batch_lines_wait_while_interactive_work_is_in_flight(tmp_path: Path) ->
                 ]
                 == 0
             )
-            assert engine.call_count == 0
+            assert engine.background_peak == 0  # lines may start; their inputs wait
         done = wait_status(client, batch_id, ("completed",))
         assert done["request_counts"]["completed"] == 5
         assert admission.inflight == 0  # batch work never counted against interactive
+
+
+def test_under_interactive_traffic_batch_inputs_enter_the_engine_a_few_tokens_at_a_time(
+    tmp_path: Path,
+) -> None:
+    # Each input "t<i>" is 3 fake tokens: a budget of 6 holds two at a time.
+    engine = FakeEngine(latency_s=0.01)
+    options = {"batch_max_inflight_tokens": 6, "batch_quiet_inflight_tokens": 1000}
+    lines = [{"model": "fake", "input": [f"t{i}" for i in range(4)]}] * 10
+    with serving(settings(tmp_path, **options), fake=engine) as client:
+        stop = threading.Event()
+
+        def interactive() -> None:
+            while not stop.is_set():
+                assert client.post("/v1/embeddings", json=QUERY, headers=AUTH).status_code == 200
+
+        traffic = threading.Thread(target=interactive)
+        traffic.start()
+        try:
+            time.sleep(0.1)
+            busy = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
+            assert wait_status(client, busy, ("completed",))["request_counts"]["completed"] == 10
+        finally:
+            stop.set()
+            traffic.join()
+        assert engine.background_peak == 2
+
+        time.sleep(1.1)  # no interactive request for a second: the quiet budget
+        engine.background_peak = 0
+        quiet = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
+        wait_status(client, quiet, ("completed",))
+        assert engine.background_peak >= 8
+
+
+def test_a_batch_line_has_no_request_timeout(tmp_path: Path) -> None:
+    # Paced one input at a time, the line takes 0.5 s: past the interactive timeout.
+    options = {
+        "request_timeout_s": 0.2,
+        "batch_max_inflight_tokens": 3,
+        "batch_quiet_inflight_tokens": 3,
+    }
+    with serving(settings(tmp_path, **options), fake=FakeEngine(latency_s=0.1)) as client:
+        line = {"model": "fake", "input": [f"t{i}" for i in range(5)]}
+        batch_id = create(client, upload(client, jsonl(line)).json()["id"]).json()["id"]
+        done = wait_status(client, batch_id, ("completed",))
+        assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
 
 
 def test_a_batch_past_its_window_expires_with_the_rest_in_the_error_file(tmp_path: Path) -> None:
