@@ -81,6 +81,29 @@ _BATCH = {
         },
         "metadata": {"type": ["object", "null"]},
         "errors": {"type": ["object", "null"]},
+        "usage": {
+            "type": "object",
+            "required": [
+                "input_tokens",
+                "input_tokens_details",
+                "output_tokens",
+                "output_tokens_details",
+                "total_tokens",
+            ],
+            "properties": {
+                "input_tokens": {"type": "integer"},
+                "input_tokens_details": {
+                    "type": "object",
+                    "properties": {"cached_tokens": {"type": "integer"}},
+                },
+                "output_tokens": {"type": "integer"},
+                "output_tokens_details": {
+                    "type": "object",
+                    "properties": {"reasoning_tokens": {"type": "integer"}},
+                },
+                "total_tokens": {"type": "integer"},
+            },
+        },
     },
 }
 

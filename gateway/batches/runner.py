@@ -237,12 +237,18 @@ class Job:
 
             async def one(number: int, raw: bytes) -> None:
                 with background(self.pacer):
-                    ok, line = await run_line(self.app, endpoint, call, raw, number)
+                    result = await run_line(self.app, endpoint, call, raw, number)
                 # From here on nothing awaits: the line and its record land together.
-                (out if ok else err).write(line)
-                (out if ok else err).flush()
+                target = out if result.ok else err
+                target.write(result.line)
+                target.flush()
                 self.store.record_line(
-                    self.id, number, ok=ok, out_bytes=out.tell(), err_bytes=err.tell()
+                    self.id,
+                    number,
+                    ok=result.ok,
+                    tokens=result.tokens,
+                    out_bytes=out.tell(),
+                    err_bytes=err.tell(),
                 )
 
             stop = None
