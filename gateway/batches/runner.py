@@ -45,7 +45,6 @@ from gateway.batches.store import Store, now, read_lines
 from gateway.config import Settings
 
 log = logging.getLogger(__name__)
-COMPLETION_WINDOW_S = {"24h": 24 * 3600}
 LEASE_S = 10.0
 _RENEW_S = 2.0
 LINES_IN_FLIGHT = 32

@@ -200,6 +200,62 @@ def test_bad_batch_fields_are_400(tmp_path: Path, change, param) -> None:
         assert (refused.status_code, refused.json()["error"]["param"]) == (400, param)
 
 
+@pytest.mark.parametrize(
+    "body,param,message",
+    [
+        ([], None, "the request body must be a JSON object"),
+        (
+            {"endpoint": None},
+            "endpoint",
+            "`endpoint` must be one of ['/v1/embeddings', '/v1/rerank'], got None",
+        ),
+        (
+            {"completion_window": "48h"},
+            "completion_window",
+            "`completion_window` must be one of ['24h'], got '48h'",
+        ),
+        (
+            {"input_file_id": 7},
+            "input_file_id",
+            "`input_file_id` is required: the id of an uploaded file",
+        ),
+        (
+            {"metadata": {"k" * 65: "v"}},
+            "metadata",
+            (
+                "`metadata` must be an object of at most 16 string values (keys up to 64 "
+                "characters, values up to 512)"
+            ),
+        ),
+        (
+            {"output_expires_after": {"anchor": "updated_at", "seconds": 3600}},
+            "output_expires_after",
+            '`output_expires_after` must be {"anchor": "created_at", "seconds": N}',
+        ),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": "3600"}},
+            "output_expires_after",
+            "`output_expires_after.seconds` must be an integer",
+        ),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": 2592001}},
+            "output_expires_after",
+            "`output_expires_after.seconds` must be between 3600 and 2592000, got 2592001",
+        ),
+    ],
+)
+def test_batch_refusals_say_what_is_wrong(tmp_path: Path, body, param, message) -> None:
+    with serving(settings(tmp_path)) as client:
+        file_id = upload(client, jsonl({"model": "fake", "input": "a"})).json()["id"]
+        valid = {"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+        # An explicit null is an absent field.
+        sent = {**valid, **body} if isinstance(body, dict) else body
+        refused = client.post("/v1/batches", headers=AUTH, json=sent)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == param
+        assert refused.json()["error"]["message"] == message
+
+
 def test_a_batch_of_an_unknown_file_is_404(tmp_path: Path) -> None:
     with serving(settings(tmp_path)) as client:
         refused = create(client, "file-" + "0" * 32)
