@@ -8,7 +8,7 @@ by tokens, the unit a step's duration grows with: each batch input (one engine r
 
 - no interactive request is in flight (the app's admission count is zero), and
 - the batch's tokens in the engines stay within the budget: `--batch-max-inflight-tokens`
-  while interactive requests arrive (any in the last `quiet_s`), and
+  while interactive requests arrive (any in the last `--batch-quiet-after-s`), and
   `--batch-quiet-inflight-tokens`, larger steps and more throughput, once none has for that
   long. An input bigger than the budget starts alone.
 
@@ -25,8 +25,6 @@ from collections.abc import AsyncIterator
 
 from gateway.admission import Admission
 
-QUIET_S = 1.0  # no interactive request for this long: the larger budget applies
-
 
 class BatchPacer:
     """Grants batch inputs their slots (`adapters.base.Pacer`), for every model together:
@@ -37,7 +35,7 @@ class BatchPacer:
         interactive: Admission,
         busy_tokens: int,
         quiet_tokens: int,
-        quiet_s: float = QUIET_S,
+        quiet_s: float,
     ) -> None:
         self.interactive = interactive
         self.busy_tokens = busy_tokens

@@ -95,6 +95,7 @@ class BatchService:
             interactive,
             busy_tokens=self.settings.batch_max_inflight_tokens,
             quiet_tokens=self.settings.batch_quiet_inflight_tokens,
+            quiet_s=self.settings.batch_quiet_after_s,
         )
         last_cleanup = 0.0
         try:

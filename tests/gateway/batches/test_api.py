@@ -340,7 +340,11 @@ def test_under_interactive_traffic_batch_inputs_enter_the_engine_a_few_tokens_at
 ) -> None:
     # Each input "t<i>" is 3 fake tokens: a budget of 6 holds two at a time.
     engine = FakeEngine(latency_s=0.01)
-    options = {"batch_max_inflight_tokens": 6, "batch_quiet_inflight_tokens": 1000}
+    options = {
+        "batch_max_inflight_tokens": 6,
+        "batch_quiet_inflight_tokens": 1000,
+        "batch_quiet_after_s": 0.5,
+    }
     lines = [{"model": "fake", "input": [f"t{i}" for i in range(4)]}] * 10
     with serving(settings(tmp_path, **options), fake=engine) as client:
         stop = threading.Event()
@@ -360,7 +364,7 @@ def test_under_interactive_traffic_batch_inputs_enter_the_engine_a_few_tokens_at
             traffic.join()
         assert engine.background_peak == 2
 
-        time.sleep(1.1)  # no interactive request for a second: the quiet budget
+        time.sleep(0.6)  # no interactive request for half a second: the quiet budget
         engine.background_peak = 0
         quiet = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
         wait_status(client, quiet, ("completed",))

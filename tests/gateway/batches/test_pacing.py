@@ -55,7 +55,7 @@ def interactive_traffic(admission: Admission) -> None:
 
 async def test_batch_inputs_wait_while_an_interactive_request_is_in_flight() -> None:
     admission = Admission(100)
-    held = Held(BatchPacer(admission, busy_tokens=100, quiet_tokens=100))
+    held = Held(BatchPacer(admission, busy_tokens=100, quiet_tokens=100, quiet_s=1))
     with admission.admit("m", 1):
         held.ask("a", 5)
         await held.settle()
@@ -67,7 +67,7 @@ async def test_batch_inputs_wait_while_an_interactive_request_is_in_flight() -> 
 
 async def test_under_traffic_the_batch_holds_at_most_the_busy_budget() -> None:
     admission = Admission(100)
-    pacer = BatchPacer(admission, busy_tokens=10, quiet_tokens=1000)
+    pacer = BatchPacer(admission, busy_tokens=10, quiet_tokens=1000, quiet_s=1)
     interactive_traffic(admission)
     held = Held(pacer)
     for name, tokens in (("a", 4), ("b", 6), ("c", 1)):
@@ -84,7 +84,7 @@ async def test_under_traffic_the_batch_holds_at_most_the_busy_budget() -> None:
 
 async def test_an_input_bigger_than_the_budget_starts_alone_and_keeps_its_turn() -> None:
     admission = Admission(100)
-    pacer = BatchPacer(admission, busy_tokens=10, quiet_tokens=1000)
+    pacer = BatchPacer(admission, busy_tokens=10, quiet_tokens=1000, quiet_s=1)
     interactive_traffic(admission)
     held = Held(pacer)
     held.ask("small", 3)
@@ -122,7 +122,7 @@ async def test_after_a_quiet_spell_the_larger_budget_applies_without_other_event
 
 async def test_a_cancelled_waiter_gives_up_its_turn() -> None:
     admission = Admission(100)
-    pacer = BatchPacer(admission, busy_tokens=10, quiet_tokens=10)
+    pacer = BatchPacer(admission, busy_tokens=10, quiet_tokens=10, quiet_s=1)
     held = Held(pacer)
     held.ask("a", 10)
     held.ask("gone", 5)
