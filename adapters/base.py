@@ -7,9 +7,12 @@ sees a vLLM (or other) exception type.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -218,9 +221,44 @@ class EngineFailure(EngineError):
     """The engine failed on a request it accepted; not the client's fault."""
 
 
+class Pacer(Protocol):
+    """Decides when background work may enter an engine (the Batch API's pacing, in
+    gateway/batches/pacing.py)."""
+
+    def slot(self, tokens: int) -> AbstractAsyncContextManager[None]:
+        """Wait until one engine request of `tokens` tokens may start; held while it runs."""
+        ...
+
+
+# vLLM's priority for background requests (lower runs first; interactive requests are 0).
+BACKGROUND_PRIORITY = 1
+_background: ContextVar[Pacer | None] = ContextVar("background", default=None)
+
+
+@contextlib.contextmanager
+def background(pacer: Pacer) -> Iterator[None]:
+    """Engine work started inside this block (by this task and the tasks it starts) is
+    background work: each engine request (one per input) first waits for `pacer.slot(its
+    tokens)`, then runs at `BACKGROUND_PRIORITY`. A context variable rather than an argument,
+    so that the routes a batch line runs through stay the interactive ones, unchanged."""
+    token = _background.set(pacer)
+    try:
+        yield
+    finally:
+        _background.reset(token)
+
+
+def background_pacer() -> Pacer | None:
+    """The pacer of the background work running here, or None for interactive work."""
+    return _background.get()
+
+
 @runtime_checkable
 class Engine(Protocol):
-    """One loaded model. Implementations: `adapters.vllm_engine.VLLMEngine`, `adapters.fake.FakeEngine`."""
+    """One loaded model. Implementations: `adapters.vllm_engine.VLLMEngine`, `adapters.fake.FakeEngine`.
+
+    `embed` and `score` called inside `background(pacer)` send each input to the engine only
+    once the pacer grants it a slot, and at a lower priority than other work."""
 
     spec: EngineSpec
 

@@ -37,11 +37,13 @@ from adapters.base import (
     EngineUnavailable,
     InvalidInput,
     ModelFacts,
+    Pacer,
     Prompt,
     ScoreBatch,
     SplitLimits,
     StepReporter,
     Tokens,
+    background_pacer,
     no_report,
 )
 from adapters.token_limits import (
@@ -73,6 +75,10 @@ class FakeEngine:
     - `fail_with`: an exception `embed` raises (the control file's `fail` sets an EngineFailure).
     - `fail_start`: `start()` raises (a restart that cannot bring the engine back).
     - `keep_calls`: how many recent calls `calls` keeps for tests (0 in a soak).
+
+    Background work (`adapters.base.background`) is paced as the vLLM adapter paces it: each
+    prompt waits for its own slot, then takes `latency_s`; `background_peak` is the most
+    background prompts it held at once.
     """
 
     def __init__(
@@ -113,6 +119,8 @@ class FakeEngine:
         self.call_count = 0  # calls that passed validation and started work
         self.completed = 0
         self.aborted = 0  # embed calls cancelled while in flight (client gone, timeout)
+        self.background_inflight = 0
+        self.background_peak = 0
         self._control_file = control_file
         self._control_mtime: float | None = None
         self._stats_file = stats_file
@@ -170,7 +178,7 @@ class FakeEngine:
         )
         check_total_tokens([len(t) for t in tokens], options)
         tokenization_s = time.perf_counter() - tokenizing
-        await self._run()
+        await self._run([len(t) for t in tokens])
         # A text that fits keeps the vector of its own string; truncated texts and client ids
         # get the vector of the tokens embedded.
         keys = [
@@ -208,10 +216,10 @@ class FakeEngine:
         if not self._facts.scores_pairs:
             raise InvalidInput(f"model '{self.spec.name}' is an embedding model")
         self._begin(documents)
-        await self._run()
         tokenizing = time.perf_counter()
         counts = [fake_token_count(query) + fake_token_count(d) - 1 for d in documents]
         tokenization_s = time.perf_counter() - tokenizing
+        await self._run(counts)
         for i, n in enumerate(counts):
             if n > self._facts.max_model_len:
                 raise InvalidInput(
@@ -311,16 +319,29 @@ class FakeEngine:
             del self.calls[: len(self.calls) - self._keep_calls]
             del self.options[: max(len(self.options) - self._keep_calls, 0)]
 
-    async def _run(self) -> None:
+    async def _run(self, token_counts: Sequence[int]) -> None:
         """The engine work of a validated call: counted, cancellable (counted as aborted)."""
         self.call_count += 1
+        pacer = background_pacer()
         try:
-            await self._wait()
+            if pacer is None:
+                await self._wait()
+            else:
+                await asyncio.gather(*(self._paced(pacer, n) for n in token_counts))
         except asyncio.CancelledError:
             self.aborted += 1
             raise
         if self.fail_with is not None:
             raise self.fail_with
+
+    async def _paced(self, pacer: Pacer, tokens: int) -> None:
+        async with pacer.slot(tokens):
+            self.background_inflight += 1
+            self.background_peak = max(self.background_peak, self.background_inflight)
+            try:
+                await self._wait()
+            finally:
+                self.background_inflight -= 1
 
     async def _wait(self) -> None:
         """Sleep `latency_s`, or forever when hung; end early with an error if the engine dies."""

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.base import (
+    BACKGROUND_PRIORITY,
     EmbeddingBatch,
     EmbedOptions,
     EngineFailure,
@@ -35,6 +36,7 @@ from adapters.base import (
     SplitLimits,
     StepReporter,
     Tokens,
+    background_pacer,
     no_report,
     redact_secrets,
 )
@@ -565,9 +567,22 @@ class VLLMEngine:
     async def _pool(
         self, prompt: _Prompt, params: Any, request_id: str
     ) -> npt.NDArray[np.floating[Any]]:
+        pacer = background_pacer()
+        if pacer is None:
+            return await self._encode(prompt, params, request_id, 0)
+        # Background work: each input waits for its slot, so that the engine steps batch work
+        # makes stay short, and an interactive request never waits behind much of it.
+        async with pacer.slot(len(prompt["prompt_token_ids"])):
+            return await self._encode(prompt, params, request_id, BACKGROUND_PRIORITY)
+
+    async def _encode(
+        self, prompt: _Prompt, params: Any, request_id: str, priority: int
+    ) -> npt.NDArray[np.floating[Any]]:
         final = None
         try:
-            async for output in self._llm.encode(prompt, params, request_id=request_id):
+            async for output in self._llm.encode(
+                prompt, params, request_id=request_id, priority=priority
+            ):
                 final = output
                 self._last_output = time.monotonic()
         except asyncio.CancelledError:
@@ -823,6 +838,9 @@ def engine_arguments(spec: EngineSpec, *, on_cpu: bool) -> dict[str, Any]:
         "tensor_parallel_size": spec.tensor_parallel_size,
         "trust_remote_code": spec.trust_remote_code,
         "disable_log_stats": True,
+        # Background (batch) requests carry a lower priority: queued behind one engine
+        # step's worth of them, an interactive request is scheduled first.
+        "scheduling_policy": "priority",
     }
     if spec.max_model_len:
         args["max_model_len"] = spec.max_model_len

@@ -47,13 +47,25 @@ class Admission:
         self.limit = limit
         self._inflight: dict[str, int] = {}
         self.counters = Counters()
-        self.last_admitted = float("-inf")  # when work was last admitted (the batch runner)
+        self.last_admitted = float("-inf")  # when work was last admitted (the batch pacer)
         # Told (model, inputs in flight) on every change: the metrics' autoscaling gauge.
         self._on_change = on_change or (lambda model, inflight: None)
+        # Told of every change too: the batch pacer, which starts batch work once nothing
+        # interactive is in flight.
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def inflight(self) -> int:
         return sum(self._inflight.values())
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every change of the inputs in flight."""
+        self._listeners.append(listener)
+
+    def _changed(self, model: str) -> None:
+        self._on_change(model, self._inflight[model])
+        for listener in self._listeners:
+            listener()
 
     @contextlib.contextmanager
     def admit(self, model: str, inputs: int) -> Iterator[None]:
@@ -68,12 +80,12 @@ class Admission:
             )
         self._inflight[model] = busy + inputs
         self.last_admitted = time.monotonic()
-        self._on_change(model, self._inflight[model])
+        self._changed(model)
         try:
             yield
         finally:
             self._inflight[model] -= inputs
-            self._on_change(model, self._inflight[model])
+            self._changed(model)
 
 
 async def run_guarded(

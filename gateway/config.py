@@ -482,16 +482,37 @@ OPTIONS: tuple[Option, ...] = (
         env="GATEWAY_BATCH_FILE_TTL_S",
     ),
     Option(
-        "batch_max_inflight_inputs",
+        "batch_max_inflight_tokens",
         "server",
         _positive(int),
-        "Batch work's share of the "
-        "engine while interactive requests arrive (any in the last second): inputs in "
-        "flight per model for batch lines, which also start only while no interactive "
-        "request is in flight (default 8; lower keeps interactive latency closer to idle, "
-        "higher finishes batches sooner). With no interactive traffic a batch may use up "
-        "to --max-inflight-inputs.",
-        env="GATEWAY_BATCH_MAX_INFLIGHT_INPUTS",
+        "Batch work's tokens in the engines "
+        "while interactive requests arrive (any within --batch-quiet-after-s). Each batch "
+        "input starts only while no interactive request is in flight, and within this "
+        "budget, so an interactive request waits behind at most an engine step of this size "
+        "(default 32: one short input at a time, under 10 ms of work on 2 CPU cores; an "
+        "input bigger than the budget starts alone). Higher finishes batches sooner under "
+        "traffic and delays interactive requests more.",
+        env="GATEWAY_BATCH_MAX_INFLIGHT_TOKENS",
+    ),
+    Option(
+        "batch_quiet_after_s",
+        "server",
+        _positive(float),
+        "Seconds without an interactive "
+        "request after which batch work may use --batch-quiet-inflight-tokens (default 10).",
+        env="GATEWAY_BATCH_QUIET_AFTER_S",
+    ),
+    Option(
+        "batch_quiet_inflight_tokens",
+        "server",
+        _positive(int),
+        "Batch work's tokens in the engines "
+        "once no interactive request has arrived for --batch-quiet-after-s (default 1024: "
+        "near the engine's full throughput on 2 CPU cores; the first interactive request "
+        "after such a quiet spell waits behind one step of this size). The same value as "
+        "--batch-max-inflight-tokens bounds every interactive request's wait, at the cost "
+        "of batch throughput.",
+        env="GATEWAY_BATCH_QUIET_INFLIGHT_TOKENS",
     ),
     Option(
         "model",
@@ -734,7 +755,9 @@ class Settings:
     batch_max_lines: int = 50_000
     batch_min_free_bytes: int = 1 << 30
     batch_file_ttl_s: int = 30 * 24 * 3600
-    batch_max_inflight_inputs: int = 8
+    batch_max_inflight_tokens: int = 32
+    batch_quiet_after_s: float = 10.0
+    batch_quiet_inflight_tokens: int = 1024
 
     def redacted(self) -> dict[str, Any]:
         """The effective config for the startup log; API keys appear only as a count, and

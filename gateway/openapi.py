@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway import tei, vllm_api
-from gateway.batches.openapi import OPENAPI_PATHS as BATCH_PATHS
+from gateway.batches import CreateBatchRequest, openapi_paths
 from gateway.cohere import CohereEmbedRequest
 from gateway.config import Settings
 from gateway.rerank import RERANK_PATHS, RerankRequest
@@ -143,6 +143,7 @@ _DECLARED = (
     vllm_api.ScoreQueriesRequest,
     vllm_api.VllmTokenizeRequest,
     vllm_api.DetokenizeRequest,
+    CreateBatchRequest,
 )
 _ERRORS = (400, 404, 413, 415, 429, 503, 504)
 _TEI_ERRORS = (413, 415, 422, 424, 429, 503)
@@ -431,8 +432,8 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                     public=True,
                 )
             },
-            # A copy: the document is edited below (security), the declarations stay as they are.
-            **copy.deepcopy(BATCH_PATHS),
+            # A copy: the document is edited below (security), the shared schemas stay as they are.
+            **copy.deepcopy(openapi_paths(bodies[CreateBatchRequest])),
             "/metrics": {"get": metrics},
             "/openapi.json": {
                 "get": _operation(

@@ -78,6 +78,12 @@ def note(request: Request[Any], **fields: Any) -> None:
     request.scope.setdefault(_NOTES, {}).update(fields)
 
 
+def notes_of(scope: Scope) -> dict[str, Any]:
+    """The fields noted so far (the batch runner reads a line's `tokens` here)."""
+    notes: dict[str, Any] = scope.get(_NOTES, {})
+    return notes
+
+
 def timing(request: Request[Any]) -> Timing:
     """This request's timing record (the engine call and the routes fill it in)."""
     record = request.scope.get(_TIMING)

@@ -4,17 +4,26 @@ own route at a lower priority than interactive requests.
 
 The app mounts `ROUTES`, gives POSTs to `UPLOAD_PATHS` the larger body limit
 `upload_limits(settings)`, keeps a `BatchService` in the app state (`state["batches"]`) and runs
-`service.run(app)` in its lifespan; gateway/openapi.py merges `OPENAPI_PATHS`.
+`service.run(app)` in its lifespan; gateway/openapi.py merges `openapi_paths(...)`, with the
+batch create body from the declaration `CreateBatchRequest`.
 """
 
 from __future__ import annotations
 
-from gateway.batches.openapi import OPENAPI_PATHS
+from gateway.batches.openapi import openapi_paths
 from gateway.batches.routes import MULTIPART_OVERHEAD_BYTES, ROUTES, UPLOAD_PATHS
 from gateway.batches.runner import BatchService
+from gateway.batches.schemas import CreateBatchRequest
 from gateway.config import Settings
 
-__all__ = ["OPENAPI_PATHS", "ROUTES", "UPLOAD_PATHS", "BatchService", "upload_limits"]
+__all__ = [
+    "ROUTES",
+    "UPLOAD_PATHS",
+    "BatchService",
+    "CreateBatchRequest",
+    "openapi_paths",
+    "upload_limits",
+]
 
 
 def upload_limits(settings: Settings) -> dict[str, int]:

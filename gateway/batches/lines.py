@@ -3,9 +3,11 @@
 A line `{"custom_id", "method", "url", "body"}` is answered by calling the endpoint function
 the app routes `url` to (`gateway/routes.py`), with a request built in memory: the same
 parsing, limits, model lookup, prompt building, guarded engine call and encoding as over
-HTTP, and the same error envelope. Only the admission differs: batch lines count against
-the batch's own share (the `admission` of `BatchApp.state`), never against interactive
-requests' bound.
+HTTP, and the same error envelope. Only the admission and the timeout differ: batch lines
+count against the batch's own count (the `admission` of `BatchApp.state`), never against
+interactive requests' bound, and have no request timeout (no client waits on them; a paced
+line may wait long under interactive traffic; the runner ends them on cancel, expiry and
+shutdown, the watchdog when the engine hangs).
 
 Output and error lines have OpenAI's shapes:
     {"id": "batch_req_..", "custom_id": "..", "response": {"status_code": 200,
@@ -20,6 +22,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
 import orjson
 from starlette.applications import Starlette
@@ -30,6 +33,7 @@ from starlette.types import Message, Scope
 
 from gateway.admission import Admission
 from gateway.errors import APIError, ErrorKind, brief, error_response
+from gateway.request_context import notes_of
 from gateway.state import GatewayRequest, GatewayState
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
 # batch share full, an overloaded engine), until the batch is cancelled or expires.
 _RETRY_STATUSES = {429: 0.01, 503: 0.5}
 _MAX_RETRY_DELAY_S = 5.0
+_LINE_TIMEOUT_S = 24 * 3600.0  # a batch's whole window: in effect none
 
 Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
@@ -50,7 +55,8 @@ class BatchApp:
     def __init__(self, app: Starlette, admission: Admission) -> None:
         self.routes = app.routes
         gateway: GatewayState = app.state.gateway
-        self.state: GatewayState = {**gateway, "admission": admission}
+        settings = replace(gateway["settings"], request_timeout_s=_LINE_TIMEOUT_S)
+        self.state: GatewayState = {**gateway, "admission": admission, "settings": settings}
 
 
 def endpoint_for(app: BatchApp, path: str) -> Endpoint:
@@ -62,53 +68,84 @@ def endpoint_for(app: BatchApp, path: str) -> Endpoint:
     raise LookupError(f"no POST route for {path}")
 
 
+@dataclass(frozen=True)
+class LineResult:
+    """A line's outcome: the output (`ok`) or error line to write, and the tokens its
+    request consumed (the route's count, as in its `usage`; 0 unless it succeeded)."""
+
+    ok: bool
+    line: bytes
+    tokens: int = 0
+
+
 async def run_line(
     app: BatchApp, endpoint: str, call: Endpoint, raw: bytes, number: int
-) -> tuple[bool, bytes]:
-    """(succeeded, the output or error line) for input line `number`."""
+) -> LineResult:
+    """The result of input line `number`."""
     request_id = f"batch_req_{uuid.uuid4().hex}"
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return False, _failure(
-            request_id, None, "invalid_json", f"line {number} is not valid JSON: {exc}"
+        return LineResult(
+            False,
+            _failure(request_id, None, "invalid_json", f"line {number} is not valid JSON: {exc}"),
         )
     if not isinstance(line, dict):
-        return False, _failure(
-            request_id, None, "invalid_request", f"line {number} must be a JSON object"
+        return LineResult(
+            False,
+            _failure(request_id, None, "invalid_request", f"line {number} must be a JSON object"),
         )
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
-        return False, _failure(
-            request_id, None, "missing_custom_id", f"line {number} needs a `custom_id` string"
+        return LineResult(
+            False,
+            _failure(
+                request_id, None, "missing_custom_id", f"line {number} needs a `custom_id` string"
+            ),
         )
     if line.get("method", "POST") != "POST":
-        return False, _failure(
-            request_id, custom_id, "invalid_method", f"line {number}: `method` must be POST"
+        return LineResult(
+            False,
+            _failure(
+                request_id, custom_id, "invalid_method", f"line {number}: `method` must be POST"
+            ),
         )
     if line.get("url") != endpoint:
-        return False, _failure(
-            request_id,
-            custom_id,
-            "invalid_url",
-            f"line {number}: `url` must be the batch's endpoint {endpoint}, "
-            f"got {brief(line.get('url'))}",
+        return LineResult(
+            False,
+            _failure(
+                request_id,
+                custom_id,
+                "invalid_url",
+                f"line {number}: `url` must be the batch's endpoint {endpoint}, "
+                f"got {brief(line.get('url'))}",
+            ),
         )
     if not isinstance(line.get("body"), dict):
-        return False, _failure(
-            request_id, custom_id, "invalid_body", f"line {number}: `body` must be a JSON object"
+        return LineResult(
+            False,
+            _failure(
+                request_id,
+                custom_id,
+                "invalid_body",
+                f"line {number}: `body` must be a JSON object",
+            ),
         )
-    status, body = await _call_until_accepted(app, endpoint, call, orjson.dumps(line["body"]))
+    status, body, tokens = await _call_until_accepted(
+        app, endpoint, call, orjson.dumps(line["body"])
+    )
     response = (
         b'{"status_code":%d,"request_id":"%s","body":' % (status, request_id.encode()) + body + b"}"
     )
-    return status == 200, (
+    ok = status == 200
+    output = (
         b'{"id":"%s","custom_id":' % request_id.encode()
         + orjson.dumps(custom_id)
         + b',"response":'
         + response
         + b',"error":null}\n'
     )
+    return LineResult(ok, output, tokens if ok else 0)
 
 
 def failure_line(custom_id: str | None, code: str, message: str) -> bytes:
@@ -131,13 +168,14 @@ def _failure(request_id: str, custom_id: str | None, code: str, message: str) ->
 
 async def _call_until_accepted(
     app: BatchApp, path: str, call: Endpoint, body: bytes
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, int]:
+    """(status, body, tokens noted by the route) of the first answer that is not "not now"."""
     delay = 0.0
     while True:
-        response = await _call(app, path, call, body)
+        response, tokens = await _call(app, path, call, body)
         first = _RETRY_STATUSES.get(response.status_code)
         if first is None or _is_draining(response):
-            return response.status_code, bytes(response.body)
+            return response.status_code, bytes(response.body), tokens
         delay = min(max(first, delay * 2), _MAX_RETRY_DELAY_S)
         await asyncio.sleep(delay)
 
@@ -147,7 +185,7 @@ def _is_draining(response: Response) -> bool:
     return b'"code":"draining"' in bytes(response.body)
 
 
-async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Response:
+async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> tuple[Response, int]:
     delivered = False
 
     async def receive() -> Message:
@@ -162,12 +200,13 @@ async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> Respon
     scope = _scope(app, path, body)
     try:
         request: GatewayRequest = Request(scope, receive)
-        return await call(request)
+        response = await call(request)
     except APIError as exc:
-        return error_response(exc, scope)
+        response = error_response(exc, scope)
     except Exception:  # the HTTP app's catch-all, for lines: log it, answer a bare 500
         log.exception("unhandled error on a batch line for %s", path)
-        return error_response(APIError(ErrorKind.INTERNAL, "internal server error"), scope)
+        response = error_response(APIError(ErrorKind.INTERNAL, "internal server error"), scope)
+    return response, int(notes_of(scope).get("tokens", 0))
 
 
 def _scope(app: BatchApp, path: str, body: bytes) -> Scope:

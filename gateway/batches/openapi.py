@@ -1,11 +1,10 @@
-"""OpenAPI 3 path items for the Files and Batches routes, self-contained (no $refs into the
-main document's components), for gateway/openapi.py to merge into `paths`."""
+"""OpenAPI 3 path items for the Files and Batches routes, for gateway/openapi.py to merge into
+`paths`: the responses and the multipart upload described here, the `POST /v1/batches` body
+generated from its declaration (`schemas.CreateBatchRequest`) by gateway/openapi.py."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from gateway.batches.lines import ENDPOINTS
 
 # The OpenAI envelope, declared once in gateway/openapi.py (the document this merges into).
 _ERROR_BODY = {"$ref": "#/components/schemas/Error"}
@@ -81,6 +80,29 @@ _BATCH = {
         },
         "metadata": {"type": ["object", "null"]},
         "errors": {"type": ["object", "null"]},
+        "usage": {
+            "type": "object",
+            "required": [
+                "input_tokens",
+                "input_tokens_details",
+                "output_tokens",
+                "output_tokens_details",
+                "total_tokens",
+            ],
+            "properties": {
+                "input_tokens": {"type": "integer"},
+                "input_tokens_details": {
+                    "type": "object",
+                    "properties": {"cached_tokens": {"type": "integer"}},
+                },
+                "output_tokens": {"type": "integer"},
+                "output_tokens_details": {
+                    "type": "object",
+                    "properties": {"reasoning_tokens": {"type": "integer"}},
+                },
+                "total_tokens": {"type": "integer"},
+            },
+        },
     },
 }
 
@@ -147,105 +169,83 @@ _UPLOAD = {
         }
     }
 }
-_CREATE_BATCH = {
-    "application/json": {
-        "schema": {
-            "type": "object",
-            "required": ["input_file_id", "endpoint", "completion_window"],
-            "properties": {
-                "input_file_id": _ID,
-                "endpoint": {"enum": list(ENDPOINTS)},
-                "completion_window": {"const": "24h"},
-                "metadata": {
-                    "type": "object",
-                    "maxProperties": 16,
-                    "additionalProperties": {"type": "string", "maxLength": 512},
-                },
-                "output_expires_after": {
+
+
+def openapi_paths(create_batch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The path items, with `create_batch` (a schema or $ref) as the batch create body."""
+    return {
+        "/v1/files": {
+            "post": _operation(
+                "Upload a JSONL batch input file (OpenAI Files API)",
+                _FILE,
+                400,
+                413,
+                415,
+                507,
+                body=_UPLOAD,
+            ),
+            "get": _operation(
+                "List files, newest first",
+                _list(_FILE),
+                400,
+                parameters=[
+                    *_PAGING[:1],
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                    _query("order", {"enum": ["asc", "desc"]}),
+                    _query("purpose", {"type": "string"}),
+                ],
+            ),
+        },
+        "/v1/files/{file_id}": {
+            "get": _operation("A file's metadata", _FILE, 404, parameters=[_path("file_id")]),
+            "delete": _operation(
+                "Delete a file",
+                {
                     "type": "object",
                     "properties": {
-                        "anchor": {"const": "created_at"},
-                        "seconds": {"type": "integer", "minimum": 3600, "maximum": 2592000},
+                        "id": _ID,
+                        "object": {"const": "file"},
+                        "deleted": {"type": "boolean"},
                     },
                 },
-            },
-        }
+                400,
+                404,
+                parameters=[_path("file_id")],
+            ),
+        },
+        "/v1/files/{file_id}/content": {
+            "get": _operation(
+                "A file's content (JSONL)",
+                {"type": "string", "format": "binary"},
+                404,
+                parameters=[_path("file_id")],
+                ok_type="application/octet-stream",
+            ),
+        },
+        "/v1/batches": {
+            "post": _operation(
+                "Create a batch of /v1/embeddings (or /v1/rerank) requests",
+                _BATCH,
+                400,
+                404,
+                413,
+                415,
+                body={"application/json": {"schema": create_batch}},
+            ),
+            "get": _operation("List batches, newest first", _list(_BATCH), 400, parameters=_PAGING),
+        },
+        "/v1/batches/{batch_id}": {
+            "get": _operation(
+                "A batch's status and counts", _BATCH, 404, parameters=[_path("batch_id")]
+            ),
+        },
+        "/v1/batches/{batch_id}/cancel": {
+            "post": _operation(
+                "Cancel a batch (cancelling, then cancelled; partial results kept)",
+                _BATCH,
+                400,
+                404,
+                parameters=[_path("batch_id")],
+            ),
+        },
     }
-}
-
-OPENAPI_PATHS: dict[str, dict[str, Any]] = {
-    "/v1/files": {
-        "post": _operation(
-            "Upload a JSONL batch input file (OpenAI Files API)",
-            _FILE,
-            400,
-            413,
-            415,
-            507,
-            body=_UPLOAD,
-        ),
-        "get": _operation(
-            "List files, newest first",
-            _list(_FILE),
-            400,
-            parameters=[
-                *_PAGING[:1],
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
-                _query("order", {"enum": ["asc", "desc"]}),
-                _query("purpose", {"type": "string"}),
-            ],
-        ),
-    },
-    "/v1/files/{file_id}": {
-        "get": _operation("A file's metadata", _FILE, 404, parameters=[_path("file_id")]),
-        "delete": _operation(
-            "Delete a file",
-            {
-                "type": "object",
-                "properties": {
-                    "id": _ID,
-                    "object": {"const": "file"},
-                    "deleted": {"type": "boolean"},
-                },
-            },
-            400,
-            404,
-            parameters=[_path("file_id")],
-        ),
-    },
-    "/v1/files/{file_id}/content": {
-        "get": _operation(
-            "A file's content (JSONL)",
-            {"type": "string", "format": "binary"},
-            404,
-            parameters=[_path("file_id")],
-            ok_type="application/octet-stream",
-        ),
-    },
-    "/v1/batches": {
-        "post": _operation(
-            "Create a batch of /v1/embeddings (or /v1/rerank) requests",
-            _BATCH,
-            400,
-            404,
-            413,
-            415,
-            body=_CREATE_BATCH,
-        ),
-        "get": _operation("List batches, newest first", _list(_BATCH), 400, parameters=_PAGING),
-    },
-    "/v1/batches/{batch_id}": {
-        "get": _operation(
-            "A batch's status and counts", _BATCH, 404, parameters=[_path("batch_id")]
-        ),
-    },
-    "/v1/batches/{batch_id}/cancel": {
-        "post": _operation(
-            "Cancel a batch (cancelling, then cancelled; partial results kept)",
-            _BATCH,
-            400,
-            404,
-            parameters=[_path("batch_id")],
-        ),
-    },
-}

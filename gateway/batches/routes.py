@@ -21,8 +21,8 @@ from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from gateway.batches.lines import ENDPOINTS
-from gateway.batches.runner import COMPLETION_WINDOW_S, BatchService
+from gateway.batches.runner import BatchService
+from gateway.batches.schemas import COMPLETION_WINDOW_S, EXPIRY_S, CreateBatchRequest
 from gateway.batches.store import (
     LIVE_STATES,
     batch_object,
@@ -35,14 +35,13 @@ from gateway.batches.store import (
 )
 from gateway.body import read_json
 from gateway.errors import APIError, ErrorKind, brief, invalid
+from gateway.schemas import parse
 from gateway.state import GatewayRequest
 
 # The upload routes, which the body limit lets carry `--batch-max-file-bytes` (plus room
 # for the multipart envelope) instead of `--max-body-bytes`.
 UPLOAD_PATHS = ("/v1/files",)
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-# OpenAI's bounds for `expires_after.seconds` and `output_expires_after.seconds`.
-_EXPIRY_S = (3600, 30 * 24 * 3600)
 _COPY_CHUNK = 1 << 20
 Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
@@ -148,7 +147,7 @@ def _seconds(value: Any, param: str) -> int:
         seconds = int(value)
     except (TypeError, ValueError):
         raise invalid(f"`{param}.seconds` must be an integer", param=param) from None
-    low, high = _EXPIRY_S
+    low, high = EXPIRY_S
     if not low <= seconds <= high:
         raise invalid(
             f"`{param}.seconds` must be between {low} and {high}, got {seconds}", param=param
@@ -221,28 +220,11 @@ def _file_row(request: GatewayRequest) -> sqlite3.Row:
 
 async def create_batch(request: GatewayRequest) -> Response:
     """POST /v1/batches: `input_file_id`, `endpoint`, `completion_window` (24h),
-    `metadata`, `output_expires_after`."""
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise invalid("the request body must be a JSON object")
+    `metadata`, `output_expires_after` (`schemas.CreateBatchRequest`)."""
     service = _service(request)
-    endpoint = body.get("endpoint")
-    if endpoint not in ENDPOINTS:
-        raise invalid(
-            f"`endpoint` must be one of {list(ENDPOINTS)}, got {brief(endpoint)}", param="endpoint"
-        )
-    window = body.get("completion_window")
-    if not isinstance(window, str) or window not in COMPLETION_WINDOW_S:
-        raise invalid(
-            f"`completion_window` must be one of {list(COMPLETION_WINDOW_S)}, got {brief(window)}",
-            param="completion_window",
-        )
-    file_id = body.get("input_file_id")
-    if not isinstance(file_id, str):
-        raise invalid(
-            "`input_file_id` is required: the id of an uploaded file", param="input_file_id"
-        )
+    req = parse(CreateBatchRequest, await read_json(request), service.settings)
     store = service.store
+    file_id = req.input_file_id
     source = store.file(file_id) if is_file_id(file_id) else None
     if source is None:
         raise _no_such("File", file_id, param="input_file_id")
@@ -253,47 +235,15 @@ async def create_batch(request: GatewayRequest) -> Response:
             param="input_file_id",
         )
     row = store.add_batch(
-        endpoint=endpoint,
+        endpoint=req.endpoint,
         input_file_id=file_id,
-        completion_window=window,
-        window_s=COMPLETION_WINDOW_S[window],
-        metadata=_metadata(body.get("metadata")),
-        output_expires_s=_output_expiry(
-            body.get("output_expires_after"), service.settings.batch_file_ttl_s
-        ),
+        completion_window=req.completion_window,
+        window_s=COMPLETION_WINDOW_S[req.completion_window],
+        metadata=req.metadata,
+        output_expires_s=req.output_expiry_s(service.settings.batch_file_ttl_s),
     )
     service.wake()
     return _json(batch_object(row))
-
-
-def _metadata(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, dict)
-        or len(value) > 16
-        or not all(
-            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
-            for k, v in value.items()
-        )
-    ):
-        raise invalid(
-            "`metadata` must be an object of at most 16 string values (keys up to "
-            "64 characters, values up to 512)",
-            param="metadata",
-        )
-    return value
-
-
-def _output_expiry(value: Any, default_s: int) -> int:
-    if value is None:
-        return default_s
-    if not isinstance(value, dict) or value.get("anchor") != "created_at":
-        raise invalid(
-            '`output_expires_after` must be {"anchor": "created_at", "seconds": N}',
-            param="output_expires_after",
-        )
-    return _seconds(value.get("seconds"), "output_expires_after")
 
 
 async def retrieve_batch(request: GatewayRequest) -> Response:

@@ -7,12 +7,12 @@ cancelling -> cancelled, or expired (past `completion_window`: the lines not run
 the error file with code `batch_expired`). Cancelled and expired batches keep the results
 of the lines that finished.
 
-Priority: batch work yields to interactive requests. A line starts only while no
-interactive input is in flight (the app's admission count is zero). While interactive
-requests keep arriving (any in the last second), at most `LINES_IN_FLIGHT` lines run and
-their engine work is bounded by the batch's own admission share
-(`--batch-max-inflight-inputs`), so an interactive request waits behind at most that much
-batch work; with no interactive traffic the batch may fill the engine.
+Priority: batch work yields to interactive requests. Each line runs through the route under
+`adapters.base.background(pacer)`: its inputs enter the engine one engine request at a time,
+when `pacing.BatchPacer` allows (nothing interactive in flight, the batch's tokens in the
+engine within a small budget while interactive requests arrive and a larger one otherwise),
+at vLLM's lower priority. Up to `LINES_IN_FLIGHT` lines are open at once, so that the pacer
+always has inputs ready to start.
 
 A batch is leased to one process at a time (a row lock in SQLite, renewed while it runs),
 so several `--workers` share one data folder, and a restarted gateway resumes a batch at
@@ -37,28 +37,28 @@ from typing import BinaryIO
 import orjson
 from starlette.applications import Starlette
 
+from adapters.base import background
 from gateway.admission import Admission
 from gateway.batches.lines import BatchApp, endpoint_for, failure_line, run_line
+from gateway.batches.pacing import BatchPacer
 from gateway.batches.store import Store, now, read_lines
 from gateway.config import Settings
 
 log = logging.getLogger(__name__)
-COMPLETION_WINDOW_S = {"24h": 24 * 3600}
 LEASE_S = 10.0
 _RENEW_S = 2.0
-LINES_IN_FLIGHT = 4
-LINES_IN_FLIGHT_QUIET = 32
-_QUIET_S = 1.0  # no interactive request for this long: the batch may use the whole engine
+LINES_IN_FLIGHT = 32
 _IDLE_POLL_S = 5.0  # look for batches leased by a process that died
 _CLEANUP_EVERY_S = 60.0
-_YIELD_POLL_S = 0.002  # how often a waiting line looks whether interactive work is done
 _STATUS_POLL_S = 0.1  # how often a running batch looks whether it was cancelled
 
 
 class BatchService:
     """The data folder (opened on first use, so a gateway that never sees a batch never
-    creates it), the runner, and the batch share of admission. Without `batch_dir` (an app
-    built from bare `Settings()`, as tests do) the folder is temporary, removed at stop."""
+    creates it), the runner, the batch's own admission count (batch lines never count
+    against interactive requests' bound) and its pacer (`pacing.py`, built when the runner
+    starts). Without `batch_dir` (an app built from bare `Settings()`, as tests do) the
+    folder is temporary, removed at stop."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -67,7 +67,8 @@ class BatchService:
         self._store: Store | None = None
         self._wake = asyncio.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.admission = Admission(settings.batch_max_inflight_inputs)
+        self.admission = Admission(settings.max_inflight_inputs)
+        self.pacer: BatchPacer | None = None
 
     @property
     def root(self) -> Path:
@@ -89,6 +90,13 @@ class BatchService:
         """Forever (until cancelled by the lifespan): run live batches, delete expired
         files."""
         view = BatchApp(app, self.admission)
+        interactive: Admission = app.state.gateway["admission"]
+        self.pacer = BatchPacer(
+            interactive,
+            busy_tokens=self.settings.batch_max_inflight_tokens,
+            quiet_tokens=self.settings.batch_quiet_inflight_tokens,
+            quiet_s=self.settings.batch_quiet_after_s,
+        )
         last_cleanup = 0.0
         try:
             while True:
@@ -100,7 +108,7 @@ class BatchService:
                         last_cleanup = time.monotonic()
                     row = self.store.claim(self.owner, LEASE_S)
                     if row is not None:
-                        await Job(self, view, app.state.gateway["admission"], row["id"]).run()
+                        await Job(self, view, self.pacer, row["id"]).run()
                         continue
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), _IDLE_POLL_S)
@@ -130,12 +138,12 @@ class Job:
     """One batch, from wherever it stands to a final state, under this process's lease."""
 
     def __init__(
-        self, service: BatchService, app: BatchApp, interactive: Admission, batch_id: str
+        self, service: BatchService, app: BatchApp, pacer: BatchPacer, batch_id: str
     ) -> None:
         self.service = service
         self.store = service.store
         self.app = app
-        self.interactive = interactive
+        self.pacer = pacer
         self.id = batch_id
         self.row = self.store.existing_batch(batch_id)
         self._checked_at = 0.0
@@ -228,12 +236,19 @@ class Job:
         with self._partial_files() as (out, err):
 
             async def one(number: int, raw: bytes) -> None:
-                ok, line = await run_line(self.app, endpoint, call, raw, number)
+                with background(self.pacer):
+                    result = await run_line(self.app, endpoint, call, raw, number)
                 # From here on nothing awaits: the line and its record land together.
-                (out if ok else err).write(line)
-                (out if ok else err).flush()
+                target = out if result.ok else err
+                target.write(result.line)
+                target.flush()
                 self.store.record_line(
-                    self.id, number, ok=ok, out_bytes=out.tell(), err_bytes=err.tell()
+                    self.id,
+                    number,
+                    ok=result.ok,
+                    tokens=result.tokens,
+                    out_bytes=out.tell(),
+                    err_bytes=err.tell(),
                 )
 
             stop = None
@@ -269,23 +284,11 @@ class Job:
             stop = self._stop_reason()
             if stop is not None:
                 return stop
-            if until_empty:
-                if not running:
-                    return None
-            elif self.interactive.inflight == 0 and len(running) < self._lines_allowed():
+            if not running or (not until_empty and len(running) < LINES_IN_FLIGHT):
                 return None
-            await asyncio.sleep(_YIELD_POLL_S)
-
-    def _lines_allowed(self) -> int:
-        """Interactive traffic in the last second: a small share (`--batch-max-inflight-
-        inputs`, LINES_IN_FLIGHT lines); none: the batch may fill the engine up to the
-        interactive bound, and gives it back within one line's work once traffic returns."""
-        busy = time.monotonic() - self.interactive.last_admitted < _QUIET_S
-        share = self.service.admission
-        share.limit = (
-            self.service.settings.batch_max_inflight_inputs if busy else self.interactive.limit
-        )
-        return LINES_IN_FLIGHT if busy else LINES_IN_FLIGHT_QUIET
+            await asyncio.wait(
+                set(running), timeout=_STATUS_POLL_S, return_when=asyncio.FIRST_COMPLETED
+            )
 
     def _stop_reason(self) -> str | None:
         if time.monotonic() - self._checked_at >= _STATUS_POLL_S:

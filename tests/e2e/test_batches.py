@@ -71,6 +71,10 @@ def test_a_batch_gives_the_vectors_of_the_embeddings_route(client: openai.OpenAI
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-5)
         assert outputs[f"doc-{i}"]["usage"]["prompt_tokens"] == direct.usage.prompt_tokens
+    # The refused line consumed nothing: usage is the answered lines' tokens.
+    tokens = sum(body["usage"]["prompt_tokens"] for body in outputs.values())
+    assert batch.usage is not None
+    assert batch.usage.input_tokens == batch.usage.total_tokens == tokens > 0
     [error] = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
     assert error["custom_id"] == "too-long"
     assert error["response"]["status_code"] == 400

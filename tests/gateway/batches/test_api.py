@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.conftest import serving
 
 KEY = "batch-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+QUERY = {"model": "fake", "input": "an interactive query"}
 
 
 def jsonl(*bodies: dict) -> bytes:
@@ -198,6 +200,62 @@ def test_bad_batch_fields_are_400(tmp_path: Path, change, param) -> None:
         assert (refused.status_code, refused.json()["error"]["param"]) == (400, param)
 
 
+@pytest.mark.parametrize(
+    "body,param,message",
+    [
+        ([], None, "the request body must be a JSON object"),
+        (
+            {"endpoint": None},
+            "endpoint",
+            "`endpoint` must be one of ['/v1/embeddings', '/v1/rerank'], got None",
+        ),
+        (
+            {"completion_window": "48h"},
+            "completion_window",
+            "`completion_window` must be one of ['24h'], got '48h'",
+        ),
+        (
+            {"input_file_id": 7},
+            "input_file_id",
+            "`input_file_id` is required: the id of an uploaded file",
+        ),
+        (
+            {"metadata": {"k" * 65: "v"}},
+            "metadata",
+            (
+                "`metadata` must be an object of at most 16 string values (keys up to 64 "
+                "characters, values up to 512)"
+            ),
+        ),
+        (
+            {"output_expires_after": {"anchor": "updated_at", "seconds": 3600}},
+            "output_expires_after",
+            '`output_expires_after` must be {"anchor": "created_at", "seconds": N}',
+        ),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": "3600"}},
+            "output_expires_after",
+            "`output_expires_after.seconds` must be an integer",
+        ),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": 2592001}},
+            "output_expires_after",
+            "`output_expires_after.seconds` must be between 3600 and 2592000, got 2592001",
+        ),
+    ],
+)
+def test_batch_refusals_say_what_is_wrong(tmp_path: Path, body, param, message) -> None:
+    with serving(settings(tmp_path)) as client:
+        file_id = upload(client, jsonl({"model": "fake", "input": "a"})).json()["id"]
+        valid = {"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+        # An explicit null is an absent field.
+        sent = {**valid, **body} if isinstance(body, dict) else body
+        refused = client.post("/v1/batches", headers=AUTH, json=sent)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == param
+        assert refused.json()["error"]["message"] == message
+
+
 def test_a_batch_of_an_unknown_file_is_404(tmp_path: Path) -> None:
     with serving(settings(tmp_path)) as client:
         refused = create(client, "file-" + "0" * 32)
@@ -271,10 +329,60 @@ def test_batch_lines_wait_while_interactive_work_is_in_flight(tmp_path: Path) ->
                 ]
                 == 0
             )
-            assert engine.call_count == 0
+            assert engine.background_peak == 0  # lines may start; their inputs wait
         done = wait_status(client, batch_id, ("completed",))
         assert done["request_counts"]["completed"] == 5
         assert admission.inflight == 0  # batch work never counted against interactive
+
+
+def test_under_interactive_traffic_batch_inputs_enter_the_engine_a_few_tokens_at_a_time(
+    tmp_path: Path,
+) -> None:
+    # Each input "t<i>" is 3 fake tokens: a budget of 6 holds two at a time.
+    engine = FakeEngine(latency_s=0.01)
+    options = {
+        "batch_max_inflight_tokens": 6,
+        "batch_quiet_inflight_tokens": 1000,
+        "batch_quiet_after_s": 0.5,
+    }
+    lines = [{"model": "fake", "input": [f"t{i}" for i in range(4)]}] * 10
+    with serving(settings(tmp_path, **options), fake=engine) as client:
+        stop = threading.Event()
+
+        def interactive() -> None:
+            while not stop.is_set():
+                assert client.post("/v1/embeddings", json=QUERY, headers=AUTH).status_code == 200
+
+        traffic = threading.Thread(target=interactive)
+        traffic.start()
+        try:
+            time.sleep(0.1)
+            busy = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
+            assert wait_status(client, busy, ("completed",))["request_counts"]["completed"] == 10
+        finally:
+            stop.set()
+            traffic.join()
+        assert engine.background_peak == 2
+
+        time.sleep(0.6)  # no interactive request for half a second: the quiet budget
+        engine.background_peak = 0
+        quiet = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
+        wait_status(client, quiet, ("completed",))
+        assert engine.background_peak >= 8
+
+
+def test_a_batch_line_has_no_request_timeout(tmp_path: Path) -> None:
+    # Paced one input at a time, the line takes 0.5 s: past the interactive timeout.
+    options = {
+        "request_timeout_s": 0.2,
+        "batch_max_inflight_tokens": 3,
+        "batch_quiet_inflight_tokens": 3,
+    }
+    with serving(settings(tmp_path, **options), fake=FakeEngine(latency_s=0.1)) as client:
+        line = {"model": "fake", "input": [f"t{i}" for i in range(5)]}
+        batch_id = create(client, upload(client, jsonl(line)).json()["id"]).json()["id"]
+        done = wait_status(client, batch_id, ("completed",))
+        assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
 
 
 def test_a_batch_past_its_window_expires_with_the_rest_in_the_error_file(tmp_path: Path) -> None:

@@ -112,6 +112,16 @@ def test_a_batch_runs_end_to_end_with_the_openai_client(
         assert result["error"] is None
         assert result["response"]["status_code"] == 200
         assert result["response"]["body"] == direct
+    tokens = sum(o["response"]["body"]["usage"]["prompt_tokens"] for o in outputs.values())
+    assert tokens > 0
+    assert done.usage is not None
+    assert done.usage.model_dump() == {
+        "input_tokens": tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": tokens,
+    }
     assert [b.id for b in client.batches.list()] == [created.id]
     output = client.files.retrieve(done.output_file_id)
     assert output.purpose == "batch_output"
@@ -139,7 +149,10 @@ def test_bad_lines_go_to_the_error_file_and_the_rest_completes(
     done = wait_for(client, batch.id)
     assert done.status == "completed"
     assert done.request_counts.model_dump() == {"total": 7, "completed": 2, "failed": 5}
-    assert sorted(o["custom_id"] for o in jsonl(client, done.output_file_id)) == ["ok", "ok-2"]
+    outputs = jsonl(client, done.output_file_id)
+    assert sorted(o["custom_id"] for o in outputs) == ["ok", "ok-2"]
+    # Only answered requests count ("fine" and "also fine": 3 and 4 fake tokens).
+    assert done.usage is not None and done.usage.input_tokens == 7 == done.usage.total_tokens
     errors = {e["custom_id"] or e["error"]["code"]: e for e in jsonl(client, done.error_file_id)}
     assert set(errors) == {
         "invalid_json",
@@ -173,6 +186,8 @@ def test_a_rerank_batch_uses_the_rerank_route(gateway: Gateway, client: openai.O
     got = result["response"]["body"]
     assert [r["index"] for r in got["results"]] == [r["index"] for r in direct["results"]] == [0, 1]
     assert got["results"] == direct["results"]
+    assert done.usage is not None
+    assert done.usage.input_tokens == direct["usage"]["prompt_tokens"] > 0
 
 
 def test_cancel_stops_the_batch_and_keeps_what_finished(tmp_path: Path) -> None:
