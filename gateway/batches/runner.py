@@ -8,9 +8,9 @@ the error file with code `batch_expired`). Cancelled and expired batches keep th
 of the lines that finished.
 
 Priority: batch work yields to interactive requests. Each line runs through the route under
-`adapters.base.background(pacer)`: its inputs enter the engine one engine request at a time,
+`adapters.base.background(pacer)`: each of its inputs (one engine request) enters the engine
 when `pacing.BatchPacer` allows (nothing interactive in flight, the batch's tokens in the
-engine within a small budget while interactive requests arrive and a larger one otherwise),
+engines within a small budget while interactive requests arrive and a larger one otherwise),
 at vLLM's lower priority. Up to `LINES_IN_FLIGHT` lines are open at once, so that the pacer
 always has inputs ready to start.
 
