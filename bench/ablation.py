@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import cells as C
-from docgen.markers import REPO, write_section
+from bench.saved import run_facts, save
+from docgen.markers import REPO
 
 RESULTS = REPO / "bench" / "results" / "ablation.json"
 SECTION = "ablation"
@@ -136,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from adapters.vllm_engine import engine_environment
-    from bench.run import _cpu_model
     from gateway.config import resolve_model_path
 
     model_path = resolve_model_path("builtin:" + C.MODEL_NAME)
@@ -185,22 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     result = {
         "meta": {
-            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-            "command": " ".join(["python -m bench.ablation", *(argv or sys.argv[1:])]),
+            **run_facts("bench.ablation", argv),
             "model": C.MODEL_NAME,
-            "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(),
             "queries": args.queries,
             "texts": args.texts,
         },
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    if args.out == RESULTS:
-        for target in TARGETS:
-            write_section(REPO / target, SECTION, markdown(result))
-    print(markdown(result))
+    save(result, args.out, default_out=RESULTS, section=SECTION, targets=TARGETS, render=markdown)
     return 0
 
 

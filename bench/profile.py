@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from docgen.markers import REPO, write_section
+from bench.saved import run_facts, save
+from docgen.markers import REPO
 
 RESULTS = REPO / "bench" / "results" / "profile.json"
 SECTION = "profile"
@@ -218,26 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    from bench.run import _cpu_model
 
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
         runs = [profile(c, args.seconds, Path(tmp)) for c in args.concurrency]
     result = {
         "meta": {
-            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-            "command": " ".join(["python -m bench.profile", *(argv or sys.argv[1:])]),
-            "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(),
+            **run_facts("bench.profile", argv),
             "seconds": args.seconds,
         },
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    if args.out == RESULTS:
-        for target in TARGETS:
-            write_section(REPO / target, SECTION, markdown(result))
-    print(markdown(result))
+    save(result, args.out, default_out=RESULTS, section=SECTION, targets=TARGETS, render=markdown)
     return 0
 
 
