@@ -149,7 +149,7 @@ class FakeEngine:
         self.started, self.stopped, self.dead, self.hang = True, False, False, False
         self.starts += 1
         if self._stats_file and self._stats_task is None:
-            self._stats_task = asyncio.create_task(self._write_stats_forever())
+            self._stats_task = asyncio.create_task(self._read_control_forever())
 
     @property
     def facts(self) -> ModelFacts:
@@ -191,7 +191,7 @@ class FakeEngine:
         if self.nan_marker:
             poisoned = [i for i, key in enumerate(keys) if self.nan_marker in key]
             vectors[poisoned] = np.nan
-        self.completed += 1
+        self._count("completed")
         return EmbeddingBatch(
             vectors=vectors,
             token_counts=[len(t) for t in tokens],
@@ -230,7 +230,7 @@ class FakeEngine:
         logits = np.array([fake_logit(query, d) for d in documents])
         if self.nan_marker:
             logits[[i for i, d in enumerate(documents) if self.nan_marker in d]] = np.nan
-        self.completed += 1
+        self._count("completed")
         use_activation = self.spec.rerank_activation if activation is None else activation
         return ScoreBatch(
             scores=1 / (1 + np.exp(-logits)) if use_activation else logits,
@@ -321,7 +321,7 @@ class FakeEngine:
 
     async def _run(self, token_counts: Sequence[int]) -> None:
         """The engine work of a validated call: counted, cancellable (counted as aborted)."""
-        self.call_count += 1
+        self._count("call_count")
         pacer = background_pacer()
         try:
             if pacer is None:
@@ -329,7 +329,7 @@ class FakeEngine:
             else:
                 await asyncio.gather(*(self._paced(pacer, n) for n in token_counts))
         except asyncio.CancelledError:
-            self.aborted += 1
+            self._count("aborted")
             raise
         if self.fail_with is not None:
             raise self.fail_with
@@ -397,14 +397,17 @@ class FakeEngine:
                 else:
                     setattr(self, key, value)
 
-    async def _write_stats_forever(self) -> None:
-        last = None
+    def _count(self, counter: str) -> None:
+        """One more call, completion or abort; written at once, so a test that reads the stats
+        sees the engine as it is at that moment, not as it was up to a poll ago."""
+        setattr(self, counter, getattr(self, counter) + 1)
+        if self._stats_file:
+            self._write_stats()
+
+    async def _read_control_forever(self) -> None:
+        self._write_stats()
         while True:
             self._read_control()  # also notices "dead" with no traffic
-            now = (self.call_count, self.completed, self.aborted)
-            if now != last:
-                self._write_stats()
-                last = now
             await asyncio.sleep(0.1)
 
     def _write_stats(self) -> None:
