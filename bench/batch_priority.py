@@ -175,6 +175,10 @@ def main() -> None:
         results[f"ratio_p99{name}_batch_vs_idle"] = round(
             results[f"during_batch{name}"]["p99_ms"] / results[f"idle{name}"]["p99_ms"], 2
         )
+    # Requests after a quiet spell are spaced requests: their worst against spaced idle p99.
+    results["ratio_max_after_quiet_vs_spaced_idle_p99"] = round(
+        results["during_batch_after_quiet"]["max_ms"] / results["idle_spaced"]["p99_ms"], 2
+    )
     print(json.dumps(results, indent=2))
     out = Path(args.out)
     out.parent.mkdir(exist_ok=True)

@@ -503,15 +503,25 @@ OPTIONS: tuple[Option, ...] = (
         env="GATEWAY_BATCH_QUIET_AFTER_S",
     ),
     Option(
+        "batch_quiet_latency_ms",
+        "server",
+        _positive(float),
+        "Once no interactive request has "
+        "arrived for --batch-quiet-after-s, batch work's tokens in the engines are steered "
+        "so that a batch input comes back in about this long: the first interactive request "
+        "after a quiet spell waits behind about that much (default 10, about one idle "
+        "request's latency, which keeps that request within 2x its idle latency). Higher "
+        "gives batches more throughput when alone and delays that request more.",
+        env="GATEWAY_BATCH_QUIET_LATENCY_MS",
+    ),
+    Option(
         "batch_quiet_inflight_tokens",
         "server",
         _positive(int),
-        "Batch work's tokens in the engines "
-        "once no interactive request has arrived for --batch-quiet-after-s (default 1024: "
-        "near the engine's full throughput on 2 CPU cores; the first interactive request "
-        "after such a quiet spell waits behind one step of this size). The same value as "
-        "--batch-max-inflight-tokens bounds every interactive request's wait, at the cost "
-        "of batch throughput.",
+        "The most tokens --batch-quiet-latency-ms "
+        "may steer batch work to in the engines after a quiet spell (default 1024, near the "
+        "engine's full throughput on 2 CPU cores). The same value as "
+        "--batch-max-inflight-tokens fixes the budget there too.",
         env="GATEWAY_BATCH_QUIET_INFLIGHT_TOKENS",
     ),
     Option(
@@ -757,6 +767,7 @@ class Settings:
     batch_file_ttl_s: int = 30 * 24 * 3600
     batch_max_inflight_tokens: int = 32
     batch_quiet_after_s: float = 10.0
+    batch_quiet_latency_ms: float = 10.0
     batch_quiet_inflight_tokens: int = 1024
 
     def redacted(self) -> dict[str, Any]:

@@ -176,13 +176,19 @@ class Metrics:
         self.duration.labels(route, model).observe(seconds)
         if status >= 400 or not model:
             return
-        self.inputs.labels(model).inc(notes.get("inputs", 0))
-        self.documents.labels(model).inc(notes.get("documents", 0))
-        self.tokens.labels(model).inc(notes.get("tokens", 0))
+        self.count_work(notes)
         if timing.queue_s is not None and timing.inference_s is not None:
             self.queue.labels(model).observe(timing.queue_s)
             self.tokenization.labels(model).observe(timing.tokenization_s)
             self.inference.labels(model).observe(timing.inference_s)
+
+    def count_work(self, notes: dict[str, Any]) -> None:
+        """The inputs, documents and tokens an answered request (or batch line) processed."""
+        model = str(notes.get("model", ""))
+        if model:
+            self.inputs.labels(model).inc(notes.get("inputs", 0))
+            self.documents.labels(model).inc(notes.get("documents", 0))
+            self.tokens.labels(model).inc(notes.get("tokens", 0))
 
     def route_of(self, scope: Scope) -> str:
         """The route template; the router sets it, but requests refused before routing (401,

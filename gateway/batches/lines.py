@@ -206,7 +206,11 @@ async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> tuple[
     except Exception:  # the HTTP app's catch-all, for lines: log it, answer a bare 500
         log.exception("unhandled error on a batch line for %s", path)
         response = error_response(APIError(ErrorKind.INTERNAL, "internal server error"), scope)
-    return response, int(notes_of(scope).get("tokens", 0))
+    notes = notes_of(scope)
+    if response.status_code == 200:
+        # Batch work is engine work: it counts in /metrics as a request's would.
+        app.state["metrics"].count_work(notes)
+    return response, int(notes.get("tokens", 0))
 
 
 def _scope(app: BatchApp, path: str, body: bytes) -> Scope:

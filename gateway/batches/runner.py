@@ -96,6 +96,7 @@ class BatchService:
             busy_tokens=self.settings.batch_max_inflight_tokens,
             quiet_tokens=self.settings.batch_quiet_inflight_tokens,
             quiet_s=self.settings.batch_quiet_after_s,
+            quiet_latency_s=self.settings.batch_quiet_latency_ms / 1000,
         )
         last_cleanup = 0.0
         try:

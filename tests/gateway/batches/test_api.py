@@ -344,6 +344,7 @@ def test_under_interactive_traffic_batch_inputs_enter_the_engine_a_few_tokens_at
         "batch_max_inflight_tokens": 6,
         "batch_quiet_inflight_tokens": 1000,
         "batch_quiet_after_s": 0.5,
+        "batch_quiet_latency_ms": 1000,  # the fake answers in 10 ms: the budget may grow
     }
     lines = [{"model": "fake", "input": [f"t{i}" for i in range(4)]}] * 10
     with serving(settings(tmp_path, **options), fake=engine) as client:
@@ -369,6 +370,23 @@ def test_under_interactive_traffic_batch_inputs_enter_the_engine_a_few_tokens_at
         quiet = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
         wait_status(client, quiet, ("completed",))
         assert engine.background_peak >= 8
+
+
+def test_a_quiet_budget_stays_small_when_the_engine_answers_slower_than_the_target(
+    tmp_path: Path,
+) -> None:
+    engine = FakeEngine(latency_s=0.05)  # 50 ms an input, against a 10 ms target
+    options = {
+        "batch_max_inflight_tokens": 6,
+        "batch_quiet_inflight_tokens": 1000,
+        "batch_quiet_after_s": 0.01,
+        "batch_quiet_latency_ms": 10,
+    }
+    lines = [{"model": "fake", "input": [f"t{i}" for i in range(4)]}] * 5
+    with serving(settings(tmp_path, **options), fake=engine) as client:
+        batch_id = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
+        assert wait_status(client, batch_id, ("completed",))["request_counts"]["completed"] == 5
+    assert engine.background_peak == 2  # the busy budget's two 3-token inputs
 
 
 def test_a_batch_line_has_no_request_timeout(tmp_path: Path) -> None:
@@ -441,3 +459,23 @@ def test_lists_page_with_after(tmp_path: Path) -> None:
         rest = client.get(f"/v1/files?limit=2&after={first['last_id']}", headers=AUTH).json()
         assert [f["id"] for f in rest["data"]] == ids[:1] and not rest["has_more"]
         assert client.get("/v1/files?limit=0", headers=AUTH).status_code == 400
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def test_batch_work_counts_in_the_metrics_as_requests_do(tmp_path: Path) -> None:
+    # Each "t<i> x" is 4 fake tokens; a refused line (unknown model) processes nothing.
+    lines = [{"model": "fake", "input": [f"t{i} x", f"t{i} y"]} for i in range(3)]
+    lines.append({"model": "missing", "input": "nothing"})
+    with serving(settings(tmp_path), fake=FakeEngine()) as client:
+        batch_id = create(client, upload(client, jsonl(*lines)).json()["id"]).json()["id"]
+        assert wait_status(client, batch_id, ("completed",))["request_counts"]["failed"] == 1
+        scrape = client.get("/metrics", headers=AUTH).text
+    counted = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in scrape.splitlines()
+        if line.startswith("embedding_gateway_") and 'model="fake"' in line
+    }
+    assert counted["embedding_gateway_inputs_total"] == 6
+    assert counted["embedding_gateway_tokens_total"] == 6 * 4
