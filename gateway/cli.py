@@ -151,7 +151,7 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
     if sock is not None:
         # A worker whose model is down for good exits; its supervisor starts a fresh one.
         registry.on_give_up = on_fatal
-    app = create_app(registry, settings, on_fatal=on_fatal)
+    app = create_app(registry, settings, on_fatal=on_fatal, freeze_heap=True)
     server = DrainingServer(
         uvicorn.Config(
             # The gateway's own log line per request replaces uvicorn's access log; uvicorn's

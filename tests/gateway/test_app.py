@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 from starlette.testclient import TestClient
@@ -80,3 +81,35 @@ def test_a_trailing_slash_is_404_never_a_redirect_built_from_the_host_header() -
             assert "evil.example" not in response.text
             # `/v1/models/` is `GET /v1/models/{id}` with an empty id: no such model.
             assert response.json()["error"]["code"] in ("not_found", "model_not_found")
+
+
+class Leftover:
+    """An object start-up leaves behind, reachable from the engine (as vLLM's are)."""
+
+
+def test_the_server_freezes_the_start_up_heap_once_its_engines_have_started() -> None:
+    engine = FakeEngine(start_delay_s=0.3)
+    engine.leftover = Leftover()  # type: ignore[attr-defined]
+    app = create_app(ModelRegistry([ServedModel("fake", (), engine)]), freeze_heap=True)
+    gc.unfreeze()
+    try:
+        with TestClient(app) as client:
+            assert client.get("/ready").status_code == 503
+            assert gc.get_freeze_count() == 0  # not while loading: the heap is still growing
+            while client.get("/ready").status_code != 200:
+                time.sleep(0.01)
+            deadline = time.monotonic() + 2
+            while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # Frozen: what start-up left is out of the generations a collection walks.
+            assert all(obj is not engine.leftover for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
+def test_an_app_built_for_tests_leaves_the_heap_alone() -> None:
+    gc.unfreeze()
+    with TestClient(create_app(ModelRegistry([ServedModel("fake", (), FakeEngine())]))) as client:
+        while client.get("/ready").status_code != 200:
+            time.sleep(0.01)
+        assert gc.get_freeze_count() == 0

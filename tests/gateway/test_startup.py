@@ -17,7 +17,7 @@ from adapters.fake import FakeEngine
 from adapters.vllm_engine import check_model_source
 from gateway.app import create_app
 from gateway.registry import ModelRegistry, ServedModel
-from reliability.server import free_port
+from reliability.server import free_port, start_gateway
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,3 +110,14 @@ def test_a_bad_model_path_fails_the_start_fast_naming_the_path(tmp_path: Path) -
         f"path {missing} does not exist"
     ) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_server_freezes_its_start_up_heap_once_ready(tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, fake_models={"m": {}})
+    try:
+        deadline = time.monotonic() + 10
+        while "start-up heap frozen" not in gateway.log():
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.05)
+    finally:
+        gateway.stop()
