@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from adapters.fake import FakeEngine
 from gateway.app import create_app
+from gateway.batches.store import Store
 from gateway.config import InputPolicy, Settings
 from gateway.registry import ModelRegistry, ServedModel
 
@@ -68,3 +69,14 @@ def serving(settings: Settings | None = None, **engines: FakeEngine) -> Iterator
     with TestClient(create_app(registry, settings), raise_server_exceptions=False) as client:
         wait_ready(client)
         yield client
+
+
+def batch_progress(batch_dir: Path, batch_id: str) -> tuple[int, str]:
+    """(lines recorded, status) of a batch in a gateway's batch folder, read as a restarted
+    gateway reads it: what a crash left behind."""
+    store = Store(batch_dir)
+    try:
+        row = store.existing_batch(batch_id)
+        return row["completed"], row["status"]
+    finally:
+        store.db.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import openai
 import psutil
 
 from reliability.server import Gateway, start_gateway
+from tests.conftest import batch_progress
 from tests.e2e.conftest import MINILM
 
 LINES = 240
@@ -94,10 +94,7 @@ def test_a_killed_gateway_resumes_the_batch_with_the_reference_vectors(
         _crash(first)
     finally:
         first.stop()
-    with sqlite3.connect(batch_dir / "batches.sqlite3") as db:
-        recorded, status = db.execute(
-            "SELECT completed, status FROM batches WHERE id = ?", (batch.id,)
-        ).fetchone()
+    recorded, status = batch_progress(batch_dir, batch.id)
     assert status == "in_progress" and 40 <= recorded < LINES
 
     second = _start(tmp_path / "second", batch_dir)

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import openai
 import pytest
 
 from reliability.server import Gateway, start_gateway
+from tests.conftest import batch_progress
 
 FINAL = ("completed", "failed", "cancelled", "expired")
 
@@ -249,10 +249,7 @@ def test_a_crash_mid_batch_resumes_without_redoing_finished_lines(tmp_path: Path
         first.process.wait(10)
     finally:
         first.stop()
-    with sqlite3.connect(data / "batches.sqlite3") as db:
-        recorded, status = db.execute(
-            "SELECT completed, status FROM batches WHERE id = ?", (batch.id,)
-        ).fetchone()
+    recorded, status = batch_progress(data, batch.id)
     assert status == "in_progress" and 20 <= recorded < total
 
     second = start_gateway(
