@@ -499,7 +499,8 @@ OPTIONS: tuple[Option, ...] = (
         "server",
         _positive(float),
         "Seconds without an interactive "
-        "request after which batch work may use --batch-quiet-inflight-tokens (default 10).",
+        "request after which batch work's budget is steered by --batch-quiet-latency-ms "
+        "instead of --batch-max-inflight-tokens (default 10).",
         env="GATEWAY_BATCH_QUIET_AFTER_S",
     ),
     Option(
@@ -509,9 +510,10 @@ OPTIONS: tuple[Option, ...] = (
         "Once no interactive request has "
         "arrived for --batch-quiet-after-s, batch work's tokens in the engines are steered "
         "so that a batch input comes back in about this long: the first interactive request "
-        "after a quiet spell waits behind about that much (default 10, about one idle "
-        "request's latency, which keeps that request within 2x its idle latency). Higher "
-        "gives batches more throughput when alone and delays that request more.",
+        "after a quiet spell waits behind about that much (default 10: about one idle "
+        "request's latency on 2 CPU cores, where it kept that request within 2x its idle "
+        "latency). Higher gives batches more throughput when alone and delays that request "
+        "more.",
         env="GATEWAY_BATCH_QUIET_LATENCY_MS",
     ),
     Option(
