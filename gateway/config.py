@@ -396,7 +396,10 @@ OPTIONS: tuple[Option, ...] = (
         "health_check_interval_s",
         "server",
         _positive(float),
-        "Seconds between engine health checks by the watchdog (default 2).",
+        "Seconds between engine health checks by the watchdog "
+        "(default 10). Each check is a one-token request, after which vLLM's worker and "
+        "engine-core processes busy-poll for a second: a shorter interval notices a hung "
+        "engine sooner and keeps more of an idle machine busy (make bench-idle).",
         env="GATEWAY_HEALTH_CHECK_INTERVAL_S",
     ),
     Option(
@@ -756,7 +759,7 @@ class Settings:
     max_request_chars: int | None = None
     max_inflight_inputs: int = 4096
     request_timeout_s: float = 60.0
-    health_check_interval_s: float = 2.0
+    health_check_interval_s: float = 10.0
     health_check_timeout_s: float = 10.0
     engine_restart_attempts: int = 5
     engine_restart_backoff_s: float = 1.0
