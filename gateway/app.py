@@ -42,6 +42,7 @@ def create_app(
     on_fatal: Callable[[], None] | None = None,
     tiktoken_dir: str | None = None,
     freeze_heap: bool = False,
+    serve_when_ready: bool = False,
 ) -> Starlette:
     """The ASGI app serving `registry`'s models with `settings`' server options;
     `tiktoken_dir` (default: `settings.tiktoken_cache_dir`) holds the cl100k_base file that
@@ -51,7 +52,9 @@ def create_app(
     load. If any engine fails to load, `on_fatal` is called (the CLI stops the server with a
     non-zero exit, as vLLM and TEI do); without it the app keeps serving the others.
     `freeze_heap` (the server process's choice, not a test's) freezes the start-up heap once
-    the engines have started (`freeze_startup_heap`).
+    the engines have started (`freeze_startup_heap`). With `serve_when_ready` the lifespan's
+    start-up waits for the engines (loaded or failed), so the server accepts no request
+    before then (a replacement worker: the others serve meanwhile).
     """
 
     settings = settings or Settings()
@@ -77,6 +80,8 @@ def create_app(
                 on_fatal()
 
         starting = asyncio.create_task(start(), name="engine-start")
+        if serve_when_ready:
+            await asyncio.wait({starting})
         watchdog = asyncio.create_task(
             registry.watch(settings.health_check_interval_s, settings.health_check_timeout_s),
             name="engine-watchdog",

@@ -136,8 +136,10 @@ def serve(settings: Settings) -> int:
         cleanup_metrics()
 
 
-def serve_one(settings: Settings, sock: Any = None) -> int:
-    """One server process with its own engines; `sock` is a pre-bound listening socket."""
+def serve_one(settings: Settings, sock: Any = None, serve_when_ready: bool = False) -> int:
+    """One server process with its own engines; `sock` is a pre-bound socket (a worker's).
+    With `serve_when_ready`, the server starts accepting only once its engines have loaded
+    (a replacement worker, whose `sock` is bound but not yet listening)."""
     _configure_logging(settings)
     failed = False
 
@@ -151,7 +153,13 @@ def serve_one(settings: Settings, sock: Any = None) -> int:
     if sock is not None:
         # A worker whose model is down for good exits; its supervisor starts a fresh one.
         registry.on_give_up = on_fatal
-    app = create_app(registry, settings, on_fatal=on_fatal, freeze_heap=True)
+    app = create_app(
+        registry,
+        settings,
+        on_fatal=on_fatal,
+        freeze_heap=True,
+        serve_when_ready=serve_when_ready,
+    )
     server = DrainingServer(
         uvicorn.Config(
             # The gateway's own log line per request replaces uvicorn's access log; uvicorn's

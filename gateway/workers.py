@@ -27,14 +27,17 @@ from gateway.metrics import worker_exited
 log = logging.getLogger("gateway")
 
 
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that other workers can bind to the same address as well."""
+def reuse_port_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
+    """A socket bound to an address other workers can bind as well; listening unless
+    `listen` is false (then the server listens on it once it starts serving: the kernel hands
+    connections only to listening sockets of the group)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -45,8 +48,8 @@ _STABLE_S = 60.0
 _MAX_BACKOFF_S = 30.0
 
 
-def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -> int:
-    """Run `settings.workers` processes of `serve_one(settings, sock)` until SIGTERM or
+def run_workers(settings: Settings, serve_one: Callable[[Settings, Any, bool], int]) -> int:
+    """Run `settings.workers` processes of `serve_one(settings, sock, replacement)` until SIGTERM or
     SIGINT (then 0 once they all stopped). A worker that exits meanwhile (killed, crashed, or
     a model down for good) is replaced while the others keep serving, after a backoff of
     `engine_restart_backoff_s` doubled per quick failure; after `engine_restart_attempts`
@@ -56,11 +59,11 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
     stopping = False
     workers: dict[int, Any] = {}  # slot -> Process
 
-    def spawn(slot: int) -> None:
+    def spawn(slot: int, replacement: bool = False) -> None:
         # Not daemonic: each worker's vLLM engine starts processes of its own.
         worker = context.Process(
             target=_worker_main,
-            args=(serve_one, settings, os.getpid()),
+            args=(serve_one, settings, os.getpid(), replacement),
             name=f"gateway-worker-{slot}",
             daemon=False,
         )
@@ -113,7 +116,7 @@ def run_workers(settings: Settings, serve_one: Callable[[Settings, Any], int]) -
                 )
                 _sleep_unless(lambda: stopping, delay)
                 if not stopping:
-                    spawn(slot)
+                    spawn(slot, replacement=True)
         return 1 if failed else 0
     finally:
         for sig, handler in previous.items():
@@ -128,15 +131,22 @@ def _sleep_unless(stopped: Callable[[], bool], seconds: float) -> None:
 
 
 def _worker_main(
-    serve_one: Callable[[Settings, Any], int], settings: Settings, supervisor: int
+    serve_one: Callable[[Settings, Any, bool], int],
+    settings: Settings,
+    supervisor: int,
+    replacement: bool,
 ) -> None:
     # Started before anything slow, and given the supervisor's pid rather than reading it
     # here: a supervisor that died while this process was still importing would be missed.
     threading.Thread(
         target=_stop_when_orphaned, args=(supervisor,), daemon=True, name="supervisor-watch"
     ).start()
-    sock = reuse_port_socket(settings.host, settings.port)
-    raise SystemExit(serve_one(settings, sock))
+    # A replacement joins the port only once its engines are ready: listening from the start,
+    # it would take its share of new connections and answer them 503 while it loads (a
+    # minute on a CPU), though the other workers are serving. The first workers listen at
+    # once, so that /health answers and /ready says 503 while the server starts.
+    sock = reuse_port_socket(settings.host, settings.port, listen=not replacement)
+    raise SystemExit(serve_one(settings, sock, replacement))
 
 
 def _stop_when_orphaned(parent: int) -> None:

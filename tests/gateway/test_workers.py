@@ -13,7 +13,12 @@ import psutil
 import pytest
 
 from gateway.config import ConfigError, load_settings, resolve_model_path
-from reliability.server import start_workers, wait_ready, worker_processes
+from reliability.server import (
+    start_workers,
+    wait_every_worker_ready,
+    wait_ready,
+    worker_processes,
+)
 
 
 @pytest.mark.parametrize("raw, expected", [("1", 1), ("3", 3), (" 4 ", 4)])
@@ -97,6 +102,52 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Pat
         )
         gateway.process.send_signal(signal.SIGTERM)
         assert gateway.process.wait(timeout=30) == 0
+    finally:
+        gateway.stop()
+
+
+def _listeners(port: int) -> int:
+    return sum(
+        1
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+    )
+
+
+def test_a_replacement_worker_takes_connections_only_once_its_engine_is_ready(
+    tmp_path: Path,
+) -> None:
+    # The model takes 5 s to load. Listening meanwhile, the replacement would take its share
+    # of new connections and answer them 503 ("still loading"), or hold them until loaded,
+    # while the other worker could serve them at once.
+    load_s = 5.0
+    gateway = start_workers(
+        tmp_path,
+        fake_models={"m": {"start_delay_s": load_s}},
+        args=["--log-level", "warning", "--engine-restart-backoff-s", "0.2"],
+        ready_timeout=60,
+    )
+    try:
+        assert _listeners(gateway.port) == 2
+        victim, _ = worker_processes(gateway)
+        victim.kill()
+        victim.wait(10)
+        killed_at = time.monotonic()
+        statuses: dict[int | str, int] = {}
+        while _listeners(gateway.port) < 2:
+            assert time.monotonic() - killed_at < 60
+            try:
+                with httpx.Client(timeout=load_s / 2) as client:  # fresh: the kernel picks
+                    status: int | str = client.post(
+                        gateway.base_url + "/v1/embeddings", json={"model": "m", "input": "hi"}
+                    ).status_code
+            except httpx.TimeoutException:
+                status = "held"
+            statuses[status] = statuses.get(status, 0) + 1
+            time.sleep(0.02)
+        assert time.monotonic() - killed_at >= load_s  # listening only once it had loaded
+        assert set(statuses) == {200}, statuses
+        wait_every_worker_ready(gateway.base_url)
     finally:
         gateway.stop()
 
