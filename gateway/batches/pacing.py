@@ -12,8 +12,8 @@ by tokens, the unit a step's duration grows with: each batch input (one engine r
   steered one once none has for that long. An input bigger than the budget starts alone.
 
 The quiet budget is steered by time, not set in tokens, because the request that arrives
-first after a quiet spell waits behind all of it, and what a token costs differs a hundredfold
-between a 2-core CPU and a GPU: each batch input that ran wholly in the quiet spell reports how
+first after a quiet spell waits behind all of it, and what a token costs depends on the
+hardware and the model (a count that suits 2 CPU cores would starve a GPU): each batch input that ran wholly in the quiet spell reports how
 long the engine held it (waiting behind the batch work ahead of it, then its own step), and
 the budget grows while those times stay under `--batch-quiet-latency-ms` and shrinks while
 they run over, between the busy budget and `--batch-quiet-inflight-tokens`. A fixed point is
