@@ -13,9 +13,9 @@ by tokens, the unit a step's duration grows with: each batch input (one engine r
 
 The quiet budget is steered by time, not set in tokens, because the request that arrives
 first after a quiet spell waits behind all of it, and what a token costs depends on the
-hardware and the model (a count that suits 2 CPU cores would starve a GPU): each batch input that ran wholly in the quiet spell reports how
-long the engine held it (waiting behind the batch work ahead of it, then its own step), and
-the budget grows while those times stay under `--batch-quiet-latency-ms` and shrinks while
+hardware and the model (a count that suits 2 CPU cores would starve a GPU): each batch
+input that ran wholly in the quiet spell reports how long the engine held it (waiting
+behind the batch work ahead of it, then its own step), and the budget grows while those times stay under `--batch-quiet-latency-ms` and shrinks while
 they run over, between the busy budget and `--batch-quiet-inflight-tokens`. A fixed point is
 a budget whose inputs come back in about the target time, which is then about what an
 interactive request arriving into it waits.
