@@ -49,8 +49,8 @@ _MAX_BACKOFF_S = 30.0
 
 
 def run_workers(settings: Settings, serve_one: Callable[[Settings, Any, bool], int]) -> int:
-    """Run `settings.workers` processes of `serve_one(settings, sock, replacement)` until SIGTERM or
-    SIGINT (then 0 once they all stopped). A worker that exits meanwhile (killed, crashed, or
+    """Run `settings.workers` processes of `serve_one(settings, sock, replacement)` until
+    SIGTERM or SIGINT (then 0 once they all stopped). A worker that exits meanwhile (killed, crashed, or
     a model down for good) is replaced while the others keep serving, after a backoff of
     `engine_restart_backoff_s` doubled per quick failure; after `engine_restart_attempts`
     replacements in a row that exit within a minute, the others are stopped and the
