@@ -23,24 +23,12 @@ from typing import Any
 
 import psutil
 
+from bench.load import tree_cpu_by_name
 from bench.saved import run_facts
 from reliability.server import start_gateway
 
 MODEL = "all-MiniLM-L6-v2"
 RESULTS = Path(__file__).parent / "results" / "idle_cpu.json"
-
-
-def tree_cpu_s(root: psutil.Process) -> dict[str, float]:
-    """CPU seconds (user + system) of `root` and each process under it, by process name."""
-    seconds: dict[str, float] = {}
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            name = process.name()
-        except psutil.NoSuchProcess:
-            continue
-        seconds[name] = seconds.get(name, 0.0) + times.user + times.system
-    return seconds
 
 
 def idle_share(interval_s: float, seconds: float, workdir: Path) -> dict[str, Any]:
@@ -53,9 +41,9 @@ def idle_share(interval_s: float, seconds: float, workdir: Path) -> dict[str, An
     try:
         time.sleep(5)  # start-up's own work settles
         root = psutil.Process(gateway.process.pid)
-        before = tree_cpu_s(root)
+        before = tree_cpu_by_name(root)
         time.sleep(seconds)
-        after = tree_cpu_s(root)
+        after = tree_cpu_by_name(root)
     finally:
         gateway.stop()
     share = {

@@ -62,17 +62,22 @@ def _own_cpu(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _tree_cpu(process: psutil.Process | None) -> float:
-    if process is None:
-        return 0.0
-    total = 0.0
+def tree_cpu_by_name(process: psutil.Process) -> dict[str, float]:
+    """CPU seconds (user + system) of `process` and each process under it, by process name
+    (bench/idle_cpu.py reports them so)."""
+    seconds: dict[str, float] = {}
     for p in [process, *process.children(recursive=True)]:
         try:
             times = p.cpu_times()
-            total += times.user + times.system
+            name = p.name()
         except psutil.NoSuchProcess:
-            pass
-    return total
+            continue
+        seconds[name] = seconds.get(name, 0.0) + times.user + times.system
+    return seconds
+
+
+def _tree_cpu(process: psutil.Process | None) -> float:
+    return 0.0 if process is None else sum(tree_cpu_by_name(process).values())
 
 
 async def closed_loop(

@@ -83,54 +83,30 @@ async def run_line(
 ) -> LineResult:
     """The result of input line `number`."""
     request_id = f"batch_req_{uuid.uuid4().hex}"
+
+    def refused(code: str, message: str, custom_id: str | None = None) -> LineResult:
+        return LineResult(False, _failure(request_id, custom_id, code, message))
+
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return LineResult(
-            False,
-            _failure(request_id, None, "invalid_json", f"line {number} is not valid JSON: {exc}"),
-        )
+        return refused("invalid_json", f"line {number} is not valid JSON: {exc}")
     if not isinstance(line, dict):
-        return LineResult(
-            False,
-            _failure(request_id, None, "invalid_request", f"line {number} must be a JSON object"),
-        )
+        return refused("invalid_request", f"line {number} must be a JSON object")
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
-        return LineResult(
-            False,
-            _failure(
-                request_id, None, "missing_custom_id", f"line {number} needs a `custom_id` string"
-            ),
-        )
+        return refused("missing_custom_id", f"line {number} needs a `custom_id` string")
     if line.get("method", "POST") != "POST":
-        return LineResult(
-            False,
-            _failure(
-                request_id, custom_id, "invalid_method", f"line {number}: `method` must be POST"
-            ),
-        )
+        return refused("invalid_method", f"line {number}: `method` must be POST", custom_id)
     if line.get("url") != endpoint:
-        return LineResult(
-            False,
-            _failure(
-                request_id,
-                custom_id,
-                "invalid_url",
-                f"line {number}: `url` must be the batch's endpoint {endpoint}, "
-                f"got {brief(line.get('url'))}",
-            ),
+        return refused(
+            "invalid_url",
+            f"line {number}: `url` must be the batch's endpoint {endpoint}, "
+            f"got {brief(line.get('url'))}",
+            custom_id,
         )
     if not isinstance(line.get("body"), dict):
-        return LineResult(
-            False,
-            _failure(
-                request_id,
-                custom_id,
-                "invalid_body",
-                f"line {number}: `body` must be a JSON object",
-            ),
-        )
+        return refused("invalid_body", f"line {number}: `body` must be a JSON object", custom_id)
     status, body, tokens = await _call_until_accepted(
         app, endpoint, call, orjson.dumps(line["body"])
     )
