@@ -1,5 +1,5 @@
 """The README's table of options, rendered from `gateway.config.OPTIONS`, the declarations
-`serve --help` is built from, so the two say the same thing."""
+`serve --help` is built from, so the two say the same thing, defaults included."""
 
 from __future__ import annotations
 
@@ -30,6 +30,6 @@ def render(options: Iterable[Option] = OPTIONS) -> str:
         env = f"`{option.env}`" if option.env else ""
         lines.append(
             f"| {_flag(option)} | {env} | {_SCOPE.get(option.scope, option.scope)} | "
-            f"{_cell(option.help)} |"
+            f"{_cell(option.help_text)} |"
         )
     return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""The effective configuration: Settings for the process, a ModelConfig per served model, and
+each model's InputPolicy. Field defaults are the options' built-in defaults (options.py), so
+a Settings built directly, as tests and benchmarks do, matches one loaded with nothing set."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from adapters.base import EngineSpec, redact_secrets
+from gateway.config.options import default_of
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """How the gateway turns a model's request inputs into prompts: token-id decoding,
+    prompt templates and the default length policy."""
+
+    token_ids: str = default_of("token_ids")
+    truncate: str = default_of("truncate")
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    # Extra model name -> prompt name it applies.
+    prompt_aliases: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: its public name, aliases, engine arguments and input policy."""
+
+    name: str
+    aliases: tuple[str, ...]
+    engine: EngineSpec
+    policy: InputPolicy = field(default_factory=InputPolicy)
+    # The model of requests that name none (YAML `default: true`).
+    default: bool = False
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases, *self.policy.prompt_aliases)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole effective configuration, built once by `load_settings` and passed around."""
+
+    host: str = default_of("host")
+    port: int = default_of("port")
+    log_level: str = default_of("log_level")
+    log_format: str = default_of("log_format")
+    engine: str = default_of("engine")
+    tiktoken_cache_dir: str | None = default_of("tiktoken_cache_dir")
+    # `auto` is decided from the hardware when loading; one process when built directly.
+    workers: int = 1
+    cpu_threads: str = default_of("cpu_threads")
+    embedding_cache_size: int = default_of("embedding_cache_size")
+    embedding_cache_bytes: int = default_of("embedding_cache_bytes")
+    models: tuple[ModelConfig, ...] = field(default_factory=tuple)
+    # No key: authentication is off (an option given without a key is an error instead).
+    api_keys: tuple[str, ...] = ()
+    api_key_file: str | None = default_of("api_key_file")
+    public_metrics: bool = default_of("public_metrics")
+    cors_allow_origins: tuple[str, ...] = default_of("cors_allow_origins")
+    max_body_bytes: int = default_of("max_body_bytes")
+    max_header_bytes: int = default_of("max_header_bytes")
+    header_timeout_s: float = default_of("header_timeout_s")
+    body_timeout_s: float = default_of("body_timeout_s")
+    keep_alive_timeout_s: float = default_of("keep_alive_timeout_s")
+    max_connections: int = default_of("max_connections")
+    max_inputs: int = default_of("max_inputs")
+    max_request_tokens: int = default_of("max_request_tokens")
+    max_rerank_documents: int = default_of("max_rerank_documents")
+    max_rerank_chunks: int = default_of("max_rerank_chunks")
+    # None: derived (gateway/costs.py).
+    max_input_chars: int | None = default_of("max_input_chars")
+    max_request_chars: int | None = default_of("max_request_chars")
+    max_inflight_inputs: int = default_of("max_inflight_inputs")
+    request_timeout_s: float = default_of("request_timeout_s")
+    health_check_interval_s: float = default_of("health_check_interval_s")
+    health_check_timeout_s: float = default_of("health_check_timeout_s")
+    engine_restart_attempts: int = default_of("engine_restart_attempts")
+    engine_restart_backoff_s: float = default_of("engine_restart_backoff_s")
+    drain_grace_s: float = default_of("drain_grace_s")
+    # None (an app built without load_settings, as in tests): a temporary folder per app.
+    batch_dir: str | None = default_of("batch_dir")
+    batch_max_file_bytes: int = default_of("batch_max_file_bytes")
+    batch_max_lines: int = default_of("batch_max_lines")
+    batch_min_free_bytes: int = default_of("batch_min_free_bytes")
+    batch_file_ttl_s: int = default_of("batch_file_ttl_s")
+    batch_max_inflight_tokens: int = default_of("batch_max_inflight_tokens")
+    batch_quiet_after_s: float = default_of("batch_quiet_after_s")
+    batch_quiet_latency_ms: float = default_of("batch_quiet_latency_ms")
+    batch_quiet_inflight_tokens: int = default_of("batch_quiet_inflight_tokens")
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config for the startup log; API keys appear only as a count, and
+        credentials among engine arguments (e.g. `hf_token`) as `<redacted>`."""
+        server = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
+        server["api_keys"] = f"<{len(self.api_keys)} keys>"
+        return {
+            **server,
+            "models": [
+                {
+                    "name": m.name,
+                    "aliases": list(m.aliases),
+                    "engine": redact_secrets(m.engine.__dict__),
+                    "policy": m.policy.__dict__,
+                }
+                for m in self.models
+            ],
+        }
