@@ -42,3 +42,19 @@ def test_a_row_uses_the_metavar_serve_help_shows_and_marks_repeatable_flags() ->
         "| `--api-key KEY` (repeatable) | `K` | server | A key. |",
         "| `--max-inputs MAX_INPUTS` |  | per model | Most \\| inputs per request. |",
     ]
+
+
+def test_every_row_states_the_declared_default_once() -> None:
+    rows = options.render().splitlines()[2:]
+    for option, row in zip(OPTIONS, rows):
+        assert row.count("(default") == (1 if option.default_text else 0)
+        assert option.default_text in row
+
+
+def test_a_row_adds_the_default_to_the_help() -> None:
+    rendered = options.render(
+        [Option("port", "server", int, "Port.", env="P", default=8000, default_note="why")]
+    )
+    assert rendered.splitlines()[2:] == [
+        "| `--port PORT` | `P` | server | Port (default 8000, why). |"
+    ]
