@@ -87,9 +87,10 @@ reliability: install
 	HF_HUB_OFFLINE=1 $(PY) -m reliability.battery $(BATTERY_ARGS)
 
 # Rewrite the generated sections of README.md and docs/benchmarks.md (between
-# `<!-- generated:NAME begin/end -->` markers): the options table from gateway/config.py and the
-# bench and reliability tables from their saved results (nothing is measured). `make bench` and
-# `make reliability` write their own sections when they run; tests fail on a stale section.
+# `<!-- generated:NAME begin/end -->` markers): the options table from gateway/config/options.py
+# and the bench and reliability tables from their saved results (nothing is measured). `make
+# bench` and `make reliability` write their own sections when they run; tests fail on a stale
+# section.
 docs: install
 	HF_HUB_OFFLINE=1 $(PY) -m docgen
 

@@ -21,7 +21,8 @@ _DAY_S = 24 * 3600
 # The characters per token the derived character limits allow (gateway/costs.py derives them;
 # a test keeps the two equal).
 _CHARS_PER_TOKEN = 16
-_MAX_REQUEST_TOKENS = 300_000  # OpenAI's; the derived --max-request-chars default says it too
+# Named because the derived --max-request-chars default is stated from it too.
+_MAX_REQUEST_TOKENS = 300_000
 
 
 class ConfigError(ValueError):
@@ -55,7 +56,7 @@ class Option:
         return self.cli or "--" + self.name.replace("_", "-")
 
     @property
-    def value(self) -> Any:
+    def parsed_default(self) -> Any:
         """The built-in default as Settings holds it (lists as tuples); None when unset."""
         if self.default is None:
             return None
@@ -689,4 +690,4 @@ BY_NAME = {option.name: option for option in OPTIONS}
 
 def default_of(name: str) -> Any:
     """The built-in default of option `name` as Settings holds it (None when it has none)."""
-    return BY_NAME[name].value
+    return BY_NAME[name].parsed_default

@@ -59,10 +59,10 @@ def test_serve_help_states_the_declared_default_once(option: Option) -> None:
         return
     shown = re.search(r"\(default (\S+?)(?:[,)]| = )", text)
     assert shown, text
-    if option.value == ():
+    if option.parsed_default == ():
         assert shown[1] == "none"
     else:
-        assert option.parse(shown[1]) == option.value
+        assert option.parse(shown[1]) == option.parsed_default
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
@@ -74,12 +74,12 @@ def test_settings_hold_the_options_default(option: Option) -> None:
         assert option.name in {"config", "model", "served_model_name", "aliases"}
     elif option.name == "workers":
         # `auto` becomes a count when loading, from the hardware and the models.
-        assert (option.value, defaults["workers"]) == (None, 1)
+        assert (option.parsed_default, defaults["workers"]) == (None, 1)
     elif option.default is None:
         assert defaults[option.name] in (None, (), {})
     else:
-        assert defaults[option.name] == option.value
-        assert type(defaults[option.name]) is type(option.value)
+        assert defaults[option.name] == option.parsed_default
+        assert type(defaults[option.name]) is type(option.parsed_default)
 
 
 def test_derived_character_limits_state_the_factor_the_gateway_applies() -> None:
