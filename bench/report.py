@@ -13,7 +13,7 @@ from docgen.markers import REPO, write_section
 RESULTS = REPO / "bench" / "results"
 # The generated section `make bench` and `python -m bench --render-only` write in these files.
 SECTION = "bench"
-TARGETS = ("README.md", "docs/benchmarks.md")
+TARGETS = ("docs/benchmarks.md",)
 # Result key -> column name, in the order the servers run.
 SERVERS = {
     "gateway": "gateway",

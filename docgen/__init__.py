@@ -1,3 +1,3 @@
-"""Sections of README.md and docs/ that commands write, so that the docs cannot drift from the
+"""Sections of docs/ that commands write, so that the docs cannot drift from the
 code and the saved results (`make docs`, `python -m bench --render-only`,
 `python -m reliability.battery --render-only`)."""

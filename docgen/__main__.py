@@ -1,11 +1,11 @@
 """`make docs` / `python -m docgen [--check]`: rewrite every generated section of the docs.
 
-options      README.md                       from gateway.config.OPTIONS
-bench        README.md, docs/benchmarks.md   from bench/results/latest.json
-reliability  README.md                       from reliability/results/latest.json
-costs        README.md                       from reliability/results/costs.json
-ablation     docs/benchmarks.md              from bench/results/ablation.json
-profile      docs/benchmarks.md              from bench/results/profile.json
+options      docs/configuration.md   from the configuration's OPTIONS
+bench        docs/benchmarks.md      from bench/results/latest.json
+reliability  docs/reliability.md     from reliability/results/latest.json
+costs        docs/reliability.md     from reliability/results/costs.json
+ablation     docs/benchmarks.md      from bench/results/ablation.json
+profile      docs/benchmarks.md      from bench/results/profile.json
 
 Nothing is measured: the benchmark and the battery write their sections themselves when they
 run; here their saved results are only rendered again. --check writes nothing and exits 1

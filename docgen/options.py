@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from gateway.config import OPTIONS, Option
 
 SECTION = "options"
-TARGETS = ("README.md",)
+TARGETS = ("docs/configuration.md",)
 
 _SCOPE = {"server": "server", "model": "per model"}
 

@@ -52,7 +52,7 @@ CAPACITY_RPS = BOUND / MEAN_INPUTS / LATENCY_S
 RESULTS = REPO / "reliability" / "results"
 # The generated section of README.md that the battery writes.
 SECTION = "reliability"
-TARGETS = ("README.md",)
+TARGETS = ("docs/reliability.md",)
 SECTIONS = (
     "steady",
     "overload",

@@ -29,7 +29,7 @@ from reliability.server import REPO, start_gateway
 
 RESULTS = REPO / "reliability" / "results" / "costs.json"
 SECTION = "costs"
-TARGETS = ("README.md",)
+TARGETS = ("docs/reliability.md",)
 
 
 def costly_requests(model: str) -> dict[str, tuple[str, dict | bytes]]:

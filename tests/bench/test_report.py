@@ -1,5 +1,5 @@
-"""The benchmark's tables in README.md and docs/benchmarks.md are exactly what its report code
-renders from the saved results; the summary line names every cell the gateway loses to the
+"""The benchmark's tables in the docs are exactly what its report code renders from the saved
+results; the summary line names every cell the gateway loses to the
 tuned vllm serve, and the targets are judged from the numbers."""
 
 from __future__ import annotations

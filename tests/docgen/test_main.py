@@ -7,16 +7,28 @@ import shutil
 import pytest
 
 from docgen import __main__ as docgen
-from docgen.markers import REPO, replace_section
+from docgen import options
+from docgen.markers import REPO, replace_section, section
 
 
 def test_check_passes_on_the_repository_as_committed() -> None:
     assert docgen.main(["--check"]) == 0
 
 
+def test_every_generated_section_appears_once_in_the_docs() -> None:
+    # One place per table: a section rendered into two files would be read twice and could be
+    # quoted from either; the README keeps none.
+    for name, targets, _ in docgen.generators():
+        assert len(targets) == 1, name
+        assert targets[0].startswith("docs/"), name
+        assert section((REPO / targets[0]).read_text(), name)
+    assert "<!-- generated:" not in (REPO / "README.md").read_text()
+
+
 @pytest.fixture
 def copy(tmp_path, monkeypatch):
-    for rel in ("README.md", "docs/benchmarks.md"):
+    targets = {t for _, ts, _ in docgen.generators() for t in ts}
+    for rel in targets:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     monkeypatch.setattr(docgen, "REPO", tmp_path)
@@ -24,9 +36,10 @@ def copy(tmp_path, monkeypatch):
 
 
 def test_check_fails_on_a_hand_edit_and_a_run_repairs_it(copy, capsys) -> None:
-    readme = copy / "README.md"
-    readme.write_text(replace_section(readme.read_text(), "options", "| hand | edit |"))
+    (target,) = options.TARGETS
+    page = copy / target
+    page.write_text(replace_section(page.read_text(), "options", "| hand | edit |"))
     assert docgen.main(["--check"]) == 1
-    assert "README.md section `options`" in capsys.readouterr().out
+    assert f"{target} section `options`" in capsys.readouterr().out
     assert docgen.main([]) == 0
-    assert readme.read_text() == (REPO / "README.md").read_text()
+    assert page.read_text() == (REPO / target).read_text()

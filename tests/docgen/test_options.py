@@ -1,4 +1,5 @@
-"""README's options table is rendered from gateway.config.OPTIONS and must equal it."""
+"""The options table of the docs is rendered from the configuration's OPTIONS and must equal
+it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from docgen.markers import REPO, section
 from gateway.config import OPTIONS, Option
 
 
-def test_readme_options_table_is_current() -> None:
+def test_docs_options_table_is_current() -> None:
     # Fails when an option is added, renamed or re-worded without `make docs`, or when the
     # table is edited by hand.
-    readme = (REPO / "README.md").read_text()
-    assert section(readme, options.SECTION) == options.render(), "run `make docs`"
+    for target in options.TARGETS:
+        page = (REPO / target).read_text()
+        assert section(page, options.SECTION) == options.render(), "run `make docs`"
 
 
 def test_every_option_has_a_row_with_its_flag_and_env() -> None:

@@ -1,16 +1,19 @@
-"""The battery's table in README.md is exactly what its report code renders from the saved
+"""The battery's table in the docs is exactly what its report code renders from the saved
 results."""
 
 from __future__ import annotations
+
+import pytest
 
 from docgen.markers import REPO, section
 from reliability import battery
 
 
-def test_readme_holds_what_the_saved_run_renders_to() -> None:
+@pytest.mark.parametrize("target", battery.TARGETS)
+def test_docs_hold_what_the_saved_run_renders_to(target: str) -> None:
     # A hand edit of the section, or a report change without `--render-only`, fails here.
-    readme = (REPO / "README.md").read_text()
-    assert section(readme, battery.SECTION) == battery.render_saved().strip("\n")
+    text = (REPO / target).read_text()
+    assert section(text, battery.SECTION) == battery.render_saved().strip("\n")
 
 
 def test_saved_markdown_is_what_the_saved_json_renders_to() -> None:
