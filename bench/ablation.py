@@ -47,7 +47,7 @@ def measure(model_path: str, queries: int, texts: int) -> dict[str, float]:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from adapters.base import EngineSpec
-    from adapters.vllm_engine import engine_arguments
+    from adapters.vllm import engine_arguments
 
     spec = EngineSpec(name=C.MODEL_NAME, model=model_path, dtype="float32")
     llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_arguments(spec, on_cpu=True)))
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.model_path, args.queries, args.texts)))
         return 0
 
-    from adapters.vllm_engine import engine_environment
+    from adapters.vllm import engine_environment
     from gateway.config import resolve_model_path
 
     model_path = resolve_model_path("builtin:" + C.MODEL_NAME)

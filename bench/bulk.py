@@ -201,7 +201,7 @@ def corpus(documents: int, seed: int = 12) -> list[str]:
 
 def cpu_binding_env() -> dict[str, str]:
     """The environment the gateway's engines get (--cpu-threads all), for the ceiling."""
-    from adapters.vllm_engine import engine_environment
+    from adapters.vllm import engine_environment
 
     return {**engine_environment("all"), "HF_HUB_OFFLINE": "1"}
 
@@ -289,7 +289,7 @@ def sweep(texts: list[str]) -> dict:
     """Seconds for the adapter fed everything at once, then per (batch tokens, in flight)."""
     import asyncio
 
-    from adapters.vllm_engine import configure_cpu_threads
+    from adapters.vllm import configure_cpu_threads
     from gateway.bulk.pipeline import Job, run
     from gateway.cli import build_registry
     from gateway.config import load_settings

@@ -53,7 +53,7 @@ def run_engine(job: dict[str, Any]) -> dict[str, Any]:
     from vllm.platforms import current_platform
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from adapters.vllm_engine import engine_arguments
+    from adapters.vllm import engine_arguments
 
     (model,) = gateway_settings(job.get("gateway_flags", [])).models
     llm = AsyncLLM.from_engine_args(

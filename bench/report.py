@@ -171,13 +171,13 @@ def started(result: dict) -> str:
             f"- **gateway**: `{servers['gateway']['command']}` ("
             + ("one process" if workers == 1 else f"{workers} worker processes, one engine each")
             + f"); it gives its engine {_env(engine_env)} itself "
-            "(`adapters.vllm_engine.engine_environment`)."
+            "(`adapters.vllm.engine_environment`)."
         )
     if "vllm_tuned" in servers:
         s = servers["vllm_tuned"]
         lines.append(
             f"- **vllm serve tuned**: `{s['command']}` with {_env(s['env'])} in its "
-            "environment: the flags are `adapters.vllm_engine.engine_arguments` of the "
+            "environment: the flags are `adapters.vllm.engine_arguments` of the "
             "gateway's own model settings and the environment is `engine_environment` of its "
             "`--cpu-threads`, the functions the gateway builds its engine with; the log flags "
             "match the gateway's `--log-level warning`."

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         str(args.gpu_memory_utilization),
         *args.gateway_arg,
     ]
-    from adapters.vllm_engine import engine_environment
+    from adapters.vllm import engine_environment
 
     # What the gateway will build from these flags (and this environment), so that the tuned
     # vllm serve and the in-process engine get the same engine and engine environment.
@@ -195,7 +195,7 @@ def launches(
     """The servers to measure, in order: result key -> its Launch on a given port."""
     from vllm.platforms import current_platform
 
-    from adapters.vllm_engine import engine_environment
+    from adapters.vllm import engine_environment
 
     (model,) = settings.models
     on_cpu = current_platform.is_cpu()

@@ -142,7 +142,7 @@ def vllm_tuned_launch(
 ) -> Launch:
     """vLLM's server with the gateway's engine: `engine_arguments` of the gateway's own spec
     as flags, and `engine_environment` of its --cpu-threads in the environment."""
-    from adapters.vllm_engine import engine_arguments, engine_environment
+    from adapters.vllm import engine_arguments, engine_environment
 
     (model,) = settings.models
     arguments = engine_arguments(model.engine, on_cpu=on_cpu)

@@ -25,7 +25,9 @@ from adapters.token_limits import (
     fit,
     token_starts,
 )
-from adapters.vllm_engine import VLLMEngine, _off_loop, rust_batch_encoder
+from adapters.vllm import VLLMEngine
+from adapters.vllm.splitting import SplitRequest, Splitter
+from adapters.vllm.tokenizing import Abandoned, off_loop, rust_batch_encoder
 from gateway.config import resolve_model_path
 
 
@@ -111,14 +113,12 @@ def test_abandoned_tokenizer_work_stops_at_the_next_step() -> None:
         started.set()
         for _ in range(500):  # 5 s unless stopped
             if cancel.is_set():
-                from adapters.vllm_engine import _Abandoned
-
-                raise _Abandoned()
+                raise Abandoned()
             steps.append(time.monotonic())
             time.sleep(0.01)
 
     async def abandon() -> None:
-        task = asyncio.ensure_future(_off_loop(10**6, work))
+        task = asyncio.ensure_future(off_loop(10**6, work))
         await asyncio.to_thread(started.wait)
         await asyncio.sleep(0.1)
         task.cancel()
@@ -135,17 +135,19 @@ def test_abandoned_tokenizer_work_stops_at_the_next_step() -> None:
 def test_split_refuses_too_many_chunks_before_building_them(engine, monkeypatch) -> None:
     engine._facts = ModelFacts(dimension=0, max_model_len=256, scores_pairs=True)
     built = []
-    monkeypatch.setattr(engine, "_split_one", lambda *a: built.append(1) or [])
+    monkeypatch.setattr(Splitter, "_split_one", lambda *a: built.append(1) or [])
     text = " ".join(map(str, range(20_000)))
     with pytest.raises(InvalidInput, match="at least .* chunks of at most 1 tokens"):
-        engine._split_now([text], "q", 1, limits=SplitLimits(max_chunks=10_000))
+        engine._split_now(SplitRequest([text], "q", 1, limits=SplitLimits(max_chunks=10_000)))
     assert built == []
 
 
 def test_split_keeps_only_the_first_chunks_asked_for(engine) -> None:
     engine._facts = ModelFacts(dimension=0, max_model_len=256, scores_pairs=True)
     text = " ".join(map(str, range(5_000)))
-    (pieces,) = engine._split_now([text], "q", 2, limits=SplitLimits(max_chunks_per_text=3))
+    (pieces,) = engine._split_now(
+        SplitRequest([text], "q", 2, limits=SplitLimits(max_chunks_per_text=3))
+    )
     assert len(pieces) == 3 and text.startswith("".join(pieces))
 
 
@@ -209,7 +211,7 @@ def test_a_refused_split_tokenizes_a_window_at_a_time(engine, monkeypatch) -> No
     monkeypatch.setattr(engine, "_tokenizer", spy)
     limits = SplitLimits(max_chunks=10_000, max_total_tokens=300_000)
     with pytest.raises(InvalidInput, match="at least 612752 chunks of at most 1 tokens"):
-        engine._split_now([NUMBERS] * 4, "which number", 1, limits=limits)
+        engine._split_now(SplitRequest([NUMBERS] * 4, "which number", 1, limits=limits))
     assert max(read) <= WINDOW_CHARS + 2 * CUT_MARGIN_CHARS
 
 
@@ -219,7 +221,9 @@ def test_a_long_document_is_split_holding_a_window_not_the_document(engine) -> N
     tracemalloc.start()
     try:
         pieces.extend(
-            engine._split_now([NUMBERS], "q", 3, limits=SplitLimits(max_chunks_per_text=2))
+            engine._split_now(
+                SplitRequest([NUMBERS], "q", 3, limits=SplitLimits(max_chunks_per_text=2))
+            )
         )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -243,16 +247,16 @@ def test_short_documents_are_counted_in_one_batch_and_kept_whole(engine, monkeyp
         return tokenizer(*args, **kwargs)
 
     monkeypatch.setattr(engine, "_tokenizer", spy)
-    fast = engine._split_now(documents, query, None)
+    fast = engine._split_now(SplitRequest(documents, query, None))
     fast_calls = len(calls)
     monkeypatch.setattr(engine, "_tokenizer", tokenizer)
     if query is None:
-        slow = engine._split_now(documents, None, None, wrap=lambda text: text)
+        slow = engine._split_now(SplitRequest(documents, None, None, wrap=lambda text: text))
     else:
         monkeypatch.setattr(engine, "_encode_batch", None)
         monkeypatch.setattr(engine, "_use_sep_token", True)
         slow = [
-            engine._split_one(text, n, *rest)
+            engine._splitter()._split_one(text, n, *rest)
             for text, n, *rest in _slow_split_arguments(engine, documents, query)
         ]
     assert fast == slow

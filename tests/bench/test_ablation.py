@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.vllm_engine import engine_environment
+from adapters.vllm import engine_environment
 from bench import ablation
 
 

@@ -15,7 +15,7 @@ RAW = "\n".join(
         (
             f"{GATEWAY};Runner.run (asyncio/runners.py:118);RequestResponseCycle.run_asgi "
             "(uvicorn/protocols/http/httptools_impl.py:1);create_embeddings (gateway/routes.py:1);"
-            "VLLMEngine._token_ids (adapters/vllm_engine.py:1);encode (adapters/vllm_engine.py:2) 200"
+            "VLLMEngine._token_ids (adapters/vllm/engine.py:1);encode (adapters/vllm/engine.py:2) 200"
         ),
         (
             f"{GATEWAY};Runner.run (asyncio/runners.py:118);RequestResponseCycle.run_asgi "

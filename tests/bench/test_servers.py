@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from adapters.vllm_engine import engine_arguments, engine_environment
+from adapters.vllm import engine_arguments, engine_environment
 from bench.servers import (
     VLLM_SERVE,
     gateway_launch,

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from adapters.fake import FakeEngine
-from adapters.vllm_engine import check_model_source
+from adapters.vllm import check_model_source
 from gateway.app import create_app
 from gateway.registry import ModelRegistry, ServedModel
 from reliability.server import free_port, start_gateway

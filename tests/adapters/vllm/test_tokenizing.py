@@ -1,11 +1,15 @@
-"""The adapter's batch tokenizer: the Rust encoder gives the transformers wrapper's ids."""
+"""The adapter's tokenizer calls: the Rust batch encoder gives the transformers wrapper's ids,
+and a tokenizer's failure (a Rust panic included) is the input's fault, never an interrupt's."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from transformers import AutoTokenizer
 
-from adapters.vllm_engine import rust_batch_encoder
+from adapters.base import InvalidInput
+from adapters.vllm.tokenizing import _tokenizer_call, rust_batch_encoder
 from gateway.config import resolve_model_path
 
 TEXTS = [
@@ -48,3 +52,24 @@ def test_no_rust_encoder_for_a_slow_tokenizer() -> None:
             return {"input_ids": [[1] for _ in texts]}
 
     assert rust_batch_encoder(Slow()) is None
+
+
+class PanicException(BaseException):
+    """What pyo3 raises for a Rust panic in `tokenizers`: not an Exception (PyO3#2783)."""
+
+
+def test_tokenizer_panic_becomes_invalid_input() -> None:
+    def panics(texts, add_special_tokens):
+        raise PanicException("byte index 3 is not a char boundary")
+
+    with pytest.raises(InvalidInput, match="tokenizer rejected the input: PanicException"):
+        _tokenizer_call(panics, ["x"], True)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit, asyncio.CancelledError])
+def test_tokenizer_does_not_swallow_interrupts(exc) -> None:
+    def interrupted(texts, add_special_tokens):
+        raise exc()
+
+    with pytest.raises(exc):
+        _tokenizer_call(interrupted, ["x"], True)
