@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import cells as C
 from bench.saved import run_facts, save
-from docgen.markers import REPO
+from harness.paths import REPO
 
 RESULTS = REPO / "bench" / "results" / "ablation.json"
 SECTION = "ablation"

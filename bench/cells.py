@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.load import Body
+from harness.load import Body
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 WORDS = {"short": 12, "long": 200}

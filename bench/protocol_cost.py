@@ -18,7 +18,7 @@ import time
 import httpx
 import psutil
 
-from reliability.server import free_port
+from harness.launch import free_port
 
 KINDS = ("httptools", "bounded", "h11")
 BODY = {"model": "fake", "input": ["hello world"]}

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cells import Cell
-from docgen.markers import REPO, write_section
+from harness.markers import write_section
+from harness.paths import REPO
 
 RESULTS = REPO / "bench" / "results"
 # The generated section `make bench` and `python -m bench --render-only` write in these files.

@@ -32,19 +32,16 @@ import uvloop
 
 from bench import cells as C
 from bench import report
-from bench.load import closed_loop, probe
 from bench.servers import (
-    REPO,
-    Launch,
-    Server,
     gateway_launch,
     gateway_settings,
-    running,
     vllm_defaults_launch,
     vllm_tuned_launch,
 )
 from gateway.config import Settings
-from reliability.server import free_port
+from harness.launch import Launch, Server, free_port, running
+from harness.load import closed_loop, probe
+from harness.paths import REPO
 
 RESULTS = report.RESULTS
 # Short queries embedded one at a time in process (sentence-transformers, the engine): p50.

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from docgen.markers import REPO, write_section
+from harness.markers import write_section
+from harness.paths import REPO
 
 
 def run_facts(module: str, argv: list[str] | None) -> dict[str, Any]:

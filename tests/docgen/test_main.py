@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from docgen import __main__ as docgen
-from docgen.markers import REPO, replace_section
+from harness.markers import replace_section
+from harness.paths import REPO
 
 
 def test_check_passes_on_the_repository_as_committed() -> None:

@@ -3,7 +3,8 @@ results."""
 
 from __future__ import annotations
 
-from docgen.markers import REPO, section
+from harness.markers import section
+from harness.paths import REPO
 from reliability import battery
 
 

@@ -1,4 +1,5 @@
-"""Start a gateway subprocess the way a user does, and steer its fake engines.
+"""A gateway subprocess started the way a user starts it, with fake engines to steer or real
+models to serve.
 
 Each fake model gets a control file (latency, dead, hang, nan_marker, fail: see
 adapters/fake.py) and a stats file (calls, completed, aborted) in the server's work folder.
@@ -8,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,49 +20,25 @@ import httpx
 import psutil
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(
-    url: str, process: subprocess.Popen, log_path: Path, *, timeout_s: float, poll_s: float = 0.5
-) -> None:
-    """Return once GET `url` answers 200; raise with the log's tail if the process exits
-    first or `timeout_s` passes. Used by the battery, the benchmark and the tests."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{url}: server exited with {process.returncode}:\n"
-                + log_path.read_text(errors="replace")[-3000:]
-            )
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(poll_s)
-    raise RuntimeError(
-        f"{url} did not become ready in {timeout_s:.0f} s:\n"
-        + log_path.read_text(errors="replace")[-3000:]
-    )
+from harness.launch import free_port, gateway_command, spawn, stop, wait_ready
 
 
 @dataclass
 class Gateway:
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     port: int
     workdir: Path
     log_path: Path
+    # Every /ready status answered while it started, in order.
+    ready_history: list[int] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.base_url + "/v1"
 
     def control(self, model: str, **behaviour: Any) -> None:
         """Switch a fake model's behaviour (merged into its control file)."""
@@ -74,7 +49,7 @@ class Gateway:
         temporary.write_text(json.dumps(current))
         os.replace(temporary, path)
 
-    def stats(self, model: str) -> dict:
+    def stats(self, model: str) -> dict[str, Any]:
         path = self.workdir / f"{model}.stats.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
@@ -82,76 +57,63 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop(self.process, timeout_s=timeout)
+
+
+def _fake_models(workdir: Path, fake_models: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    return [
+        {
+            "name": name,
+            "path": name,
+            "engine_kwargs": {
+                "control_file": str(workdir / f"{name}.control.json"),
+                "stats_file": str(workdir / f"{name}.stats.json"),
+                "keep_calls": 0,  # a long run must not grow by what tests inspect
+                **options,
+            },
+        }
+        for name, options in fake_models.items()
+    ]
 
 
 def start_gateway(
     workdir: Path,
     *,
-    fake_models: dict[str, dict] | None = None,
+    fake_models: Mapping[str, Mapping[str, Any]] | None = None,
     models: list[dict] | None = None,
-    args: list[str] = (),
-    env: dict[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
     ready_timeout: float = 30,
     cpu: str | None = None,
 ) -> Gateway:
-    """A gateway serving `fake_models` ({name: fake engine options}) or real `models`."""
+    """A gateway serving `fake_models` ({name: fake engine options}) or real `models` (the
+    YAML `models:` list), with any other YAML settings in `config`, ready to answer. `cpu`
+    pins it to those CPUs (taskset)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config: dict[str, Any] = {}
+    settings: dict[str, Any] = dict(config or {})
     if fake_models is not None:
-        config["engine"] = "fake"
-        config["models"] = [
-            {
-                "name": name,
-                "path": name,
-                "engine_kwargs": {
-                    "control_file": str(workdir / f"{name}.control.json"),
-                    "stats_file": str(workdir / f"{name}.stats.json"),
-                    "keep_calls": 0,  # a long run must not grow by what tests inspect
-                    **options,
-                },
-            }
-            for name, options in fake_models.items()
-        ]
+        settings["engine"] = "fake"
+        settings["models"] = _fake_models(workdir, fake_models)
     else:
-        config["models"] = models
+        settings["models"] = models
     config_path = workdir / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path.write_text(yaml.safe_dump(settings))
     port = free_port()
-    log_path = workdir / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--config",
-        str(config_path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *args,
-    ]
+    command = gateway_command(port, "--config", str(config_path), *args)
     if cpu is not None:
         command = ["taskset", "-c", cpu, *command]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        )
+    log_path = workdir / "server.log"
+    process = spawn(command, log_path, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
     gateway = Gateway(process, port, workdir, log_path)
     try:
         wait_ready(
-            gateway.base_url + "/ready", process, log_path, timeout_s=ready_timeout, poll_s=0.1
+            gateway.base_url + "/ready",
+            process,
+            log_path,
+            timeout_s=ready_timeout,
+            poll_s=0.1,
+            seen=gateway.ready_history,
         )
     except RuntimeError:
         gateway.stop()
@@ -163,9 +125,9 @@ def start_workers(
     workdir: Path,
     count: int = 2,
     *,
-    fake_models: dict[str, dict] | None = None,
-    args: list[str] = (),
-    env: dict[str, str] | None = None,
+    fake_models: Mapping[str, Mapping[str, Any]] | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
     ready_timeout: float = 60,
     **kwargs: Any,
 ) -> Gateway:
@@ -210,17 +172,3 @@ def worker_processes(gateway: Gateway) -> list[psutil.Process]:
         for p in psutil.Process(gateway.process.pid).children()
         if "spawn_main" in " ".join(p.cmdline())
     ]
-
-
-def closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:
-    """What the server sent before closing the connection, or None if it stayed open."""
-    sock.settimeout(within_s)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except (ConnectionResetError, BrokenPipeError):
-        return received
-    except TimeoutError:
-        return None
-    return received
