@@ -60,7 +60,9 @@ class Gateway:
         return stop(self.process, timeout_s=timeout)
 
 
-def _fake_models(workdir: Path, fake_models: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+def _fake_models(
+    workdir: Path, fake_models: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     return [
         {
             "name": name,
@@ -80,7 +82,7 @@ def start_gateway(
     workdir: Path,
     *,
     fake_models: Mapping[str, Mapping[str, Any]] | None = None,
-    models: list[dict] | None = None,
+    models: list[dict[str, Any]] | None = None,
     config: Mapping[str, Any] | None = None,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,

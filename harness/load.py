@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import aiohttp
 import httpx
@@ -58,13 +59,13 @@ class CellResult:
     client_cpu_pct: float  # of one core
     server_cpu_pct: float  # of one core, the server process and its children
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _own_cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
-    return times.user + times.system
+    return float(times.user + times.system)
 
 
 def tree_cpu_by_name(process: psutil.Process) -> dict[str, float]:
@@ -193,7 +194,7 @@ class Run:
     offered_rps: float = 0.0
     duration_s: float = 0.0
 
-    def statuses(self) -> Counter:
+    def statuses(self) -> Counter[int | str]:
         return Counter(o.status for o in self.outcomes)
 
     def latencies(self, predicate: Callable[[Outcome], bool] = lambda o: True) -> list[float]:
@@ -203,9 +204,11 @@ class Run:
 def embeddings_body(
     model: str,
     rng: random.Random,
-    sizes=((1, 0.7), (4, 0.2), (16, 0.1)),
+    sizes: Sequence[tuple[int, float]] = ((1, 0.7), (4, 0.2), (16, 0.1)),
     words: tuple[int, int] = (3, 40),
-) -> dict:
+) -> dict[str, Any]:
+    """A /v1/embeddings body of `count` texts of random words, `count` drawn from `sizes`
+    ((count, weight) pairs)."""
     (count,) = rng.choices([s for s, _ in sizes], weights=[w for _, w in sizes])
     texts = [
         " ".join(f"w{rng.randrange(5000)}" for _ in range(rng.randint(*words)))
@@ -218,9 +221,9 @@ async def open_loop(
     base_url: str,
     rate: float,
     duration_s: float,
-    body: Callable[[int], dict],
+    body: Callable[[int], dict[str, Any]],
     *,
-    headers: dict | None = None,
+    headers: dict[str, str] | None = None,
     timeout_s: float = 60,
     path: str = "/v1/embeddings",
     stop: asyncio.Event | None = None,
@@ -231,14 +234,14 @@ async def open_loop(
         base_url=base_url, limits=limits, timeout=timeout_s, headers=headers or {}
     ) as client:
 
-        async def one(scheduled: float, payload: dict) -> None:
+        async def one(scheduled: float, payload: dict[str, Any]) -> None:
             started = time.monotonic()
             try:
                 response = await client.post(path, json=payload)
                 status: int | str = response.status_code
                 retry = "retry-after" in response.headers
                 code = None
-                if status >= 400:
+                if response.status_code >= 400:
                     try:
                         code = response.json()["error"]["code"]
                     except (ValueError, KeyError, TypeError):

@@ -1,0 +1,36 @@
+"""harness/ is shared by bench/, reliability/, tests/ and docgen/ and imports none of them;
+docgen/ is a leaf that nothing imports; the battery's sections do not import the battery."""
+
+from __future__ import annotations
+
+from harness.paths import REPO
+from tests.test_layering import imported_modules
+
+USERS = {"bench", "reliability", "docgen", "tests"}
+
+
+def python_files(*folders: str) -> list:
+    return [p for folder in folders for p in (REPO / folder).rglob("*.py")]
+
+
+def test_harness_imports_none_of_its_users() -> None:
+    for path in python_files("harness"):
+        assert not imported_modules(path) & USERS, path
+
+
+def test_nothing_imports_docgen() -> None:
+    for path in python_files("gateway", "adapters", "harness", "bench", "reliability", "tests"):
+        if "docgen" not in path.relative_to(REPO).parts:
+            assert "docgen" not in imported_modules(path), path
+
+
+def test_bench_and_reliability_do_not_import_each_other() -> None:
+    for path in python_files("reliability"):
+        assert "bench" not in imported_modules(path), path
+    for path in python_files("bench"):
+        assert "reliability" not in imported_modules(path), path
+
+
+def test_battery_sections_do_not_import_the_battery() -> None:
+    source = (REPO / "reliability" / "hardening.py").read_text()
+    assert "reliability.battery" not in source and "import battery" not in source
