@@ -32,6 +32,7 @@ import uvloop
 
 from bench import cells as C
 from bench import report
+from bench.saved import cpu_model
 from bench.servers import (
     gateway_launch,
     gateway_settings,
@@ -226,7 +227,7 @@ def meta(mode: str, duration: float, args: argparse.Namespace, model_path: str) 
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "loadavg_start": os.getloadavg(),
         "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "vllm": vllm.__version__,
@@ -238,16 +239,6 @@ def meta(mode: str, duration: float, args: argparse.Namespace, model_path: str) 
         "vllm_args": args.vllm_arg,
         "command": " ".join(["python -m bench", *(sys.argv[1:])]),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def corpus(model_path: str) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
