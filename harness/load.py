@@ -9,7 +9,7 @@ asked). The client's CPU time is measured, because it shares the cores with the 
 Open loop (`open_loop`, the battery's): requests are sent at their scheduled times whatever
 the server does, and latency is measured from the scheduled time (no coordinated omission).
 
-Both report latency percentiles with `harness.stats.percentile`.
+The percentiles of either's latencies come from `harness.stats.percentile`.
 """
 
 from __future__ import annotations

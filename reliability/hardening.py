@@ -1,6 +1,6 @@
 """Battery sections for production hardening: bounded connections, engines that heal,
 workers that are replaced. Each function is a method of the battery (battery.py), written
-against `Sections`, the part of it they use, so that this module does not import it."""
+against `SectionRunner`, the part of it they use, so that this module does not import it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from harness.gateway import Gateway, start_gateway, start_workers, worker_proces
 from harness.raw_http import closed_by_server
 
 
-class Sections(Protocol):
+class SectionRunner(Protocol):
     """What a section needs from the battery that runs it."""
 
     key: str
@@ -41,7 +41,7 @@ FLOOD_BYTES = 4 * 2**20
 HALF_OPEN = 2000
 
 
-def header_flood(self: Sections) -> None:
+def header_flood(self: SectionRunner) -> None:
     """One request whose header is 4 MiB long."""
     gateway = self.start("header_flood", {"fake": {}})
     try:
@@ -77,7 +77,7 @@ def header_flood(self: Sections) -> None:
     self.check("header_flood", reply is not None and sent < FLOOD_BYTES, "4 MiB header read")
 
 
-def half_open(self: Sections) -> None:
+def half_open(self: SectionRunner) -> None:
     """2,000 connections that send half a request line and stop (default 30 s deadline)."""
     gateway = self.start("half_open", {"fake": {}})
     socks: list[socket.socket] = []
@@ -157,7 +157,7 @@ class _Trickle:
         return counts
 
 
-def heal(self: Sections) -> None:
+def heal(self: SectionRunner) -> None:
     """Fake engines: one of two models killed, then hung, then unable to restart."""
     fakes = {"a": {"latency_s": 0.05}, "b": {"latency_s": 0.05}}
     gateway = self.start(
@@ -199,7 +199,7 @@ def heal(self: Sections) -> None:
         gateway.stop()
 
 
-def real_heal(self: Sections) -> None:
+def real_heal(self: SectionRunner) -> None:
     """The real engine: EngineCore killed (SIGKILL), then stopped (SIGSTOP)."""
     models = [{"name": "minilm", "path": "builtin:all-MiniLM-L6-v2", "max_model_len": 128}]
     started = time.monotonic()
@@ -257,7 +257,7 @@ def real_heal(self: Sections) -> None:
     self.figure("real_heal", "exit code after SIGTERM", code)
 
 
-def worker_restart(self: Sections) -> None:
+def worker_restart(self: SectionRunner) -> None:
     """Two workers (fake engine); one killed with SIGKILL under a trickle of requests."""
     gateway = start_workers(
         self.workdir / "worker_restart",

@@ -34,3 +34,14 @@ def test_bench_and_reliability_do_not_import_each_other() -> None:
 def test_battery_sections_do_not_import_the_battery() -> None:
     source = (REPO / "reliability" / "hardening.py").read_text()
     assert "reliability.battery" not in source and "import battery" not in source
+
+
+def test_every_percentile_is_the_harness_one() -> None:
+    # Latency percentiles of the benchmark and the battery must be comparable: no second
+    # definition, neither numpy's interpolation nor a rank computed by hand.
+    for path in python_files("bench", "reliability", "harness"):
+        if path == REPO / "harness" / "stats.py":
+            continue
+        source = path.read_text()
+        for other in ("def percentile", "np.percentile", "np.quantile", "* (len(ordered)"):
+            assert other not in source, (path, other)
