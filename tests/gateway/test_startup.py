@@ -17,9 +17,9 @@ from adapters.fake import FakeEngine
 from adapters.vllm import check_model_source
 from gateway.app import create_app
 from gateway.registry import ModelRegistry, ServedModel
-from reliability.server import free_port, start_gateway
-
-REPO = Path(__file__).resolve().parents[2]
+from harness.gateway import start_gateway
+from harness.launch import free_port
+from harness.paths import REPO
 
 
 def test_ready_shows_each_step_and_the_elapsed_time() -> None:

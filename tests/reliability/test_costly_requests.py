@@ -1,4 +1,4 @@
-"""Each costly request of issue 9's table against a gateway process (fake engine, real
+"""Each costly request (reliability/costly_requests.py) against a gateway process (fake engine, real
 sockets): /health keeps answering while it runs, and the process does not grow by much more
 than the body. The bound on /health is 250 ms, not the 100 ms target: these tests share 2 CPU
 cores with the test client and other work (the battery's `costs` section reports the figures
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from reliability.costs import costly_requests, measure
-from reliability.server import start_gateway
+from harness.gateway import start_gateway
+from reliability.costly_requests import costly_requests, measure
 
 HEALTH_BOUND_MS = 250
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from docgen.markers import MarkerError, markers, replace_section, section, write_section
+from harness.markers import MarkerError, markers, replace_section, section, write_section
 
 BEGIN, END = markers("t")
 DOC = f"# Title\n\nhand prose\n\n{BEGIN}\nold | table\n{END}\n\nmore hand prose\n"

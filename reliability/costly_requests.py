@@ -1,9 +1,9 @@
 """Costly requests against a running gateway, measured from outside: while each one runs,
 `/health` is asked every 10 ms on its own connection (the longest answer is how long the
 request held the event loop) and the server's RSS is sampled (the peak growth is what the
-request made it hold). `python -m reliability.costs` runs them against a real engine
+request made it hold). `python -m reliability.costly_requests` runs them against a real engine
 (`make run`'s default model, one worker) and writes `results/costs.json` and README's
-`costs` section; the battery's `costs` section and tests/reliability/test_costs_process.py
+`costs` section; the battery's `costs` section and tests/reliability/test_costly_requests.py
 run the same requests.
 """
 
@@ -24,8 +24,9 @@ import httpx
 import orjson
 import psutil
 
-from docgen.markers import write_section
-from reliability.server import REPO, start_gateway
+from harness.gateway import start_gateway
+from harness.markers import write_section
+from harness.paths import REPO
 
 RESULTS = REPO / "reliability" / "results" / "costs.json"
 SECTION = "costs"
@@ -33,7 +34,7 @@ TARGETS = ("docs/reliability.md",)
 
 
 def costly_requests(model: str) -> dict[str, tuple[str, dict | bytes]]:
-    """The rows of issue 9's table: name -> (path, body)."""
+    """Requests that are cheap to send and dear to serve: name -> (path, body)."""
     numbers = " ".join(str(i) for i in range(60_000))
     # Written by hand: orjson itself refuses to write 300 levels.
     nested = ('{"text":"deep","child":' + '{"child":' * 298 + "{}" + "}" * 299).encode()
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": engine,
         "cpus": os.cpu_count(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(began)),
-        "command": " ".join(["python -m reliability.costs", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python -m reliability.costly_requests", *(argv or sys.argv[1:])]),
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(saved, indent=1))

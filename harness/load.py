@@ -1,24 +1,38 @@
-"""Closed-loop HTTP load: `concurrency` clients, each sending its next request as soon as the
-previous one answered, for a fixed time. The same bodies go to every server.
+"""HTTP load, two ways.
 
-aiohttp on uvloop keeps the client's own cost per request to tens of microseconds; responses
-are read but not parsed (one is parsed before the cell starts, to check the server answers
-what was asked). The client's CPU time is measured per cell, because it shares the cores with
-the servers.
+Closed loop (`closed_loop`, the benchmark's): `concurrency` clients, each sending its next
+request as soon as the previous one answered, for a fixed time; the same bodies go to every
+server. aiohttp on uvloop keeps the client's own cost per request to tens of microseconds;
+responses are read but not parsed (one is parsed first, to check the server answers what was
+asked). The client's CPU time is measured, because it shares the cores with the servers.
+
+Open loop (`open_loop`, the battery's): requests are sent at their scheduled times whatever
+the server does, and latency is measured from the scheduled time (no coordinated omission).
+
+The percentiles of either's latencies come from `harness.stats.percentile`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import aiohttp
+import httpx
 import orjson
 import psutil
 
+from harness.stats import percentile
+
 _HEADERS = {"Content-Type": "application/json"}
+
+
+# -- closed loop ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -45,26 +59,18 @@ class CellResult:
     client_cpu_pct: float  # of one core
     server_cpu_pct: float  # of one core, the server process and its children
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _own_cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
-    return times.user + times.system
+    return float(times.user + times.system)
 
 
 def tree_cpu_by_name(process: psutil.Process) -> dict[str, float]:
     """CPU seconds (user + system) of `process` and each process under it, by process name
-    (bench/idle_cpu.py reports them so)."""
+    (the idle-CPU benchmark reports them so)."""
     seconds: dict[str, float] = {}
     for p in [process, *process.children(recursive=True)]:
         try:
@@ -166,3 +172,96 @@ async def probe(url: str, body: bytes) -> tuple[int, bytes]:
         session.post(url, data=body, headers=_HEADERS) as response,
     ):
         return response.status, await response.read()
+
+
+# -- open loop -----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    status: int | str  # HTTP status, or the transport error's name
+    latency_s: float  # from the scheduled send time to the end of the answer
+    sent_at: float  # monotonic: when it was scheduled
+    ended_at: float
+    started_at: float = 0.0  # when the generator actually sent it (lags under its own load)
+    retry_after: bool = False
+    error_code: str | None = None
+
+
+@dataclass
+class Run:
+    outcomes: list[Outcome] = field(default_factory=list)
+    offered_rps: float = 0.0
+    duration_s: float = 0.0
+
+    def statuses(self) -> Counter[int | str]:
+        return Counter(o.status for o in self.outcomes)
+
+    def latencies(self, predicate: Callable[[Outcome], bool] = lambda o: True) -> list[float]:
+        return sorted(o.latency_s for o in self.outcomes if predicate(o))
+
+
+def embeddings_body(
+    model: str,
+    rng: random.Random,
+    sizes: Sequence[tuple[int, float]] = ((1, 0.7), (4, 0.2), (16, 0.1)),
+    words: tuple[int, int] = (3, 40),
+) -> dict[str, Any]:
+    """A /v1/embeddings body of `count` texts of random words, `count` drawn from `sizes`
+    ((count, weight) pairs)."""
+    (count,) = rng.choices([s for s, _ in sizes], weights=[w for _, w in sizes])
+    texts = [
+        " ".join(f"w{rng.randrange(5000)}" for _ in range(rng.randint(*words)))
+        for _ in range(count)
+    ]
+    return {"model": model, "input": texts}
+
+
+async def open_loop(
+    base_url: str,
+    rate: float,
+    duration_s: float,
+    body: Callable[[int], dict[str, Any]],
+    *,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 60,
+    path: str = "/v1/embeddings",
+    stop: asyncio.Event | None = None,
+) -> Run:
+    run = Run(offered_rps=rate, duration_s=duration_s)
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=timeout_s, headers=headers or {}
+    ) as client:
+
+        async def one(scheduled: float, payload: dict[str, Any]) -> None:
+            started = time.monotonic()
+            try:
+                response = await client.post(path, json=payload)
+                status: int | str = response.status_code
+                retry = "retry-after" in response.headers
+                code = None
+                if response.status_code >= 400:
+                    try:
+                        code = response.json()["error"]["code"]
+                    except (ValueError, KeyError, TypeError):
+                        code = "not-an-envelope"
+            except httpx.HTTPError as exc:
+                status, retry, code = type(exc).__name__, False, None
+            ended = time.monotonic()
+            run.outcomes.append(
+                Outcome(status, ended - scheduled, scheduled, ended, started, retry, code)
+            )
+
+        tasks = []
+        start = time.monotonic()
+        for i in range(int(rate * duration_s)):
+            if stop is not None and stop.is_set():
+                break
+            scheduled = start + i / rate
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled, body(i))))
+        await asyncio.gather(*tasks)
+    return run

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 class MarkerError(ValueError):
     """The file does not hold exactly one well-ordered marker pair for the section."""
