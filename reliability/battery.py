@@ -31,7 +31,7 @@ import numpy as np
 import psutil
 
 from docgen.markers import write_section
-from gateway.routes import ROUTES
+from gateway.api.routes import ROUTES
 from reliability import costs, hardening
 from reliability.corpus import build_corpus, run_corpus
 from reliability.fuzz import fuzz

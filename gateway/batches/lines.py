@@ -31,14 +31,12 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Message, Scope
 
-from gateway.admission import Admission
 from gateway.errors import APIError, ErrorKind, brief, error_response
-from gateway.request_context import notes_of
+from gateway.http.request_context import notes_of
+from gateway.serving.admission import Admission
 from gateway.state import GatewayRequest, GatewayState
 
 log = logging.getLogger(__name__)
-# Endpoints a batch may name: OpenAI's embeddings, and the gateway's rerank as an extension.
-ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
 # Answers that say "not now": the line waits and is sent again (a model still loading, the
 # batch share full, an overloaded engine), until the batch is cancelled or expires.
 _RETRY_STATUSES = {429: 0.01, 503: 0.5}

@@ -1,4 +1,4 @@
-"""The Batch API's JSON request shape, declared once (gateway/schemas.py's conventions): the
+"""The Batch API's JSON request shape, declared once (gateway/api/wire.py's conventions): the
 `POST /v1/batches` handler parses with it and /openapi.json documents it. Uploads are
 multipart forms, checked by their handler."""
 
@@ -9,10 +9,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_core import ErrorDetails
 
-from gateway.batches.lines import ENDPOINTS
+from gateway.api.wire import Says, Wire, one_of
 from gateway.errors import brief
-from gateway.schemas import Says, Wire, one_of
 
+# Endpoints a batch may name: OpenAI's embeddings, and the gateway's rerank as an extension.
+ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
 COMPLETION_WINDOW_S = {"24h": 24 * 3600}
 # OpenAI's bounds for `expires_after.seconds` and `output_expires_after.seconds`.
 EXPIRY_S = (3600, 30 * 24 * 3600)

@@ -16,10 +16,10 @@ from starlette.testclient import TestClient
 from adapters.base import EngineFailure
 from adapters.fake import FakeEngine
 from gateway.app import create_app
-from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import Settings
 from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.serving.cache import CachingEngine, EmbeddingCache
+from gateway.serving.registry import ModelRegistry, ServedModel
 from tests.conftest import serving, wait_ready
 
 TIMING_HEADERS = ("x-queue-time", "x-tokenization-time", "x-inference-time", "x-total-time")

@@ -14,9 +14,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from adapters.fake import FakeEngine
-from adapters.vllm_engine import check_model_source
 from gateway.app import create_app
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.serving.registry import ModelRegistry, ServedModel
 from reliability.server import free_port, start_gateway
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,12 +63,16 @@ async def test_the_log_shows_model_step_and_elapsed_time(
 
 
 def test_missing_local_model_paths_are_named() -> None:
+    from adapters.vllm import check_model_source  # the vLLM adapter: only its tests need it
+
     for path in ("/no/such/model", "./models/missing", "a/b/c"):
         with pytest.raises(FileNotFoundError, match=f"model path {path} does not exist"):
             check_model_source(path)
 
 
 def test_uncached_hub_id_offline_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.vllm import check_model_source
+
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(
         FileNotFoundError, match="model path no-org/no-model does not exist.*HF_HUB_OFFLINE"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.routes import ROUTES
+from gateway.api.routes import ROUTES
 from reliability.corpus import build_corpus, run_corpus
 from reliability.server import start_gateway
 

@@ -1,0 +1,49 @@
+"""The routes about the server rather than a model's work: liveness (`GET /health`),
+readiness (`GET /ready`), Prometheus metrics (`GET /metrics`) and the OpenAPI document
+(`GET /openapi.json`)."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from gateway.api.openapi import openapi_document
+from gateway.http.responses import json_response
+from gateway.state import GatewayRequest, registry_of, settings_of
+
+
+async def health(request: GatewayRequest) -> Response:
+    """GET /health (liveness): 200 while the process can serve or recover (engines may be
+    loading or restarting); 503 once a model is down for good, so that the orchestrator
+    restarts the process."""
+    down = registry_of(request).given_up()
+    if down:
+        return json_response({"status": "down", "models": down}, 503)
+    return json_response({"status": "ok"})
+
+
+async def ready(request: GatewayRequest) -> Response:
+    """GET /ready: 200 once every engine has loaded and can serve, 503 otherwise (also while
+    the server drains after SIGTERM). `models` holds each model's state; while engines start,
+    `progress` holds each starting one's step and seconds since its start began."""
+    registry = registry_of(request)
+    states = await registry.readiness()
+    progress = registry.progress()
+    extra = {"progress": progress} if progress else {}
+    if request.state["drain"].draining:
+        return json_response({"status": "draining", "models": states, **extra}, 503)
+    ok = all(state == "ready" for state in states.values())
+    return json_response(
+        {"status": "ready" if ok else "not ready", "models": states, **extra}, 200 if ok else 503
+    )
+
+
+async def metrics(request: GatewayRequest) -> Response:
+    """GET /metrics: Prometheus text format (behind the API key unless --public-metrics)."""
+    body, content_type = request.state["metrics"].exposition()
+    return Response(body, media_type=content_type)
+
+
+async def openapi(request: GatewayRequest) -> Response:
+    """GET /openapi.json: the OpenAPI 3 description of every route."""
+    names = [name for name, _ in registry_of(request).names()]
+    return json_response(openapi_document(settings_of(request), names))
