@@ -29,7 +29,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from gateway.api.wire import EmbeddingsRequest, parse
+from gateway.api.openai import EmbeddingsRequest
+from gateway.api.wire import parse
 from gateway.config import Settings
 
 BEFORE = "7f21f39"  # the last commit with the hand-written parser

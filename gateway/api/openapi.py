@@ -5,7 +5,7 @@ cohere.py, rerank.py), so the document cannot drift from what is accepted; limit
 settings (inputs per request, rerank documents, served model names) appear as schema
 constraints, so a schema fuzzer's "valid" requests are ones the server accepts. Responses are
 described here by hand. Tests check that every route is described with its methods, and that
-every documented request field and constraint holds (tests/gateway/test_openapi.py).
+every documented request field and constraint holds (tests/gateway/api/test_openapi.py).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from adapters.base import TRUNCATE_CHOICES
+from gateway.config import Settings
 from gateway.errors import APIError, brief, invalid
 from gateway.serving.inputs import INPUT_TYPES
 
@@ -142,7 +143,7 @@ class Wire(BaseModel):
 _W = TypeVar("_W", bound=Wire)
 
 
-def parse(shape: type[_W], body: Any, settings: Any) -> _W:
+def parse(shape: type[_W], body: Any, settings: Settings) -> _W:
     """`body` (decoded JSON) validated against `shape` with `settings`' limits, or the
     `APIError` that says what is wrong with the first refused field."""
     try:
@@ -245,7 +246,7 @@ class _Generator(GenerateJsonSchema):
 
 
 def request_schemas(
-    declared: Sequence[type[Wire]], settings: Any, models: Sequence[str]
+    declared: Sequence[type[Wire]], settings: Settings, models: Sequence[str]
 ) -> tuple[dict[type[Wire], dict[str, Any]], dict[str, dict[str, Any]]]:
     """`#/components/schemas` references for each shape, and the components themselves, with
     the settings' limits as `maxItems` and the served names as `model`'s enum."""
@@ -258,7 +259,7 @@ def request_schemas(
     return {s: refs[(s, "validation")] for s in declared}, components
 
 
-def _apply(node: Any, settings: Any, models: list[str]) -> Any:
+def _apply(node: Any, settings: Settings, models: list[str]) -> Any:
     if isinstance(node, list):
         return [_apply(item, settings, models) for item in node]
     if not isinstance(node, dict):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from adapters.base import EmbedOptions, Prompt
-from gateway.config import InputPolicy
+from gateway.config import InputPolicy, Settings
 from gateway.errors import invalid
 from gateway.serving import costs
 from gateway.serving.registry import ServedModel
@@ -69,7 +69,7 @@ async def engine_call(
     input_type: str | None,
     truncation: Truncation,
     decoder: Cl100kDecoder,
-    settings: Any,
+    settings: Settings,
 ) -> EngineCall:
     """`name` is the model name the client used: a virtual name applies its prompt, unless an
     explicit `input_type` chooses another. What the inputs may cost is checked first
@@ -105,7 +105,11 @@ def apply_template(template: str, text: str) -> str:
 
 
 async def _check_costs(
-    served: ServedModel, inputs: Inputs, truncating: bool, decoder: Cl100kDecoder, settings: Any
+    served: ServedModel,
+    inputs: Inputs,
+    truncating: bool,
+    decoder: Cl100kDecoder,
+    settings: Settings,
 ) -> None:
     window = served.engine.facts.max_model_len
     if not inputs or isinstance(inputs[0], str):
