@@ -197,3 +197,9 @@ def test_token_id_lists_are_accepted(client, fake_engine) -> None:
     response = client.post("/v1/embeddings", json={"model": "fake", "input": [[15339, 1917]]})
     assert response.status_code == 200
     assert fake_engine.calls == [["hello world"]]
+
+
+def test_retrieve_model(client) -> None:
+    assert client.get("/v1/models/fake").json()["id"] == "fake"
+    missing = client.get("/v1/models/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"

@@ -4,9 +4,8 @@ engine with real concurrency (httpx over ASGI, the app's own lifespan)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import orjson
@@ -16,6 +15,7 @@ from adapters.fake import FakeEngine
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.serving.registry import ModelRegistry, ServedModel
+from tests.gateway.conftest import running as serving_app
 
 pytestmark = pytest.mark.anyio
 
@@ -25,23 +25,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings, **engines: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
+def running(
+    settings: Settings, **engines: FakeEngine
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     registry = ModelRegistry([ServedModel(name, (), e) for name, e in engines.items()])
-    app = create_app(registry, settings)
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):
-            # As a server does: each request gets a copy of the lifespan state.
-            await app({**scope, "state": dict(state)}, receive, send)
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=with_state), base_url="http://gateway"
-        ) as client:
-            while (await client.get("/ready")).status_code != 200:
-                await asyncio.sleep(0.01)
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    return serving_app(registry, settings)
 
 
 def embed(client: httpx.AsyncClient, model: str = "fake", n: int = 1):

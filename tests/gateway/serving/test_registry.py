@@ -14,9 +14,9 @@ import pytest
 
 from adapters.base import EngineUnavailable, StepReporter, no_report
 from adapters.fake import FakeEngine
-from gateway.app import create_app
 from gateway.config import Settings
 from gateway.serving.registry import EngineState, ModelRegistry, RestartPolicy, ServedModel
+from tests.gateway.conftest import running as serving_app
 
 pytestmark = pytest.mark.anyio
 FAST = Settings(health_check_interval_s=0.05, health_check_timeout_s=0.3)
@@ -44,20 +44,8 @@ async def running(
     policy: RestartPolicy, **engines: FakeEngine
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ModelRegistry]]:
     registry = ModelRegistry([ServedModel(n, (), e) for n, e in engines.items()], policy)
-    app = create_app(registry, FAST)
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):
-            await app({**scope, "state": dict(state)}, receive, send)
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=with_state), base_url="http://gateway"
-        ) as client:
-            deadline = time.monotonic() + 10  # a start that keeps failing must not hang the suite
-            while (await client.get("/ready")).status_code != 200:
-                assert time.monotonic() < deadline, "never ready"
-                await asyncio.sleep(0.01)
-            yield client, registry
+    async with serving_app(registry, FAST) as client:
+        yield client, registry
 
 
 def embed(client: httpx.AsyncClient, model: str):

@@ -1,6 +1,5 @@
-"""The other servers' routes over the fake engine: the texts API's and TEI's /embed, TEI's rerank,
-similarity, tokenize, decode, info and POST /, vLLM's score, tokenize and detokenize,
-GET /v1/models/{id}; their answers and error bodies, and the default model."""
+"""TEI's routes over the fake engine: /embed, /rerank with `texts`, /similarity, /tokenize,
+/decode, /info and POST /; their answers and TEI's error bodies."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import pytest
 
 from adapters.base import EngineSpec
 from adapters.fake import FakeEngine, fake_logit, fake_vector
-from gateway.config import InputPolicy, Settings
+from gateway.config import InputPolicy
 from tests.conftest import make_client, serving, wait_ready
 
 
@@ -27,25 +26,6 @@ def client(engine):
 
 def unit(texts: list[str]) -> np.ndarray:
     return np.stack([fake_vector(t, 8) for t in texts])
-
-
-def test_texts_embed_answers_embeddings_without_a_model(client) -> None:
-    response = client.post("/embed", json={"texts": ["a", "b c"]})
-    assert response.status_code == 200
-    body = response.json()
-    assert list(body) == ["embeddings"]
-    np.testing.assert_allclose(body["embeddings"], unit(["a", "b c"]), atol=1e-7)
-
-
-def test_texts_errors_are_the_envelope_with_detail(client) -> None:
-    response = client.post("/embed", json={"texts": []})
-    assert response.status_code == 400
-    body = response.json()
-    assert (
-        body["detail"]
-        == body["error"]["message"]
-        == "`texts` is required: a non-empty list of strings"
-    )
 
 
 def test_tei_embed_bare_vectors_prompt_and_dimensions(client, engine) -> None:
@@ -147,68 +127,7 @@ def test_tei_tokenize_and_decode(client) -> None:
     ]
 
 
-def test_vllm_tokenize_and_detokenize(client) -> None:
-    body = client.post("/tokenize", json={"prompt": "a b", "return_token_strs": True}).json()
-    assert body["count"] == 4 and body["max_model_len"] == 16
-    assert body["token_strs"] == ["[CLS]", "a", "b", "[SEP]"]
-    assert client.post("/detokenize", json={"tokens": body["tokens"][1:3]}).json() == {
-        "prompt": "a b"
-    }
-    chat = client.post("/tokenize", json={"messages": [{"role": "user", "content": "a"}]})
-    assert chat.status_code == 400 and chat.json()["error"]["param"] == "prompt"
-    assert client.post("/detokenize", json={"tokens": [10**6]}).status_code == 400
-
-
-def test_vllm_score_pairs() -> None:
-    engine = FakeEngine(
-        EngineSpec(name="r", model="r", rerank_kind="cross_encoder"), scores_pairs=True
-    )
-    with serving(r=engine) as client:
-        one = client.post("/score", json={"text_1": "a b", "text_2": ["a", "c"]}).json()
-        assert one["object"] == "list" and one["model"] == "r"
-        expected = [1 / (1 + np.exp(-fake_logit("a b", d))) for d in ("a", "c")]
-        assert [d["score"] for d in one["data"]] == pytest.approx(expected)
-        pairwise = client.post(
-            "/v1/score", json={"queries": ["a", "c"], "documents": ["a", "a"]}
-        ).json()
-        assert [d["score"] for d in pairwise["data"]] == pytest.approx(
-            [1 / (1 + np.exp(-fake_logit(q, "a"))) for q in ("a", "c")]
-        )
-        bad = client.post("/score", json={"text_1": ["a", "b"], "text_2": ["a", "b", "c"]})
-        assert bad.status_code == 400
-
-
-def test_retrieve_model(client) -> None:
-    assert client.get("/v1/models/fake").json()["id"] == "fake"
-    missing = client.get("/v1/models/nope")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
-
-
 def test_info_reports_the_model_and_limits(client) -> None:
     info = client.get("/info").json()
     assert info["model_id"] == "fake" and info["dimension"] == 8
     assert info["max_input_length"] == 16 and info["max_client_batch_size"] == 2048
-
-
-def test_several_embedding_models_without_a_default_is_a_400_listing_them() -> None:
-    with serving(one=FakeEngine(), two=FakeEngine()) as client:
-        response = client.post("/embed", json={"texts": ["a"]})
-        assert response.status_code == 400
-        assert "['one', 'two']" in response.json()["error"]["message"]
-        assert client.post("/embed", json={"texts": ["a"], "model": "two"}).status_code == 200
-
-
-def test_the_model_marked_default_answers() -> None:
-    from starlette.testclient import TestClient
-
-    from gateway.app import create_app
-    from gateway.serving.registry import ModelRegistry, ServedModel
-
-    one, two = FakeEngine(), FakeEngine()
-    registry = ModelRegistry(
-        [ServedModel("one", (), one), ServedModel("two", (), two, default=True)]
-    )
-    with TestClient(create_app(registry, Settings())) as client:
-        wait_ready(client)
-        assert client.post("/embed", json={"texts": ["a"]}).status_code == 200
-        assert two.calls and not one.calls
