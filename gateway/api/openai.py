@@ -32,8 +32,9 @@ from gateway.http.body import read_json
 from gateway.http.responses import json_response, truncation_header
 from gateway.serving.embedding import EmbedJob, embed
 from gateway.serving.encoding import check_dimensions, encode_vectors, truncate_dimensions
+from gateway.serving.guard import Guard
 from gateway.serving.inputs import Inputs, Truncation
-from gateway.state import GatewayRequest, registry_of, settings_of
+from gateway.state import GatewayRequest, registry_of
 
 ENCODING_FORMATS = ("float", "base64")
 # `created` of every model: when the server started.
@@ -167,16 +168,20 @@ def models_response(names: Sequence[tuple[str, str]], created: int) -> dict[str,
 
 async def create_embeddings(request: GatewayRequest) -> Response:
     """POST /v1/embeddings: the OpenAI embeddings contract."""
-    req = parse_embeddings_request(await read_json(request), settings_of(request))
-    served = registry_of(request).resolve(req.model)
+    body, headers = await answer_embeddings(await read_json(request), guard_of(request))
+    return json_response(body, headers=headers)
+
+
+async def answer_embeddings(body: Any, guard: Guard) -> tuple[dict[str, Any], dict[str, str]]:
+    """The answer to an embeddings body and its headers (a route's or a batch line's)."""
+    req = parse_embeddings_request(body, guard.settings)
+    served = guard.registry.resolve(req.model)
     check_dimensions(req.dimensions, served.engine.facts.dimension)
     job = EmbedJob(served, req.model, req.inputs, req.input_type, req.truncation)
-    batch = await embed(job, guard_of(request))
+    batch = await embed(job, guard)
     vectors = truncate_dimensions(batch.vectors, req.dimensions)
     data = encode_vectors(vectors, req.encoding_format)
-    return json_response(
-        embeddings_response(req.model, data, batch.total_tokens), headers=truncation_header(batch)
-    )
+    return embeddings_response(req.model, data, batch.total_tokens), truncation_header(batch)
 
 
 async def list_models(request: GatewayRequest) -> Response:

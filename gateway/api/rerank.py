@@ -37,8 +37,9 @@ from gateway.errors import brief, invalid
 from gateway.http.body import read_json
 from gateway.http.dialects import API, dialect_of, settle
 from gateway.http.responses import json_response
+from gateway.serving.guard import Guard
 from gateway.serving.ranking import Ranking, RankJob, rank
-from gateway.state import GatewayRequest, registry_of, settings_of
+from gateway.state import GatewayRequest
 
 # Paths served by the one rerank handler. `/v1/v2/rerank` is what the Cohere SDK calls when a
 # user gives it an OpenAI-style base URL ending in /v1.
@@ -176,9 +177,14 @@ async def rerank(request: GatewayRequest) -> Response:
     body = await read_json(request)
     if settle(request.scope, body).api is API.TEI:
         return await tei.rerank(request, body)
-    req = parse_rerank_request(body, settings_of(request))
-    served = registry_of(request).resolve(req.model)
-    guard = guard_of(request)
+    version = dialect_of(request.scope).version
+    return json_response(await answer_rerank(body, guard_of(request), version))
+
+
+async def answer_rerank(body: Any, guard: Guard, api_version: int = 1) -> dict[str, Any]:
+    """The answer to a Cohere or Jina rerank body (a route's or a batch line's)."""
+    req = parse_rerank_request(body, guard.settings)
+    served = guard.registry.resolve(req.model)
     guard.note(model=served.name, documents=len(req.texts))
     ranking = await rank(
         RankJob(
@@ -193,7 +199,7 @@ async def rerank(request: GatewayRequest) -> Response:
     )
     guard.timing.tokenization_s = ranking.tokenization_s
     guard.note(tokens=ranking.prompt_tokens)
-    return json_response(rerank_response(req, ranking, dialect_of(request.scope).version))
+    return rerank_response(req, ranking, api_version)
 
 
 def rerank_response(req: RerankRequest, ranking: Ranking, api_version: int) -> dict[str, Any]:
