@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AfterValidator, Field
@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from gateway.api.context import guard_of
 from gateway.api.wire import (
+    Answer,
     InputType,
     Limit,
     Model,
@@ -88,6 +89,33 @@ class CohereEmbedRequest(Wire):
     @property
     def truncation(self) -> Truncation:
         return Truncation.of(self.truncate, self.max_tokens)
+
+
+class ApiVersion(Answer):
+    version: str
+
+
+class CohereBilledUnits(Answer):
+    input_tokens: int
+
+
+class CohereEmbedMeta(Answer):
+    api_version: ApiVersion
+    billed_units: CohereBilledUnits
+    # Which inputs were truncated to fit the model's window, when any were.
+    warnings: list[str] | None = None
+
+
+class CohereEmbedResponse(Answer):
+    """v1 without `embedding_types`: a list of float vectors (`embeddings_floats`); otherwise
+    one list per embedding type (`embeddings_by_type`): floats, integers (int8, uint8, binary,
+    ubinary) or base64 strings."""
+
+    id: str
+    texts: list[str]
+    embeddings: list[list[float]] | dict[str, list[list[float]] | list[str]]
+    meta: CohereEmbedMeta
+    response_type: Literal["embeddings_floats", "embeddings_by_type"]
 
 
 def parse_cohere_embed(body: Any, settings: Settings) -> CohereEmbedRequest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from pydantic_core import ErrorDetails
@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from gateway.api.context import guard_of
 from gateway.api.wire import (
+    Answer,
     InputType,
     Limit,
     Model,
@@ -128,6 +129,44 @@ class EmbeddingsRequest(Wire):
     @property
     def truncation(self) -> Truncation:
         return Truncation.of(self.truncate, self.truncate_prompt_tokens)
+
+
+class Usage(Answer):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class Embedding(Answer):
+    object: Literal["embedding"]
+    index: int
+    # A float32 row, or its little-endian bytes in base64 (`encoding_format`).
+    embedding: list[float] | Annotated[str, Field(json_schema_extra={"format": "byte"})]
+
+
+class EmbeddingsResponse(Answer):
+    """`POST /v1/embeddings`: one embedding per input, in input order."""
+
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ModelCard(Answer):
+    """A served name or alias; `root` is the model it serves."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    root: str
+
+
+class ModelList(Answer):
+    """`GET /v1/models`."""
+
+    object: Literal["list"]
+    data: list[ModelCard]
 
 
 def parse_embeddings_request(body: Any, settings: Settings) -> EmbeddingsRequest:

@@ -1,11 +1,13 @@
-"""The OpenAPI 3 description served at /openapi.json: every route, request and error shape.
+"""The OpenAPI 3 description served at /openapi.json: every route, request, response and error
+shape, assembled from the declarations beside each handler.
 
-Request bodies are generated from the declarations the routes parse with (schemas.py,
-cohere.py, rerank.py), so the document cannot drift from what is accepted; limits from the
-settings (inputs per request, rerank documents, served model names) appear as schema
-constraints, so a schema fuzzer's "valid" requests are ones the server accepts. Responses are
-described here by hand. Tests check that every route is described with its methods, and that
-every documented request field and constraint holds (tests/gateway/api/test_openapi.py).
+Request bodies are generated from the declarations the routes parse with, so the document
+cannot drift from what is accepted; limits from the settings (inputs per request, rerank
+documents, served model names) appear as schema constraints, so a schema fuzzer's "valid"
+requests are ones the server accepts. Responses are generated from each dialect's response
+shapes (`Answer`). Tests check that every route is described with its methods, that every
+documented request field and constraint holds, and that every route's live answer matches
+its documented response (tests/gateway/api/test_openapi.py).
 """
 
 from __future__ import annotations
@@ -14,17 +16,24 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.api import tei, vllm
-from gateway.api.cohere import CohereEmbedRequest
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from gateway.api import openai, probes, tei, vllm
+from gateway.api.cohere import CohereEmbedRequest, CohereEmbedResponse
 from gateway.api.openai import EmbeddingsRequest
-from gateway.api.rerank import RERANK_PATHS, RerankRequest
-from gateway.api.texts import TextsEmbedRequest
-from gateway.api.wire import Wire, request_schemas
+from gateway.api.rerank import RERANK_PATHS, RerankRequest, RerankResponse
+from gateway.api.texts import TextsEmbedRequest, TextsEmbedResponse
+from gateway.api.wire import ErrorEnvelope, Wire, request_schemas, response_schemas
 from gateway.batches import CreateBatchRequest, openapi_paths
 from gateway.config import Settings
+from gateway.http.responses import json_response
+from gateway.state import GatewayRequest, registry_of, settings_of
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _TEI_ERROR = {"$ref": "#/components/responses/TeiError"}
+# A path TEI shares with another API: the error body is the one of the API the body speaks.
+_EITHER_ERROR = {"$ref": "#/components/responses/EitherError"}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -66,70 +75,27 @@ def _either(*refs: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": list(refs)}
 
 
-_FLOATS = {"type": "array", "items": {"type": "number"}}
-_TEI_ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error", "error_type"],
-    "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}},
-}
-_TEI_RANKS = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["index", "score"],
-        "properties": {
-            "index": {"type": "integer"},
-            "score": {"type": "number"},
-            "text": {"type": "string"},
-        },
-    },
-}
-_TEI_TOKENS = {
-    "type": "array",
-    "items": {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "required": ["id", "text", "special", "start", "stop"],
-            "properties": {
-                "id": {"type": "integer"},
-                "text": {"type": "string"},
-                "special": {"type": "boolean"},
-                "start": {"type": ["integer", "null"]},
-                "stop": {"type": ["integer", "null"]},
-            },
-        },
-    },
-}
-_SCORE_RESPONSE = {
-    "type": "object",
-    "required": ["object", "data", "model", "usage"],
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "list"},
-        "model": {"type": "string"},
-        "data": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "score"],
-                "properties": {"index": {"type": "integer"}, "score": {"type": "number"}},
-            },
-        },
-        "usage": {"type": "object"},
-    },
-}
-_MODEL = {
-    "type": "object",
-    "required": ["id", "object", "created", "owned_by"],
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "model"},
-        "created": {"type": "integer"},
-        "owned_by": {"type": "string"},
-        "root": {"type": "string"},
-    },
-}
+_ANSWERS: tuple[type[BaseModel], ...] = (
+    openai.EmbeddingsResponse,
+    openai.ModelList,
+    openai.ModelCard,
+    CohereEmbedResponse,
+    RerankResponse,
+    TextsEmbedResponse,
+    tei.TeiEmbeddings,
+    tei.TeiRanks,
+    tei.TeiSimilarities,
+    tei.TeiTokens,
+    tei.TeiDecoded,
+    tei.TeiInfo,
+    tei.TeiErrorBody,
+    vllm.ScoreResponse,
+    vllm.VllmTokenizeResponse,
+    vllm.DetokenizeResponse,
+    probes.Health,
+    probes.Readiness,
+    ErrorEnvelope,
+)
 _DECLARED = (
     EmbeddingsRequest,
     CohereEmbedRequest,
@@ -148,9 +114,12 @@ _DECLARED = (
 )
 _ERRORS = (400, 404, 413, 415, 429, 503, 504)
 _TEI_ERRORS = (413, 415, 422, 424, 429, 503)
+_SHARED_ERRORS = tuple(sorted(set(_ERRORS) | set(_TEI_ERRORS)))
 
 
-def _native_paths(bodies: dict[type[Wire], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _native_paths(
+    bodies: dict[type[Wire], dict[str, Any]], answers: dict[type[BaseModel], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """The routes of other servers' dialects (TEI, vLLM, the plain texts API)."""
 
     def tei_op(
@@ -167,11 +136,13 @@ def _native_paths(bodies: dict[type[Wire], dict[str, Any]]) -> dict[str, dict[st
     tei_embed = bodies[tei.TeiEmbedRequest]
     score = _operation(
         "Score text pairs (vLLM's /score)",
-        _SCORE_RESPONSE,
+        answers[vllm.ScoreResponse],
         body=_either(bodies[vllm.ScoreTextRequest], bodies[vllm.ScoreQueriesRequest]),
         errors=_ERRORS,
     )
-    retrieve = _operation("One served model (openai `models.retrieve`)", _MODEL, errors=(404,))
+    retrieve = _operation(
+        "One served model (openai `models.retrieve`)", answers[openai.ModelCard], errors=(404,)
+    )
     retrieve["parameters"] = [
         {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
     ]
@@ -180,31 +151,26 @@ def _native_paths(bodies: dict[type[Wire], dict[str, Any]]) -> dict[str, dict[st
             "post": _operation(
                 "Embed texts: the plain texts API's `{texts}` -> `{embeddings}` (errors: the OpenAI "
                 "envelope plus `detail`), or TEI's `{inputs}` -> `[[f32]]` (TEI's errors)",
-                {
-                    "anyOf": [
-                        {
-                            "type": "object",
-                            "properties": {"embeddings": {"type": "array", "items": _FLOATS}},
-                        },
-                        {"type": "array", "items": _FLOATS},
-                    ]
-                },
+                _either(answers[TextsEmbedResponse], answers[tei.TeiEmbeddings]),
                 body=_either(tei_embed, bodies[TextsEmbedRequest]),
-                errors=_ERRORS + (422,),
+                errors=_SHARED_ERRORS,
+                error=_EITHER_ERROR,
             )
         },
         "/": {
             "post": tei_op(
                 "TEI's default route: embed (`inputs` text), similarity (`inputs` object) or "
                 "rerank (`texts`)",
-                {"type": "array"},
+                _either(
+                    answers[tei.TeiEmbeddings], answers[tei.TeiSimilarities], answers[tei.TeiRanks]
+                ),
                 _either(tei_embed, bodies[tei.TeiSimilarityRequest], bodies[tei.TeiRerankRequest]),
             )
         },
         "/similarity": {
             "post": tei_op(
                 "Cosine of each sentence with the source sentence",
-                _FLOATS,
+                answers[tei.TeiSimilarities],
                 bodies[tei.TeiSimilarityRequest],
             )
         },
@@ -212,25 +178,26 @@ def _native_paths(bodies: dict[type[Wire], dict[str, Any]]) -> dict[str, dict[st
             "post": _operation(
                 "Tokenize: TEI's `{inputs}` -> `[[token]]` (TEI's errors) or vLLM's `{prompt}` -> "
                 "`{count, max_model_len, tokens, token_strs}`",
-                {"anyOf": [_TEI_TOKENS, {"type": "object"}]},
+                _either(answers[tei.TeiTokens], answers[vllm.VllmTokenizeResponse]),
                 body=_either(bodies[tei.TeiTokenizeRequest], bodies[vllm.VllmTokenizeRequest]),
-                errors=_ERRORS + (422,),
+                errors=_SHARED_ERRORS,
+                error=_EITHER_ERROR,
             )
         },
         "/decode": {
             "post": tei_op(
                 "Token ids back to text",
-                {"type": "array", "items": {"type": "string"}},
+                answers[tei.TeiDecoded],
                 bodies[tei.TeiDecodeRequest],
             )
         },
-        "/info": {"get": tei_op("The default model and the server's limits", {"type": "object"})},
+        "/info": {"get": tei_op("The default model and the server's limits", answers[tei.TeiInfo])},
         "/score": {"post": score},
         "/v1/score": {"post": score},
         "/detokenize": {
             "post": _operation(
                 "Token ids back to text (vLLM)",
-                {"type": "object", "properties": {"prompt": {"type": "string"}}},
+                answers[vllm.DetokenizeResponse],
                 body=bodies[vllm.DetokenizeRequest],
                 errors=_ERRORS,
             )
@@ -240,156 +207,32 @@ def _native_paths(bodies: dict[type[Wire], dict[str, Any]]) -> dict[str, dict[st
     }
 
 
-_RERANK_RESPONSE = {
-    "type": "object",
-    "required": ["id", "model", "results"],
-    "properties": {
-        "id": {"type": "string"},
-        "model": {"type": "string"},
-        "results": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "relevance_score"],
-                "properties": {
-                    "index": {"type": "integer"},
-                    "relevance_score": {"type": "number"},
-                    "document": {"type": "object"},
-                },
-            },
-        },
-        "meta": {"type": "object"},
-        "usage": {"type": "object"},
-    },
-}
-
-# Cohere's answer: v1 without `embedding_types` is a list of float vectors; otherwise a map
-# from embedding type to vectors (described loosely: the shapes differ by type).
-_COHERE_EMBED_RESPONSE = {
-    "type": "object",
-    "required": ["id", "embeddings"],
-    "properties": {
-        "id": {"type": "string"},
-        "embeddings": {"type": ["array", "object"]},
-        "texts": {"type": "array", "items": {"type": "string"}},
-        "meta": {"type": "object"},
-    },
-}
-
-
-_EMBEDDINGS_RESPONSE = {
-    "type": "object",
-    "required": ["object", "data", "model", "usage"],
-    "properties": {
-        "object": {"const": "list"},
-        "data": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["object", "index", "embedding"],
-                "properties": {
-                    "object": {"const": "embedding"},
-                    "index": {"type": "integer"},
-                    "embedding": {
-                        "oneOf": [
-                            {"type": "array", "items": {"type": "number"}},
-                            {"type": "string", "format": "byte"},
-                        ]
-                    },
-                },
-            },
-        },
-        "model": {"type": "string"},
-        "usage": {
-            "type": "object",
-            "properties": {
-                "prompt_tokens": {"type": "integer"},
-                "total_tokens": {"type": "integer"},
-            },
-        },
-    },
-}
-
-_MODELS_RESPONSE = {
-    "type": "object",
-    "required": ["object", "data"],
-    "properties": {
-        "object": {"const": "list"},
-        "data": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "object", "created", "owned_by"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "object": {"const": "model"},
-                    "created": {"type": "integer"},
-                    "owned_by": {"type": "string"},
-                    "root": {"type": "string"},
-                },
-            },
-        },
-    },
-}
-
-_STATUS = {
-    "type": "object",
-    "required": ["status"],
-    "properties": {
-        "status": {"type": "string"},
-        "models": {"type": "object", "additionalProperties": {"type": "string"}},
-        # While engines start: each starting model's step and seconds since its start began.
-        "progress": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "properties": {"step": {"type": "string"}, "elapsed_s": {"type": "number"}},
-            },
-        },
-    },
-}
-
-_ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
-
-
 def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str, Any]:
     """The document for an app with these settings serving these model names."""
     bodies, request_components = request_schemas(_DECLARED, settings, models)
+    answers, answer_components = response_schemas(_ANSWERS)
+    clash = request_components.keys() & answer_components.keys()
+    assert not clash, f"request and response shapes share the names {clash}"
     embeddings = _operation(
         "Create embeddings (OpenAI contract)",
-        _EMBEDDINGS_RESPONSE,
+        answers[openai.EmbeddingsResponse],
         body=bodies[EmbeddingsRequest],
         errors=(400, 404, 413, 415, 429, 503, 504),
     )
     cohere_embed = _operation(
         "Embed texts (Cohere embed contract, v1 and v2 shapes)",
-        _COHERE_EMBED_RESPONSE,
+        answers[CohereEmbedResponse],
         body=bodies[CohereEmbedRequest],
         errors=(400, 404, 413, 415, 429, 503, 504),
     )
     rerank = _operation(
         "Rerank documents for a query (Cohere v1/v2 and Jina shapes; errors on these paths "
         "also carry a top-level `detail`)",
-        _RERANK_RESPONSE,
+        answers[RerankResponse],
         body=bodies[RerankRequest],
         errors=(400, 404, 413, 415, 429, 503, 504),
     )
-    list_models = _operation("List served models and aliases", _MODELS_RESPONSE)
+    list_models = _operation("List served models and aliases", answers[openai.ModelList])
     metrics = _operation(
         "Prometheus metrics (text exposition format)",
         {"type": "string"},
@@ -415,6 +258,14 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
             "/rerank": {
                 "post": {
                     **rerank,
+                    "responses": {
+                        **rerank["responses"],
+                        **_errors(*_SHARED_ERRORS, error=_EITHER_ERROR),
+                        "200": {
+                            "description": "OK",
+                            **_json(_either(answers[RerankResponse], answers[tei.TeiRanks])),
+                        },
+                    },
                     "requestBody": {
                         "required": True,
                         **_json(_either(bodies[RerankRequest], bodies[tei.TeiRerankRequest])),
@@ -423,12 +274,16 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
             },
             "/v1/models": {"get": list_models},
             "/models": {"get": list_models},
-            "/health": {"get": _operation("Liveness: the process is up", _STATUS, public=True)},
+            "/health": {
+                "get": _operation(
+                    "Liveness: the process is up", answers[probes.Health], public=True
+                )
+            },
             "/ready": {
                 "get": _operation(
                     "Readiness: every engine can serve (503 while loading, "
                     "after an engine fault, and while draining)",
-                    _STATUS,
+                    answers[probes.Readiness],
                     errors=(503,),
                     public=True,
                 )
@@ -441,13 +296,15 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                     "This document (public, as /docs)", {"type": "object"}, public=True
                 )
             },
-            **_native_paths(bodies),
+            **_native_paths(bodies, answers),
         },
         "components": {
             "schemas": {
                 **request_components,
-                "Error": _ERROR_SCHEMA,
-                "TeiError": _TEI_ERROR_SCHEMA,
+                **answer_components,
+                # The names batches/openapi.py and the error responses refer to.
+                "Error": answers[ErrorEnvelope],
+                "TeiError": answers[tei.TeiErrorBody],
             },
             "responses": {
                 "Error": {
@@ -457,6 +314,16 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                 "TeiError": {
                     "description": "TEI's error body",
                     **_json({"$ref": "#/components/schemas/TeiError"}),
+                },
+                "EitherError": {
+                    "description": "The OpenAI error envelope, or TEI's error body for TEI's "
+                    "request shapes",
+                    **_json(
+                        _either(
+                            {"$ref": "#/components/schemas/Error"},
+                            {"$ref": "#/components/schemas/TeiError"},
+                        )
+                    ),
                 },
             },
         },
@@ -470,3 +337,9 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                 operation.pop("security", None)
                 operation["responses"].pop("401", None)
     return document
+
+
+async def openapi(request: GatewayRequest) -> Response:
+    """GET /openapi.json: the OpenAPI 3 description of every route."""
+    names = [name for name, _ in registry_of(request).names()]
+    return json_response(openapi_document(settings_of(request), names))

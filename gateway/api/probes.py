@@ -1,14 +1,35 @@
 """The routes about the server rather than a model's work: liveness (`GET /health`),
-readiness (`GET /ready`), Prometheus metrics (`GET /metrics`) and the OpenAPI document
-(`GET /openapi.json`)."""
+readiness (`GET /ready`) and Prometheus metrics (`GET /metrics`). The OpenAPI document is
+served by `gateway.api.openapi`, which describes these routes too."""
 
 from __future__ import annotations
 
 from starlette.responses import Response
 
-from gateway.api.openapi import openapi_document
+from gateway.api.wire import Answer
 from gateway.http.responses import json_response
-from gateway.state import GatewayRequest, registry_of, settings_of
+from gateway.state import GatewayRequest, registry_of
+
+
+class Health(Answer):
+    """`GET /health`: `ok`; or, with 503, `down` and the models that are down for good."""
+
+    status: str
+    models: list[str] | None = None
+
+
+class StartProgress(Answer):
+    step: str
+    elapsed_s: float
+
+
+class Readiness(Answer):
+    """`GET /ready`: `ready`, `not ready` or `draining`, and each model's state; while engines
+    start, each starting one's step and seconds since its start began."""
+
+    status: str
+    models: dict[str, str]
+    progress: dict[str, StartProgress] | None = None
 
 
 async def health(request: GatewayRequest) -> Response:
@@ -41,9 +62,3 @@ async def metrics(request: GatewayRequest) -> Response:
     """GET /metrics: Prometheus text format (behind the API key unless --public-metrics)."""
     body, content_type = request.state["metrics"].exposition()
     return Response(body, media_type=content_type)
-
-
-async def openapi(request: GatewayRequest) -> Response:
-    """GET /openapi.json: the OpenAPI 3 description of every route."""
-    names = [name for name, _ in registry_of(request).names()]
-    return json_response(openapi_document(settings_of(request), names))

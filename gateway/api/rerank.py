@@ -22,6 +22,7 @@ from typing_extensions import TypedDict
 from gateway.api import tei
 from gateway.api.context import guard_of
 from gateway.api.wire import (
+    Answer,
     Limit,
     Model,
     PositiveInt,
@@ -119,6 +120,43 @@ class RerankRequest(Wire):
     @property
     def texts(self) -> list[str]:
         return self._texts
+
+
+class RerankResult(Answer):
+    index: int
+    relevance_score: float
+    # With `return_documents`: the document as sent, a string made `{"text": ...}`.
+    document: dict[str, Any] | None = None
+
+
+class RerankApiVersion(Answer):
+    version: str
+    is_experimental: bool
+
+
+class SearchUnits(Answer):
+    search_units: int
+
+
+class RerankMeta(Answer):
+    api_version: RerankApiVersion
+    billed_units: SearchUnits
+
+
+class RerankUsage(Answer):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(Answer):
+    """Results by descending score; `index` points into the request's documents. Cohere's
+    SDKs read `results` and `meta`, the Jina clients `results` and `usage`."""
+
+    id: str
+    model: str
+    results: list[RerankResult]
+    meta: RerankMeta
+    usage: RerankUsage
 
 
 def parse_rerank_request(body: Any, settings: Settings) -> RerankRequest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from gateway import batches
-from gateway.api import cohere, openai, probes, rerank, tei, vllm
+from gateway.api import cohere, openai, openapi, probes, rerank, tei, vllm
 from gateway.api.rerank import RERANK_PATHS
 
 ROUTES = [
@@ -18,7 +18,7 @@ ROUTES = [
     Route("/models", openai.list_models, methods=["GET"]),
     Route("/health", probes.health, methods=["GET"]),
     Route("/ready", probes.ready, methods=["GET"]),
-    Route("/openapi.json", probes.openapi, methods=["GET"]),
+    Route("/openapi.json", openapi.openapi, methods=["GET"]),
     *batches.ROUTES,
     Route("/metrics", probes.metrics, methods=["GET"]),
     # Other servers' dialects: TEI's, the plain texts API's /embed, vLLM's.

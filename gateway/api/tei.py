@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, RootModel
 from starlette.responses import Response
 
 from adapters.base import Tokens
 from gateway.api import texts as texts_api
 from gateway.api import vllm
 from gateway.api.context import guard_of, guarded, model_of, rank_texts
-from gateway.api.wire import Limit, Model, Says, Text, Wire, one_of, parse
+from gateway.api.wire import Answer, Limit, Model, Says, Text, Wire, one_of, parse
 from gateway.config import InputPolicy, Settings
 from gateway.errors import invalid
 from gateway.http.body import read_json
@@ -162,6 +162,73 @@ def root_shape(body: Any) -> type[Wire]:
     if isinstance(body, dict) and body.get("texts") is not None:
         return TeiRerankRequest
     return TeiEmbedRequest
+
+
+# -- response shapes --------------------------------------------------------------------------
+
+
+class TeiEmbeddings(RootModel[list[list[float]]]):
+    """`POST /embed` with `inputs`: one float vector per input."""
+
+
+class TeiRank(Answer):
+    index: int
+    score: float
+    # With `return_text`.
+    text: str | None = None
+
+
+class TeiRanks(RootModel[list[TeiRank]]):
+    """`POST /rerank` with `texts`: best score first."""
+
+
+class TeiSimilarities(RootModel[list[float]]):
+    """`POST /similarity`: one cosine per sentence."""
+
+
+class TeiToken(Answer):
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class TeiTokens(RootModel[list[list[TeiToken]]]):
+    """`POST /tokenize` with `inputs`: the tokens of each input."""
+
+
+class TeiDecoded(RootModel[list[str]]):
+    """`POST /decode`: one text per id list."""
+
+
+class TeiInfo(Answer):
+    """`GET /info`: the default model and the server's limits (`dimension` and `models`, every
+    served name, are additions)."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    model_type: dict[str, Any]
+    dimension: int | None
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    version: str
+    sha: str | None
+    docker_label: str | None
+    models: list[str]
+
+
+class TeiErrorBody(Answer):
+    """TEI's error body, on TEI's routes."""
+
+    error: str
+    error_type: str
 
 
 # -- request to engine input ------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from gateway.api.context import guard_of, model_of
-from gateway.api.wire import Limit, Model, Says, Text, Wire, parse
+from gateway.api.wire import Answer, Limit, Model, Says, Text, Wire, parse
 from gateway.http.responses import json_response, truncation_header
 from gateway.serving import embedding
 from gateway.serving.encoding import refuse_non_finite
@@ -29,6 +29,12 @@ class TextsEmbedRequest(Wire):
         Limit("max_inputs"),
         Says("`texts` is required: a non-empty list of strings"),
     ]
+
+
+class TextsEmbedResponse(Answer):
+    """One float vector per text, in order."""
+
+    embeddings: list[list[float]]
 
 
 async def embed(request: GatewayRequest, body: Any) -> Response:

@@ -8,14 +8,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
 from starlette.responses import Response
 
 from gateway.api.context import guarded, model_of, rank_texts
-from gateway.api.wire import Limit, Model, Says, Text, Wire, parse
+from gateway.api.wire import Answer, Limit, Model, Says, Text, Wire, parse
 from gateway.errors import invalid
 from gateway.http.body import read_json
 from gateway.http.responses import json_response
@@ -95,6 +95,42 @@ class DetokenizeRequest(Wire):
 
     model: Model | None = None
     tokens: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class Score(Answer):
+    index: int
+    object: Literal["score"]
+    score: float
+
+
+class ScoreUsage(Answer):
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int
+
+
+class ScoreResponse(Answer):
+    """`POST /score`: one score per pair, in pair order."""
+
+    id: str
+    object: Literal["list"]
+    created: int
+    model: str
+    data: list[Score]
+    usage: ScoreUsage
+
+
+class VllmTokenizeResponse(Answer):
+    """`POST /tokenize` with `prompt`; `token_strs` with `return_token_strs`."""
+
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None
+
+
+class DetokenizeResponse(Answer):
+    prompt: str
 
 
 def score_answer(model: str, scores: Iterable[float], prompt_tokens: int) -> dict[str, Any]:

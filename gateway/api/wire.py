@@ -274,3 +274,41 @@ def _apply(node: Any, settings: Settings, models: list[str]) -> Any:
     if node.get(_MODELS_KEY) and models:
         out["enum"] = models
     return out
+
+
+# -- response shapes --------------------------------------------------------------------------
+
+
+class Answer(BaseModel):
+    """A response body's shape, declared beside its request's: /openapi.json describes the
+    response with it (`response_schemas`); handlers build the body itself, and a test checks
+    every route's live body against the document."""
+
+    # TEI's `/info` has fields named `model_*`.
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class ErrorDetail(Answer):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(Answer):
+    """The OpenAI error envelope, every error's body outside TEI's routes (on the rerank
+    routes and `/embed` with `texts` it also carries `detail`, the message)."""
+
+    error: ErrorDetail
+
+
+def response_schemas(
+    declared: Sequence[type[BaseModel]],
+) -> tuple[dict[type[BaseModel], dict[str, Any]], dict[str, dict[str, Any]]]:
+    """`#/components/schemas` references for each response shape, and the components."""
+    refs, defs = models_json_schema(
+        [(s, "serialization") for s in declared],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Generator,
+    )
+    return {s: refs[(s, "serialization")] for s in declared}, defs.get("$defs", {})
