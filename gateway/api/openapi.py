@@ -71,7 +71,7 @@ def _operation(
 
 def _either(*refs: dict[str, Any]) -> dict[str, Any]:
     """A body of one of several shapes (a path two APIs share; the server decides by the
-    body's fields, as gateway/dialects.py says)."""
+    body's fields, as gateway/http/dialects.py says)."""
     return {"anyOf": list(refs)}
 
 

@@ -1,12 +1,12 @@
-"""OpenAPI 3 path items for the Files and Batches routes, for gateway/openapi.py to merge into
+"""OpenAPI 3 path items for the Files and Batches routes, for gateway/api/openapi.py to merge into
 `paths`: the responses and the multipart upload described here, the `POST /v1/batches` body
-generated from its declaration (`schemas.CreateBatchRequest`) by gateway/openapi.py."""
+generated from its declaration (`schemas.CreateBatchRequest`) by gateway/api/openapi.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-# The OpenAI envelope, declared once in gateway/openapi.py (the document this merges into).
+# The OpenAI envelope, declared once in gateway/api/openapi.py (the document this merges into).
 _ERROR_BODY = {"$ref": "#/components/schemas/Error"}
 _ID = {"type": "string"}
 _STAMP = {"type": ["integer", "null"]}

@@ -156,7 +156,7 @@ class ModelRegistry:
         return model
 
     def default_model(self, *, scoring: bool = False) -> ServedModel:
-        """The model of a request that names none (the seed's and TEI's routes, vLLM's
+        """The model of a request that names none (the texts API's and TEI's routes, vLLM's
         optional `model`): the one marked `default`, else the only embedding model (for
         `scoring`: the only pair model, else the embedding default); a 400 listing the
         candidates when there are several. Then resolved as `resolve` does."""

@@ -13,7 +13,7 @@ from gateway.http.security import KeyChecker, exposure_warning
 from tests.conftest import serving
 
 KEYS = ("key-one", "key-two")
-# /openapi.json is public for /docs (gateway/docs.py); the calls the page makes are not.
+# /openapi.json is public for /docs (gateway/http/docs.py); the calls the page makes are not.
 PUBLIC = {"/health", "/ready", "/openapi.json"}
 # Accepted by every POST route but those in BODIES: each reads its own fields (`input`,
 # `texts`, `query` and `documents`) and ignores the others.
