@@ -26,6 +26,7 @@ from gateway.api.rerank import RERANK_PATHS, RerankRequest, RerankResponse
 from gateway.api.texts import TextsEmbedRequest, TextsEmbedResponse
 from gateway.api.wire import ErrorEnvelope, Wire, request_schemas, response_schemas
 from gateway.batches import CreateBatchRequest, openapi_paths
+from gateway.batches.schemas import ANSWERS as BATCH_ANSWERS
 from gateway.config import Settings
 from gateway.http.responses import json_response
 from gateway.state import GatewayRequest, registry_of, settings_of
@@ -95,6 +96,7 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
     probes.Health,
     probes.Readiness,
     ErrorEnvelope,
+    *BATCH_ANSWERS,
 )
 _DECLARED = (
     EmbeddingsRequest,
@@ -289,7 +291,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                 )
             },
             # A copy: the document is edited below (security), the shared schemas stay as they are.
-            **copy.deepcopy(openapi_paths(bodies[CreateBatchRequest])),
+            **copy.deepcopy(openapi_paths(bodies[CreateBatchRequest], answers)),
             "/metrics": {"get": metrics},
             "/openapi.json": {
                 "get": _operation(
