@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 
 def guard_of(request: GatewayRequest) -> Guard:
+    """The request's guard: the app's (or a batch's) bounds, and the request's own watch and
+    records."""
     state = request.state
     return Guard(
         admission=state["admission"],
