@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from adapters.base import EngineSpec
 from adapters.fake import FakeEngine
+from gateway.app import create_app
 from gateway.config import InputPolicy
 from gateway.serving.registry import ModelRegistry, ServedModel
 from tests.conftest import TIKTOKEN_DIR, wait_ready
@@ -82,8 +83,6 @@ NOT_JSON = {
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    from gateway.app import create_app
-
     engine = FakeEngine(dimension=8, max_model_len=64)
     scorer = FakeEngine(
         EngineSpec(name="pairs", model="pairs", rerank_kind="cross_encoder"), scores_pairs=True
