@@ -28,8 +28,8 @@ def serve(kind: str, port: int) -> None:
 
     from adapters.fake import FakeEngine
     from gateway.app import create_app
-    from gateway.connections import ConnectionLimits, protocol_class
-    from gateway.registry import ModelRegistry, ServedModel
+    from gateway.http.connections import ConnectionLimits, protocol_class
+    from gateway.serving.registry import ModelRegistry, ServedModel
 
     app = create_app(ModelRegistry([ServedModel("fake", (), FakeEngine())]))
     http = protocol_class(ConnectionLimits()) if kind == "bounded" else kind

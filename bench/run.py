@@ -262,7 +262,7 @@ def micro_encoding(repeats: int = 300) -> dict:
     """The gateway's own encoder on 32 x 1024 float32 vectors (median of `repeats`)."""
     import orjson
 
-    from gateway.encoding import encode_vectors
+    from gateway.serving.encoding import encode_vectors
 
     vectors = np.random.default_rng(0).standard_normal((32, 1024)).astype(np.float32)
     out = {}

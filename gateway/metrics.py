@@ -41,9 +41,9 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from adapters.base import EngineError
-from gateway.cache import CacheStats
-from gateway.registry import ModelRegistry
-from gateway.request_context import Timing
+from gateway.http.request_context import Timing
+from gateway.serving.cache import CacheStats
+from gateway.serving.registry import ModelRegistry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "embedding_gateway_"

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 import psutil
 
-from gateway.routes import ROUTES
+from gateway.api.routes import ROUTES
 from harness.gateway import Gateway, start_gateway
 from harness.load import Run, embeddings_body, open_loop
 from harness.markers import write_section

@@ -16,7 +16,7 @@ from adapters.fake import FakeEngine
 from gateway.app import create_app
 from gateway.batches.store import Store
 from gateway.config import InputPolicy, Settings
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.serving.registry import ModelRegistry, ServedModel
 from harness.paths import REPO
 
 # tiktoken's cl100k_base file, offline, beside the clone (CI's .ci/run exports the same). Client

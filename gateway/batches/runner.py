@@ -38,11 +38,11 @@ import orjson
 from starlette.applications import Starlette
 
 from adapters.base import background
-from gateway.admission import Admission
 from gateway.batches.lines import BatchApp, endpoint_for, failure_line, run_line
 from gateway.batches.pacing import BatchPacer
 from gateway.batches.store import Store, now, read_lines
 from gateway.config import Settings
+from gateway.serving.admission import Admission
 
 log = logging.getLogger(__name__)
 LEASE_S = 10.0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tiktoken
 
-from gateway.cohere import convert
+from gateway.api.cohere import convert
 from harness.gateway import Gateway
 from tests.e2e.conftest import MINILM, MINILM_TRUNCATING
 from tests.e2e.test_embeddings_openai import cosine_rows

@@ -20,7 +20,7 @@ import pytest
 
 from adapters.fake import FakeEngine, fake_vector
 from gateway.cli import main
-from gateway.encoding import truncate_dimensions
+from gateway.serving.encoding import truncate_dimensions
 from harness.paths import REPO
 
 TEXTS = [
