@@ -8,7 +8,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 import pytest
-from gateway.costs import CHARS_PER_TOKEN
+from gateway.serving.costs import CHARS_PER_TOKEN
 
 from adapters.base import EngineSpec
 from gateway.cli import build_parser
