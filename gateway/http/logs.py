@@ -81,6 +81,8 @@ def configure(level: str, log_format: str, *, vllm: bool = True) -> str:
         root.removeHandler(old)
     root.addHandler(handler(kind))
     root.setLevel(level.upper())
+    # warnings.warn() output (libraries' deprecation notices) as log lines of the same format.
+    logging.captureWarnings(True)
     if vllm:
         route_vllm_logs(level, kind)
     return kind
@@ -92,11 +94,17 @@ def route_vllm_logs(level: str, kind: str) -> None:
     An operator's own VLLM_LOGGING_CONFIG_PATH or VLLM_CONFIGURE_LOGGING=0 wins."""
     if "VLLM_LOGGING_CONFIG_PATH" in os.environ or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
         return
+    torch_level = logging.getLevelName(max(logging.WARNING, logging.getLevelName(level.upper())))
     config = {
         "version": 1,
         "disable_existing_loggers": False,
         "handlers": {"gateway": {"()": "gateway.http.logs.handler", "kind": kind}},
-        "loggers": {"vllm": {"handlers": ["gateway"], "level": level.upper(), "propagate": False}},
+        "loggers": {
+            "vllm": {"handlers": ["gateway"], "level": level.upper(), "propagate": False},
+            # torch has its own handler and format (vLLM applies this after importing torch);
+            # its INFO lines are compiler internals, so warnings at least, as torch's default.
+            "torch": {"handlers": ["gateway"], "level": torch_level, "propagate": False},
+        },
     }
     fd, path = tempfile.mkstemp(prefix="embedding-gateway-vllm-logging-", suffix=".json")
     with os.fdopen(fd, "w") as out:

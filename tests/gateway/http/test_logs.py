@@ -126,6 +126,23 @@ def test_vllm_logs_are_routed_through_the_gateway_handler(monkeypatch: pytest.Mo
         os.remove(path)
 
 
+@pytest.mark.parametrize(("level", "torch_level"), [("info", "WARNING"), ("error", "ERROR")])
+def test_torch_logs_through_the_gateway_handler_from_warning_up(
+    monkeypatch: pytest.MonkeyPatch, level: str, torch_level: str
+) -> None:
+    monkeypatch.setattr(os, "environ", {**os.environ})
+    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
+    monkeypatch.delenv("VLLM_CONFIGURE_LOGGING", raising=False)
+    logs.route_vllm_logs(level, "json")
+    path = os.environ["VLLM_LOGGING_CONFIG_PATH"]
+    try:
+        with open(path) as file:
+            torch = json.load(file)["loggers"]["torch"]
+    finally:
+        os.remove(path)
+    assert torch == {"handlers": ["gateway"], "level": torch_level, "propagate": False}
+
+
 def test_an_operators_vllm_logging_config_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_LOGGING_CONFIG_PATH", "/etc/mine.json")
     logs.route_vllm_logs("info", "json")
