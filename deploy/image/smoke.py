@@ -7,7 +7,7 @@ by the pod's user, the Memory emptyDir at /dev/shm as --shm-size, the ConfigMap 
 as read-only bind mounts), its CPU and memory limits, its termination grace as the stop timeout.
 Then, against that one container: /ready, embeddings through the openai client compared with
 sentence-transformers, the user, the image's HEALTHCHECK on a non-default port, every log line
-JSON, and a `docker stop` that lets an in-flight request finish. Before it, a run with Docker's
+JSON but those no logging setting reaches (FOREIGN), and a `docker stop` that lets an in-flight request finish. Before it, a run with Docker's
 default /dev/shm must stop at once, naming --shm-size.
 
 Too slow for `make test` (one engine start, about two minutes on 2 cores). The summary it prints
@@ -223,7 +223,23 @@ def check_stop_drains(url: str, name: str, rate: float) -> float:
     return stopped
 
 
+# Lines written past Python's logging, which no logging setting reaches: libnuma and torch's
+# C++ warnings (the pod may not set NUMA memory policy: no capabilities), vLLM's weight-loading
+# progress bar (tqdm, straight to the terminal), and what the interpreter prints at exit about
+# vLLM's AsyncLLM.__del__ (an exception ignored during shutdown: a traceback of five lines).
+FOREIGN = re.compile(
+    r"(get_mempolicy|set_mempolicy|mbind): Operation not permitted"
+    r"|\[W\d{4} [\d:.]+ utils\.cpp:\d+\] Warning: numa_"
+    r"|Loading safetensors checkpoint shards:"
+    r"|Exception ignored in: <function AsyncLLM\.__del__"
+    r"|Traceback \(most recent call last\):"
+    r"|  File \"/opt/venv/lib/python3\.11/site-packages/vllm/"
+    r"|TypeError: 'NoneType' object is not callable"
+)
+
+
 def check_log_lines(name: str) -> None:
+    """Every line is JSON but those in FOREIGN, which are listed."""
     result = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=True)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     raw = []
@@ -232,10 +248,11 @@ def check_log_lines(name: str) -> None:
             json.loads(line)
         except ValueError:
             raw.append(line)
-    print(f"docker logs: {len(lines) - len(raw)} of {len(lines)} lines JSON")
+    print(f"docker logs: {len(lines) - len(raw)} of {len(lines)} lines JSON; the others:")
     for line in raw:
-        print(f"  not JSON: {line[:160]}")
-    assert not raw
+        print(f"  {line[:160]}")
+    unexpected = [line for line in raw if not FOREIGN.match(line)]
+    assert not unexpected, unexpected
 
 
 def main() -> int:
