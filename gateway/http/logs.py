@@ -72,6 +72,14 @@ def handler(kind: str, stream: IO[str] | None = None) -> logging.Handler:
     return out
 
 
+def engine_process_handler(kind: str) -> logging.Handler:
+    """`handler(kind)` for the processes vLLM starts, which build it from the logging config
+    file of `route_vllm_logs`: the one call into this module there, so it also routes Python
+    warnings to logging, as `configure` does in the gateway's own process."""
+    logging.captureWarnings(True)
+    return handler(kind)
+
+
 def configure(level: str, log_format: str, *, vllm: bool = True) -> str:
     """Route every logger through one handler at `level` (vLLM's too, when `vllm`: a server
     of fake engines starts none); returns the format chosen."""
@@ -98,12 +106,13 @@ def route_vllm_logs(level: str, kind: str) -> None:
     config = {
         "version": 1,
         "disable_existing_loggers": False,
-        "handlers": {"gateway": {"()": "gateway.http.logs.handler", "kind": kind}},
+        "handlers": {"gateway": {"()": "gateway.http.logs.engine_process_handler", "kind": kind}},
         "loggers": {
             "vllm": {"handlers": ["gateway"], "level": level.upper(), "propagate": False},
             # torch has its own handler and format (vLLM applies this after importing torch);
             # its INFO lines are compiler internals, so warnings at least, as torch's default.
             "torch": {"handlers": ["gateway"], "level": torch_level, "propagate": False},
+            "py.warnings": {"handlers": ["gateway"], "propagate": False},
         },
     }
     fd, path = tempfile.mkstemp(prefix="embedding-gateway-vllm-logging-", suffix=".json")

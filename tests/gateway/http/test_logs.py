@@ -7,6 +7,7 @@ import json
 import logging
 import logging.config
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -141,6 +142,31 @@ def test_torch_logs_through_the_gateway_handler_from_warning_up(
     finally:
         os.remove(path)
     assert torch == {"handlers": ["gateway"], "level": torch_level, "propagate": False}
+
+
+def test_vllm_processes_log_python_warnings_through_the_gateway_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "environ", {**os.environ})
+    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
+    monkeypatch.delenv("VLLM_CONFIGURE_LOGGING", raising=False)
+    logs.route_vllm_logs("info", "json")
+    path = os.environ["VLLM_LOGGING_CONFIG_PATH"]
+    try:
+        with open(path) as file:
+            config = json.load(file)
+    finally:
+        os.remove(path)
+    assert config["handlers"]["gateway"]["()"] == "gateway.http.logs.engine_process_handler"
+    assert config["loggers"]["py.warnings"] == {"handlers": ["gateway"], "propagate": False}
+    logging.captureWarnings(False)  # as in a process that never ran configure()
+    shown = warnings.showwarning
+    try:
+        handler = logs.engine_process_handler("json")
+        assert type(handler.formatter).__name__ == "JsonFormatter"
+        assert warnings.showwarning is not shown  # warnings now go to the py.warnings logger
+    finally:
+        logging.captureWarnings(False)
 
 
 def test_an_operators_vllm_logging_config_wins(monkeypatch: pytest.MonkeyPatch) -> None:
