@@ -13,6 +13,8 @@ import pytest
 from harness.gateway import start_gateway
 from harness.raw_http import raw_status
 
+pytestmark = pytest.mark.process  # starts gateway processes
+
 KEY = "sk-secret-key-4f1e"
 SENTINEL = "SENTINEL-never-logged-7d2c"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -258,6 +258,7 @@ def test_a_folder_in_use_by_another_run_is_refused(
         holder.close()
 
 
+@pytest.mark.process
 def test_sigkill_midway_then_rerun_gives_the_whole_output_once(tmp_path: Path) -> None:
     """A real SIGKILL of the CLI process (fake engine, 20 ms per engine call)."""
     texts = [f"document {i} " + "word " * (i % 7) for i in range(400)]
@@ -325,6 +326,7 @@ def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
     assert model_files_digest("org/hub-id") is None
 
 
+@pytest.mark.process
 def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path: Path) -> None:
     texts = [f"document {i}" for i in range(300)]
     source, output = write_input(tmp_path, "text", texts), tmp_path / "v.npy"
