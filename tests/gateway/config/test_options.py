@@ -8,11 +8,11 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 import pytest
-from gateway.serving.costs import CHARS_PER_TOKEN
 
 from adapters.base import EngineSpec
 from gateway.cli import build_parser
 from gateway.config import OPTIONS, InputPolicy, Option, Settings
+from gateway.serving.costs import CHARS_PER_TOKEN
 
 BY_NAME = {option.name: option for option in OPTIONS}
 
