@@ -52,10 +52,19 @@ STAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "gateway",
         "response encoding",
-        ("gateway/encoding.py", "embeddings_response", "json_response", "responses.py"),
+        (
+            "gateway/serving/encoding.py",
+            "embeddings_response",
+            "json_response",
+            "responses.py",
+        ),
     ),
-    ("gateway", "validation", ("gateway/schemas.py", "gateway/body.py", "pydantic")),
-    ("gateway", "admission and request guard", ("gateway/admission.py",)),
+    ("gateway", "validation", ("gateway/api/wire.py", "gateway/http/body.py", "pydantic")),
+    (
+        "gateway",
+        "admission and request guard",
+        ("gateway/serving/admission.py", "gateway/serving/guard.py"),
+    ),
     ("gateway", "metrics and request log", ("gateway/metrics.py", "prometheus_client")),
     ("gateway", "HTTP and middleware", ("uvicorn/", "starlette/", "gateway/")),
     ("gateway", "event loop (uvloop, callbacks)", ("Runner.run",)),

@@ -302,15 +302,15 @@ def rerank_cases(path: str, model: str) -> Iterator[Case]:
     yield Case("rerank top_n over", "POST", path, _dump({**base, "top_n": 10}), may_succeed=True)
 
 
-# Field-level cases of other servers' routes (TEI, vLLM, the seed service): path -> bodies
+# Field-level cases of other servers' routes (TEI, vLLM, the texts API): path -> bodies
 # that must be refused.
 NATIVE_BAD: dict[str, list[tuple[str, object]]] = {
     "/embed": [
-        ("seed texts empty", {"texts": []}),
-        ("seed texts ints", {"texts": [1]}),
-        ("seed texts NUL", {"texts": ["\x00"]}),
-        ("seed texts too many", {"texts": ["a"] * 2049}),
-        ("seed unknown model", {"texts": ["a"], "model": "nope"}),
+        ("texts empty", {"texts": []}),
+        ("texts ints", {"texts": [1]}),
+        ("texts NUL", {"texts": ["\x00"]}),
+        ("texts too many", {"texts": ["a"] * 2049}),
+        ("texts unknown model", {"texts": ["a"], "model": "nope"}),
         ("tei inputs empty", {"inputs": []}),
         ("tei inputs int", {"inputs": 1}),
         ("tei inputs ids", {"inputs": [[1, 2]]}),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.process
 import os
+import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,57 @@ from gateway.config import InputPolicy, Settings
 from gateway.serving.registry import ModelRegistry, ServedModel
 from harness.paths import REPO
 
-# tiktoken's cl100k_base file, offline, beside the clone (CI's .ci/run exports the same). Client
-# libraries in the test process (LangChain) tokenize with it; the gateway decodes with it.
-TIKTOKEN_DIR = os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken"))
+# tiktoken's cl100k_base file, offline, committed under deploy/tiktoken (CI's .ci/run exports
+# the same). Client libraries in the test process (LangChain) tokenize with it; the gateway
+# decodes with it.
+TIKTOKEN_DIR = os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO / "deploy" / "tiktoken"))
 # Batch API state of every app and gateway process the tests start (tests that look at it
 # pass their own folder): never the user's own data folder.
 os.environ.setdefault("GATEWAY_BATCH_DIR", tempfile.mkdtemp(prefix="gateway-test-batches-"))
+
+
+# Markers of the tiers allowed to start processes; `make test-fast` deselects both.
+PROCESS_MARKERS = ("process", "engine")
+
+
+class UnmarkedProcessError(RuntimeError):
+    """A test outside the process and engine tiers tried to start a process."""
+
+
+def _refuse(nodeid: str) -> object:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise UnmarkedProcessError(
+            f"{nodeid} starts a process but is not marked `process` (or `engine`): "
+            "mark it so that `make test-fast` stays in-process"
+        )
+
+    return refuse
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None]:
+    with _processes_refused_unless_marked(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
+    with _processes_refused_unless_marked(item):
+        yield
+
+
+@contextlib.contextmanager
+def _processes_refused_unless_marked(item: pytest.Item) -> Iterator[None]:
+    """Keep the tiers honest: a test without the `process` or `engine` marker (and the fixtures
+    it sets up, module-scoped ones included) cannot start a subprocess or a multiprocessing
+    worker."""
+    if any(item.get_closest_marker(name) for name in PROCESS_MARKERS):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", _refuse(item.nodeid))
+        patch.setattr(multiprocessing.process.BaseProcess, "start", _refuse(item.nodeid))
+        yield
 
 
 def wait_ready(client: TestClient, timeout_s: float = 5.0) -> None:

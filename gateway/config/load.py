@@ -29,7 +29,7 @@ from gateway.config.settings import InputPolicy, ModelConfig, Settings
 
 TOKEN_ID_MODES = ("cl100k_base", "native")
 # Model keys a YAML entry may carry beyond the engine-argument options. `default: true` names
-# the model that requests without a `model` field get (the seed's and TEI's /embed, ...).
+# the model that requests without a `model` field get (the texts API's and TEI's /embed, ...).
 _MODEL_ONLY_KEYS = {"name", "path", "default"}
 
 

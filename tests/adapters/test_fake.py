@@ -14,8 +14,8 @@ NUMBERS = " ".join(str(i) for i in range(60_000))  # the costs battery's rerank 
 
 
 def test_a_refused_split_holds_no_more_than_twice_its_documents() -> None:
-    # Issue 9's row: 4 documents of 60,000 numbers, 1 token per chunk. Their word lists took
-    # 14 MB before the refusal.
+    # The costly-requests row: 4 documents of 60,000 numbers, 1 token per chunk. Their whole word
+    # lists would take 14 MB before the refusal.
     engine = FakeEngine(EngineSpec(name="m", model="m"), scores_pairs=True)
     documents = [NUMBERS] * 4
     limits = SplitLimits(max_chunks=10_000, max_total_tokens=300_000)

@@ -199,8 +199,9 @@ def test_windows_find_the_whole_texts_tokens(spans, name) -> None:
 
 
 def test_a_refused_split_tokenizes_a_window_at_a_time(engine, monkeypatch) -> None:
-    # Issue 9's row: 4 documents of 60,000 numbers, 1 token per chunk. Their whole-document
-    # offsets took 116 MB (about a hundred bytes per token) before the refusal.
+    # The costly-requests row: 4 documents of 60,000 numbers, 1 token per chunk. Their
+    # whole-document offsets would take 116 MB (about a hundred bytes per token) before the
+    # refusal.
     engine._facts = ModelFacts(dimension=0, max_model_len=256, scores_pairs=True)
     tokenizer, read = engine._tokenizer, []
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from adapters.vllm import engine_environment
 from bench import ablation
 
 
+@pytest.mark.process
 def test_every_engine_setting_has_its_own_row() -> None:
     """A setting added to engine_environment without a row here would go unmeasured."""
     named = [name for _, names in ablation.ROWS for name in names]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import profile
+from harness.paths import REPO
 
 GATEWAY = 'process 10:"python -m gateway serve"'
 CORE = 'process 11:"VLLM::EngineCore"'
@@ -14,12 +15,12 @@ RAW = "\n".join(
         f"{GATEWAY};Runner.run (asyncio/runners.py:118) 400",
         (
             f"{GATEWAY};Runner.run (asyncio/runners.py:118);RequestResponseCycle.run_asgi "
-            "(uvicorn/protocols/http/httptools_impl.py:1);create_embeddings (gateway/routes.py:1);"
+            "(uvicorn/protocols/http/httptools_impl.py:1);create_embeddings (gateway/api/openai.py:1);"
             "VLLMEngine._token_ids (adapters/vllm/engine.py:1);encode (adapters/vllm/engine.py:2) 200"
         ),
         (
             f"{GATEWAY};Runner.run (asyncio/runners.py:118);RequestResponseCycle.run_asgi "
-            "(uvicorn/protocols/http/httptools_impl.py:1);create_embeddings (gateway/routes.py:1) 100"
+            "(uvicorn/protocols/http/httptools_impl.py:1);create_embeddings (gateway/api/openai.py:1) 100"
         ),
         (
             f"{GATEWAY};<module> (x.py:1);{CORE};EngineCore.step (vllm/v1/engine/core.py:1);"
@@ -61,3 +62,31 @@ def test_table_has_a_column_per_concurrency() -> None:
     table = profile.markdown(result)
     assert "| process | stage | c=1 | c=8 |" in table
     assert "| worker | model forward | 0.50 | 0.00 |" in table
+
+
+@pytest.mark.parametrize(
+    "frame, stage",
+    [
+        ("encode_vectors (gateway/serving/encoding.py:1)", "response encoding"),
+        ("json_response (gateway/http/responses.py:1)", "response encoding"),
+        ("parse (gateway/api/wire.py:1)", "validation"),
+        ("read_body (gateway/http/body.py:1)", "validation"),
+        ("Admission.admit (gateway/serving/admission.py:1)", "admission and request guard"),
+        ("run_guarded (gateway/serving/guard.py:1)", "admission and request guard"),
+        ("observe (gateway/metrics.py:1)", "metrics and request log"),
+        ("dispatch (gateway/http/security.py:1)", "HTTP and middleware"),
+    ],
+)
+def test_gateway_frames_go_to_the_stage_of_their_module(frame: str, stage: str) -> None:
+    assert profile.stage_of("gateway", ["Runner.run (asyncio/runners.py:118)", frame]) == stage
+
+
+def test_every_gateway_file_a_stage_names_exists() -> None:
+    named = [
+        needle
+        for _, _, needles in profile.STAGES
+        for needle in needles
+        if needle.startswith("gateway/") and needle.endswith(".py")
+    ]
+    assert named
+    assert [path for path in named if not (REPO / path).is_file()] == []

@@ -69,6 +69,7 @@ FLAGS = [
 ]
 
 
+@pytest.mark.process
 def test_tuned_vllm_serve_gets_the_gateways_engine_arguments(
     serve_parser: argparse.ArgumentParser, model_folder: str
 ) -> None:
@@ -83,6 +84,7 @@ def test_tuned_vllm_serve_gets_the_gateways_engine_arguments(
         assert getattr(parsed, name) == value, name
 
 
+@pytest.mark.process
 def test_tuned_vllm_serve_gets_the_gateways_engine_environment(model_folder: str) -> None:
     settings = gateway_settings(["--model", model_folder, *FLAGS])
     launch = vllm_tuned_launch(8123, settings, on_cpu=True)
@@ -92,6 +94,7 @@ def test_tuned_vllm_serve_gets_the_gateways_engine_environment(model_folder: str
     assert env["PATH"] == "/bin"
 
 
+@pytest.mark.process
 def test_tuned_vllm_serve_follows_an_operators_binding(
     model_folder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,6 +105,7 @@ def test_tuned_vllm_serve_follows_an_operators_binding(
     assert vllm_tuned_launch(8123, settings, on_cpu=True).env[BIND] == "1"
 
 
+@pytest.mark.process
 def test_defaults_vllm_serve_gets_vllms_own_limits_and_no_engine_environment(
     serve_parser: argparse.ArgumentParser, model_folder: str
 ) -> None:

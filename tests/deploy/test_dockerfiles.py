@@ -103,6 +103,7 @@ def test_runs_make_runs_command_on_the_port_the_environment_names(image: str) ->
 
 
 @pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.process
 def test_runs_as_the_non_root_user_the_pods_ask_for(image: str) -> None:
     user = values(image, "USER")[-1].split(":")[0]
     assert user.isdigit() and int(user) != 0  # numeric, so runAsNonRoot can verify it
@@ -174,6 +175,7 @@ def test_baked_tiktoken_file_is_cl100k_base(monkeypatch) -> None:
     assert encoding.encode("hello world") == [15339, 1917]
 
 
+@pytest.mark.process
 def test_pods_run_the_images_entrypoint_with_only_flags() -> None:
     for overlay in OVERLAYS:
         container = gateway_container(render(overlay))

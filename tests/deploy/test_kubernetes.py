@@ -27,6 +27,8 @@ from tests.deploy.manifests import (
     venv_tool,
 )
 
+pytestmark = pytest.mark.process  # runs kubectl
+
 # The oldest Kubernetes minor still in wide use, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 # Custom resources have no schema in kubernetes-validate; each gets a structural check instead.

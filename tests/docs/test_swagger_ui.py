@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
 from harness.gateway import start_gateway
 from tests.docs.cdp import Browser
+
+pytestmark = pytest.mark.process  # starts a gateway process and headless chromium
 
 KEY = "docs-key"
 # Set a React-controlled textarea's value the way typing does.

@@ -91,7 +91,7 @@ def served_models(cross_encoder_path: str, llm_reranker_path: str) -> list[dict]
         {
             "name": MINILM,
             "path": "builtin:" + MINILM,
-            # Requests that name no model (the seed's and TEI's routes) get this one.
+            # Requests that name no model (the texts API's and TEI's routes) get this one.
             "default": True,
             "aliases": ["sentence-transformers/all-MiniLM-L6-v2"],
             "prompts": MINILM_PROMPTS,

@@ -1,4 +1,4 @@
-"""Other servers' clients, unchanged, against the real engine: the seed service's
+"""Other servers' clients, unchanged, against the real engine: the texts API's
 `POST /embed`, Hugging Face `InferenceClient` and LlamaIndex `TextEmbeddingsInference` (TEI),
 TEI's and vLLM's rerank/score, tokenize and decode routes as documented, and openai
 `models.retrieve`; vectors and scores compared with sentence-transformers."""

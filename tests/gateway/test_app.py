@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 from adapters.fake import FakeEngine
 from gateway.app import create_app
 from gateway.serving.registry import ModelRegistry, ServedModel
+from tests.conftest import wait_ready
 
 
 class BrokenEngine(FakeEngine):
@@ -35,7 +36,7 @@ def test_ready_is_503_while_loading_then_200() -> None:
         refused = client.post("/v1/embeddings", json={"model": "fake", "input": "a"})
         assert refused.status_code == 503
         assert "still loading" in refused.json()["error"]["message"]
-        time.sleep(0.5)
+        wait_ready(client)
         ready = client.get("/ready")
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "models": {"fake": "ready"}}

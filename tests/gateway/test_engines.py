@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from adapters.base import EngineSpec
 from adapters.fake import FakeEngine
 from gateway.config import Settings, load_settings
@@ -35,6 +37,7 @@ def test_the_fake_engine_needs_no_process_setup() -> None:
     assert prepare_process(settings) is None and engine_preload(settings) is None
 
 
+@pytest.mark.process
 def test_importing_the_gateway_imports_no_adapter_but_the_base() -> None:
     code = (
         "import sys, gateway.cli; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -161,8 +162,17 @@ async def test_inflight_inputs_against_the_limit_and_429s(anyio_backend: str) ->
         first = asyncio.create_task(
             client.post("/v1/embeddings", json={"model": "fake", "input": ["a", "b"]})
         )
-        await asyncio.sleep(0.15)
-        busy = samples((await client.get("/metrics")).text)
+        deadline = time.monotonic() + 5  # until the first request's 2 inputs are admitted
+        while (
+            value(
+                busy := samples((await client.get("/metrics")).text),
+                "embedding_gateway_inflight_inputs",
+                model="fake",
+            )
+            != 2
+        ):
+            assert time.monotonic() < deadline, "the first request was never admitted"
+            await asyncio.sleep(0.005)
         refused = await client.post("/v1/embeddings", json={"model": "fake", "input": ["c", "d"]})
         assert refused.status_code == 429
         assert (await first).status_code == 200

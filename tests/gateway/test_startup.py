@@ -8,8 +8,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -22,6 +25,17 @@ from harness.launch import free_port
 from harness.paths import REPO
 
 
+def poll_ready(
+    client: TestClient, until: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
+) -> httpx.Response:
+    """The first /ready response whose body satisfies `until`, polled up to a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not until((response := client.get("/ready")).json()):
+        assert time.monotonic() < deadline, f"/ready never got there: {response.json()}"
+        time.sleep(0.01)
+    return response
+
+
 def test_ready_shows_each_step_and_the_elapsed_time() -> None:
     # The fake spends 80% of its start delay loading weights, then 20% warming up.
     engine = FakeEngine(start_delay_s=1.0)
@@ -29,12 +43,16 @@ def test_ready_shows_each_step_and_the_elapsed_time() -> None:
         ModelRegistry([ServedModel("slow", (), engine), ServedModel("quick", (), FakeEngine())])
     )
     with TestClient(app) as client:
-        time.sleep(0.1)
-        early = client.get("/ready").json()
-        time.sleep(0.8)
-        late = client.get("/ready").json()
-        time.sleep(0.4)
-        done = client.get("/ready")
+        # Deadline polling, not fixed sleeps: a loaded machine shifts every step.
+        early = poll_ready(
+            client,
+            lambda body: body.get("progress", {}).get("slow", {}).get("elapsed_s", 0) >= 0.05,
+        ).json()
+        late = poll_ready(
+            client,
+            lambda body: body.get("progress", {}).get("slow", {}).get("step") != "loading weights",
+        ).json()
+        done = poll_ready(client, lambda body: "progress" not in body)
     assert early["models"] == {"slow": "loading", "quick": "ready"}
     assert list(early["progress"]) == ["slow"]  # only models still starting
     assert early["progress"]["slow"]["step"] == "loading weights"
@@ -79,6 +97,7 @@ def test_uncached_hub_id_offline_is_named(monkeypatch: pytest.MonkeyPatch) -> No
         check_model_source("no-org/no-model")
 
 
+@pytest.mark.process
 def test_a_bad_model_path_fails_the_start_fast_naming_the_path(tmp_path: Path) -> None:
     missing = str(tmp_path / "no-such-model")
     started = time.monotonic()
@@ -114,6 +133,7 @@ def test_a_bad_model_path_fails_the_start_fast_naming_the_path(tmp_path: Path) -
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 def test_the_server_freezes_its_start_up_heap_once_ready(tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path, fake_models={"m": {}})
     try:

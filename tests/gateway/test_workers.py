@@ -48,6 +48,7 @@ def test_cache_size_option() -> None:
         load_settings({"embedding_cache_size": "-1"}, environ={})
 
 
+@pytest.mark.process
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
     gateway = start_workers(tmp_path, args=["--log-level", "warning"])
     try:
@@ -68,6 +69,7 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
         gateway.stop()
 
 
+@pytest.mark.process
 def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Path) -> None:
     gateway = start_workers(
         tmp_path, args=["--log-level", "warning", "--engine-restart-backoff-s", "0.2"]
@@ -110,6 +112,7 @@ def _listeners(port: int) -> int:
     )
 
 
+@pytest.mark.process
 def test_a_replacement_worker_takes_connections_only_once_its_engine_is_ready(
     tmp_path: Path,
 ) -> None:
@@ -168,6 +171,7 @@ def _ready_then_health(port: int) -> tuple[str, int] | None:
         connection.close()
 
 
+@pytest.mark.process
 def test_a_worker_whose_model_is_down_for_good_exits_and_the_pod_with_it(tmp_path: Path) -> None:
     """A model whose restarts are exhausted must not leave a live worker that cannot serve:
     the worker answers /health 503 until it exits, the supervisor starts a new one, and when
@@ -204,6 +208,7 @@ def test_a_worker_whose_model_is_down_for_good_exits_and_the_pod_with_it(tmp_pat
     assert "times in a row; stopping the others" in log
 
 
+@pytest.mark.process
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     gateway = start_workers(tmp_path, args=["--log-level", "warning"])
     workers: list[psutil.Process] = []
@@ -224,6 +229,7 @@ def test_builtin_model_folder_is_local() -> None:
     assert list(Path(resolve_model_path("builtin:all-MiniLM-L6-v2")).glob("*.safetensors"))
 
 
+@pytest.mark.process
 def test_two_workers_report_one_set_of_metrics_and_json_logs(tmp_path: Path) -> None:
     """Every scrape, whichever worker answers it, shows both workers' requests; the log (a
     file, so JSON by default) carries each request's id."""

@@ -15,6 +15,8 @@ from harness.gateway import Gateway, start_gateway
 from harness.load import Body, closed_loop, embeddings_body, open_loop
 from harness.raw_http import raw_status
 
+pytestmark = pytest.mark.process  # starts gateway processes
+
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:

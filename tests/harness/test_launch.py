@@ -59,6 +59,7 @@ def test_gateway_command_serves_on_loopback() -> None:
     ]
 
 
+@pytest.mark.process
 def test_wait_ready_returns_on_200_and_records_what_it_saw(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "server.log"
     process = spawn(tiny(port, not_ready=3), log)
@@ -73,6 +74,7 @@ def test_wait_ready_returns_on_200_and_records_what_it_saw(tmp_path: Path) -> No
     assert "listening" in log.read_text()
 
 
+@pytest.mark.process
 def test_wait_ready_raises_with_the_log_when_the_process_exits(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     process = spawn([sys.executable, "-c", "print('cannot start'); raise SystemExit(3)"], log)
@@ -80,6 +82,7 @@ def test_wait_ready_raises_with_the_log_when_the_process_exits(tmp_path: Path) -
         wait_ready(f"http://127.0.0.1:{free_port()}/ready", process, log, timeout_s=30)
 
 
+@pytest.mark.process
 def test_wait_ready_gives_up_after_the_timeout(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "server.log"
     process = spawn(tiny(port, not_ready=10**6), log)
@@ -92,6 +95,7 @@ def test_wait_ready_gives_up_after_the_timeout(tmp_path: Path) -> None:
         stop(process)
 
 
+@pytest.mark.process
 def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     stubborn = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
@@ -104,6 +108,7 @@ def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     assert stop(process, timeout_s=0.5) == -signal.SIGKILL
 
 
+@pytest.mark.process
 def test_stop_of_a_group_reaches_its_children(tmp_path: Path) -> None:
     process = spawn(
         ["bash", "-c", "sleep 60 & echo $! ; wait"], tmp_path / "group.log", new_session=True
@@ -116,6 +121,7 @@ def test_stop_of_a_group_reaches_its_children(tmp_path: Path) -> None:
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.process
 def test_spawn_adds_offline_hub_to_the_environment(tmp_path: Path) -> None:
     log = tmp_path / "env.log"
     process = spawn([sys.executable, "-c", "import os; print(os.environ['HF_HUB_OFFLINE'])"], log)
@@ -123,6 +129,7 @@ def test_spawn_adds_offline_hub_to_the_environment(tmp_path: Path) -> None:
     assert log.read_text().strip() == "1"
 
 
+@pytest.mark.process
 def test_running_starts_a_launch_and_stops_it_afterwards(tmp_path: Path) -> None:
     port = free_port()
     launch = Launch("tiny", tiny(port, not_ready=1), "/ready", "/v1/embeddings", "/rerank")

@@ -14,6 +14,8 @@ import pytest
 from harness.gateway import Gateway, start_gateway
 from harness.raw_http import closed_by_server
 
+pytestmark = pytest.mark.process  # starts gateway processes
+
 LIMITS = [
     "--header-timeout-s",
     "1",
@@ -73,9 +75,14 @@ def test_half_open_requests_are_closed_after_the_header_deadline(gateway) -> Non
     socks = [connect(gateway) for _ in range(40)]
     for sock in socks[:30]:
         sock.sendall(b"POST /v1/embed")  # half a request line, then nothing
-    # The other 10 send nothing at all.
-    time.sleep(1.5)
-    left_open = [s for s in socks if closed_by_server(s, within_s=1) is None]
+    # The other 10 send nothing at all. Each must be closed once the 1 s header deadline has
+    # passed: polled up to a deadline rather than after a fixed sleep.
+    deadline = time.monotonic() + 5
+    left_open = [
+        s
+        for s in socks
+        if closed_by_server(s, within_s=max(0.0, deadline - time.monotonic())) is None
+    ]
     for sock in socks:
         sock.close()
     assert left_open == []
@@ -113,17 +120,27 @@ def test_past_the_connection_cap_requests_get_503_at_once(tmp_path: Path) -> Non
     )
     idle = [connect(server) for _ in range(5)]
     try:
-        time.sleep(0.3)
-        started = time.monotonic()
-        refused = httpx.get(server.base_url + "/v1/models", timeout=5)
-        assert time.monotonic() - started < 2
+        # Polled up to a deadline until the server has counted the 5 idle connections; each
+        # answer comes at once.
+        deadline = time.monotonic() + 10
+        while True:
+            started = time.monotonic()
+            refused = httpx.get(server.base_url + "/v1/models", timeout=5)
+            assert time.monotonic() - started < 2
+            if refused.status_code != 200:
+                break
+            assert time.monotonic() < deadline, "the idle connections were never counted"
+            time.sleep(0.05)
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
         assert refused.headers["connection"] == "close"
         assert refused.json()["error"]["code"] == "too_many_connections"
         for sock in idle:
             sock.close()
-        time.sleep(0.3)
-        assert httpx.get(server.base_url + "/v1/models").status_code == 200
+        deadline = time.monotonic() + 10  # until the server has seen them closed
+        while (after := httpx.get(server.base_url + "/v1/models")).status_code == 503:
+            assert time.monotonic() < deadline, "the closed connections were never released"
+            time.sleep(0.05)
+        assert after.status_code == 200
     finally:
         server.stop()

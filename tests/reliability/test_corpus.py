@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.api.routes import ROUTES
 from harness.gateway import start_gateway
 from reliability.corpus import build_corpus, run_corpus
+
+pytestmark = pytest.mark.process  # starts a gateway process
 
 KEY = "corpus-key"
 

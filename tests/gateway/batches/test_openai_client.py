@@ -17,6 +17,8 @@ import pytest
 from harness.gateway import Gateway, start_gateway
 from tests.conftest import batch_progress
 
+pytestmark = pytest.mark.process  # starts gateway processes
+
 FINAL = ("completed", "failed", "cancelled", "expired")
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ import pytest
 from adapters.fake import FakeEngine, fake_vector
 from gateway.cli import main
 from gateway.serving.encoding import truncate_dimensions
-from harness.paths import REPO
+from tests.gateway.bulk.cli_process import embed_command, rerun, stop_midway
 
 TEXTS = [
     "the first document",
@@ -258,45 +255,20 @@ def test_a_folder_in_use_by_another_run_is_refused(
         holder.close()
 
 
+@pytest.mark.process
 def test_sigkill_midway_then_rerun_gives_the_whole_output_once(tmp_path: Path) -> None:
     """A real SIGKILL of the CLI process (fake engine, 20 ms per engine call)."""
     texts = [f"document {i} " + "word " * (i % 7) for i in range(400)]
     source, output = write_input(tmp_path, "text", texts), tmp_path / "v.jsonl"
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "embed",
-        str(source),
-        "-o",
-        str(output),
-        "--engine",
-        "fake",
-        "--engine-kwargs",
-        '{"latency_s": 0.02}',
-        "--batch-tokens",
-        "40",
-        "--progress",
-        "log",
-        "--progress-interval-s",
-        "0",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    command = embed_command(source, output, "--progress", "log", "--progress-interval-s", "0")
     manifest = tmp_path / "v.jsonl.partial" / "manifest.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if manifest.exists() and json.loads(manifest.read_text())["documents"] >= 100:
-            break
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    _, err = process.communicate(timeout=10)
-    saved = json.loads(manifest.read_text())["documents"]
-    assert process.returncode == -signal.SIGKILL and 100 <= saved < 400 and not output.exists()
-    assert "documents (" in err and "docs/s" in err  # progress lines went to the log
-    done = subprocess.run(
-        command, cwd=tmp_path, env=env, check=False, capture_output=True, text=True
-    )
+    stopped = stop_midway(command, tmp_path, manifest, 100, signal.SIGKILL)
+    saved = stopped.saved
+    assert stopped.returncode == -signal.SIGKILL and 100 <= saved < 400 and not output.exists()
+    assert (
+        "documents (" in stopped.stderr and "docs/s" in stopped.stderr
+    )  # progress lines went to the log
+    done = rerun(command, tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"embedded {400 - saved} documents" in done.stderr
     ids, vectors = read_output(output)
@@ -325,39 +297,14 @@ def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
     assert model_files_digest("org/hub-id") is None
 
 
+@pytest.mark.process
 def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path: Path) -> None:
     texts = [f"document {i}" for i in range(300)]
     source, output = write_input(tmp_path, "text", texts), tmp_path / "v.npy"
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "embed",
-        str(source),
-        "-o",
-        str(output),
-        "--engine",
-        "fake",
-        "--engine-kwargs",
-        '{"latency_s": 0.02}',
-        "--batch-tokens",
-        "40",
-        "--progress",
-        "none",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    command = embed_command(source, output, "--progress", "none")
     manifest = tmp_path / "v.npy.partial" / "manifest.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (
-        manifest.exists() and json.loads(manifest.read_text())["documents"] >= 50
-    ):
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=10)
-    assert process.returncode == 130 and "run the same command again to resume" in err
-    done = subprocess.run(
-        command, cwd=tmp_path, env=env, check=False, capture_output=True, text=True
-    )
+    stopped = stop_midway(command, tmp_path, manifest, 50, signal.SIGTERM)
+    assert stopped.returncode == 130 and "run the same command again to resume" in stopped.stderr
+    done = rerun(command, tmp_path)
     assert done.returncode == 0, done.stderr
     assert np.array_equal(np.load(output), expected(texts))

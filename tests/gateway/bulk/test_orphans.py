@@ -10,6 +10,9 @@ import textwrap
 import time
 
 import psutil
+import pytest
+
+pytestmark = pytest.mark.process  # starts CLI stand-ins and their child processes
 
 # A stand-in for the CLI: it starts a long-lived child (the "engine process"), guards it,
 # prints the child's pid, then waits to be killed or told to finish normally.

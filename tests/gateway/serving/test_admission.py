@@ -36,13 +36,22 @@ def embed(client: httpx.AsyncClient, model: str = "fake", n: int = 1):
     return client.post("/v1/embeddings", json={"model": model, "input": ["a"] * n})
 
 
+async def until_inflight(client: httpx.AsyncClient, inputs: int, timeout_s: float = 5.0) -> None:
+    """Wait, up to a deadline, until `inputs` inputs are admitted (in flight) across models."""
+    admission = client.app.state.gateway["admission"]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout_s
+    while admission.inflight < inputs:
+        assert time.monotonic() < deadline, f"{admission.inflight} inputs in flight, not {inputs}"
+        await asyncio.sleep(0.005)
+
+
 async def test_past_the_bound_requests_get_429_at_once() -> None:
     engine = FakeEngine(latency_s=0.3)
     async with running(Settings(max_inflight_inputs=10), fake=engine) as client:
         big = asyncio.create_task(embed(client, n=8))
-        await asyncio.sleep(0.05)
+        await until_inflight(client, 8)
         fits = asyncio.create_task(embed(client, n=2))
-        await asyncio.sleep(0.05)
+        await until_inflight(client, 10)
         started = time.perf_counter()
         refused = await embed(client, n=1)
         waited = time.perf_counter() - started
@@ -117,7 +126,7 @@ async def test_engine_death_fails_in_flight_fast_and_spares_other_models() -> No
     doomed, healthy = FakeEngine(latency_s=5), FakeEngine(latency_s=0.01)
     async with running(Settings(), doomed=doomed, healthy=healthy) as client:
         in_flight = [asyncio.create_task(embed(client, "doomed")) for _ in range(5)]
-        await asyncio.sleep(0.1)
+        await until_inflight(client, 5)
         started = time.perf_counter()
         doomed.dead = True
         responses = await asyncio.gather(*in_flight)
@@ -155,10 +164,17 @@ async def test_ready_answers_quickly_even_when_an_engine_hangs() -> None:
     settings = Settings(health_check_interval_s=0.2, health_check_timeout_s=30)
     async with running(settings, hung=hung) as client:
         hung.hang = True
-        await asyncio.sleep(1.5)  # the watchdog's probe has waited over a second by now
-        started = time.perf_counter()
-        ready = await client.get("/ready")
-        assert time.perf_counter() - started < 0.5
+        # /ready turns 503 once the watchdog's probe has waited over a second; every answer,
+        # before and after, comes at once.
+        deadline = time.monotonic() + 10
+        while True:
+            started = time.perf_counter()
+            ready = await client.get("/ready")
+            assert time.perf_counter() - started < 0.5
+            if ready.status_code != 200:
+                break
+            assert time.monotonic() < deadline, "the hung engine was never reported"
+            await asyncio.sleep(0.05)
         assert ready.status_code == 503
         assert ready.json()["models"] == {"hung": "unresponsive"}
 
@@ -178,7 +194,7 @@ async def test_the_bound_is_per_model_so_a_stuck_model_does_not_starve_others() 
     stuck, other = FakeEngine(latency_s=5), FakeEngine()
     async with running(Settings(max_inflight_inputs=4), stuck=stuck, other=other) as client:
         hogs = [asyncio.create_task(embed(client, "stuck", n=4))]
-        await asyncio.sleep(0.05)
+        await until_inflight(client, 4)
         assert (await embed(client, "stuck")).status_code == 429
         assert (await embed(client, "other", n=4)).status_code == 200
         stuck.dead = True
@@ -192,7 +208,7 @@ async def test_rerank_goes_through_admission_and_the_timeout() -> None:
     ) as client:
         body = {"model": "fake", "query": "q", "documents": ["a", "b"]}
         slow = asyncio.create_task(client.post("/v1/rerank", json=body))
-        await asyncio.sleep(0.05)
+        await until_inflight(client, 2)
         refused = await client.post("/v2/rerank", json=body)
         assert refused.status_code == 429
         timed_out = await slow
