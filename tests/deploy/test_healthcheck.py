@@ -14,6 +14,9 @@ import pytest
 
 from tests.deploy.manifests import ROOT
 
+# Each test runs the script as a process, as Docker does.
+pytestmark = pytest.mark.process
+
 SCRIPT = ROOT / "deploy" / "image" / "healthcheck.py"
 
 
