@@ -9,7 +9,7 @@ tuned (the gateway's engine arguments and engine environment, bench/servers.py),
 with its defaults, the in-process engine (the ceiling, with the gateway's engine arguments and
 environment), sentence-transformers in-process (batches, and one short query at a time).
 Results: a table on stdout and bench/results/latest.{json,md,png}; with the default --out, the
-same tables go into the generated `bench` section of README.md and docs/benchmarks.md.
+same tables go into the generated `bench` section of docs/benchmarks.md.
 --render-only rewrites latest.md and those sections from latest.json alone.
 """
 

@@ -8,7 +8,7 @@ and this generator share the machine's cores (`--pin` puts them on CPU 0 and CPU
     python -m reliability.battery --render-only
 
 Results: reliability/results/latest.{md,json} and the generated `reliability` section of
-README.md; --render-only rewrites latest.md and that section from latest.json alone.
+docs/reliability.md; --render-only rewrites latest.md and that section from latest.json alone.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ SIZES = ((1, 0.6), (4, 0.3), (8, 0.1))
 MEAN_INPUTS = 2.6
 CAPACITY_RPS = BOUND / MEAN_INPUTS / LATENCY_S
 RESULTS = REPO / "reliability" / "results"
-# The generated section of README.md that the battery writes.
+# The generated section of the docs that the battery writes.
 SECTION = "reliability"
 TARGETS = ("docs/reliability.md",)
 SECTIONS = (
