@@ -115,7 +115,7 @@ def serve(settings: Settings) -> int:
     """Serve in this process, or in `settings.workers` worker processes on the one port."""
     _configure_logging(settings)
     log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
-    warning = exposure_warning(settings.host, settings.api_keys)
+    warning = exposure_warning(settings.host, [*settings.api_keys, settings.api_key_file or ""])
     if warning:
         log.warning(warning)
     if settings.engine == "vllm":

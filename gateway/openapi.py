@@ -460,7 +460,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
             },
         },
     }
-    if settings.api_keys:
+    if settings.api_keys or settings.api_key_file:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearer": []}]
     else:

@@ -215,12 +215,36 @@ OPTIONS: tuple[Option, ...] = (
         "api_key_file",
         "server",
         str,
-        "File of API keys, one per line (blank lines and "
-        "lines starting with # are ignored), e.g. a mounted Kubernetes Secret; added to "
-        "--api-key. A file without a key is a startup error.",
+        "File of API keys, e.g. a mounted Kubernetes Secret: "
+        "one `key` or `name:key` a line (blank lines and lines starting with # are "
+        "ignored), or YAML entries with `name`, `key` or `key_sha256`, and per-key `rpm`, "
+        "`tpm`, `batch_bytes` and `admin`; added to --api-key. Re-read within seconds "
+        "when it changes. A file without a key is a startup error.",
         env="GATEWAY_API_KEY_FILE",
         metavar="FILE",
         blank_is_error=True,
+    ),
+    Option(
+        "rate_limit_rpm",
+        "server",
+        parsers.non_negative,
+        "Requests per minute each API key may "
+        "make, unless its key file entry sets `rpm`; 0: no limit. Per worker host: "
+        "replicas count separately.",
+        env="GATEWAY_RATE_LIMIT_RPM",
+        metavar="N",
+        default=0,
+    ),
+    Option(
+        "rate_limit_tpm",
+        "server",
+        parsers.non_negative,
+        "Input tokens per minute each API key may "
+        "use, unless its key file entry sets `tpm`; 0: no limit. Counted from each answer's "
+        "usage once it is answered.",
+        env="GATEWAY_RATE_LIMIT_TPM",
+        metavar="N",
+        default=0,
     ),
     Option(
         "public_metrics",
@@ -438,6 +462,17 @@ OPTIONS: tuple[Option, ...] = (
         env="GATEWAY_BATCH_MAX_FILE_BYTES",
         default=200 * _MIB,
         default_note="OpenAI's",
+    ),
+    Option(
+        "batch_max_stored_bytes",
+        "server",
+        parsers.non_negative,
+        "Bytes of Batch API files (uploads and "
+        "results) each API key may keep, unless its key file entry sets `batch_bytes`; an "
+        "upload past it gets 413. 0: no limit.",
+        env="GATEWAY_BATCH_MAX_STORED_BYTES",
+        metavar="BYTES",
+        default=0,
     ),
     Option(
         "batch_max_lines",
