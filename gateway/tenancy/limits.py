@@ -104,7 +104,7 @@ class RateLimiter:
             return ALLOWED
         try:
             return self._admit(tenant.name, rpm, tpm)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._failed(exc)
             return ALLOWED
 
@@ -118,7 +118,7 @@ class RateLimiter:
                 now = self._clock()
                 level = self._level(db, tenant.name, "tokens", tpm, now)
                 self._store(db, tenant.name, "tokens", level - tokens, now)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._failed(exc)
 
     def _admit(self, name: str, rpm: int, tpm: int) -> Decision:
@@ -176,7 +176,7 @@ class RateLimiter:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._connect())
 
-    def _failed(self, exc: sqlite3.Error) -> None:
+    def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
         if now - self._logged >= _LOG_EVERY_S:
             self._logged = now
