@@ -28,7 +28,8 @@ class TenantMiddleware:
         decision = self.limiter.admit(tenant)
         if not decision.allowed:
             note(Request(scope), rate_limited=decision.refused_by)
-            await error_response(decision.error(tenant), scope)(scope, receive, send)
+            # The body stays unread, as with a refused key: the connection is closed after it.
+            await error_response(decision.error(tenant), scope, close=True)(scope, receive, send)
             return
         extra = [(name.encode(), value.encode()) for name, value in decision.headers.items()]
 
