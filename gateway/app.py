@@ -32,7 +32,7 @@ from gateway.routes import ROUTES
 from gateway.security import PUBLIC_PATHS, AuthMiddleware
 from gateway.state import GatewayState
 from gateway.tenancy.keys import KeyRing
-from gateway.tenancy.limits import RateLimiter
+from gateway.tenancy.limits import RATE_LIMIT_HEADERS, RateLimiter
 from gateway.tenancy.middleware import TenantMiddleware
 from gateway.token_ids import Cl100kDecoder
 
@@ -143,6 +143,7 @@ def _middleware(
                     "x-tokenization-time",
                     "x-inference-time",
                     "x-total-time",
+                    *RATE_LIMIT_HEADERS,
                 ],
             )
         )

@@ -33,6 +33,11 @@ from gateway.tenancy.keys import Tenant
 
 log = logging.getLogger(__name__)
 FILE_NAME = "ratelimits.sqlite3"
+RATE_LIMIT_HEADERS = tuple(
+    f"x-ratelimit-{what}-{kind}"
+    for kind in ("requests", "tokens")
+    for what in ("limit", "remaining", "reset")
+)
 _WINDOW_S = 60.0
 _LOG_EVERY_S = 60.0
 _SCHEMA = """

@@ -168,3 +168,12 @@ def test_usage_per_key_name_in_metrics_and_never_the_key(gateway: TestClient) ->
     assert 'embedding_gateway_key_rate_limited_total{key="small"} 1.0' in text
     assert 'embedding_gateway_key_tokens_total{key="small"}' in text
     assert KEY_LIMITED not in text
+
+
+def test_an_error_answer_to_a_limited_key_carries_the_rate_limit_headers(
+    gateway: TestClient,
+) -> None:
+    small = as_key(gateway, KEY_LIMITED)
+    with pytest.raises(openai.NotFoundError) as refused:
+        small.embeddings.create(model="no-such-model", input="x")
+    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "1"
