@@ -314,12 +314,19 @@ class Store:
         )
 
     def claim(self, owner: str, lease_s: float) -> sqlite3.Row | None:
-        """The oldest live batch whose lease has lapsed (or is `owner`'s), now leased to
-        `owner`; None when there is none. Several gateway workers share one database."""
+        """A live batch whose lease has lapsed (or is `owner`'s), now leased to `owner`;
+        None when there is none. Several gateway workers share one database.
+
+        Batches run one at a time, so the pick decides who waits: cancellations first (they
+        take no time), then the batch of the API key whose last batch started longest ago,
+        oldest first within a key. One key queueing many batches then takes turns with the
+        others instead of holding the queue."""
         with self._transaction():
             row = self.db.execute(
-                f"SELECT id FROM batches WHERE status IN ({_marks(LIVE_STATES)}) AND "
-                "(lease_until < ? OR lease_owner = ?) ORDER BY seq LIMIT 1",
+                f"SELECT id FROM batches AS b WHERE status IN ({_marks(LIVE_STATES)}) AND "
+                "(lease_until < ? OR lease_owner = ?) ORDER BY status != 'cancelling', "
+                "(SELECT COALESCE(MAX(o.in_progress_at), 0) FROM batches AS o "
+                "WHERE o.owner = b.owner AND o.id != b.id), seq LIMIT 1",
                 (*LIVE_STATES, time.time(), owner),
             ).fetchone()
             if row is None:

@@ -121,3 +121,42 @@ def test_rows_from_a_database_without_owners_are_kept_for_admins(tmp_path: Path)
     assert store.batch(batch["id"], owner="team-a") is not None
     assert store.batch(batch["id"], owner="team-b") is None
     store.close()
+
+
+def add_batch(store: Store, key: str) -> str:
+    row = store.add_batch(
+        endpoint="/v1/embeddings",
+        input_file_id="file-00000000000000000000000000000001",
+        completion_window="24h",
+        window_s=86400,
+        metadata=None,
+        output_expires_s=60,
+        owner=key,
+    )
+    return str(row["id"])
+
+
+def run_next(store: Store, started_at: int) -> str:
+    """Claim the next batch and finish it, as the runner does."""
+    row = store.claim("runner", 10.0)
+    assert row is not None
+    store.set_status(row["id"], "in_progress", in_progress_at=started_at)
+    store.set_status(row["id"], "completed")
+    return str(row["id"])
+
+
+def test_keys_take_turns_in_the_batch_queue(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    a1, a2, a3 = (add_batch(store, "team-a") for _ in range(3))
+    b1, b2 = (add_batch(store, "team-b") for _ in range(2))
+    assert [run_next(store, t) for t in range(1, 6)] == [a1, b1, a2, b2, a3]
+    store.close()
+
+
+def test_a_cancellation_is_picked_before_waiting_batches(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    add_batch(store, "team-a")
+    cancelled = add_batch(store, "team-b")
+    assert store.request_cancel(cancelled)
+    assert store.claim("runner", 10.0)["id"] == cancelled
+    store.close()
