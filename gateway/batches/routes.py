@@ -288,7 +288,8 @@ def _no_such(kind: str, value: Any, param: str | None = None) -> APIError:
 def _limit(value: str | None, default: int, maximum: int) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as '²'.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise invalid(
             f"`limit` must be an integer between 1 and {maximum}, got {brief(value)}", param="limit"
         )
