@@ -115,7 +115,8 @@ def _copy(source: IO[bytes], target: Path, max_bytes: int) -> tuple[int, int]:
     size = lines = 0
     last = b"\n"
     source.seek(0)
-    with target.open("wb") as out:
+    # 0600: another local user may not read an upload (the folder is 0700 too).
+    with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         while chunk := source.read(_COPY_CHUNK):
             size += len(chunk)
             if size > max_bytes:

@@ -86,6 +86,7 @@ class Settings:
     batch_max_file_bytes: int = default_of("batch_max_file_bytes")
     batch_max_lines: int = default_of("batch_max_lines")
     batch_min_free_bytes: int = default_of("batch_min_free_bytes")
+    batch_max_output_bytes: int = default_of("batch_max_output_bytes")
     batch_file_ttl_s: int = default_of("batch_file_ttl_s")
     batch_max_inflight_tokens: int = default_of("batch_max_inflight_tokens")
     batch_quiet_after_s: float = default_of("batch_quiet_after_s")
