@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,13 +48,16 @@ class OutputTooLarge(Exception):
 class SpaceGuard:
     """The two bounds, checked before a line starts and before its result is written."""
 
-    def __init__(self, root: Path, min_free: int, max_output: int) -> None:
+    def __init__(
+        self, root: Path, min_free: int, max_output: int, free: Callable[[Path], int] | None = None
+    ) -> None:
         self.root = root
         self.min_free = min_free
         self.max_output = max_output
+        self.free = free or free_bytes
 
     def check_room(self, incoming: int = 0) -> None:
-        free = shutil.disk_usage(self.root).free
+        free = self.free(self.root)
         if free - incoming < self.min_free:
             raise DiskLow(
                 f"{free} bytes free on the batch folder's disk, under "
@@ -124,6 +128,10 @@ class ResultFiles:
         for file, size in ((self.out, out_size), (self.err, err_size)):
             file.truncate(size)
             file.seek(size)
+
+
+def free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
 
 
 def open_private(path: Path, size: int) -> BinaryIO:

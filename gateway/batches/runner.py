@@ -55,6 +55,7 @@ from gateway.batches.results import (
     OutputTooLarge,
     ResultFiles,
     SpaceGuard,
+    free_bytes,
     open_private,
 )
 from gateway.batches.store import FINAL_STATES, Store, is_batch_id, now
@@ -86,6 +87,7 @@ class BatchService:
         self.admission = Admission(settings.max_inflight_inputs)
         self.pacer: BatchPacer | None = None
         self.health = RunnerHealth()
+        self.free_bytes = free_bytes  # free space on the data folder's disk
 
     @property
     def root(self) -> Path:
@@ -324,7 +326,10 @@ class Job:
         call = endpoint_for(self.app, endpoint)
         settings = self.service.settings
         guard = SpaceGuard(
-            self.store.root, settings.batch_min_free_bytes, settings.batch_max_output_bytes
+            self.store.root,
+            settings.batch_min_free_bytes,
+            settings.batch_max_output_bytes,
+            free=self.service.free_bytes,
         )
         running: set[asyncio.Task[None]] = set()
         errors: list[BaseException] = []
