@@ -285,10 +285,12 @@ OPTIONS: tuple[Option, ...] = (
         "max_connections",
         "server",
         parsers.positive(int),
-        "Open connections per process (keep it under the open-files limit, `ulimit -n`); a "
-        "request on a connection past it gets 503 with Retry-After at once.",
+        "Open connections per process. Past it, the connection that has waited longest "
+        "for a request head (half-open or idle) is closed to make room; when every "
+        "connection has a request in flight, a request past it gets 503 with Retry-After at "
+        "once (except /health and /ready).",
         env="GATEWAY_MAX_CONNECTIONS",
-        default=1024,
+        default_note="the open-files limit (`ulimit -n`) less 256 kept for other files",
     ),
     Option(
         "max_inputs",

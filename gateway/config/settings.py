@@ -66,7 +66,7 @@ class Settings:
     header_timeout_s: float = default_of("header_timeout_s")
     body_timeout_s: float = default_of("body_timeout_s")
     keep_alive_timeout_s: float = default_of("keep_alive_timeout_s")
-    max_connections: int = default_of("max_connections")
+    max_connections: int | None = default_of("max_connections")
     max_inputs: int = default_of("max_inputs")
     max_request_tokens: int = default_of("max_request_tokens")
     max_rerank_documents: int = default_of("max_rerank_documents")
