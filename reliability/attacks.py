@@ -343,6 +343,49 @@ ATTACKS: dict[str, Callable[[], Figures]] = {
 }
 
 
+# What each attack's figures must show for the gateway to pass: (check, what failed).
+EXPECTED: dict[str, tuple[Callable[[Figures], bool], str]] = {
+    "tokenize_flood": (
+        lambda f: (
+            all(f[f"{n} status"] in (400, 422) for n in ("tei_tokenize", "vllm_tokenize"))
+            and f["tei_tokenize longest /health wait (s)"] < 0.5
+        ),
+        "a 1 MB /tokenize was served, or held /health up",
+    ),
+    "runner_store_fault": (
+        lambda f: f["batch status"] == "completed" and f["GET /v1/files"] == 200,
+        "one store error stopped the batch runner",
+    ),
+    "line_record_fault": (
+        lambda f: f.get("completed", 0) + f.get("failed", 0) == f.get("total", -1),
+        "a line whose record failed was lost",
+    ),
+    "output_amplification": (
+        lambda f: f["batch status"] == "completed" or f["error code"] == "output_too_large",
+        "the batch neither completed nor failed on the output cap",
+    ),
+    "half_open_flood": (
+        lambda f: f["a request meanwhile"] == 200,
+        "half-open connections kept a request out",
+    ),
+    "probes_at_cap": (
+        lambda f: f["/health"] == 200 and f["/ready"] == 200,
+        "a probe was refused at the connection cap",
+    ),
+}
+
+
+def record(battery: Any, name: str) -> Figures:
+    """Run attack `name` as a battery section: its figures through `battery.figure`, its
+    expectation through `battery.check` (the `Battery` of reliability/battery.py)."""
+    figures = ATTACKS[name]()
+    for figure, value in figures.items():
+        battery.figure(name, figure, value)
+    check, failed = EXPECTED[name]
+    battery.check(name, check(figures), failed)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     names = (sys.argv[1:] if argv is None else argv) or list(ATTACKS)
     for name in names:

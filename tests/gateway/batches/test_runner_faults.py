@@ -6,6 +6,7 @@ its data folder private."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import stat
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.batches import health
+from gateway.batches import health, lines
 from gateway.batches.reading import Oversize, bounded_lines
 from gateway.batches.runner import BatchService
 from tests.conftest import serving
@@ -239,3 +240,21 @@ def test_a_unicode_digit_limit_is_a_400(tmp_path: Path) -> None:
         response = client.get("/v1/files?limit=\u00b2", headers=AUTH)
         assert response.status_code == 400
         assert response.json()["error"]["param"] == "limit"
+
+
+def test_lines_are_read_and_large_ones_parsed_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threaded: list[str] = []
+    original = asyncio.to_thread
+
+    async def spy(function, *args, **kwargs):
+        threaded.append(getattr(function, "__name__", ""))
+        return await original(function, *args, **kwargs)
+
+    monkeypatch.setattr(lines, "_PARSE_INLINE_BYTES", 10)
+    monkeypatch.setattr(asyncio, "to_thread", spy)
+    with serving(settings(tmp_path)) as client:
+        assert counts(run_batch(client, *LINES)) == (3, 3, 0)
+    assert "_take" in threaded  # reading
+    assert threaded.count("_checked_line") == 3  # parsing
