@@ -77,7 +77,7 @@ def protocol_class(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     return type(
         "BoundedHttpToolsProtocol",
         (BoundedHttpToolsProtocol,),
-        {"limits": limits, "waiting": OrderedDict()},
+        {"limits": limits, "waiting": OrderedDict(), "closing": set()},
     )
 
 
@@ -99,6 +99,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # The server's connections that have no request in flight (no head yet, half a head, or
     # idle between requests), longest waiting first: the ones closed to make room.
     waiting: ClassVar[OrderedDict[BoundedHttpToolsProtocol, None]] = OrderedDict()
+    # Closed for room but not gone yet (they leave `connections` at `connection_lost`): not
+    # counted again, or a burst of new connections would close more than it needs.
+    closing: ClassVar[set[BoundedHttpToolsProtocol]] = set()
 
     # `_header_bytes` counts the current request's line and headers until they are complete
     # (None afterwards); `_in_body` is True while a body is still arriving; one timer serves
@@ -116,14 +119,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.waiting.pop(self, None)
+        self.closing.discard(self)
         super().connection_lost(exc)
 
     def _make_room(self) -> None:
         """Past the cap, close connections that wait for a request head, longest first."""
-        while len(self.connections) > self.limits.max_connections and self.waiting:
+        while len(self.connections) - len(self.closing) > self.limits.max_connections:
+            if not self.waiting:
+                return
             oldest, _ = self.waiting.popitem(last=False)
-            if not oldest.transport.is_closing():
-                oldest.transport.close()
+            self.closing.add(oldest)
+            oldest.transport.close()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -155,7 +161,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self.waiting.pop(self, None)  # a request in flight: never closed for room
         if (
-            len(self.connections) <= self.limits.max_connections
+            len(self.connections) - len(self.closing) <= self.limits.max_connections
             or self.url.split(b"?", 1)[0] in PROBE_PATHS
         ):
             super().on_headers_complete()

@@ -46,6 +46,8 @@ def test_half_open_connections_past_the_cap_do_not_keep_a_request_out(gateway) -
         assert time.monotonic() - started < 2
         closed = sum(closed_by_server(s, within_s=0.01) is not None for s in half_open[:150])
         assert closed >= 150 - 20  # the oldest made room
+        newest = [s for s in half_open[-10:] if closed_by_server(s, within_s=0.01) is None]
+        assert len(newest) == 10  # and no more than room was made
     finally:
         for sock in half_open:
             sock.close()
