@@ -7,6 +7,7 @@ its data folder private."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import sqlite3
 import stat
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.batches import health, lines
+from gateway.batches import health, lines, runner
 from gateway.batches.reading import Oversize, bounded_lines
 from gateway.batches.runner import BatchService
 from tests.conftest import serving
@@ -144,6 +145,44 @@ def test_a_line_whose_record_fails_goes_to_the_error_file(tmp_path: Path) -> Non
             "r0",
             "r2",
         ]
+        (error,) = content(client, batch["error_file_id"])
+        assert error["custom_id"] == "r1" and error["error"]["code"] == "internal_error"
+
+
+class FullDisk:
+    """Partial files of which the first write of a line holding `marker` fails half-way, as
+    a write that runs out of disk space does."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+
+    def open(self, file: Any) -> Any:
+        disk = self
+
+        class Partial:
+            def write(self, data: bytes) -> int:
+                if disk.marker and disk.marker in data:
+                    disk.marker = b""
+                    file.write(data[: len(data) // 2])
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return int(file.write(data))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(file, name)
+
+        return Partial()
+
+
+def test_a_line_whose_write_fails_half_way_goes_to_the_error_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened, disk = runner.open_private, FullDisk(b'"r1"')
+    monkeypatch.setattr(runner, "open_private", lambda path, size: disk.open(opened(path, size)))
+    with serving(settings(tmp_path)) as client:
+        batch = run_batch(client, *LINES)
+        assert counts(batch) == (3, 2, 1)
+        outputs = content(client, batch["output_file_id"])  # every line whole JSON
+        assert sorted(line["custom_id"] for line in outputs) == ["r0", "r2"]
         (error,) = content(client, batch["error_file_id"])
         assert error["custom_id"] == "r1" and error["error"]["code"] == "internal_error"
 
