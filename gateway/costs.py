@@ -45,6 +45,7 @@ def check_chars(
     what: str = "input",
     decoded: bool = False,
     param: str | None = None,
+    advice: str = 'shorten it, or send "truncate": "end"',
 ) -> None:
     """`sizes[i]`: input i's characters (for token ids, the bytes they decode to, which
     bound the characters). Decoding makes the whole text even when it is then truncated, so
@@ -57,7 +58,7 @@ def check_chars(
             raise invalid(
                 f"{what} {i} {kind} {size} characters, more than model '{model}' accepts "
                 f"untruncated ({most}, {CHARS_PER_TOKEN} per token of its {window}-token "
-                f'window; --max-input-chars); shorten it, or send "truncate": "end"',
+                f"window; --max-input-chars); {advice}",
                 param=param or _param(what),
             )
         total += size if decoded else min(size, most)

@@ -33,6 +33,7 @@ def check_texts(texts: Sequence[str], served: ServedModel, settings: Settings, p
         window=served.engine.facts.max_model_len,
         model=served.name,
         param=param,
+        advice="tokenize a shorter text",  # these routes never truncate
     )
 
 

@@ -47,6 +47,7 @@ def test_tei_tokenize_of_a_text_over_the_input_bound_is_refused_before_tokenizin
     before = tokenizer_calls(engine)
     response = bounded.post("/tokenize", json={"inputs": "a " * 1000})
     assert_error(response, 422, "input 0 has 2000 characters")
+    assert "tokenize a shorter text" in response.json()["error"]
     assert tokenizer_calls(engine) == before
 
 
