@@ -5,6 +5,9 @@ is wrapped to fail on demand.
 
     python -m reliability.attacks [name ...]
 
+In reliability/battery.py each attack is a section: add `*attacks.SECTIONS` to `SECTIONS`
+and `tokenize_flood = attacks.battery_method("tokenize_flood")` (and so on) to `Battery`.
+
 The figures to watch: `tokenize_flood` (answer size and the longest /health wait while it
 runs), `runner_store_fault` (the Files API after a store error), `line_record_fault` and
 `output_amplification` (counts and bytes a batch ends with), `half_open_flood` (a request
@@ -384,6 +387,20 @@ def record(battery: Any, name: str) -> Figures:
     check, failed = EXPECTED[name]
     battery.check(name, check(figures), failed)
     return figures
+
+
+SECTIONS = tuple(ATTACKS)
+
+
+def battery_method(name: str) -> Callable[[Any], Figures]:
+    """A `Battery` method that runs attack `name` as its section (`record`)."""
+
+    def method(battery: Any) -> Figures:
+        return record(battery, name)
+
+    method.__name__ = name
+    method.__doc__ = ATTACKS[name].__doc__
+    return method
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,3 +33,11 @@ def test_the_output_cap_fails_an_amplifying_batch() -> None:
     figures = attacks.output_amplification(inputs_per_line=64, batch_max_output_bytes=2000)
     assert figures["batch status"] == "failed"
     assert figures["error code"] == "output_too_large"
+
+
+def test_each_attack_is_a_battery_section() -> None:
+    battery = Recorder()
+    method = attacks.battery_method("line_record_fault")
+    assert set(attacks.SECTIONS) == set(attacks.ATTACKS) == set(attacks.EXPECTED)
+    assert method(battery)["failed"] == 1
+    assert battery.failures == []
