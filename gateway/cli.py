@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.bulk import command as bulk_command
 from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
-from gateway.connections import ConnectionLimits, protocol_class
+from gateway.connections import ConnectionLimits, default_max_connections, protocol_class
 from gateway.drain import DrainingServer
 from gateway.logs import configure as configure_logging
 from gateway.metrics import prepare_multiprocess
@@ -177,7 +177,7 @@ def serve_one(settings: Settings, sock: Any = None, serve_when_ready: bool = Fal
                     max_header_bytes=settings.max_header_bytes,
                     header_timeout_s=settings.header_timeout_s,
                     body_timeout_s=settings.body_timeout_s,
-                    max_connections=settings.max_connections,
+                    max_connections=settings.max_connections or default_max_connections(),
                 )
             ),
             # uvicorn annotates an int but hands the value to loop.call_later, so a fraction works.

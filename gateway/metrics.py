@@ -43,6 +43,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from adapters.base import EngineError
+from gateway.batches.health import STATES as BATCH_RUNNER_STATES
 from gateway.cache import CacheStats
 from gateway.registry import ModelRegistry
 from gateway.request_context import Timing
@@ -168,6 +169,16 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemax",
         )
+        self.batch_runner = gauge(
+            "batch_runner_state",
+            "Batch runners (one per worker) in each state: running, retrying after a store "
+            "or disk error, paused for free disk space.",
+            ("state",),
+        )
+        self.batch_runner_errors = counter(
+            "batch_runner_errors", "Store and disk errors the batch runner retried after.", ()
+        )
+        self.set_batch_runner("running", failed=False)
         self._seen: dict[tuple[int, str], float] = {}  # last cumulative value copied
         self._build_known = False
         for model in registry.models:
@@ -178,6 +189,12 @@ class Metrics:
 
     def set_inflight(self, model: str, inputs: int) -> None:
         self.inflight.labels(model).set(inputs)
+
+    def set_batch_runner(self, state: str, failed: bool) -> None:
+        for each in BATCH_RUNNER_STATES:
+            self.batch_runner.labels(each).set(int(each == state))
+        if failed:
+            self.batch_runner_errors.inc()
 
     def observe_request(
         self, scope: Scope, status: int, seconds: float, notes: dict[str, Any], timing: Timing

@@ -13,7 +13,7 @@ import numpy as np
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import tei, vllm_api
+from gateway import tei, token_costs, vllm_api
 from gateway.admission import run_guarded
 from gateway.body import read_json
 from gateway.config import Settings
@@ -135,29 +135,35 @@ async def tokenize_route(request: GatewayRequest) -> Response:
     body = await read_json(request)
     if settle(request.scope, body).api is API.VLLM:
         return await _vllm_tokenize(request, body)
-    req = parse(tei.TeiTokenizeRequest, body, _settings(request))
+    settings = _settings(request)
+    req = parse(tei.TeiTokenizeRequest, body, settings)
     served = _model(request, req.model)
     texts = tei.with_prompt(served.policy, req.prompt_name, req.texts)
+    token_costs.check_texts(texts, served, settings, "inputs")
     tokens = await _engine(
         request,
         served,
         len(texts),
         lambda: served.engine.tokenize(texts, add_special_tokens=req.add_special_tokens),
     )
-    return json_response(tei.tokens_answer(tokens, texts))
+    count = sum(len(row.ids) for row in tokens)
+    token_costs.check_returned(count, settings, "inputs")
+    return await token_costs.built(count, lambda: json_response(tei.tokens_answer(tokens, texts)))
 
 
 async def decode(request: GatewayRequest) -> Response:
     """POST /decode: token ids back to text, one string per id list."""
-    req = parse(tei.TeiDecodeRequest, await read_json(request), _settings(request))
+    settings = _settings(request)
+    req = parse(tei.TeiDecodeRequest, await read_json(request), settings)
     served = _model(request, req.model)
+    token_costs.check_ids(req.rows, settings, "ids")
     texts = await _engine(
         request,
         served,
         len(req.rows),
         lambda: served.engine.detokenize(req.rows, skip_special_tokens=req.skip_special_tokens),
     )
-    return json_response(texts)
+    return await token_costs.built(sum(map(len, req.rows)), lambda: json_response(texts))
 
 
 async def info(request: GatewayRequest) -> Response:
@@ -186,9 +192,11 @@ async def score(request: GatewayRequest) -> Response:
     """POST /score, /v1/score: vLLM's pair scores (`text_1`/`text_2` or
     `queries`/`documents`), each pair scored as the rerank routes score it."""
     body = await read_json(request)
-    req = parse(vllm_api.score_shape(body), body, _settings(request))
+    settings = _settings(request)
+    req = parse(vllm_api.score_shape(body), body, settings)
     served = _model(request, req.model, scoring=True)
     pairs = req.pairs()
+    token_costs.check_pairs(pairs, settings, req.sides()[3])
     scores = np.zeros(len(pairs))
     tokens = 0
     for query in dict.fromkeys(q for q, _ in pairs):  # one rerank per distinct first text
@@ -202,8 +210,10 @@ async def score(request: GatewayRequest) -> Response:
 
 
 async def _vllm_tokenize(request: GatewayRequest, body: Any) -> Response:
-    req = parse(vllm_api.VllmTokenizeRequest, body, _settings(request))
+    settings = _settings(request)
+    req = parse(vllm_api.VllmTokenizeRequest, body, settings)
     served = _model(request, req.model)
+    token_costs.check_texts([req.prompt], served, settings, "prompt")
     tokens = (
         await _engine(
             request,
@@ -212,22 +222,24 @@ async def _vllm_tokenize(request: GatewayRequest, body: Any) -> Response:
             lambda: served.engine.tokenize([req.prompt], add_special_tokens=req.add_special_tokens),
         )
     )[0]
-    return json_response(
-        {
-            "count": len(tokens.ids),
-            "max_model_len": served.engine.facts.max_model_len,
-            "tokens": tokens.ids,
-            "token_strs": tokens.strings if req.return_token_strs else None,
-        }
-    )
+    token_costs.check_returned(len(tokens.ids), settings, "prompt")
+    answer = {
+        "count": len(tokens.ids),
+        "max_model_len": served.engine.facts.max_model_len,
+        "tokens": tokens.ids,
+        "token_strs": tokens.strings if req.return_token_strs else None,
+    }
+    return await token_costs.built(len(tokens.ids), lambda: json_response(answer))
 
 
 async def detokenize(request: GatewayRequest) -> Response:
     """POST /detokenize: vLLM's `{"tokens"}` to `{"prompt"}`."""
-    req = parse(vllm_api.DetokenizeRequest, await read_json(request), _settings(request))
+    settings = _settings(request)
+    req = parse(vllm_api.DetokenizeRequest, await read_json(request), settings)
     served = _model(request, req.model)
+    token_costs.check_ids([req.tokens], settings, "tokens")
     texts = await _engine(request, served, 1, lambda: served.engine.detokenize([req.tokens]))
-    return json_response({"prompt": texts[0]})
+    return await token_costs.built(len(req.tokens), lambda: json_response({"prompt": texts[0]}))
 
 
 async def _engine(

@@ -135,7 +135,8 @@ def _copy(source: IO[bytes], target: Path, max_bytes: int) -> tuple[int, int]:
     size = lines = 0
     last = b"\n"
     source.seek(0)
-    with target.open("wb") as out:
+    # 0600: another local user may not read an upload (the folder is 0700 too).
+    with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         while chunk := source.read(_COPY_CHUNK):
             size += len(chunk)
             if size > max_bytes:
@@ -314,7 +315,8 @@ def _no_such(kind: str, value: Any, param: str | None = None) -> APIError:
 def _limit(value: str | None, default: int, maximum: int) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as '²'.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise invalid(
             f"`limit` must be an integer between 1 and {maximum}, got {brief(value)}", param="limit"
         )

@@ -134,8 +134,7 @@ class Store:
         self.root = Path(root)
         self.files_dir = self.root / "files"
         self.partial_dir = self.root / "partial"
-        for folder in (self.files_dir, self.partial_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        _make_private(self.root, self.files_dir, self.partial_dir)
         # One connection, used from the event loop thread only (uploads copy bytes in a
         # thread, but record them from the loop); autocommit, transactions explicit.
         self.db = sqlite3.connect(
@@ -433,6 +432,20 @@ class Store:
     def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.db.execute(sql, args).fetchone()  # the row factory's type
         return row
+
+
+def _make_private(root: Path, *folders: Path) -> None:
+    """Uploads and results are other people's documents and their vectors: the folders are
+    for the gateway's user alone (0700), the database too (0600; SQLite gives its -wal and
+    -shm files the database's mode)."""
+    for folder in (root, *folders):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a mount point the gateway does not own
+            folder.chmod(0o700)
+    database = root / "batches.sqlite3"
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    with contextlib.suppress(OSError):
+        database.chmod(0o600)
 
 
 def _existing(row: sqlite3.Row | None, record_id: str) -> sqlite3.Row:

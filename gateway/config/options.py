@@ -309,10 +309,12 @@ OPTIONS: tuple[Option, ...] = (
         "max_connections",
         "server",
         parsers.positive(int),
-        "Open connections per process (keep it under the open-files limit, `ulimit -n`); a "
-        "request on a connection past it gets 503 with Retry-After at once.",
+        "Open connections per process. Past it, the connection that has waited longest "
+        "for a request head (half-open or idle) is closed to make room; when every "
+        "connection has a request in flight, a request past it gets 503 with Retry-After at "
+        "once (except /health and /ready).",
         env="GATEWAY_MAX_CONNECTIONS",
-        default=1024,
+        default_note="the open-files limit (`ulimit -n`) less 256 kept for other files",
     ),
     Option(
         "max_inputs",
@@ -488,9 +490,21 @@ OPTIONS: tuple[Option, ...] = (
         "server",
         int,
         "Uploads are refused (507) unless this many "
-        "bytes stay free on the batch folder's disk after them, as results need room too.",
+        "bytes stay free on the batch folder's disk after them, as results need room too; "
+        "running batches pause below it (they stay in_progress and resume once there is room).",
         env="GATEWAY_BATCH_MIN_FREE_BYTES",
         default=_GIB,
+    ),
+    Option(
+        "batch_max_output_bytes",
+        "server",
+        parsers.positive(int),
+        "Most bytes of results (output and error files together) one batch may write; a "
+        "batch that would write more fails with output_too_large.",
+        env="GATEWAY_BATCH_MAX_OUTPUT_BYTES",
+        default=4 * _GIB,
+        default_note="about 20 times the largest upload: float vectors in JSON are about "
+        "1000 times the text of a short input",
     ),
     Option(
         "batch_file_ttl_s",
