@@ -24,7 +24,8 @@ from typing import Any
 
 from bench import cells as C
 from bench.saved import run_facts, save
-from docgen.markers import REPO
+from harness.paths import REPO
+from harness.stats import percentile
 
 RESULTS = REPO / "bench" / "results" / "ablation.json"
 SECTION = "ablation"
@@ -40,7 +41,6 @@ ROWS = (
 def measure(model_path: str, queries: int, texts: int) -> dict[str, float]:
     """In the row's subprocess: start the engine, measure, shut it down."""
     import asyncio
-    import statistics
 
     from vllm import PoolingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -75,10 +75,9 @@ def measure(model_path: str, queries: int, texts: int) -> dict[str, float]:
         began = time.perf_counter()
         await asyncio.gather(*(limited(i) for i in range(texts)))
         seconds = time.perf_counter() - began
-        ordered = sorted(latencies)
         return {
-            "c1_p50_ms": statistics.median(latencies) * 1000,
-            "c1_p99_ms": ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000,
+            "c1_p50_ms": percentile(latencies, 50) * 1000,
+            "c1_p99_ms": percentile(latencies, 99) * 1000,
             "c32_texts_per_s": texts / seconds,
         }
 

@@ -1,7 +1,6 @@
 """Interactive latency while a Batch API job runs, on the real engine (README "Bulk indexing").
 
-    flock -x /tmp/quiet.lock flock /tmp/engine-tests.lock \
-        python -m bench.batch_priority [--requests 300] [-- GATEWAY OPTIONS...]
+    python -m bench.batch_priority [--requests 300] [-- GATEWAY OPTIONS...]
 
 Starts one gateway serving the built-in MiniLM (with any gateway options given after `--`),
 then measures single short /v1/embeddings requests:
@@ -34,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import openai
 
 from gateway.config import Settings
-from reliability.server import start_gateway
+from harness.gateway import start_gateway
+from harness.stats import percentile
 
 MODEL = "all-MiniLM-L6-v2"
 SENTENCE = (
@@ -64,10 +63,10 @@ def latencies(url: str, n: int, gap_s: Callable[[], float] = lambda: 0.0) -> lis
 def summary(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
-        "p50_ms": round(float(np.percentile(values, 50)), 1),
-        "p90_ms": round(float(np.percentile(values, 90)), 1),
-        "p99_ms": round(float(np.percentile(values, 99)), 1),
-        "max_ms": round(float(np.max(values)), 1),
+        "p50_ms": round(percentile(values, 50), 1),
+        "p90_ms": round(percentile(values, 90), 1),
+        "p99_ms": round(percentile(values, 99), 1),
+        "max_ms": round(max(values), 1),
     }
 
 

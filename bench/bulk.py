@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.servers import REPO, gateway_launch, running
-from reliability.server import free_port
+from bench.servers import gateway_launch
+from harness.launch import free_port, running
+from harness.paths import REPO
 
 MODEL = "all-MiniLM-L6-v2"
 # Ordinary English words: the texts tokenize like prose (about 1.2 tokens per word).

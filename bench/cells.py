@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.load import Body
+from harness.load import Body
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 WORDS = {"short": 12, "long": 200}
@@ -42,7 +42,7 @@ def full_matrix() -> list[Cell]:
 
 
 def default_matrix() -> list[Cell]:
-    """Every axis moves at least once, and every cell a target of issue 14 names is here:
+    """Every axis moves at least once, and every cell a target (bench/report.py) names is here:
     single inputs at c=1 (latency) and c >= 8. Three servers in about 12 minutes on 2 CPU
     cores."""
     return [

@@ -1,8 +1,7 @@
 """What an idle gateway costs: CPU of its whole process tree with no traffic, per watchdog
 interval (README "Reliability and security", engine faults).
 
-    flock -x /tmp/quiet.lock flock /tmp/engine-tests.lock \
-        python -m bench.idle_cpu [--intervals 2 10] [--seconds 20]
+    python -m bench.idle_cpu [--intervals 2 10] [--seconds 20]
 
 Each probe is a one-token request through the engine, and after any request vLLM's worker
 and engine-core processes busy-poll their shared-memory queues for a second before they
@@ -23,9 +22,9 @@ from typing import Any
 
 import psutil
 
-from bench.load import tree_cpu_by_name
 from bench.saved import run_facts
-from reliability.server import start_gateway
+from harness.gateway import start_gateway
+from harness.load import tree_cpu_by_name
 
 MODEL = "all-MiniLM-L6-v2"
 RESULTS = Path(__file__).parent / "results" / "idle_cpu.json"

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.load import percentile
 from bench.servers import gateway_settings
+from harness.stats import percentile
 
 
 def throughput(texts: Sequence[str], tokens: int, seconds: float) -> dict[str, Any]:

@@ -29,8 +29,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
+from gateway.api.openai import EmbeddingsRequest
+from gateway.api.wire import parse
 from gateway.config import Settings
-from gateway.schemas import EmbeddingsRequest, parse
 
 BEFORE = "7f21f39"  # the last commit with the hand-written parser
 WORDS = [

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.saved import run_facts, save
-from docgen.markers import REPO
+from harness.paths import REPO
 
 RESULTS = REPO / "bench" / "results" / "profile.json"
 SECTION = "profile"
@@ -104,11 +104,11 @@ def profile(concurrency: int, seconds: float, workdir: Path) -> dict[str, Any]:
     import uvloop
 
     from bench import cells as C
-    from bench.load import closed_loop
     from bench.run import corpus
-    from bench.servers import gateway_launch, running
+    from bench.servers import gateway_launch
     from gateway.config import resolve_model_path
-    from reliability.server import free_port
+    from harness.launch import free_port, running
+    from harness.load import closed_loop
 
     model = resolve_model_path("builtin:" + C.MODEL_NAME)
     texts, tokens = corpus(model)

@@ -1,5 +1,5 @@
 """Server CPU per request of uvicorn's HTTP protocols on the gateway (fake engine): uvicorn's
-httptools, the gateway's bounded subclass of it (gateway/connections.py), and uvicorn's h11.
+httptools, the gateway's bounded subclass of it (gateway/http/connections.py), and uvicorn's h11.
 
     python -m bench.protocol_cost [--requests 3000] [--rounds 2]
 
@@ -10,15 +10,14 @@ requests on a new connection each, so that the client's own cost does not count.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import time
+import tempfile
+from pathlib import Path
 
 import httpx
 import psutil
 
-from reliability.server import free_port
+from harness.launch import free_port, spawn, stop, wait_ready
 
 KINDS = ("httptools", "bounded", "h11")
 BODY = {"model": "fake", "input": ["hello world"]}
@@ -29,8 +28,8 @@ def serve(kind: str, port: int) -> None:
 
     from adapters.fake import FakeEngine
     from gateway.app import create_app
-    from gateway.connections import ConnectionLimits, protocol_class
-    from gateway.registry import ModelRegistry, ServedModel
+    from gateway.http.connections import ConnectionLimits, protocol_class
+    from gateway.serving.registry import ModelRegistry, ServedModel
 
     app = create_app(ModelRegistry([ServedModel("fake", (), FakeEngine())]))
     http = protocol_class(ConnectionLimits()) if kind == "bounded" else kind
@@ -45,20 +44,15 @@ def cpu_us(process: psutil.Process, send, n: int) -> float:
     return ((after.user + after.system) - (before.user + before.system)) / n * 1e6
 
 
-def measure(kind: str, requests: int) -> tuple[float, float]:
+def measure(kind: str, requests: int, log_dir: Path) -> tuple[float, float]:
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.protocol_cost", "--serve", kind, str(port)], cwd=os.getcwd()
+    log_path = log_dir / f"{kind}.log"
+    server = spawn(
+        [sys.executable, "-m", "bench.protocol_cost", "--serve", kind, str(port)], log_path
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_ready(url + "/ready", server, log_path, timeout_s=30, poll_s=0.1)
         process = psutil.Process(server.pid)
         with httpx.Client(base_url=url) as client:
             for _ in range(200):  # warm-up
@@ -71,8 +65,7 @@ def measure(kind: str, requests: int) -> tuple[float, float]:
         )
         return kept, fresh
     finally:
-        server.terminate()
-        server.wait()
+        stop(server)
 
 
 def main() -> None:
@@ -86,7 +79,11 @@ def main() -> None:
         return
     print("| protocol | kept alive (us/request) | new connection each (us/request) |")
     print("|---|---|---|")
-    results = {kind: [measure(kind, args.requests) for _ in range(args.rounds)] for kind in KINDS}
+    with tempfile.TemporaryDirectory(prefix="protocol-cost-") as logs:
+        results = {
+            kind: [measure(kind, args.requests, Path(logs)) for _ in range(args.rounds)]
+            for kind in KINDS
+        }
     for kind, rounds in results.items():
         print(
             f"| {kind} | {' / '.join(f'{k:.0f}' for k, _ in rounds)} | "

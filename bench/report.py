@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cells import Cell
-from docgen.markers import REPO, write_section
+from harness.markers import write_section
+from harness.paths import REPO
 
 RESULTS = REPO / "bench" / "results"
 # The generated section `make bench` and `python -m bench --render-only` write in these files.
@@ -20,7 +21,7 @@ SERVERS = {
     "vllm_tuned": "vllm serve tuned",
     "vllm_defaults": "vllm serve defaults",
 }
-# The cell whose p50 is "a short query's latency" (issue 14's third target).
+# The cell whose p50 is "a short query's latency" (the latency target below).
 LATENCY_CELL = "short c=1 n=1 float"
 RERANK_LABEL = "rerank: query + 32 documents, c=8 (documents/s)"
 
@@ -211,8 +212,8 @@ def _worst(rows_: list[dict], floor: float, target: str) -> dict:
 
 
 def targets(result: dict, matrix: list[Cell]) -> list[dict]:
-    """The targets, judged on this run (reported, never asserted): issue 14's first, then
-    the gateway's own overhead targets of earlier issues."""
+    """The targets, judged on this run (reported, never asserted): the gateway against vLLM's
+    server and against the engine in process first, then the gateway's own overheads."""
     out = []
     cells = _rated(rows(result, matrix))
     reranked = _rated([rerank_row(result)])

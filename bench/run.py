@@ -32,19 +32,17 @@ import uvloop
 
 from bench import cells as C
 from bench import report
-from bench.load import closed_loop, probe
+from bench.saved import cpu_model
 from bench.servers import (
-    REPO,
-    Launch,
-    Server,
     gateway_launch,
     gateway_settings,
-    running,
     vllm_defaults_launch,
     vllm_tuned_launch,
 )
 from gateway.config import Settings
-from reliability.server import free_port
+from harness.launch import Launch, Server, free_port, running
+from harness.load import closed_loop, probe
+from harness.paths import REPO
 
 RESULTS = report.RESULTS
 # Short queries embedded one at a time in process (sentence-transformers, the engine): p50.
@@ -229,7 +227,7 @@ def meta(mode: str, duration: float, args: argparse.Namespace, model_path: str) 
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "loadavg_start": os.getloadavg(),
         "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "vllm": vllm.__version__,
@@ -241,16 +239,6 @@ def meta(mode: str, duration: float, args: argparse.Namespace, model_path: str) 
         "vllm_args": args.vllm_arg,
         "command": " ".join(["python -m bench", *(sys.argv[1:])]),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def corpus(model_path: str) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
@@ -274,7 +262,7 @@ def micro_encoding(repeats: int = 300) -> dict:
     """The gateway's own encoder on 32 x 1024 float32 vectors (median of `repeats`)."""
     import orjson
 
-    from gateway.encoding import encode_vectors
+    from gateway.serving.encoding import encode_vectors
 
     vectors = np.random.default_rng(0).standard_normal((32, 1024)).astype(np.float32)
     out = {}

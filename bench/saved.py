@@ -5,24 +5,35 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from docgen.markers import REPO, write_section
+from harness.markers import write_section
+from harness.paths import REPO
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def run_facts(module: str, argv: list[str] | None) -> dict[str, Any]:
     """When, how and on what CPU a command ran (the start of its results' `meta`)."""
-    from bench.run import _cpu_model
-
     return {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "command": " ".join([f"python -m {module}", *(argv or sys.argv[1:])]),
         "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
     }
 
 

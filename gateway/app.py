@@ -19,22 +19,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import batches
-from gateway.admission import Admission
-from gateway.body import BodyLimitMiddleware
+from gateway.api.routes import ROUTES
 from gateway.config import Settings
-from gateway.docs import DOCS_PATHS, DOCS_ROUTES
-from gateway.drain import Drain, DrainGateMiddleware
 from gateway.errors import APIError, ErrorKind, error_response
+from gateway.http.body import BodyLimitMiddleware
+from gateway.http.docs import DOCS_PATHS, DOCS_ROUTES
+from gateway.http.drain import Drain, DrainGateMiddleware
+from gateway.http.request_context import RequestContextMiddleware
+from gateway.http.security import PUBLIC_PATHS, AuthMiddleware
 from gateway.metrics import Metrics
-from gateway.registry import ModelRegistry
-from gateway.request_context import RequestContextMiddleware
-from gateway.routes import ROUTES
-from gateway.security import PUBLIC_PATHS, AuthMiddleware
+from gateway.serving.admission import Admission
+from gateway.serving.registry import ModelRegistry
+from gateway.serving.token_ids import Cl100kDecoder
 from gateway.state import GatewayState
 from gateway.tenancy.keys import KeyRing
 from gateway.tenancy.limits import RATE_LIMIT_HEADERS, RateLimiter
 from gateway.tenancy.middleware import TenantMiddleware
-from gateway.token_ids import Cl100kDecoder
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,15 @@ from typing import Any
 
 import uvicorn
 
-from adapters.base import Engine, EngineSpec
 from gateway.app import create_app
 from gateway.bulk import command as bulk_command
-from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
-from gateway.connections import ConnectionLimits, default_max_connections, protocol_class
-from gateway.drain import DrainingServer
-from gateway.logs import configure as configure_logging
+from gateway.engines import build_registry, engine_preload, prepare_process
+from gateway.http.connections import ConnectionLimits, default_max_connections, protocol_class
+from gateway.http.drain import DrainingServer
+from gateway.http.logs import configure as configure_logging
+from gateway.http.security import exposure_warning
 from gateway.metrics import prepare_multiprocess
-from gateway.registry import ModelRegistry, RestartPolicy, ServedModel
-from gateway.security import exposure_warning
 
 log = logging.getLogger("gateway")
 
@@ -49,57 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_engine(kind: str, spec: EngineSpec) -> Engine:
-    if kind == "fake":
-        from adapters.fake import FakeEngine
-
-        # engine_kwargs carry the fake's switches (latency_s, control_file, stats_file, ...).
-        options = {
-            "dimension": 384,
-            "max_model_len": 512,
-            "scores_pairs": spec.rerank_kind in ("cross_encoder", "llm"),
-            **spec.engine_kwargs,
-        }
-        return FakeEngine(spec, **options)
-    from adapters.vllm_engine import VLLMEngine
-
-    return VLLMEngine(spec)
-
-
-def build_registry(settings: Settings) -> ModelRegistry:
-    def engine(spec: EngineSpec) -> Engine:
-        cache = (
-            EmbeddingCache(settings.embedding_cache_size, settings.embedding_cache_bytes)
-            if settings.embedding_cache_size
-            else None
-        )
-        return CachingEngine(make_engine(settings.engine, spec), cache)
-
-    return ModelRegistry(
-        [
-            ServedModel(m.name, m.aliases, engine(m.engine), m.policy, default=m.default)
-            for m in settings.models
-        ],
-        RestartPolicy(
-            attempts=settings.engine_restart_attempts, backoff_s=settings.engine_restart_backoff_s
-        ),
-    )
-
-
 def _configure_logging(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format, vllm=settings.engine == "vllm")
 
 
 def preload_and_reexec(settings: Settings) -> None:
     """Run this process itself with the engines' LD_PRELOAD (tcmalloc, Intel OpenMP; see
-    adapters/vllm_engine.engine_environment): a preload only takes effect when a process
+    gateway.engines.engine_preload): a preload only takes effect when a process
     starts, so the serving process re-executes itself once, with the same arguments and PID.
     Measured on 2 cores: a short query at c=1 took 8.6 ms without, 7.4 ms with."""
-    if settings.engine != "vllm":
-        return
-    from adapters.vllm_engine import engine_environment
-
-    preload = engine_environment(settings.cpu_threads).get("LD_PRELOAD")
+    preload = engine_preload(settings)
     if not preload or preload == os.environ.get("LD_PRELOAD"):
         return
     sys.stdout.flush()
@@ -118,12 +75,9 @@ def serve(settings: Settings) -> int:
     warning = exposure_warning(settings.host, [*settings.api_keys, settings.api_key_file or ""])
     if warning:
         log.warning(warning)
-    if settings.engine == "vllm":
-        from adapters.vllm_engine import configure_cpu_threads
-
-        log.info(
-            "vLLM CPU model threads bound to cores %s", configure_cpu_threads(settings.cpu_threads)
-        )
+    cores = prepare_process(settings)
+    if cores is not None:
+        log.info("vLLM CPU model threads bound to cores %s", cores)
     # Before any worker starts: they inherit the folder their metrics go to.
     cleanup_metrics = prepare_multiprocess(settings.workers)
     try:

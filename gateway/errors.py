@@ -24,7 +24,7 @@ from adapters.base import (
     EngineUnavailable,
     InvalidInput,
 )
-from gateway.dialects import API, dialect_of
+from gateway.http.dialects import API, dialect_of
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def tei_status(error: APIError) -> tuple[int, str]:
 
 def error_response(error: APIError, scope: Scope, *, close: bool = False) -> Response:
     """The HTTP response for an error on the request `scope`, shaped for its dialect (on
-    rerank paths and the seed's /embed the body also carries `detail`; on TEI's routes it is
+    rerank paths and the texts API's /embed the body also carries `detail`; on TEI's routes it is
     TEI's body and status); deciding it here gives every error there (auth, limits,
     draining, routes) the same body. `close` ends the connection after it (a body left
     unread, a draining server)."""

@@ -44,9 +44,9 @@ from starlette.types import Scope
 
 from adapters.base import EngineError
 from gateway.batches.health import STATES as BATCH_RUNNER_STATES
-from gateway.cache import CacheStats
-from gateway.registry import ModelRegistry
-from gateway.request_context import Timing
+from gateway.http.request_context import Timing
+from gateway.serving.cache import CacheStats
+from gateway.serving.registry import ModelRegistry
 from gateway.tenancy.keys import identified
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -5,8 +5,7 @@ is wrapped to fail on demand.
 
     python -m reliability.attacks [name ...]
 
-In reliability/battery.py each attack is a section: add `*attacks.SECTIONS` to `SECTIONS`
-and `tokenize_flood = attacks.battery_method("tokenize_flood")` (and so on) to `Battery`.
+Each attack is also a section of reliability/battery.py (`SECTIONS`, `battery_method`).
 
 The figures to watch: `tokenize_flood` (answer size and the longest /health wait while it
 runs), `runner_store_fault` (the Files API after a store error), `line_record_fault` and
@@ -31,7 +30,8 @@ from typing import Any
 
 import httpx
 
-from reliability.server import Gateway, closed_by_server, start_gateway
+from harness.gateway import Gateway, start_gateway
+from harness.raw_http import closed_by_server
 
 Figures = dict[str, Any]
 KEY = "attack-key"
@@ -132,7 +132,7 @@ def _app(**options: Any) -> Iterator[Any]:
     from adapters.fake import FakeEngine
     from gateway.app import create_app
     from gateway.config import Settings
-    from gateway.registry import ModelRegistry, ServedModel
+    from gateway.serving.registry import ModelRegistry, ServedModel
 
     with tempfile.TemporaryDirectory(prefix="attacks-") as folder:
         settings = Settings(api_keys=(KEY,), batch_dir=folder, **options)

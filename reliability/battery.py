@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -30,13 +29,16 @@ import httpx
 import numpy as np
 import psutil
 
-from docgen.markers import write_section
-from gateway.routes import ROUTES
-from reliability import costs, hardening
+from gateway.api.routes import ROUTES
+from harness.gateway import Gateway, start_gateway
+from harness.load import Run, embeddings_body, open_loop
+from harness.markers import write_section
+from harness.paths import REPO
+from harness.raw_http import raw_status
+from harness.stats import percentile
+from reliability import attacks, costly_requests, hardening
 from reliability.corpus import build_corpus, run_corpus
 from reliability.fuzz import fuzz
-from reliability.load import Run, embeddings_body, open_loop, percentile
-from reliability.server import REPO, Gateway, start_gateway
 
 KEY = "battery-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -67,6 +69,7 @@ SECTIONS = (
     "disconnect",
     "soak",
     *hardening.SECTIONS,
+    *attacks.SECTIONS,
 )
 
 
@@ -78,6 +81,13 @@ class Battery:
     heal = hardening.heal
     real_heal = hardening.real_heal
     worker_restart = hardening.worker_restart
+    # Hostile requests and injected faults (reliability/attacks.py).
+    tokenize_flood = attacks.battery_method("tokenize_flood")
+    runner_store_fault = attacks.battery_method("runner_store_fault")
+    line_record_fault = attacks.battery_method("line_record_fault")
+    output_amplification = attacks.battery_method("output_amplification")
+    half_open_flood = attacks.battery_method("half_open_flood")
+    probes_at_cap = attacks.battery_method("probes_at_cap")
 
     def __init__(self, workdir: Path, soak_s: float, pin: bool) -> None:
         self.workdir = workdir
@@ -160,7 +170,7 @@ class Battery:
         self.figure(
             "steady",
             "p50 / p99 latency (ms)",
-            f"{percentile(ok, 0.5) * 1000:.0f} / {percentile(ok, 0.99) * 1000:.0f}",
+            f"{percentile(ok, 50) * 1000:.0f} / {percentile(ok, 99) * 1000:.0f}",
         )
         self.check("steady", set(statuses) == {200}, f"non-2xx answers: {dict(statuses)}")
 
@@ -190,15 +200,15 @@ class Battery:
         self.figure(
             "overload",
             "p99 time to reject (ms), from schedule / from send",
-            f"{percentile([o.latency_s for o in rejected], 0.99) * 1000:.0f} / "
-            f"{percentile([o.ended_at - o.started_at for o in rejected], 0.99) * 1000:.0f}",
+            f"{percentile([o.latency_s for o in rejected], 99) * 1000:.0f} / "
+            f"{percentile([o.ended_at - o.started_at for o in rejected], 99) * 1000:.0f}",
         )
         self.figure(
             "overload",
             "p99 generator lag behind schedule (ms)",
-            percentile([o.started_at - o.sent_at for o in run.outcomes], 0.99) * 1000,
+            percentile([o.started_at - o.sent_at for o in run.outcomes], 99) * 1000,
         )
-        self.figure("overload", "p99 latency of admitted (ms)", percentile(admitted, 0.99) * 1000)
+        self.figure("overload", "p99 latency of admitted (ms)", percentile(admitted, 99) * 1000)
         self.figure(
             "overload",
             "429s with Retry-After",
@@ -302,9 +312,11 @@ class Battery:
                 "/v1/embeddings;/health",
             ]
             hosts = ["x/v1?", "a?b", "127.0.0.1/health?", "evil#", "h/health/.."]
-            bypasses = [t for t in tricks if _raw_status(gateway, f"POST {t} HTTP/1.1") == 200]
+            bypasses = [t for t in tricks if raw_status(gateway.port, f"POST {t} HTTP/1.1") == 200]
             bypasses += [
-                h for h in hosts if _raw_status(gateway, "POST /v1/embeddings HTTP/1.1", h) == 200
+                h
+                for h in hosts
+                if raw_status(gateway.port, "POST /v1/embeddings HTTP/1.1", h) == 200
             ]
         finally:
             gateway.stop()
@@ -388,7 +400,7 @@ class Battery:
         self.check("real_kill", set(after) == {503}, f"after the kill: {after}")
 
     def costs(self) -> None:
-        """Issue 9's costly requests against the real engine (reliability/costs.py): /health
+        """Costly requests against the real engine (reliability/costly_requests.py): /health
         latency, RSS growth and time to answer while each runs."""
         model = "all-MiniLM-L6-v2"
         gateway = start_gateway(
@@ -398,10 +410,10 @@ class Battery:
             args=["--workers", "1", "--log-level", "warning"],
         )
         try:
-            measured = costs.measure_all(gateway.base_url, gateway.process.pid, model)
+            measured = costly_requests.measure_all(gateway.base_url, gateway.process.pid, model)
         finally:
             gateway.stop()
-        for section, name, value in costs.rows(measured):
+        for section, name, value in costly_requests.rows(measured):
             self.figure(section, name, value)
         for cost in measured:
             self.check("costs", cost.status < 500, f"{cost.name}: {cost.status}")
@@ -504,7 +516,7 @@ class Battery:
         self.figure(
             "soak",
             "p99 first / last third (ms)",
-            f"{percentile(first, 0.99) * 1000:.0f} / {percentile(last, 0.99) * 1000:.0f}",
+            f"{percentile(first, 99) * 1000:.0f} / {percentile(last, 99) * 1000:.0f}",
         )
         # Random bursts of 8-input requests may pass the admission bound: 429 is the designed
         # answer there; anything 5xx or a transport error is not.
@@ -514,17 +526,6 @@ class Battery:
             f"answers other than 200/429: {dict(statuses)}",
         )
         self.check("soak", slope < 1.0, f"RSS grows {slope:.2f} MB/min")
-
-
-def _raw_status(gateway: Gateway, request_line: str, host: str = "127.0.0.1") -> int:
-    body = '{"model":"fake","input":"a","texts":["a"],"query":"a","documents":["a"]}'
-    message = (
-        f"{request_line}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
-    )
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
-        sock.sendall(message.encode())
-        return int(sock.recv(65536).decode(errors="replace").split(" ", 2)[1])
 
 
 async def _poll_ready_flip(base_url: str, since: float, limit_s: float = 30) -> float:

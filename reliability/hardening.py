@@ -1,5 +1,6 @@
-"""Battery sections for production hardening (issue 9): bounded connections, engines that
-heal, workers that are replaced. Each function is a `Battery` method (see battery.py)."""
+"""Battery sections for production hardening: bounded connections, engines that heal,
+workers that are replaced. Each function is a method of the battery (battery.py), written
+against `SectionRunner`, the part of it they use, so that this module does not import it."""
 
 from __future__ import annotations
 
@@ -9,27 +10,38 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import psutil
 
-from reliability.server import (
-    Gateway,
-    closed_by_server,
-    start_gateway,
-    start_workers,
-    worker_processes,
-)
+from harness.gateway import Gateway, start_gateway, start_workers, worker_processes
+from harness.raw_http import closed_by_server
 
-if TYPE_CHECKING:
-    from reliability.battery import Battery
+
+class SectionRunner(Protocol):
+    """What a section needs from the battery that runs it."""
+
+    key: str
+    auth_headers: dict[str, str]
+    workdir: Path
+    server_cpu: str | None
+
+    def start(
+        self, name: str, fakes: dict[str, dict] | None = ..., args: list[str] = ..., **kwargs: Any
+    ) -> Gateway: ...
+
+    def figure(self, section: str, name: str, value: object) -> None: ...
+
+    def check(self, section: str, ok: bool, what: str) -> None: ...
+
 
 FLOOD_BYTES = 4 * 2**20
 HALF_OPEN = 2000
 
 
-def header_flood(self: Battery) -> None:
+def header_flood(self: SectionRunner) -> None:
     """One request whose header is 4 MiB long."""
     gateway = self.start("header_flood", {"fake": {}})
     try:
@@ -65,7 +77,7 @@ def header_flood(self: Battery) -> None:
     self.check("header_flood", reply is not None and sent < FLOOD_BYTES, "4 MiB header read")
 
 
-def half_open(self: Battery) -> None:
+def half_open(self: SectionRunner) -> None:
     """2,000 connections that send half a request line and stop (default 30 s deadline)."""
     gateway = self.start("half_open", {"fake": {}})
     socks: list[socket.socket] = []
@@ -145,7 +157,7 @@ class _Trickle:
         return counts
 
 
-def heal(self: Battery) -> None:
+def heal(self: SectionRunner) -> None:
     """Fake engines: one of two models killed, then hung, then unable to restart."""
     fakes = {"a": {"latency_s": 0.05}, "b": {"latency_s": 0.05}}
     gateway = self.start(
@@ -187,7 +199,7 @@ def heal(self: Battery) -> None:
         gateway.stop()
 
 
-def real_heal(self: Battery) -> None:
+def real_heal(self: SectionRunner) -> None:
     """The real engine: EngineCore killed (SIGKILL), then stopped (SIGSTOP)."""
     models = [{"name": "minilm", "path": "builtin:all-MiniLM-L6-v2", "max_model_len": 128}]
     started = time.monotonic()
@@ -245,7 +257,7 @@ def real_heal(self: Battery) -> None:
     self.figure("real_heal", "exit code after SIGTERM", code)
 
 
-def worker_restart(self: Battery) -> None:
+def worker_restart(self: SectionRunner) -> None:
     """Two workers (fake engine); one killed with SIGKILL under a trickle of requests."""
     gateway = start_workers(
         self.workdir / "worker_restart",

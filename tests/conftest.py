@@ -16,9 +16,9 @@ from adapters.fake import FakeEngine
 from gateway.app import create_app
 from gateway.batches.store import Store
 from gateway.config import InputPolicy, Settings
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.serving.registry import ModelRegistry, ServedModel
+from harness.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # tiktoken's cl100k_base file, offline, beside the clone (CI's .ci/run exports the same). Client
 # libraries in the test process (LangChain) tokenize with it; the gateway decodes with it.
 TIKTOKEN_DIR = os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken"))

@@ -4,7 +4,7 @@ own route at a lower priority than interactive requests.
 
 The app mounts `ROUTES`, gives POSTs to `UPLOAD_PATHS` the larger body limit
 `upload_limits(settings)`, keeps a `BatchService` in the app state (`state["batches"]`) and runs
-`service.run(app)` in its lifespan; gateway/openapi.py merges `openapi_paths(...)`, with the
+`service.run(app)` in its lifespan; gateway/api/openapi.py merges `openapi_paths(...)`, with the
 batch create body from the declaration `CreateBatchRequest`.
 """
 

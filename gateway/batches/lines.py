@@ -1,13 +1,14 @@
-"""One batch input line through the gateway's own route, and its output or error line.
+"""One batch input line answered as its endpoint's route answers a body, and its output or
+error line.
 
-A line `{"custom_id", "method", "url", "body"}` is answered by calling the endpoint function
-the app routes `url` to (`gateway/routes.py`), with a request built in memory: the same
-parsing, limits, model lookup, prompt building, guarded engine call and encoding as over
-HTTP, and the same error envelope. Only the admission and the timeout differ: batch lines
-count against the batch's own count (the `admission` of `BatchApp.state`), never against
-interactive requests' bound, and have no request timeout (no client waits on them; a paced
-line may wait long under interactive traffic; the runner ends them on cancel, expiry and
-shutdown, the watchdog when the engine hangs).
+A line `{"custom_id", "method", "url", "body"}` is answered by the function that answers the
+route `url` (`answer_embeddings`, `answer_rerank`): the same parsing, limits, model lookup,
+prompt building, guarded engine call and encoding as over HTTP, the same body bytes, and the
+same error envelope. Only the admission and the timeout differ: batch lines count against the
+batch's own count (the `admission` of `BatchApp.state`), never against interactive requests'
+bound, and have no request timeout (no client waits on them; a paced line may wait long under
+interactive traffic; the runner ends them on cancel, expiry and shutdown, the watchdog when
+the engine hangs).
 
 Output and error lines have OpenAI's shapes:
     {"id": "batch_req_..", "custom_id": "..", "response": {"status_code": 200,
@@ -20,25 +21,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
-from starlette.types import Message, Scope
 
-from gateway.admission import Admission
+from gateway.api.openai import answer_embeddings
+from gateway.api.rerank import answer_rerank
 from gateway.errors import APIError, ErrorKind, brief, error_response
-from gateway.request_context import notes_of
-from gateway.state import GatewayRequest, GatewayState
+from gateway.http.request_context import Timing
+from gateway.http.responses import json_response
+from gateway.serving.admission import Admission
+from gateway.serving.guard import Guard
+from gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
-# Endpoints a batch may name: OpenAI's embeddings, and the gateway's rerank as an extension.
-ENDPOINTS = ("/v1/embeddings", "/v1/rerank")
 # Answers that say "not now": the line waits and is sent again (a model still loading, the
 # batch share full, an overloaded engine), until the batch is cancelled or expires.
 _RETRY_STATUSES = {429: 0.01, 503: 0.5}
@@ -46,27 +49,50 @@ _MAX_RETRY_DELAY_S = 5.0
 _LINE_TIMEOUT_S = 24 * 3600.0  # a batch's whole window: in effect none
 _PARSE_INLINE_BYTES = 64 * 1024  # about 0.1 ms of JSON work
 
-Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
+
+async def _no_headers(
+    answer: Callable[[Any, Guard], Awaitable[Any]], body: Any, guard: Guard
+) -> tuple[Any, dict[str, str]]:
+    return await answer(body, guard), {}
+
+
+# How the route of each batch endpoint answers a body: (body, headers).
+Endpoint = Callable[[Any, Guard], Awaitable[tuple[Any, dict[str, str]]]]
+_ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/embeddings": answer_embeddings,
+    "/v1/rerank": partial(_no_headers, answer_rerank),
+}
 
 
 class BatchApp:
-    """What a batch line's request sees: the app's routes, and the app's state with the
-    batch's own admission bound in place of the interactive one."""
+    """What a batch line is served with: the app's state with the batch's own admission
+    bound in place of the interactive one, and no request timeout."""
 
     def __init__(self, app: Starlette, admission: Admission) -> None:
-        self.routes = app.routes
         gateway: GatewayState = app.state.gateway
         settings = replace(gateway["settings"], request_timeout_s=_LINE_TIMEOUT_S)
         self.state: GatewayState = {**gateway, "admission": admission, "settings": settings}
 
+    def guard(self) -> Guard:
+        """A line's guard: no client to go away, its own timings and log fields."""
+        state = self.state
+        return Guard(
+            admission=state["admission"],
+            registry=state["registry"],
+            drain=state["drain"],
+            settings=state["settings"],
+            decoder=state["cl100k"],
+            timing=Timing(time.perf_counter()),
+            disconnected=_never,
+        )
+
 
 def endpoint_for(app: BatchApp, path: str) -> Endpoint:
-    """The endpoint function the app routes `POST path` to."""
-    scope = _scope(app, path, b"")
-    for route in app.routes:
-        if isinstance(route, Route) and route.matches(scope)[0] is Match.FULL:
-            return route.endpoint
-    raise LookupError(f"no POST route for {path}")
+    """The function that answers `POST path`'s bodies."""
+    try:
+        return _ENDPOINTS[path]
+    except KeyError:
+        raise LookupError(f"no POST route for {path}") from None
 
 
 @dataclass(frozen=True)
@@ -118,7 +144,7 @@ async def run_line(
     return LineResult(ok, output, tokens if ok else 0, custom_id)
 
 
-def _checked_line(raw: bytes, number: int, endpoint: str) -> tuple[str, bytes] | _Refused:
+def _checked_line(raw: bytes, number: int, endpoint: str) -> tuple[str, dict[str, Any]] | _Refused:
     """(custom_id, request body) of a well-formed line, or why it cannot be sent."""
     try:
         line = orjson.loads(raw)
@@ -140,7 +166,7 @@ def _checked_line(raw: bytes, number: int, endpoint: str) -> tuple[str, bytes] |
         )
     if not isinstance(line.get("body"), dict):
         return _Refused("invalid_body", f"line {number}: `body` must be a JSON object", custom_id)
-    return custom_id, orjson.dumps(line["body"])
+    return custom_id, line["body"]
 
 
 def failure_line(custom_id: str | None, code: str, message: str) -> bytes:
@@ -162,7 +188,7 @@ def _failure(request_id: str, custom_id: str | None, code: str, message: str) ->
 
 
 async def _call_until_accepted(
-    app: BatchApp, path: str, call: Endpoint, body: bytes
+    app: BatchApp, path: str, call: Endpoint, body: dict[str, Any]
 ) -> tuple[int, bytes, int]:
     """(status, body, tokens noted by the route) of the first answer that is not "not now"."""
     delay = 0.0
@@ -180,51 +206,25 @@ def _is_draining(response: Response) -> bool:
     return b'"code":"draining"' in bytes(response.body)
 
 
-async def _call(app: BatchApp, path: str, call: Endpoint, body: bytes) -> tuple[Response, int]:
-    delivered = False
-
-    async def receive() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        # Never a disconnect: the runner ends a line by cancelling it.
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    scope = _scope(app, path, body)
+async def _call(
+    app: BatchApp, path: str, call: Endpoint, body: dict[str, Any]
+) -> tuple[Response, int]:
+    guard = app.guard()
     try:
-        request: GatewayRequest = Request(scope, receive)
-        response = await call(request)
+        answer, headers = await call(body, guard)
+        response = json_response(answer, headers=headers)
     except APIError as exc:
-        response = error_response(exc, scope)
+        response = error_response(exc, {"path": path})
     except Exception:  # the HTTP app's catch-all, for lines: log it, answer a bare 500
         log.exception("unhandled error on a batch line for %s", path)
-        response = error_response(APIError(ErrorKind.INTERNAL, "internal server error"), scope)
-    notes = notes_of(scope)
+        error = APIError(ErrorKind.INTERNAL, "internal server error")
+        response = error_response(error, {"path": path})
     if response.status_code == 200:
         # Batch work is engine work: it counts in /metrics as a request's would.
-        app.state["metrics"].count_work(notes)
-    return response, int(notes.get("tokens", 0))
+        app.state["metrics"].count_work(guard.notes)
+    return response, int(guard.notes.get("tokens", 0))
 
 
-def _scope(app: BatchApp, path: str, body: bytes) -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "client": None,
-        "server": None,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "app": app,
-        "state": dict(app.state),
-    }
+async def _never() -> None:
+    # A batch line has no client that could go away: the runner ends it by cancelling it.
+    await asyncio.Event().wait()

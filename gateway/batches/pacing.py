@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from gateway.admission import Admission
+from gateway.serving.admission import Admission
 
 
 class BatchPacer:

@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from gateway.api.wire import parse
 from gateway.batches.runner import BatchService
 from gateway.batches.schemas import COMPLETION_WINDOW_S, EXPIRY_S, CreateBatchRequest
 from gateway.batches.store import (
@@ -35,9 +36,8 @@ from gateway.batches.store import (
     new_file_id,
     now,
 )
-from gateway.body import read_json
 from gateway.errors import APIError, ErrorKind, brief, invalid
-from gateway.schemas import parse
+from gateway.http.body import read_json
 from gateway.state import GatewayRequest
 from gateway.tenancy.keys import tenant_of
 from gateway.tenancy.limits import check_storage

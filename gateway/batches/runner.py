@@ -39,7 +39,6 @@ import orjson
 from starlette.applications import Starlette
 
 from adapters.base import background
-from gateway.admission import Admission
 from gateway.batches.health import RunnerHealth
 from gateway.batches.lines import BatchApp, LineResult, endpoint_for, failure_line, run_line
 from gateway.batches.pacing import BatchPacer
@@ -60,6 +59,8 @@ from gateway.batches.results import (
 )
 from gateway.batches.store import FINAL_STATES, Store, is_batch_id, now
 from gateway.config import Settings
+from gateway.serving.admission import Admission
+from gateway.tenancy.keys import Tenant, current_tenant
 
 log = logging.getLogger(__name__)
 LEASE_S = 10.0
@@ -331,6 +332,8 @@ class Job:
             settings.batch_max_output_bytes,
             free=self.service.free_bytes,
         )
+        # The lines are the owner's requests: they use its partition of the embedding cache.
+        owner = Tenant(name=self.row["owner"])
         running: set[asyncio.Task[None]] = set()
         errors: list[BaseException] = []
 
@@ -342,6 +345,7 @@ class Job:
         with self._partial_files(guard) as results:
 
             async def one(number: int, raw: bytes | Oversize) -> None:
+                current_tenant.set(owner)  # in this line's task only
                 if isinstance(raw, Oversize):
                     result = _oversize(number, raw, self._max_line_bytes)
                 else:

@@ -38,9 +38,9 @@ from gateway.config import (
 from gateway.config import (
     add_arguments as add_config_arguments,
 )
+from gateway.engines import build_registry, prepare_process
 from gateway.errors import APIError
-from gateway.inputs import prompt_template
-from gateway.schemas import INPUT_TYPES, Truncation
+from gateway.serving.inputs import INPUT_TYPES, Truncation, prompt_template
 
 log = logging.getLogger("gateway.bulk")
 
@@ -334,16 +334,11 @@ async def _embed(
     checkpoint: Checkpoint,
     progress: Progress,
 ) -> None:
-    from gateway.cli import build_registry
-
     # SIGTERM stops as Ctrl-C does: the engine is shut down and the next run resumes.
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    if plan.settings.engine == "vllm":
-        from adapters.vllm_engine import configure_cpu_threads
-
-        configure_cpu_threads(plan.settings.cpu_threads)
+    prepare_process(plan.settings)
     registry = build_registry(plan.settings)
     guard = OrphanGuard()
     try:

@@ -27,12 +27,11 @@ from adapters.base import EngineError
 from gateway.bulk import BulkError
 from gateway.bulk.sources import DocumentId, Record
 from gateway.config import Settings
-from gateway.encoding import truncate_dimensions
 from gateway.errors import APIError
-from gateway.inputs import engine_call
-from gateway.registry import ServedModel
-from gateway.schemas import Truncation
-from gateway.token_ids import Cl100kDecoder
+from gateway.serving.encoding import truncate_dimensions
+from gateway.serving.inputs import Truncation, engine_call
+from gateway.serving.registry import ServedModel
+from gateway.serving.token_ids import Cl100kDecoder
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from gateway.config import parsers
 _MIB = 1 << 20
 _GIB = 1 << 30
 _DAY_S = 24 * 3600
-# The characters per token the derived character limits allow (gateway/costs.py derives them;
+# The characters per token the derived character limits allow (gateway/serving/costs.py derives them;
 # a test keeps the two equal).
 _CHARS_PER_TOKEN = 16
 # Named because the derived --max-request-chars default is stated from it too.

@@ -66,7 +66,7 @@ class Tenant:
 ANONYMOUS = Tenant(name="", admin=True, label="")
 
 # The caller of the request being served, for code that has no request at hand (the
-# embedding cache). None outside a request: a batch line runs with no caller set.
+# embedding cache); a batch line runs as the batch's owner. None outside both.
 current_tenant: ContextVar[Tenant | None] = ContextVar("current_tenant", default=None)
 
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import error_response
-from gateway.request_context import note, notes_of
+from gateway.http.request_context import note, notes_of
 from gateway.tenancy.keys import current_tenant, identified
 from gateway.tenancy.limits import RateLimiter
 

@@ -8,7 +8,8 @@ import pytest
 
 from bench import report
 from bench.cells import Cell
-from docgen.markers import REPO, section
+from harness.markers import section
+from harness.paths import REPO
 
 
 @pytest.mark.parametrize("target", report.TARGETS)

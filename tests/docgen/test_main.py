@@ -8,7 +8,8 @@ import pytest
 
 from docgen import __main__ as docgen
 from docgen import options
-from docgen.markers import REPO, replace_section, section
+from harness.markers import replace_section, section
+from harness.paths import REPO
 
 
 def test_check_passes_on_the_repository_as_committed() -> None:

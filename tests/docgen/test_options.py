@@ -4,8 +4,9 @@ it."""
 from __future__ import annotations
 
 from docgen import options
-from docgen.markers import REPO, section
 from gateway.config import OPTIONS, Option
+from harness.markers import section
+from harness.paths import REPO
 
 
 def test_docs_options_table_is_current() -> None:

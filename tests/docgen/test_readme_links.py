@@ -7,7 +7,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from docgen.markers import REPO
+from harness.paths import REPO
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from websockets.sync.client import connect
 
-from reliability.server import free_port
+from harness.launch import free_port
 
 
 class Browser:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from reliability.server import start_gateway
+from harness.gateway import start_gateway
 from tests.docs.cdp import Browser
 
 KEY = "docs-key"

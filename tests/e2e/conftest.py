@@ -4,23 +4,16 @@ it. Tests that need more models add entries to `served_models` (the YAML `models
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
 
 from gateway.config import resolve_model_path
-from reliability.server import free_port
+from harness.gateway import Gateway, start_gateway
+from harness.paths import REPO
 from tests.conftest import TIKTOKEN_DIR
 
-REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 600
 MINILM = "all-MiniLM-L6-v2"
 CROSS_ENCODER = "test-cross-encoder"
@@ -35,19 +28,6 @@ MINILM_PROMPTS = {
     "qwen-query": "Instruct: Given a question, retrieve passages that answer it\nQuery: {text}",
 }
 MINILM_PROMPT_ALIASES = {"minilm-query": "query", "minilm-qwen3-query": "qwen-query"}
-
-
-@dataclass
-class RunningGateway:
-    base_url: str
-    process: subprocess.Popen
-    log_path: Path
-    # Every /ready status seen while waiting for start-up, in order.
-    ready_history: list[int] = field(default_factory=list)
-
-    @property
-    def openai_base_url(self) -> str:
-        return self.base_url + "/v1"
 
 
 @pytest.fixture(scope="session")
@@ -147,63 +127,18 @@ def served_models(cross_encoder_path: str, llm_reranker_path: str) -> list[dict]
 @pytest.fixture(scope="session")
 def gateway(
     served_models: list[dict], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningGateway]:
-    workdir = tmp_path_factory.mktemp("gateway")
-    config = workdir / "models.yaml"
+) -> Iterator[Gateway]:
     # The option, not only the environment: the server must find the file either way.
-    config.write_text(yaml.safe_dump({"models": served_models, "tiktoken_cache_dir": TIKTOKEN_DIR}))
-    port = free_port()
-    log_path = workdir / "server.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
+    server = start_gateway(
+        tmp_path_factory.mktemp("gateway"),
+        models=served_models,
+        config={"tiktoken_cache_dir": TIKTOKEN_DIR},
+        ready_timeout=START_TIMEOUT_S,
+    )
     try:
-        _wait_ready(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait_ready(server: RunningGateway) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"gateway exited with {server.process.returncode}:\n"
-                + server.log_path.read_text()[-5000:]
-            )
-        try:
-            status = httpx.get(server.base_url + "/ready", timeout=5).status_code
-        except httpx.TransportError:
-            status = None  # not listening yet
-        if status is not None:
-            server.ready_history.append(status)
-            if status == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError("gateway did not become ready:\n" + server.log_path.read_text()[-5000:])
+        server.stop(timeout=60)
 
 
 @pytest.fixture(scope="session")

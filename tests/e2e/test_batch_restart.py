@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import psutil
 
-from reliability.server import Gateway, start_gateway
+from harness.gateway import Gateway, start_gateway
 from tests.conftest import batch_progress
 from tests.e2e.conftest import MINILM
 

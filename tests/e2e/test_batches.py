@@ -11,11 +11,12 @@ import numpy as np
 import openai
 import pytest
 
-from tests.e2e.conftest import MINILM, RunningGateway
+from harness.gateway import Gateway
+from tests.e2e.conftest import MINILM
 
 
 @pytest.fixture(scope="module")
-def client(gateway: RunningGateway):
+def client(gateway: Gateway):
     with openai.OpenAI(
         base_url=gateway.openai_base_url, api_key="unused", max_retries=0
     ) as openai_client:

@@ -21,7 +21,8 @@ from bench.bulk import corpus
 
 pytestmark = pytest.mark.engine
 
-REPO = Path(__file__).resolve().parents[2]
+from harness.paths import REPO
+
 DOCUMENTS = 2000
 
 

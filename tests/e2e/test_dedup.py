@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
-from tests.e2e.conftest import MINILM, RunningGateway
+from harness.gateway import Gateway
+from tests.e2e.conftest import MINILM
 
 
 def test_repeated_inputs_get_the_reference_vector_at_every_position(
-    gateway: RunningGateway, st_minilm
+    gateway: Gateway, st_minilm
 ) -> None:
     texts = ["a repeated sentence", "another one", "a repeated sentence", "a repeated sentence"]
     response = httpx.post(

@@ -9,14 +9,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import CROSS_ENCODER, MINILM, MINILM_PROMPTS, RunningGateway
+from harness.gateway import Gateway
+from tests.e2e.conftest import CROSS_ENCODER, MINILM, MINILM_PROMPTS
 
 TEXTS = ["The cat sat on the mat.", "Paris is the capital of France."]
 QUERY = "What is the capital of France?"
 
 
 @pytest.fixture
-def hub(gateway: RunningGateway, monkeypatch):
+def hub(gateway: Gateway, monkeypatch):
     # HF_HUB_OFFLINE=1 (set for the whole suite) makes huggingface_hub refuse every URL, the
     # local server's too; the client is let through for these calls only.
     import huggingface_hub.constants

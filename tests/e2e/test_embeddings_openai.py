@@ -12,7 +12,8 @@ import numpy as np
 import openai
 import pytest
 
-from tests.e2e.conftest import MINILM, RunningGateway
+from harness.gateway import Gateway
+from tests.e2e.conftest import MINILM
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -46,7 +47,7 @@ def reference(st_minilm) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def client(gateway: RunningGateway):
+def client(gateway: Gateway):
     # Closed explicitly: a pooled socket left to the garbage collector is a ResourceWarning,
     # which the strict warning filter turns into an error at a random later test.
     with openai.OpenAI(
@@ -55,7 +56,7 @@ def client(gateway: RunningGateway):
         yield openai_client
 
 
-def test_ready_was_503_before_200(gateway: RunningGateway) -> None:
+def test_ready_was_503_before_200(gateway: Gateway) -> None:
     assert 503 in gateway.ready_history, gateway.ready_history
     assert gateway.ready_history[-1] == 200
     first_ok = gateway.ready_history.index(200)
@@ -73,7 +74,7 @@ def test_vectors_equal_sentence_transformers(client, reference, encoding_format)
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
 
 
-def test_default_base64_is_what_the_client_asked_for(gateway: RunningGateway, reference) -> None:
+def test_default_base64_is_what_the_client_asked_for(gateway: Gateway, reference) -> None:
     # openai-python sends encoding_format=base64 unless told otherwise; check the raw wire too.
     raw = httpx.post(
         gateway.base_url + "/v1/embeddings",
@@ -105,7 +106,7 @@ def test_single_string_input(client, reference) -> None:
     assert cosine_rows(np.array([result.data[0].embedding]), reference[1:2])[0] >= 0.9999
 
 
-def test_async_client_matches_reference(gateway: RunningGateway, reference) -> None:
+def test_async_client_matches_reference(gateway: Gateway, reference) -> None:
     async def run() -> list:
         async with openai.AsyncOpenAI(
             base_url=gateway.openai_base_url, api_key="unused", max_retries=0
@@ -159,7 +160,7 @@ def test_too_long_input_is_400_with_counts(client) -> None:
     assert "input 1 has 402 tokens" in message and "at most 256" in message
 
 
-def test_malformed_json_is_400_envelope(gateway: RunningGateway) -> None:
+def test_malformed_json_is_400_envelope(gateway: Gateway) -> None:
     response = httpx.post(
         gateway.base_url + "/v1/embeddings",
         content=b"{not json",
@@ -184,7 +185,7 @@ def test_request_token_limit_counts_the_real_tokenizer(client) -> None:
     assert "tokens in all, but a request may have at most 300000" in info.value.body["message"]
 
 
-def test_cpu_engine_model_threads_use_every_core(gateway: RunningGateway) -> None:
+def test_cpu_engine_model_threads_use_every_core(gateway: Gateway) -> None:
     # vLLM's own default reserves one core for its scheduler; the gateway binds them all.
     import os
 
@@ -198,7 +199,7 @@ def test_cpu_engine_model_threads_use_every_core(gateway: RunningGateway) -> Non
     assert "core ids=[" + str(cores[-1]) + "]" not in log or len(cores) == 1
 
 
-def test_metrics_timing_and_logs_after_a_real_embedding(gateway: RunningGateway) -> None:
+def test_metrics_timing_and_logs_after_a_real_embedding(gateway: Gateway) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     def scrape() -> dict:

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from harness.gateway import Gateway
 from tests.e2e.conftest import (
     CROSS_ENCODER,
     LLM_RERANKER,
     MINILM,
     MINILM_PROMPTS,
     QWEN3_TEMPLATE,
-    RunningGateway,
 )
 
 QUERY = "What is the capital of France?"
@@ -34,13 +34,13 @@ FILLER = "The forecast says light rain will fall on the hills this afternoon. " 
 
 
 @pytest.fixture(scope="module")
-def co(gateway: RunningGateway) -> Iterator[cohere.ClientV2]:
+def co(gateway: Gateway) -> Iterator[cohere.ClientV2]:
     with cohere.ClientV2(base_url=gateway.base_url, api_key="unused") as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def co_v1(gateway: RunningGateway) -> Iterator[cohere.Client]:
+def co_v1(gateway: Gateway) -> Iterator[cohere.Client]:
     with cohere.Client(base_url=gateway.base_url, api_key="unused") as client:
         yield client
 
@@ -84,7 +84,7 @@ def test_cohere_v2_top_n_on_the_cross_encoder_matches_crossencoder(co, cross_enc
     assert response.meta.billed_units.search_units == 1
 
 
-def test_raw_logits_match_crossencoder_identity(gateway: RunningGateway, cross_encoder) -> None:
+def test_raw_logits_match_crossencoder_identity(gateway: Gateway, cross_encoder) -> None:
     body = httpx.post(
         gateway.base_url + "/v1/rerank",
         json={
@@ -103,7 +103,7 @@ def test_raw_logits_match_crossencoder_identity(gateway: RunningGateway, cross_e
     assert np.abs(expected - cross_encoder.predict(pairs)).min() > 0.01
 
 
-def test_cross_encoder_usage_counts_pair_tokens(gateway: RunningGateway, cross_encoder) -> None:
+def test_cross_encoder_usage_counts_pair_tokens(gateway: Gateway, cross_encoder) -> None:
     body = httpx.post(
         gateway.base_url + "/rerank",
         json={"model": CROSS_ENCODER, "query": QUERY, "documents": DOCS},
@@ -163,12 +163,12 @@ def test_cohere_v1_rank_fields(co_v1, st_minilm) -> None:
     assert response.results[0].document is None
 
 
-def test_cohere_sdk_with_a_v1_base_url_reaches_v1_v2_rerank(gateway: RunningGateway) -> None:
+def test_cohere_sdk_with_a_v1_base_url_reaches_v1_v2_rerank(gateway: Gateway) -> None:
     with cohere.ClientV2(base_url=gateway.base_url + "/v1", api_key="unused") as client:
         assert client.rerank(model=MINILM, query=QUERY, documents=DOCS).results[0].index == PARIS
 
 
-def test_langchain_cohere_rerank(gateway: RunningGateway, co) -> None:
+def test_langchain_cohere_rerank(gateway: Gateway, co) -> None:
     from langchain_cohere import CohereRerank
     from langchain_core.documents import Document
 
@@ -185,7 +185,7 @@ def test_langchain_cohere_rerank(gateway: RunningGateway, co) -> None:
     assert len(ranked) == len(DOCS) and ranked[0]["index"] == PARIS
 
 
-def test_llamaindex_cohere_rerank(gateway: RunningGateway) -> None:
+def test_llamaindex_cohere_rerank(gateway: Gateway) -> None:
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
     from llama_index.postprocessor.cohere_rerank import CohereRerank
 
@@ -197,7 +197,7 @@ def test_llamaindex_cohere_rerank(gateway: RunningGateway) -> None:
     assert [n.node.get_content() for n in kept] == [DOCS[PARIS]]
 
 
-def test_jina_style_post(gateway: RunningGateway) -> None:
+def test_jina_style_post(gateway: Gateway) -> None:
     response = httpx.post(
         gateway.base_url + "/v1/rerank",
         json={
@@ -247,7 +247,7 @@ def test_cross_encoder_chunks_score_the_best_chunk(co, cross_encoder) -> None:
         {"model": CROSS_ENCODER, "query": QUERY, "documents": DOCS, "top_n": 0},
     ],
 )
-def test_errors_are_400_with_envelope_and_detail(gateway: RunningGateway, body) -> None:
+def test_errors_are_400_with_envelope_and_detail(gateway: Gateway, body) -> None:
     response = httpx.post(gateway.base_url + "/v2/rerank", json=body, timeout=60)
     assert response.status_code == 400
     error = response.json()
@@ -260,7 +260,7 @@ def test_cohere_sdk_raises_bad_request(co) -> None:
         co.rerank(model=MINILM, query="", documents=DOCS)
 
 
-def test_reranker_has_no_embeddings(gateway: RunningGateway) -> None:
+def test_reranker_has_no_embeddings(gateway: Gateway) -> None:
     response = httpx.post(
         gateway.base_url + "/v1/embeddings", json={"model": CROSS_ENCODER, "input": "x"}, timeout=60
     )

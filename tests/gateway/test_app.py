@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from adapters.fake import FakeEngine
 from gateway.app import create_app
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.serving.registry import ModelRegistry, ServedModel
 
 
 class BrokenEngine(FakeEngine):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -16,11 +15,12 @@ from starlette.testclient import TestClient
 from adapters.base import EngineFailure
 from adapters.fake import FakeEngine
 from gateway.app import create_app
-from gateway.cache import CachingEngine, EmbeddingCache
 from gateway.config import Settings
 from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess
-from gateway.registry import ModelRegistry, ServedModel
+from gateway.serving.cache import CachingEngine, EmbeddingCache
+from gateway.serving.registry import ModelRegistry, ServedModel
 from tests.conftest import serving, wait_ready
+from tests.gateway.conftest import running as serving_app
 
 TIMING_HEADERS = ("x-queue-time", "x-tokenization-time", "x-inference-time", "x-total-time")
 
@@ -148,20 +148,10 @@ def test_no_cache_counters_without_a_cache() -> None:
     assert "embedding_gateway_cache_hits_total{" not in text
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings, engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ModelRegistry([ServedModel("fake", (), engine)]), settings)
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):
-            await app({**scope, "state": dict(state)}, receive, send)
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=with_state), base_url="http://gateway"
-        ) as client:
-            while (await client.get("/ready")).status_code != 200:
-                await asyncio.sleep(0.01)
-            yield client
+def running(
+    settings: Settings, engine: FakeEngine
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return serving_app(ModelRegistry([ServedModel("fake", (), engine)]), settings)
 
 
 @pytest.mark.anyio

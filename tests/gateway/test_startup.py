@@ -16,10 +16,10 @@ from starlette.testclient import TestClient
 from adapters.fake import FakeEngine
 from adapters.vllm import check_model_source
 from gateway.app import create_app
-from gateway.registry import ModelRegistry, ServedModel
-from reliability.server import free_port, start_gateway
-
-REPO = Path(__file__).resolve().parents[2]
+from gateway.serving.registry import ModelRegistry, ServedModel
+from harness.gateway import start_gateway
+from harness.launch import free_port
+from harness.paths import REPO
 
 
 def test_ready_shows_each_step_and_the_elapsed_time() -> None:
@@ -64,12 +64,14 @@ async def test_the_log_shows_model_step_and_elapsed_time(
 
 
 def test_missing_local_model_paths_are_named() -> None:
+
     for path in ("/no/such/model", "./models/missing", "a/b/c"):
         with pytest.raises(FileNotFoundError, match=f"model path {path} does not exist"):
             check_model_source(path)
 
 
 def test_uncached_hub_id_offline_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(
         FileNotFoundError, match="model path no-org/no-model does not exist.*HF_HUB_OFFLINE"

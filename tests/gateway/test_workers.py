@@ -13,12 +13,8 @@ import psutil
 import pytest
 
 from gateway.config import ConfigError, load_settings, resolve_model_path
-from reliability.server import (
-    start_workers,
-    wait_every_worker_ready,
-    wait_ready,
-    worker_processes,
-)
+from harness.gateway import start_workers, wait_every_worker_ready, worker_processes
+from harness.launch import wait_ready
 
 
 @pytest.mark.parametrize("raw, expected", [("1", 1), ("3", 3), (" 4 ", 4)])

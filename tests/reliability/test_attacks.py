@@ -3,7 +3,7 @@ expectations the battery checks."""
 
 from __future__ import annotations
 
-from reliability import attacks
+from reliability import attacks, battery
 
 
 class Recorder:
@@ -36,8 +36,10 @@ def test_the_output_cap_fails_an_amplifying_batch() -> None:
 
 
 def test_each_attack_is_a_battery_section() -> None:
-    battery = Recorder()
+    recorder = Recorder()
     method = attacks.battery_method("line_record_fault")
     assert set(attacks.SECTIONS) == set(attacks.ATTACKS) == set(attacks.EXPECTED)
-    assert method(battery)["failed"] == 1
-    assert battery.failures == []
+    assert set(attacks.SECTIONS) <= set(battery.SECTIONS)
+    assert all(callable(getattr(battery.Battery, name)) for name in attacks.SECTIONS)
+    assert method(recorder)["failed"] == 1
+    assert recorder.failures == []

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from docgen.markers import REPO, section
+from harness.markers import section
+from harness.paths import REPO
 from reliability import battery
 
 

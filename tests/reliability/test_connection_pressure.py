@@ -1,7 +1,7 @@
 """Connections under pressure, over real sockets against a gateway process (fake engine):
 past the cap, the connections that wait longest for a request head are closed to make room,
 so half-open connections cannot keep a real request out, and a request in flight is never
-closed for room; the default cap follows the open-files limit."""
+closed for room."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from gateway.connections import FD_RESERVE, default_max_connections
-from reliability.server import Gateway, closed_by_server, start_gateway
+from harness.gateway import Gateway, start_gateway
+from harness.raw_http import closed_by_server
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,3 @@ def test_a_request_in_flight_is_never_closed_to_make_room(gateway) -> None:
         inflight.close()
         for sock in idle:
             sock.close()
-
-
-def test_the_default_cap_is_the_open_files_limit_less_a_reserve() -> None:
-    assert default_max_connections(65536) == 65536 - FD_RESERVE
-    assert default_max_connections(100) == 16
-    assert default_max_connections() > 0

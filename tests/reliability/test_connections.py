@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reliability.server import Gateway, closed_by_server, start_gateway
+from harness.gateway import Gateway, start_gateway
+from harness.raw_http import closed_by_server
 
 LIMITS = [
     "--header-timeout-s",

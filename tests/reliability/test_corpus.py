@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from gateway.routes import ROUTES
+from gateway.api.routes import ROUTES
+from harness.gateway import start_gateway
 from reliability.corpus import build_corpus, run_corpus
-from reliability.server import start_gateway
 
 KEY = "corpus-key"
 

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from reliability.server import Gateway, start_gateway
+from harness.gateway import Gateway, start_gateway
 
 pytestmark = pytest.mark.engine
 BODY = {"model": "minilm", "input": ["heal me"]}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.gateway import start_gateway
 from reliability.fuzz import fuzz
-from reliability.server import start_gateway
 
 KEY = "fuzz-key"
 

@@ -3,7 +3,6 @@ uvicorn's own parsing, and log hygiene. Seconds each."""
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reliability.server import Gateway, start_gateway
+from harness.gateway import start_gateway
+from harness.raw_http import raw_status
 
 KEY = "sk-secret-key-4f1e"
 SENTINEL = "SENTINEL-never-logged-7d2c"
@@ -27,20 +27,6 @@ def locked(tmp_path_factory: pytest.TempPathFactory):
     )
     yield gateway
     gateway.stop()
-
-
-def raw_status(
-    gateway: Gateway, request_line: str, host: str = "127.0.0.1", extra: str = ""
-) -> int:
-    body = '{"model":"fake","input":"a","texts":["a"],"query":"a","documents":["a"]}'
-    message = (
-        f"{request_line}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n{body}"
-    )
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
-        sock.sendall(message.encode())
-        reply = sock.recv(65536).decode(errors="replace")
-    return int(reply.split(" ", 2)[1])
 
 
 @pytest.mark.parametrize(
@@ -65,13 +51,13 @@ def raw_status(
     ],
 )
 def test_raw_path_tricks_never_bypass_auth(locked, target) -> None:
-    assert raw_status(locked, f"POST {target} HTTP/1.1") in (400, 401, 404)
-    assert raw_status(locked, f"POST {target} HTTP/1.1") != 200
+    assert raw_status(locked.port, f"POST {target} HTTP/1.1") in (400, 401, 404)
+    assert raw_status(locked.port, f"POST {target} HTTP/1.1") != 200
 
 
 @pytest.mark.parametrize("host", ["x/v1?", "a?b", "127.0.0.1/health?", "evil#", "h/health/.."])
 def test_host_header_tricks_never_bypass_auth(locked, host) -> None:
-    assert raw_status(locked, "POST /v1/embeddings HTTP/1.1", host=host) in (400, 401)
+    assert raw_status(locked.port, "POST /v1/embeddings HTTP/1.1", host=host) in (400, 401)
 
 
 def test_both_keys_work_over_the_wire(locked) -> None:

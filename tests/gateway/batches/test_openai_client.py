@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from reliability.server import Gateway, start_gateway
+from harness.gateway import Gateway, start_gateway
 from tests.conftest import batch_progress
 
 FINAL = ("completed", "failed", "cancelled", "expired")

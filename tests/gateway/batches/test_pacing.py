@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from gateway.admission import Admission
 from gateway.batches.pacing import BatchPacer
+from gateway.serving.admission import Admission
 
 pytestmark = pytest.mark.anyio
 

@@ -20,9 +20,9 @@ import pytest
 
 from adapters.fake import FakeEngine, fake_vector
 from gateway.cli import main
-from gateway.encoding import truncate_dimensions
+from gateway.serving.encoding import truncate_dimensions
+from harness.paths import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 TEXTS = [
     "the first document",
     "",

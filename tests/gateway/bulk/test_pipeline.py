@@ -12,7 +12,7 @@ from adapters.base import EmbeddingBatch, EmbedOptions, Prompt
 from adapters.fake import FakeEngine, fake_vector
 from gateway.bulk import BulkError
 from gateway.bulk.pipeline import Job, Result, TokenEstimate, batches, run
-from gateway.registry import EngineState, ServedModel
+from gateway.serving.registry import EngineState, ServedModel
 
 
 def test_batches_hold_about_the_token_budget_and_at_least_one_document() -> None:

@@ -12,7 +12,7 @@ import pytest
 from adapters.base import EngineSpec
 from gateway.cli import build_parser
 from gateway.config import OPTIONS, InputPolicy, Option, Settings
-from gateway.costs import CHARS_PER_TOKEN
+from gateway.serving.costs import CHARS_PER_TOKEN
 
 BY_NAME = {option.name: option for option in OPTIONS}
 

@@ -1,5 +1,6 @@
 """Ownership in the batch store (a database from before owners included), result files
-owned by the batch's key, the stored-bytes cap, and the key's name in the access log."""
+owned by the batch's key, a batch's lines in its key's cache partition, the stored-bytes
+cap, and the key's name in the access log."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import openai
 import pytest
 from starlette.testclient import TestClient
 
+from adapters.fake import FakeEngine
+from gateway.app import create_app
 from gateway.batches.store import Store
 from gateway.config import Settings
-from tests.conftest import serving
+from gateway.serving.cache import CachingEngine, EmbeddingCache
+from gateway.serving.registry import ModelRegistry, ServedModel
+from tests.conftest import serving, wait_ready
 
 KEY_A = "team-a-0123456789abcdef0123456789abcdef"
 KEY_B = "team-b-0123456789abcdef0123456789abcdef"
@@ -30,16 +35,15 @@ LINE = json.dumps(
 )
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[TestClient]:
+def two_keys(tmp_path: Path, **options) -> Settings:
     keys = tmp_path / "keys"
     keys.write_text(f"team-a:{KEY_A}\nteam-b:{KEY_B}\n")
-    settings = Settings(
-        api_key_file=str(keys),
-        batch_dir=str(tmp_path / "batches"),
-        batch_max_stored_bytes=3 * (len(LINE) + 1),
-    )
-    with serving(settings) as client:
+    return Settings(api_key_file=str(keys), batch_dir=str(tmp_path / "batches"), **options)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[TestClient]:
+    with serving(two_keys(tmp_path, batch_max_stored_bytes=3 * (len(LINE) + 1))) as client:
         yield client
 
 
@@ -61,14 +65,37 @@ def test_a_batchs_result_file_belongs_to_the_key_that_made_the_batch(
     batch = a.batches.create(
         input_file_id=upload(a), endpoint="/v1/embeddings", completion_window="24h"
     )
-    deadline = time.monotonic() + 30
-    while (batch := a.batches.retrieve(batch.id)).status != "completed":
-        assert time.monotonic() < deadline, batch
-        time.sleep(0.05)
+    batch = completed(a, batch.id)
     assert batch.output_file_id is not None
     assert json.loads(a.files.content(batch.output_file_id).text)["custom_id"] == "1"
     with pytest.raises(openai.NotFoundError):
         b.files.content(batch.output_file_id)
+
+
+def completed(client: openai.OpenAI, batch_id: str) -> openai.types.Batch:
+    deadline = time.monotonic() + 30
+    while (batch := client.batches.retrieve(batch_id)).status != "completed":
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.05)
+    return batch
+
+
+def test_a_batchs_lines_fill_and_read_only_its_keys_cache_partition(tmp_path: Path) -> None:
+    engine = CachingEngine(FakeEngine(), EmbeddingCache(100))
+    registry = ModelRegistry([ServedModel("fake", (), engine)])
+    app = create_app(registry, two_keys(tmp_path))
+    with TestClient(app, raise_server_exceptions=False) as gateway:
+        wait_ready(gateway)
+        a, b = as_key(gateway, KEY_A), as_key(gateway, KEY_B)
+        batch = a.batches.create(
+            input_file_id=upload(a), endpoint="/v1/embeddings", completion_window="24h"
+        )
+        completed(a, batch.id)
+        assert (engine.stats.hits, engine.stats.misses) == (0, 1)
+        a.embeddings.create(model="fake", input="x")
+        assert (engine.stats.hits, engine.stats.misses) == (1, 1)
+        b.embeddings.create(model="fake", input="x")
+        assert (engine.stats.hits, engine.stats.misses) == (1, 2)
 
 
 def test_an_upload_past_the_keys_stored_bytes_gets_413_and_other_keys_still_upload(

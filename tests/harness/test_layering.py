@@ -1,0 +1,47 @@
+"""harness/ is shared by bench/, reliability/, tests/ and docgen/ and imports none of them;
+docgen/ is a leaf that nothing imports; the battery's sections do not import the battery."""
+
+from __future__ import annotations
+
+from harness.paths import REPO
+from tests.test_layering import imported_modules
+
+USERS = {"bench", "reliability", "docgen", "tests"}
+
+
+def python_files(*folders: str) -> list:
+    return [p for folder in folders for p in (REPO / folder).rglob("*.py")]
+
+
+def test_harness_imports_none_of_its_users() -> None:
+    for path in python_files("harness"):
+        assert not imported_modules(path) & USERS, path
+
+
+def test_nothing_imports_docgen() -> None:
+    for path in python_files("gateway", "adapters", "harness", "bench", "reliability", "tests"):
+        if "docgen" not in path.relative_to(REPO).parts:
+            assert "docgen" not in imported_modules(path), path
+
+
+def test_bench_and_reliability_do_not_import_each_other() -> None:
+    for path in python_files("reliability"):
+        assert "bench" not in imported_modules(path), path
+    for path in python_files("bench"):
+        assert "reliability" not in imported_modules(path), path
+
+
+def test_battery_sections_do_not_import_the_battery() -> None:
+    source = (REPO / "reliability" / "hardening.py").read_text()
+    assert "reliability.battery" not in source and "import battery" not in source
+
+
+def test_every_percentile_is_the_harness_one() -> None:
+    # Latency percentiles of the benchmark and the battery must be comparable: no second
+    # definition, neither numpy's interpolation nor a rank computed by hand.
+    for path in python_files("bench", "reliability", "harness"):
+        if path == REPO / "harness" / "stats.py":
+            continue
+        source = path.read_text()
+        for other in ("def percentile", "np.percentile", "np.quantile", "* (len(ordered)"):
+            assert other not in source, (path, other)
