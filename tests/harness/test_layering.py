@@ -3,13 +3,26 @@ docgen/ is a leaf that nothing imports; the battery's sections do not import the
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 from harness.paths import REPO
-from tests.test_layering import imported_modules
 
 USERS = {"bench", "reliability", "docgen", "tests"}
 
 
-def python_files(*folders: str) -> list:
+def imported_modules(path: Path) -> set[str]:
+    """The top-level packages a file imports, anywhere in it."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def python_files(*folders: str) -> list[Path]:
     return [p for folder in folders for p in (REPO / folder).rglob("*.py")]
 
 
