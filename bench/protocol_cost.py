@@ -1,5 +1,5 @@
 """Server CPU per request of uvicorn's HTTP protocols on the gateway (fake engine): uvicorn's
-httptools, the gateway's bounded subclass of it (gateway/connections.py), and uvicorn's h11.
+httptools, the gateway's bounded subclass of it (gateway/http/connections.py), and uvicorn's h11.
 
     python -m bench.protocol_cost [--requests 3000] [--rounds 2]
 

@@ -1,6 +1,7 @@
 """create_app(registry, settings) -> Starlette. The lifespan owns engine start and stop and
 the engine watchdog; the middleware stack applies request ids and logs, the drain gate, CORS,
-authentication and the body limit to every route, in that order (outermost first)."""
+authentication, the caller's rate limits and the body limit to every route, in that order
+(outermost first)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from gateway.serving.admission import Admission
 from gateway.serving.registry import ModelRegistry
 from gateway.serving.token_ids import Cl100kDecoder
 from gateway.state import GatewayState
+from gateway.tenancy.keys import KeyRing
+from gateway.tenancy.limits import RATE_LIMIT_HEADERS, RateLimiter
+from gateway.tenancy.middleware import TenantMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,9 @@ def create_app(
         batches=batches.BatchService(settings),
         metrics=metrics,
     )
+    # Several workers on one host share their rate-limit buckets in the batch folder.
+    shared = settings.batch_dir if settings.workers > 1 else None
+    limiter = RateLimiter(settings.rate_limit_rpm, settings.rate_limit_tpm, shared)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -96,11 +103,12 @@ def create_app(
                 with contextlib.suppress(BaseException):
                     await task
             await registry.shutdown_all()
+            limiter.close()
 
     app = Starlette(
         routes=[*ROUTES, *DOCS_ROUTES],
         lifespan=lifespan,
-        middleware=_middleware(settings, drain, metrics),
+        middleware=_middleware(settings, drain, metrics, limiter),
         exception_handlers={
             APIError: _api_error,
             HTTPException: _http_error,
@@ -114,7 +122,9 @@ def create_app(
     return app
 
 
-def _middleware(settings: Settings, drain: Drain, metrics: Metrics) -> list[Middleware]:
+def _middleware(
+    settings: Settings, drain: Drain, metrics: Metrics, limiter: RateLimiter
+) -> list[Middleware]:
     stack = [
         Middleware(RequestContextMiddleware, observer=metrics),
         Middleware(DrainGateMiddleware, drain=drain),
@@ -133,6 +143,7 @@ def _middleware(settings: Settings, drain: Drain, metrics: Metrics) -> list[Midd
                     "x-tokenization-time",
                     "x-inference-time",
                     "x-total-time",
+                    *RATE_LIMIT_HEADERS,
                 ],
             )
         )
@@ -143,7 +154,9 @@ def _middleware(settings: Settings, drain: Drain, metrics: Metrics) -> list[Midd
         | {"/openapi.json"}
         | ({"/metrics"} if settings.public_metrics else set())
     )
-    stack.append(Middleware(AuthMiddleware, keys=settings.api_keys, public_paths=public))
+    keys = KeyRing(settings.api_keys, settings.api_key_file)
+    stack.append(Middleware(AuthMiddleware, keys=keys, public_paths=public))
+    stack.append(Middleware(TenantMiddleware, limiter=limiter))
     stack.append(
         Middleware(
             BodyLimitMiddleware,

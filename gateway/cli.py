@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.bulk import command as bulk_command
 from gateway.config import ConfigError, Settings, add_arguments, load_settings
 from gateway.engines import build_registry, engine_preload, prepare_process
-from gateway.http.connections import ConnectionLimits, protocol_class
+from gateway.http.connections import ConnectionLimits, default_max_connections, protocol_class
 from gateway.http.drain import DrainingServer
 from gateway.http.logs import configure as configure_logging
 from gateway.http.security import exposure_warning
@@ -73,7 +73,7 @@ def serve(settings: Settings) -> int:
     """Serve in this process, or in `settings.workers` worker processes on the one port."""
     _configure_logging(settings)
     log.info("effective configuration: %s", json.dumps(settings.redacted(), default=str))
-    warning = exposure_warning(settings.host, settings.api_keys)
+    warning = exposure_warning(settings.host, [*settings.api_keys, settings.api_key_file or ""])
     if warning:
         log.warning(warning)
     if settings.engine == "vllm":
@@ -137,7 +137,7 @@ def serve_one(settings: Settings, sock: Any = None, serve_when_ready: bool = Fal
                     max_header_bytes=settings.max_header_bytes,
                     header_timeout_s=settings.header_timeout_s,
                     body_timeout_s=settings.body_timeout_s,
-                    max_connections=settings.max_connections,
+                    max_connections=settings.max_connections or default_max_connections(),
                 )
             ),
             # uvicorn annotates an int but hands the value to loop.call_later, so a fraction works.

@@ -14,7 +14,9 @@ workers: inputs in flight, admission limit, workers per engine state).
 
 Labels are bounded: `route` is the route template (an unknown path is `unmatched`, never
 the raw path), `model` the served name (not the alias the client used; empty when the
-request named no served model), `status` the HTTP status.
+request named no served model), `status` the HTTP status, `key` the API key's name (never the
+key; the first names the key file gave, later ones counted as `other`:
+`gateway.tenancy.keys.MAX_LABELS`).
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from adapters.base import EngineError
+from gateway.batches.health import STATES as BATCH_RUNNER_STATES
 from gateway.http.request_context import Timing
 from gateway.serving.cache import CacheStats
 from gateway.serving.registry import ModelRegistry
+from gateway.tenancy.keys import identified
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "embedding_gateway_"
@@ -149,6 +153,15 @@ class Metrics:
             "Inputs answered from an identical input of the same request.",
             ("model",),
         )
+        self.key_requests = counter(
+            "key_requests", "Requests by API key name and status code.", ("key", "status")
+        )
+        self.key_tokens = counter("key_tokens", "Prompt tokens used, by API key name.", ("key",))
+        self.key_rate_limited = counter(
+            "key_rate_limited",
+            "Requests refused by the key's rate limit (429), by API key name.",
+            ("key",),
+        )
         self.build = Gauge(
             PREFIX + "build_info",
             "Gateway version, vLLM version (empty without a vLLM engine) and device; always 1.",
@@ -156,6 +169,16 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemax",
         )
+        self.batch_runner = gauge(
+            "batch_runner_state",
+            "Batch runners (one per worker) in each state: running, retrying after a store "
+            "or disk error, paused for free disk space.",
+            ("state",),
+        )
+        self.batch_runner_errors = counter(
+            "batch_runner_errors", "Store and disk errors the batch runner retried after.", ()
+        )
+        self.set_batch_runner("running", failed=False)
         self._seen: dict[tuple[int, str], float] = {}  # last cumulative value copied
         self._build_known = False
         for model in registry.models:
@@ -167,6 +190,12 @@ class Metrics:
     def set_inflight(self, model: str, inputs: int) -> None:
         self.inflight.labels(model).set(inputs)
 
+    def set_batch_runner(self, state: str, failed: bool) -> None:
+        for each in BATCH_RUNNER_STATES:
+            self.batch_runner.labels(each).set(int(each == state))
+        if failed:
+            self.batch_runner_errors.inc()
+
     def observe_request(
         self, scope: Scope, status: int, seconds: float, notes: dict[str, Any], timing: Timing
     ) -> None:
@@ -174,6 +203,7 @@ class Metrics:
         model = str(notes.get("model", ""))
         self.requests.labels(route, model, str(status)).inc()
         self.duration.labels(route, model).observe(seconds)
+        self._count_key(scope, status, notes)
         if status >= 400 or not model:
             return
         self.count_work(notes)
@@ -181,6 +211,16 @@ class Metrics:
             self.queue.labels(model).observe(timing.queue_s)
             self.tokenization.labels(model).observe(timing.tokenization_s)
             self.inference.labels(model).observe(timing.inference_s)
+
+    def _count_key(self, scope: Scope, status: int, notes: dict[str, Any]) -> None:
+        tenant = identified(scope)
+        if tenant is None or not tenant.name:  # a public path, or a gateway without keys
+            return
+        self.key_requests.labels(tenant.label, str(status)).inc()
+        if notes.get("rate_limited"):
+            self.key_rate_limited.labels(tenant.label).inc()
+        elif status < 400:
+            self.key_tokens.labels(tenant.label).inc(notes.get("tokens", 0))
 
     def count_work(self, notes: dict[str, Any]) -> None:
         """The inputs, documents and tokens an answered request (or batch line) processed."""

@@ -36,7 +36,7 @@ from harness.markers import write_section
 from harness.paths import REPO
 from harness.raw_http import raw_status
 from harness.stats import percentile
-from reliability import costly_requests, hardening
+from reliability import attacks, costly_requests, hardening
 from reliability.corpus import build_corpus, run_corpus
 from reliability.fuzz import fuzz
 
@@ -69,6 +69,7 @@ SECTIONS = (
     "disconnect",
     "soak",
     *hardening.SECTIONS,
+    *attacks.SECTIONS,
 )
 
 
@@ -80,6 +81,13 @@ class Battery:
     heal = hardening.heal
     real_heal = hardening.real_heal
     worker_restart = hardening.worker_restart
+    # Hostile requests and injected faults (reliability/attacks.py).
+    tokenize_flood = attacks.battery_method("tokenize_flood")
+    runner_store_fault = attacks.battery_method("runner_store_fault")
+    line_record_fault = attacks.battery_method("line_record_fault")
+    output_amplification = attacks.battery_method("output_amplification")
+    half_open_flood = attacks.battery_method("half_open_flood")
+    probes_at_cap = attacks.battery_method("probes_at_cap")
 
     def __init__(self, workdir: Path, soak_s: float, pin: bool) -> None:
         self.workdir = workdir

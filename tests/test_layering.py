@@ -2,7 +2,7 @@
 only modules of its own floor or lower ones:
 
     cli (and bulk/) -> app, workers, engines, metrics -> api (and batches/) -> serving
-    -> http, state, config, errors -> adapters.base <- adapters.fake, adapters.vllm
+    -> http, tenancy, state, config, errors -> adapters.base <- adapters.fake, adapters.vllm
 
 The serving layer never imports Starlette; adapters never import the gateway, Starlette or
 uvicorn; the gateway imports no concrete adapter (`gateway.engines` loads one by name); only
@@ -31,6 +31,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     (
         "gateway",
         "gateway.http",
+        "gateway.tenancy",
         "gateway.state",
         "gateway.config",
         "gateway.errors",

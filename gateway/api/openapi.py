@@ -16,6 +16,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -28,7 +29,6 @@ from gateway.api.wire import ErrorEnvelope, Wire, request_schemas, response_sche
 from gateway.batches import CreateBatchRequest, openapi_paths
 from gateway.batches.schemas import ANSWERS as BATCH_ANSWERS
 from gateway.config import Settings
-from gateway.http.responses import json_response
 from gateway.state import GatewayRequest, registry_of, settings_of
 
 _ERROR = {"$ref": "#/components/responses/Error"}
@@ -330,7 +330,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
             },
         },
     }
-    if settings.api_keys:
+    if settings.api_keys or settings.api_key_file:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearer": []}]
     else:
@@ -342,6 +342,12 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
 
 
 async def openapi(request: GatewayRequest) -> Response:
-    """GET /openapi.json: the OpenAPI 3 description of every route."""
-    names = [name for name, _ in registry_of(request).names()]
-    return json_response(openapi_document(settings_of(request), names))
+    """GET /openapi.json: the OpenAPI 3 description of every route, built once per app (its
+    settings and model names are fixed once it serves): it is public, and takes about 10 ms
+    to build."""
+    cached: bytes | None = getattr(request.app.state, "openapi_json", None)
+    if cached is None:
+        names = [name for name, _ in registry_of(request).names()]
+        cached = orjson.dumps(openapi_document(settings_of(request), names))
+        request.app.state.openapi_json = cached
+    return Response(cached, media_type="application/json")

@@ -26,6 +26,7 @@ from gateway.errors import invalid
 from gateway.http.body import read_json
 from gateway.http.dialects import API, settle
 from gateway.http.responses import json_response, truncation_header
+from gateway.serving import token_costs
 from gateway.serving.embedding import EmbedJob, embed
 from gateway.serving.encoding import check_dimensions, refuse_non_finite
 from gateway.serving.inputs import Truncation, apply_template
@@ -385,29 +386,35 @@ async def tokenize_route(request: GatewayRequest) -> Response:
     body = await read_json(request)
     if settle(request.scope, body).api is API.VLLM:
         return await vllm.tokenize(request, body)
-    req = parse(TeiTokenizeRequest, body, settings_of(request))
+    settings = settings_of(request)
+    req = parse(TeiTokenizeRequest, body, settings)
     served = model_of(request, req.model)
     texts = with_prompt(served.policy, req.prompt_name, req.texts)
+    token_costs.check_texts(texts, served, settings, "inputs")
     tokens = await guarded(
         request,
         served,
         len(texts),
         lambda: served.engine.tokenize(texts, add_special_tokens=req.add_special_tokens),
     )
-    return json_response(tokens_answer(tokens, texts))
+    count = sum(len(row.ids) for row in tokens)
+    token_costs.check_returned(count, settings, "inputs")
+    return await token_costs.built(count, lambda: json_response(tokens_answer(tokens, texts)))
 
 
 async def decode(request: GatewayRequest) -> Response:
     """POST /decode: token ids back to text, one string per id list."""
-    req = parse(TeiDecodeRequest, await read_json(request), settings_of(request))
+    settings = settings_of(request)
+    req = parse(TeiDecodeRequest, await read_json(request), settings)
     served = model_of(request, req.model)
+    token_costs.check_ids(req.rows, settings, "ids")
     texts = await guarded(
         request,
         served,
         len(req.rows),
         lambda: served.engine.detokenize(req.rows, skip_special_tokens=req.skip_special_tokens),
     )
-    return json_response(texts)
+    return await token_costs.built(sum(map(len, req.rows)), lambda: json_response(texts))
 
 
 async def info(request: GatewayRequest) -> Response:

@@ -19,6 +19,7 @@ from gateway.api.wire import Answer, Limit, Model, Says, Text, Wire, parse
 from gateway.errors import invalid
 from gateway.http.body import read_json
 from gateway.http.responses import json_response
+from gateway.serving import token_costs
 from gateway.state import GatewayRequest, settings_of
 
 TextOrTexts = Annotated[
@@ -152,9 +153,11 @@ async def score(request: GatewayRequest) -> Response:
     """POST /score, /v1/score: vLLM's pair scores (`text_1`/`text_2` or
     `queries`/`documents`), each pair scored as the rerank routes score it."""
     body = await read_json(request)
-    req = parse(score_shape(body), body, settings_of(request))
+    settings = settings_of(request)
+    req = parse(score_shape(body), body, settings)
     served = model_of(request, req.model, scoring=True)
     pairs = req.pairs()
+    token_costs.check_pairs(pairs, settings, req.sides()[3])
     scores = np.zeros(len(pairs))
     tokens = 0
     for query in dict.fromkeys(q for q, _ in pairs):  # one rerank per distinct first text
@@ -169,8 +172,10 @@ async def score(request: GatewayRequest) -> Response:
 
 async def tokenize(request: GatewayRequest, body: Any) -> Response:
     """POST /tokenize with `prompt` (called by the tokenize route once the body says vLLM)."""
-    req = parse(VllmTokenizeRequest, body, settings_of(request))
+    settings = settings_of(request)
+    req = parse(VllmTokenizeRequest, body, settings)
     served = model_of(request, req.model)
+    token_costs.check_texts([req.prompt], served, settings, "prompt")
     tokens = (
         await guarded(
             request,
@@ -179,19 +184,21 @@ async def tokenize(request: GatewayRequest, body: Any) -> Response:
             lambda: served.engine.tokenize([req.prompt], add_special_tokens=req.add_special_tokens),
         )
     )[0]
-    return json_response(
-        {
-            "count": len(tokens.ids),
-            "max_model_len": served.engine.facts.max_model_len,
-            "tokens": tokens.ids,
-            "token_strs": tokens.strings if req.return_token_strs else None,
-        }
-    )
+    token_costs.check_returned(len(tokens.ids), settings, "prompt")
+    answer = {
+        "count": len(tokens.ids),
+        "max_model_len": served.engine.facts.max_model_len,
+        "tokens": tokens.ids,
+        "token_strs": tokens.strings if req.return_token_strs else None,
+    }
+    return await token_costs.built(len(tokens.ids), lambda: json_response(answer))
 
 
 async def detokenize(request: GatewayRequest) -> Response:
     """POST /detokenize: vLLM's `{"tokens"}` to `{"prompt"}`."""
-    req = parse(DetokenizeRequest, await read_json(request), settings_of(request))
+    settings = settings_of(request)
+    req = parse(DetokenizeRequest, await read_json(request), settings)
     served = model_of(request, req.model)
+    token_costs.check_ids([req.tokens], settings, "tokens")
     texts = await guarded(request, served, 1, lambda: served.engine.detokenize([req.tokens]))
-    return json_response({"prompt": texts[0]})
+    return await token_costs.built(len(req.tokens), lambda: json_response({"prompt": texts[0]}))

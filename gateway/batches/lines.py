@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 _RETRY_STATUSES = {429: 0.01, 503: 0.5}
 _MAX_RETRY_DELAY_S = 5.0
 _LINE_TIMEOUT_S = 24 * 3600.0  # a batch's whole window: in effect none
+_PARSE_INLINE_BYTES = 64 * 1024  # about 0.1 ms of JSON work
 
 
 async def _no_headers(
@@ -102,6 +103,14 @@ class LineResult:
     ok: bool
     line: bytes
     tokens: int = 0
+    custom_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Refused:
+    code: str
+    message: str
+    custom_id: str | None = None
 
 
 async def run_line(
@@ -109,33 +118,20 @@ async def run_line(
 ) -> LineResult:
     """The result of input line `number`."""
     request_id = f"batch_req_{uuid.uuid4().hex}"
-
-    def refused(code: str, message: str, custom_id: str | None = None) -> LineResult:
-        return LineResult(False, _failure(request_id, custom_id, code, message))
-
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return refused("invalid_json", f"line {number} is not valid JSON: {exc}")
-    if not isinstance(line, dict):
-        return refused("invalid_request", f"line {number} must be a JSON object")
-    custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        return refused("missing_custom_id", f"line {number} needs a `custom_id` string")
-    if line.get("method", "POST") != "POST":
-        return refused("invalid_method", f"line {number}: `method` must be POST", custom_id)
-    if line.get("url") != endpoint:
-        return refused(
-            "invalid_url",
-            f"line {number}: `url` must be the batch's endpoint {endpoint}, "
-            f"got {brief(line.get('url'))}",
-            custom_id,
-        )
-    if not isinstance(line.get("body"), dict):
-        return refused("invalid_body", f"line {number}: `body` must be a JSON object", custom_id)
-    status, body, tokens = await _call_until_accepted(app, endpoint, call, line["body"])
+    # A line may be as large as a request body: parsed in a thread when large.
+    if len(raw) > _PARSE_INLINE_BYTES:
+        checked = await asyncio.to_thread(_checked_line, raw, number, endpoint)
+    else:
+        checked = _checked_line(raw, number, endpoint)
+    if isinstance(checked, _Refused):
+        line = _failure(request_id, checked.custom_id, checked.code, checked.message)
+        return LineResult(False, line, custom_id=checked.custom_id)
+    custom_id, body = checked
+    status, answer, tokens = await _call_until_accepted(app, endpoint, call, body)
     response = (
-        b'{"status_code":%d,"request_id":"%s","body":' % (status, request_id.encode()) + body + b"}"
+        b'{"status_code":%d,"request_id":"%s","body":' % (status, request_id.encode())
+        + answer
+        + b"}"
     )
     ok = status == 200
     output = (
@@ -145,7 +141,32 @@ async def run_line(
         + response
         + b',"error":null}\n'
     )
-    return LineResult(ok, output, tokens if ok else 0)
+    return LineResult(ok, output, tokens if ok else 0, custom_id)
+
+
+def _checked_line(raw: bytes, number: int, endpoint: str) -> tuple[str, dict[str, Any]] | _Refused:
+    """(custom_id, request body) of a well-formed line, or why it cannot be sent."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _Refused("invalid_json", f"line {number} is not valid JSON: {exc}")
+    if not isinstance(line, dict):
+        return _Refused("invalid_request", f"line {number} must be a JSON object")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return _Refused("missing_custom_id", f"line {number} needs a `custom_id` string")
+    if line.get("method", "POST") != "POST":
+        return _Refused("invalid_method", f"line {number}: `method` must be POST", custom_id)
+    if line.get("url") != endpoint:
+        return _Refused(
+            "invalid_url",
+            f"line {number}: `url` must be the batch's endpoint {endpoint}, "
+            f"got {brief(line.get('url'))}",
+            custom_id,
+        )
+    if not isinstance(line.get("body"), dict):
+        return _Refused("invalid_body", f"line {number}: `body` must be a JSON object", custom_id)
+    return custom_id, line["body"]
 
 
 def failure_line(custom_id: str | None, code: str, message: str) -> bytes:

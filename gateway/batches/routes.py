@@ -1,7 +1,9 @@
 """The OpenAI Files and Batches endpoints, for batches of /v1/embeddings (and /v1/rerank).
 
 Thin handlers: validate, read or write the store, answer in OpenAI's object shapes. The
-runner (runner.py) does the work. Ids in paths are checked against the generated-id pattern
+runner (runner.py) does the work. Every file and batch belongs to the key that made it (its
+tenant's name); another key gets 404 for it and does not see it listed, as OpenAI scopes
+them per project, unless it is an admin key. Ids in paths are checked against the generated-id pattern
 and looked up in the database before any file is touched: a client value never reaches the
 file system.
 """
@@ -37,6 +39,8 @@ from gateway.batches.store import (
 from gateway.errors import APIError, ErrorKind, brief, invalid
 from gateway.http.body import read_json
 from gateway.state import GatewayRequest
+from gateway.tenancy.keys import tenant_of
+from gateway.tenancy.limits import check_storage
 
 # The upload routes, which the body limit lets carry `--batch-max-file-bytes` (plus room
 # for the multipart envelope) instead of `--max-body-bytes`.
@@ -48,6 +52,12 @@ Endpoint = Callable[[GatewayRequest], Awaitable[Response]]
 
 def _service(request: GatewayRequest) -> BatchService:
     return request.state["batches"]
+
+
+def _visible_to(request: GatewayRequest) -> str | None:
+    """The owner whose records this request may see; None for an admin key: all."""
+    tenant = tenant_of(request.scope)
+    return None if tenant.admin else tenant.name
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -68,8 +78,14 @@ async def create_file(request: GatewayRequest) -> Response:
             "upload the file as multipart/form-data with the fields `file` and `purpose`",
         )
     store = service.store
-    _check_free_space(
-        store.root, int(request.headers.get("content-length") or 0), settings.batch_min_free_bytes
+    tenant = tenant_of(request.scope)
+    announced = int(request.headers.get("content-length") or 0)
+    _check_free_space(store.root, announced, settings.batch_min_free_bytes)
+    check_storage(
+        tenant,
+        store.stored_bytes(tenant.name),
+        max(announced - MULTIPART_OVERHEAD_BYTES, 0),
+        settings.batch_max_stored_bytes,
     )
     async with request.form(max_files=1, max_fields=4) as form:
         purpose = form.get("purpose")
@@ -93,11 +109,15 @@ async def create_file(request: GatewayRequest) -> Response:
                     param="file",
                 )
             file_id = new_file_id()
+            # Counted again with the real size, with no await before the record is added.
+            check_storage(
+                tenant, store.stored_bytes(tenant.name), size, settings.batch_max_stored_bytes
+            )
             os.replace(temporary, store.file_path(file_id))
+            filename = (upload.filename or "upload.jsonl")[:255]
+            row = store.add_file(file_id, filename, "batch", size, _created_plus(ttl), tenant.name)
         finally:
             temporary.unlink(missing_ok=True)
-    filename = (upload.filename or "upload.jsonl")[:255]
-    row = store.add_file(file_id, filename, "batch", size, _created_plus(ttl))
     return _json(file_object(row))
 
 
@@ -115,7 +135,8 @@ def _copy(source: IO[bytes], target: Path, max_bytes: int) -> tuple[int, int]:
     size = lines = 0
     last = b"\n"
     source.seek(0)
-    with target.open("wb") as out:
+    # 0600: another local user may not read an upload (the folder is 0700 too).
+    with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         while chunk := source.read(_COPY_CHUNK):
             size += len(chunk)
             if size > max_bytes:
@@ -170,6 +191,7 @@ async def list_files(request: GatewayRequest) -> Response:
         limit=_limit(query.get("limit"), 10_000, 10_000),
         order=order,
         purpose=query.get("purpose"),
+        owner=_visible_to(request),
     )
     return _json(list_object([file_object(row) for row in page.rows], page.has_more))
 
@@ -209,7 +231,8 @@ async def delete_file(request: GatewayRequest) -> Response:
 
 def _file_row(request: GatewayRequest) -> sqlite3.Row:
     file_id = request.path_params["file_id"]
-    row = _service(request).store.file(file_id) if is_file_id(file_id) else None
+    store = _service(request).store
+    row = store.file(file_id, _visible_to(request)) if is_file_id(file_id) else None
     if row is None:
         raise _no_such("File", file_id)
     return row
@@ -225,7 +248,7 @@ async def create_batch(request: GatewayRequest) -> Response:
     req = parse(CreateBatchRequest, await read_json(request), service.settings)
     store = service.store
     file_id = req.input_file_id
-    source = store.file(file_id) if is_file_id(file_id) else None
+    source = store.file(file_id, _visible_to(request)) if is_file_id(file_id) else None
     if source is None:
         raise _no_such("File", file_id, param="input_file_id")
     if source["purpose"] != "batch":
@@ -241,6 +264,7 @@ async def create_batch(request: GatewayRequest) -> Response:
         window_s=COMPLETION_WINDOW_S[req.completion_window],
         metadata=req.metadata,
         output_expires_s=req.output_expiry_s(service.settings.batch_file_ttl_s),
+        owner=tenant_of(request.scope).name,
     )
     service.wake()
     return _json(batch_object(row))
@@ -255,7 +279,9 @@ async def list_batches(request: GatewayRequest) -> Response:
     """GET /v1/batches: newest first; `after`, `limit` (1-100, default 20)."""
     query = request.query_params
     page = _service(request).store.batches(
-        after=query.get("after"), limit=_limit(query.get("limit"), 20, 100)
+        after=query.get("after"),
+        limit=_limit(query.get("limit"), 20, 100),
+        owner=_visible_to(request),
     )
     return _json(list_object([batch_object(row) for row in page.rows], page.has_more))
 
@@ -275,7 +301,8 @@ async def cancel_batch(request: GatewayRequest) -> Response:
 
 def _batch_row(request: GatewayRequest) -> sqlite3.Row:
     batch_id = request.path_params["batch_id"]
-    row = _service(request).store.batch(batch_id) if is_batch_id(batch_id) else None
+    store = _service(request).store
+    row = store.batch(batch_id, _visible_to(request)) if is_batch_id(batch_id) else None
     if row is None:
         raise _no_such("Batch", batch_id)
     return row
@@ -288,7 +315,8 @@ def _no_such(kind: str, value: Any, param: str | None = None) -> APIError:
 def _limit(value: str | None, default: int, maximum: int) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as '²'.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise invalid(
             f"`limit` must be an integer between 1 and {maximum}, got {brief(value)}", param="limit"
         )

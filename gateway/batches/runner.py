@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import socket
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -38,11 +39,28 @@ import orjson
 from starlette.applications import Starlette
 
 from adapters.base import background
-from gateway.batches.lines import BatchApp, endpoint_for, failure_line, run_line
+from gateway.batches.health import RunnerHealth
+from gateway.batches.lines import BatchApp, LineResult, endpoint_for, failure_line, run_line
 from gateway.batches.pacing import BatchPacer
-from gateway.batches.store import Store, now, read_lines
+from gateway.batches.reading import (
+    Oversize,
+    bounded_lines,
+    count_lines,
+    custom_id_of,
+    lines_off_loop,
+)
+from gateway.batches.results import (
+    DiskLow,
+    OutputTooLarge,
+    ResultFiles,
+    SpaceGuard,
+    free_bytes,
+    open_private,
+)
+from gateway.batches.store import FINAL_STATES, Store, is_batch_id, now
 from gateway.config import Settings
 from gateway.serving.admission import Admission
+from gateway.tenancy.keys import Tenant, current_tenant
 
 log = logging.getLogger(__name__)
 LEASE_S = 10.0
@@ -69,6 +87,8 @@ class BatchService:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.admission = Admission(settings.max_inflight_inputs)
         self.pacer: BatchPacer | None = None
+        self.health = RunnerHealth()
+        self.free_bytes = free_bytes  # free space on the data folder's disk
 
     @property
     def root(self) -> Path:
@@ -88,9 +108,12 @@ class BatchService:
 
     async def run(self, app: Starlette) -> None:
         """Forever (until cancelled by the lifespan): run live batches, delete expired
-        files."""
+        files. A store or disk error is logged and retried after a backoff (`health.py`);
+        the store is closed only here, at shutdown."""
         view = BatchApp(app, self.admission)
         interactive: Admission = app.state.gateway["admission"]
+        metrics = app.state.gateway["metrics"]
+        self.health = RunnerHealth(on_change=metrics.set_batch_runner)
         self.pacer = BatchPacer(
             interactive,
             busy_tokens=self.settings.batch_max_inflight_tokens,
@@ -98,27 +121,46 @@ class BatchService:
             quiet_s=self.settings.batch_quiet_after_s,
             quiet_latency_s=self.settings.batch_quiet_latency_ms / 1000,
         )
-        last_cleanup = 0.0
+        self._last_cleanup = 0.0
         try:
             while True:
-                if self._store is None and self._root is not None and Store.exists(self._root):
-                    self._store = Store(self._root)  # an earlier run's batches may be waiting
-                if self._store is not None:
-                    if time.monotonic() - last_cleanup >= _CLEANUP_EVERY_S:
-                        self.cleanup()
-                        last_cleanup = time.monotonic()
-                    row = self.store.claim(self.owner, LEASE_S)
-                    if row is not None:
-                        await Job(self, view, self.pacer, row["id"]).run()
-                        continue
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), _IDLE_POLL_S)
-                self._wake.clear()
+                try:
+                    await self._step(view, self.pacer)
+                except DiskLow as exc:
+                    log.warning("batch runner: %s", exc)
+                    await asyncio.sleep(self.health.paused(str(exc)))
+                except Exception as exc:  # the loop must outlive any one failure
+                    delay = self.health.failed(exc)
+                    log.error(
+                        "batch runner: %s; retrying in %.1f s",
+                        self.health.last_error,
+                        delay,
+                        exc_info=not isinstance(exc, (OSError, sqlite3.Error)),
+                    )
+                    await asyncio.sleep(delay)
+                else:
+                    self.health.ok()
         finally:
             if self._store is not None:
                 self._store.close()
             if self.temporary and self._root is not None:
                 shutil.rmtree(self._root, ignore_errors=True)
+
+    async def _step(self, view: BatchApp, pacer: BatchPacer) -> None:
+        """Run the next live batch as far as it goes, or wait for one."""
+        if self._store is None and self._root is not None and Store.exists(self._root):
+            self._store = Store(self._root)  # an earlier run's batches may be waiting
+        if self._store is not None:
+            if time.monotonic() - self._last_cleanup >= _CLEANUP_EVERY_S:
+                self.cleanup()
+                self._last_cleanup = time.monotonic()
+            row = self.store.claim(self.owner, LEASE_S)
+            if row is not None:
+                await Job(self, view, pacer, row["id"]).run()
+                return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), _IDLE_POLL_S)
+        self._wake.clear()
 
     def cleanup(self, at: int | None = None) -> list[str]:
         """Delete files past their `expires_at`, and uploads abandoned mid-transfer."""
@@ -130,6 +172,11 @@ class BatchService:
             with contextlib.suppress(OSError):
                 if upload.stat().st_mtime < stale:
                     upload.unlink()
+        for partial in self.store.partial_dir.glob("batch_*.jsonl"):
+            batch_id = partial.name.split(".")[0]
+            row = self.store.batch(batch_id) if is_batch_id(batch_id) else None
+            if row is None or row["status"] in FINAL_STATES:  # left by a batch that ended
+                partial.unlink(missing_ok=True)
         if expired:
             log.info("deleted %d expired batch files", len(expired))
         return expired
@@ -150,8 +197,12 @@ class Job:
         self._checked_at = 0.0
 
     async def run(self) -> None:
+        """Advance the batch until it ends or stops. A disk or store error (or a pause for
+        free space) stops it where it stands and is raised to the runner, which tries again
+        later: what was recorded is kept, the rest runs again."""
         heartbeat = asyncio.create_task(self._heartbeat())
         work = asyncio.create_task(self._advance())
+        error: BaseException | None = None
         try:
             await asyncio.wait({heartbeat, work}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():  # the lease was lost to another process: stop at once
@@ -160,19 +211,44 @@ class Job:
             for task in (heartbeat, work):
                 task.cancel()
             await asyncio.gather(heartbeat, work, return_exceptions=True)
-            if work.done() and not work.cancelled() and work.exception() is not None:
-                # Not the lines' fault (they cannot raise): the disk, or a bug. Fail the batch
-                # rather than claim it again in a loop.
-                log.error("batch %s stopped on an error", self.id, exc_info=work.exception())
-                self._fail("internal_error", "the batch stopped on a server error")
-            self.store.release(self.id, self.service.owner)
+            try:
+                error = self._settle(_error_of(work) or _error_of(heartbeat))
+            except (OSError, sqlite3.Error) as exc:  # failing it failed: the runner retries
+                error = exc
+            with contextlib.suppress(sqlite3.Error):  # else the lease lapses on its own
+                self.store.release(self.id, self.service.owner)
+        if error is not None:
+            raise error
+
+    def _settle(self, error: BaseException | None) -> BaseException | None:
+        """Fail the batch for an error that running it again would repeat; the error to
+        raise to the runner for one that may pass (disk, store, a pause), else None."""
+        if isinstance(error, OutputTooLarge):
+            self._fail("output_too_large", str(error))
+            return None
+        if error is not None and not isinstance(error, (DiskLow, OSError, sqlite3.Error)):
+            # A bug, not the lines' fault (they cannot raise): fail the batch rather than
+            # claim it again in a loop.
+            log.error("batch %s stopped on an error", self.id, exc_info=error)
+            self._fail("internal_error", "the batch stopped on a server error")
+            return None
+        return error
 
     async def _heartbeat(self) -> None:
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(_RENEW_S)
-            row = self.store.renew(self.id, self.service.owner, LEASE_S)
+            try:
+                row = self.store.renew(self.id, self.service.owner, LEASE_S)
+            except sqlite3.Error:
+                # A busy database: keep trying while the lease still holds.
+                if time.monotonic() - renewed > LEASE_S - _RENEW_S:
+                    raise
+                log.warning("batch %s: lease renewal failed; retrying", self.id, exc_info=True)
+                continue
             if row is None:
                 return
+            renewed = time.monotonic()
             self.row = row  # notices a cancel requested through another worker
 
     async def _advance(self) -> None:
@@ -197,7 +273,7 @@ class Job:
             return self._fail(
                 "input_file_missing", f"the input file {self.row['input_file_id']} was deleted"
             )
-        total = await asyncio.to_thread(lambda: sum(1 for _ in read_lines(path)))
+        total = await asyncio.to_thread(count_lines, path, self._max_line_bytes)
         if total == 0:
             return self._fail("empty_file", "the input file has no requests")
         if total > limit:
@@ -212,10 +288,26 @@ class Job:
         return "in_progress"
 
     def _fail(self, code: str, message: str) -> str:
+        """End the batch as failed; the requests that did not complete count as failed, and
+        its partial files go."""
         errors = [{"code": code, "message": message, "param": None, "line": None}]
-        self.store.set_status(self.id, "failed", errors=orjson.dumps(errors).decode())
+        row = self.store.existing_batch(self.id)
+        self.store.set_status(
+            self.id,
+            "failed",
+            errors=orjson.dumps(errors).decode(),
+            failed=max(row["total"] - row["completed"], row["failed"]),
+        )
+        self.store.forget_lines(self.id)
+        for path in self.store.partial_paths(self.id):
+            path.unlink(missing_ok=True)
         log.warning("batch %s failed: %s", self.id, message)
         return "failed"
+
+    @property
+    def _max_line_bytes(self) -> int:
+        # A line carries one request: the limit of a request body over HTTP.
+        return self.service.settings.max_body_bytes
 
     def _input_path(self) -> Path | None:
         row = self.store.file(self.row["input_file_id"])
@@ -233,56 +325,74 @@ class Job:
         done = self.store.done_lines(self.id)
         endpoint = self.row["endpoint"]
         call = endpoint_for(self.app, endpoint)
+        settings = self.service.settings
+        guard = SpaceGuard(
+            self.store.root,
+            settings.batch_min_free_bytes,
+            settings.batch_max_output_bytes,
+            free=self.service.free_bytes,
+        )
+        # The lines are the owner's requests: they use its partition of the embedding cache.
+        owner = Tenant(name=self.row["owner"])
         running: set[asyncio.Task[None]] = set()
-        with self._partial_files() as (out, err):
+        errors: list[BaseException] = []
 
-            async def one(number: int, raw: bytes) -> None:
-                with background(self.pacer):
-                    result = await run_line(self.app, endpoint, call, raw, number)
-                # From here on nothing awaits: the line and its record land together.
-                target = out if result.ok else err
-                target.write(result.line)
-                target.flush()
-                self.store.record_line(
-                    self.id,
-                    number,
-                    ok=result.ok,
-                    tokens=result.tokens,
-                    out_bytes=out.tell(),
-                    err_bytes=err.tell(),
-                )
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                errors.append(task.exception())  # type: ignore[arg-type]
+
+        with self._partial_files(guard) as results:
+
+            async def one(number: int, raw: bytes | Oversize) -> None:
+                current_tenant.set(owner)  # in this line's task only
+                if isinstance(raw, Oversize):
+                    result = _oversize(number, raw, self._max_line_bytes)
+                else:
+                    with background(self.pacer):
+                        result = await run_line(self.app, endpoint, call, raw, number)
+                results.add(number, result)
 
             stop = None
             try:
-                for number, raw in read_lines(path):
-                    if number in done:
-                        continue
-                    stop = await self._wait_turn(running)
-                    if stop is not None:
-                        break
-                    task = asyncio.create_task(one(number, raw))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                lines = lines_off_loop(path, self._max_line_bytes)
+                async with contextlib.aclosing(lines):
+                    async for number, raw in lines:
+                        if number in done:
+                            continue
+                        stop = await self._wait_turn(running, errors)
+                        if stop is not None:
+                            break
+                        guard.check_room()
+                        task = asyncio.create_task(one(number, raw))
+                        running.add(task)
+                        task.add_done_callback(finished)
                 while running and stop is None:
-                    stop = await self._wait_turn(running, until_empty=True)
+                    stop = await self._wait_turn(running, errors, until_empty=True)
             finally:
                 for task in list(running):
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
+            if errors:  # a line's result could not be stored: stop here, resume later
+                raise errors[0]
             if stop == "expired":
-                self._expire_rest(path, err, out)
+                await self._expire_rest(path, results)
         if stop is None:
             self.store.set_status(self.id, "finalizing")
             return "finalizing"
         return stop
 
     async def _wait_turn(
-        self, running: set[asyncio.Task[None]], until_empty: bool = False
+        self,
+        running: set[asyncio.Task[None]],
+        errors: list[BaseException],
+        until_empty: bool = False,
     ) -> str | None:
         """Wait until a line may start (or, `until_empty`, all have finished); returns
-        "cancelling" or "expired" instead if the batch should stop."""
+        "cancelling" or "expired" instead if the batch should stop, "error" if a line
+        failed."""
         while True:
-            stop = self._stop_reason()
+            stop = "error" if errors else self._stop_reason()
             if stop is not None:
                 return stop
             if not running or (not until_empty and len(running) < LINES_IN_FLIGHT):
@@ -306,24 +416,22 @@ class Job:
         status: str = self.store.existing_batch(self.id)["status"]
         return status
 
-    def _expire_rest(self, path: Path, err: BinaryIO, out: BinaryIO) -> None:
+    async def _expire_rest(self, path: Path, results: ResultFiles) -> None:
         done = self.store.done_lines(self.id)
-        for number, raw in read_lines(path):
-            if number in done:
-                continue
-            custom_id = _custom_id(raw)
-            err.write(
-                failure_line(
-                    custom_id, "batch_expired", "the batch expired before this request was run"
-                )
-            )
-            err.flush()
-            self.store.record_line(
-                self.id, number, ok=False, out_bytes=out.tell(), err_bytes=err.tell()
+        rest = await asyncio.to_thread(
+            lambda: [
+                (number, custom_id_of(raw))
+                for number, raw in bounded_lines(path, self._max_line_bytes)
+                if number not in done
+            ]
+        )
+        for number, custom_id in rest:
+            results.add_failure(
+                number, custom_id, "batch_expired", "the batch expired before this request was run"
             )
 
     @contextlib.contextmanager
-    def _partial_files(self) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    def _partial_files(self, guard: SpaceGuard) -> Iterator[ResultFiles]:
         """The output and error files, cut back to what was recorded (a line written but not
         recorded before a crash is run again), opened for appending."""
         row = self.store.existing_batch(self.id)
@@ -331,11 +439,8 @@ class Job:
         files: list[BinaryIO] = []
         try:
             for path, size in zip(paths, (row["out_bytes"], row["err_bytes"]), strict=True):
-                file = path.open("ab")
-                file.truncate(size)
-                file.seek(size)
-                files.append(file)
-            yield files[0], files[1]
+                files.append(open_private(path, size))
+            yield ResultFiles(self.store, self.id, files[0], files[1], guard)
         finally:
             for opened in files:
                 opened.close()
@@ -366,10 +471,15 @@ class Job:
         )
 
 
-def _custom_id(raw: bytes) -> str | None:
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+def _oversize(number: int, raw: Oversize, limit: int) -> LineResult:
+    message = (
+        f"line {number} has {raw.size} bytes, more than a request may have "
+        f"({limit}, --max-body-bytes); it was not read"
+    )
+    return LineResult(False, failure_line(None, "line_too_large", message))
+
+
+def _error_of(task: asyncio.Task[object]) -> BaseException | None:
+    if not task.done() or task.cancelled():
         return None
-    value = line.get("custom_id") if isinstance(line, dict) else None
-    return value if isinstance(value, str) else None
+    return task.exception()

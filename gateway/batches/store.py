@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS files (
     purpose TEXT NOT NULL,
     bytes INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    expires_at INTEGER
+    expires_at INTEGER,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS batches (
     err_bytes INTEGER NOT NULL DEFAULT 0,
     input_tokens INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0
+    lease_until REAL NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS batch_lines (
     batch_id TEXT NOT NULL,
@@ -71,8 +73,21 @@ CREATE TABLE IF NOT EXISTS batch_lines (
     PRIMARY KEY (batch_id, line)
 ) WITHOUT ROWID;
 """
-# Batch columns a database made by an earlier version lacks: name -> declaration.
-_ADDED_COLUMNS = {"input_tokens": "INTEGER NOT NULL DEFAULT 0"}
+# Columns a database made by an earlier version lacks: table -> name -> declaration. Rows
+# from before `owner` have the empty owner: only an admin key (or a gateway without keys)
+# sees them.
+_ADDED_COLUMNS = {
+    "batches": {
+        "input_tokens": "INTEGER NOT NULL DEFAULT 0",
+        "owner": "TEXT NOT NULL DEFAULT ''",
+    },
+    "files": {"owner": "TEXT NOT NULL DEFAULT ''"},
+}
+# After the columns exist: each key's lists are read by owner.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS files_by_owner ON files (owner, seq);
+CREATE INDEX IF NOT EXISTS batches_by_owner ON batches (owner, seq);
+"""
 _BATCH_TIMESTAMPS = (
     "in_progress_at",
     "finalizing_at",
@@ -119,8 +134,7 @@ class Store:
         self.root = Path(root)
         self.files_dir = self.root / "files"
         self.partial_dir = self.root / "partial"
-        for folder in (self.files_dir, self.partial_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        _make_private(self.root, self.files_dir, self.partial_dir)
         # One connection, used from the event loop thread only (uploads copy bytes in a
         # thread, but record them from the loop); autocommit, transactions explicit.
         self.db = sqlite3.connect(
@@ -134,14 +148,16 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
         self._add_missing_columns()
+        self.db.executescript(_INDEXES)
 
     def _add_missing_columns(self) -> None:
         """Columns added since a database was created (CREATE TABLE IF NOT EXISTS keeps an
         existing table as it is)."""
-        have = {row["name"] for row in self.db.execute("PRAGMA table_info(batches)")}
-        for column, declaration in _ADDED_COLUMNS.items():
-            if column not in have:
-                self.db.execute(f"ALTER TABLE batches ADD COLUMN {column} {declaration}")
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column, declaration in columns.items():
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @staticmethod
     def exists(root: str | os.PathLike[str]) -> bool:
@@ -173,24 +189,48 @@ class Store:
     # -- files ---------------------------------------------------------------------------
 
     def add_file(
-        self, file_id: str, filename: str, purpose: str, size: int, expires_at: int | None
+        self,
+        file_id: str,
+        filename: str,
+        purpose: str,
+        size: int,
+        expires_at: int | None,
+        owner: str = "",
     ) -> sqlite3.Row:
         self.db.execute(
             "INSERT INTO files (id, filename, purpose, bytes, created_at, "
-            "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (file_id, filename, purpose, size, now(), expires_at),
+            "expires_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (file_id, filename, purpose, size, now(), expires_at, owner),
         )
         return _existing(self.file(file_id), file_id)
 
-    def file(self, file_id: str) -> sqlite3.Row | None:
-        return self._one("SELECT * FROM files WHERE id = ?", file_id)
+    def file(self, file_id: str, owner: str | None = None) -> sqlite3.Row | None:
+        """The file `file_id`, if `owner` owns it (None: whoever owns it)."""
+        if owner is None:
+            return self._one("SELECT * FROM files WHERE id = ?", file_id)
+        return self._one("SELECT * FROM files WHERE id = ? AND owner = ?", file_id, owner)
 
-    def files(self, *, after: str | None, limit: int, order: str, purpose: str | None) -> Page:
-        where, args = [], []
+    def files(
+        self,
+        *,
+        after: str | None,
+        limit: int,
+        order: str,
+        purpose: str | None,
+        owner: str | None = None,
+    ) -> Page:
+        where, args = _owned_by(owner)
         if purpose is not None:
             where.append("purpose = ?")
             args.append(purpose)
         return self._page("files", where, args, after=after, limit=limit, order=order)
+
+    def stored_bytes(self, owner: str) -> int:
+        """Bytes of the files `owner` keeps (uploads and batch results)."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(bytes), 0) FROM files WHERE owner = ?", (owner,)
+        ).fetchone()
+        return int(row[0])
 
     def delete_file(self, file_id: str) -> bool:
         with self._transaction():
@@ -216,12 +256,13 @@ class Store:
         window_s: int,
         metadata: dict[str, Any] | None,
         output_expires_s: int,
+        owner: str = "",
     ) -> sqlite3.Row:
         batch_id, created = new_batch_id(), now()
         self.db.execute(
             "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status, "
-            "created_at, expires_at, metadata, output_expires_s) "
-            "VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?)",
+            "created_at, expires_at, metadata, output_expires_s, owner) "
+            "VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?, ?)",
             (
                 batch_id,
                 endpoint,
@@ -231,19 +272,24 @@ class Store:
                 created + window_s,
                 json.dumps(metadata) if metadata is not None else None,
                 output_expires_s,
+                owner,
             ),
         )
         return self.existing_batch(batch_id)
 
-    def batch(self, batch_id: str) -> sqlite3.Row | None:
-        return self._one("SELECT * FROM batches WHERE id = ?", batch_id)
+    def batch(self, batch_id: str, owner: str | None = None) -> sqlite3.Row | None:
+        """The batch `batch_id`, if `owner` owns it (None: whoever owns it)."""
+        if owner is None:
+            return self._one("SELECT * FROM batches WHERE id = ?", batch_id)
+        return self._one("SELECT * FROM batches WHERE id = ? AND owner = ?", batch_id, owner)
 
     def existing_batch(self, batch_id: str) -> sqlite3.Row:
         """A batch known to exist (batch records are never deleted)."""
         return _existing(self.batch(batch_id), batch_id)
 
-    def batches(self, *, after: str | None, limit: int) -> Page:
-        return self._page("batches", [], [], after=after, limit=limit, order="desc")
+    def batches(self, *, after: str | None, limit: int, owner: str | None = None) -> Page:
+        where, args = _owned_by(owner)
+        return self._page("batches", where, args, after=after, limit=limit, order="desc")
 
     def set_status(self, batch_id: str, status: str, **fields: Any) -> None:
         """Move a batch to `status`, stamping `<status>_at` (OpenAI's timestamps)."""
@@ -267,12 +313,19 @@ class Store:
         )
 
     def claim(self, owner: str, lease_s: float) -> sqlite3.Row | None:
-        """The oldest live batch whose lease has lapsed (or is `owner`'s), now leased to
-        `owner`; None when there is none. Several gateway workers share one database."""
+        """A live batch whose lease has lapsed (or is `owner`'s), now leased to `owner`;
+        None when there is none. Several gateway workers share one database.
+
+        Batches run one at a time, so the pick decides who waits: cancellations first (they
+        take no time), then the batch of the API key whose last batch started longest ago,
+        oldest first within a key. One key queueing many batches then takes turns with the
+        others instead of holding the queue."""
         with self._transaction():
             row = self.db.execute(
-                f"SELECT id FROM batches WHERE status IN ({_marks(LIVE_STATES)}) AND "
-                "(lease_until < ? OR lease_owner = ?) ORDER BY seq LIMIT 1",
+                f"SELECT id FROM batches AS b WHERE status IN ({_marks(LIVE_STATES)}) AND "
+                "(lease_until < ? OR lease_owner = ?) ORDER BY status != 'cancelling', "
+                "(SELECT COALESCE(MAX(o.in_progress_at), 0) FROM batches AS o "
+                "WHERE o.owner = b.owner AND o.id != b.id), seq LIMIT 1",
                 (*LIVE_STATES, time.time(), owner),
             ).fetchone()
             if row is None:
@@ -330,10 +383,11 @@ class Store:
         assert column in ("output_file_id", "error_file_id")
         file_id = new_file_id()
         with self._transaction():
+            # The result belongs to whoever owns the batch.
             self.db.execute(
-                "INSERT INTO files (id, filename, purpose, bytes, created_at, "
-                "expires_at) VALUES (?, ?, 'batch_output', ?, ?, ?)",
-                (file_id, filename, size, now(), expires_at),
+                "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at, "
+                "owner) SELECT ?, ?, 'batch_output', ?, ?, ?, owner FROM batches WHERE id = ?",
+                (file_id, filename, size, now(), expires_at, batch_id),
             )
             self.db.execute(f"UPDATE batches SET {column} = ? WHERE id = ?", (file_id, batch_id))
         return file_id
@@ -380,10 +434,29 @@ class Store:
         return row
 
 
+def _make_private(root: Path, *folders: Path) -> None:
+    """Uploads and results are other people's documents and their vectors: the folders are
+    for the gateway's user alone (0700), the database too (0600; SQLite gives its -wal and
+    -shm files the database's mode)."""
+    for folder in (root, *folders):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a mount point the gateway does not own
+            folder.chmod(0o700)
+    database = root / "batches.sqlite3"
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    with contextlib.suppress(OSError):
+        database.chmod(0o600)
+
+
 def _existing(row: sqlite3.Row | None, record_id: str) -> sqlite3.Row:
     if row is None:
         raise LookupError(f"no record {record_id}")
     return row
+
+
+def _owned_by(owner: str | None) -> tuple[list[str], list[Any]]:
+    """The WHERE terms that keep `owner`'s rows (none for None: every row)."""
+    return (["owner = ?"], [owner]) if owner is not None else ([], [])
 
 
 def _marks(values: Iterable[Any]) -> str:

@@ -26,6 +26,7 @@ from gateway.config.model_files import (
 from gateway.config.options import BY_NAME, OPTIONS, ConfigError, Option
 from gateway.config.parsers import boolean
 from gateway.config.settings import InputPolicy, ModelConfig, Settings
+from gateway.tenancy.keys import KeyFileError, read_key_file
 
 TOKEN_ID_MODES = ("cl100k_base", "native")
 # Model keys a YAML entry may carry beyond the engine-argument options. `default: true` names
@@ -73,10 +74,7 @@ def load_settings(
     }
     server.update({k: v for k, v in given.items() if BY_NAME[k].scope == "server"})
     if server.get("api_key_file") is not None:
-        server["api_keys"] = [
-            *server.get("api_keys", ()),
-            *read_key_file(str(server["api_key_file"])),
-        ]
+        check_key_file(str(server["api_key_file"]))
     model_flags = {k: v for k, v in given.items() if BY_NAME[k].scope == "model"}
 
     if "model" in model_flags:
@@ -165,19 +163,16 @@ def _parse(option: Option, raw: Any, source: str | None = None) -> Any:
         raise ConfigError(f"{source or option.flag}: {exc}") from exc
 
 
-def read_key_file(path: str) -> list[str]:
-    """The keys of an API key file: one per line, blank lines and # comments ignored."""
+def check_key_file(path: str) -> None:
+    """A startup error unless the API key file can be used; the server reads it (and reads
+    it again when it changes) itself."""
     source = BY_NAME["api_key_file"].flag
     if not path.strip():
         raise ConfigError(f"{source}: the file name is empty")
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from exc
-    keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not keys:
-        raise ConfigError(f"{source}: {path} holds no key (authentication would silently be off)")
-    return keys
+        read_key_file(path)
+    except KeyFileError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -18,7 +18,7 @@ from gateway.config import parsers
 _MIB = 1 << 20
 _GIB = 1 << 30
 _DAY_S = 24 * 3600
-# The characters per token the derived character limits allow (gateway/costs.py derives them;
+# The characters per token the derived character limits allow (gateway/serving/costs.py derives them;
 # a test keeps the two equal).
 _CHARS_PER_TOKEN = 16
 # Named because the derived --max-request-chars default is stated from it too.
@@ -215,12 +215,36 @@ OPTIONS: tuple[Option, ...] = (
         "api_key_file",
         "server",
         str,
-        "File of API keys, one per line (blank lines and "
-        "lines starting with # are ignored), e.g. a mounted Kubernetes Secret; added to "
-        "--api-key. A file without a key is a startup error.",
+        "File of API keys, e.g. a mounted Kubernetes Secret: "
+        "one `key` or `name:key` a line (blank lines and lines starting with # are "
+        "ignored), or YAML entries with `name`, `key` or `key_sha256`, and per-key `rpm`, "
+        "`tpm`, `batch_bytes` and `admin`; added to --api-key. Re-read within seconds "
+        "when it changes. A file without a key is a startup error.",
         env="GATEWAY_API_KEY_FILE",
         metavar="FILE",
         blank_is_error=True,
+    ),
+    Option(
+        "rate_limit_rpm",
+        "server",
+        parsers.non_negative,
+        "Requests per minute each API key may "
+        "make, unless its key file entry sets `rpm`; 0: no limit. Per worker host: "
+        "replicas count separately.",
+        env="GATEWAY_RATE_LIMIT_RPM",
+        metavar="N",
+        default=0,
+    ),
+    Option(
+        "rate_limit_tpm",
+        "server",
+        parsers.non_negative,
+        "Input tokens per minute each API key may "
+        "use, unless its key file entry sets `tpm`; 0: no limit. Counted from each answer's "
+        "usage once it is answered.",
+        env="GATEWAY_RATE_LIMIT_TPM",
+        metavar="N",
+        default=0,
     ),
     Option(
         "public_metrics",
@@ -285,10 +309,12 @@ OPTIONS: tuple[Option, ...] = (
         "max_connections",
         "server",
         parsers.positive(int),
-        "Open connections per process (keep it under the open-files limit, `ulimit -n`); a "
-        "request on a connection past it gets 503 with Retry-After at once.",
+        "Open connections per process. Past it, the connection that has waited longest "
+        "for a request head (half-open or idle) is closed to make room; when every "
+        "connection has a request in flight, a request past it gets 503 with Retry-After at "
+        "once (except /health and /ready).",
         env="GATEWAY_MAX_CONNECTIONS",
-        default=1024,
+        default_note="the open-files limit (`ulimit -n`) less 256 kept for other files",
     ),
     Option(
         "max_inputs",
@@ -440,6 +466,17 @@ OPTIONS: tuple[Option, ...] = (
         default_note="OpenAI's",
     ),
     Option(
+        "batch_max_stored_bytes",
+        "server",
+        parsers.non_negative,
+        "Bytes of Batch API files (uploads and "
+        "results) each API key may keep, unless its key file entry sets `batch_bytes`; an "
+        "upload past it gets 413. 0: no limit.",
+        env="GATEWAY_BATCH_MAX_STORED_BYTES",
+        metavar="BYTES",
+        default=0,
+    ),
+    Option(
         "batch_max_lines",
         "server",
         parsers.positive(int),
@@ -453,9 +490,21 @@ OPTIONS: tuple[Option, ...] = (
         "server",
         int,
         "Uploads are refused (507) unless this many "
-        "bytes stay free on the batch folder's disk after them, as results need room too.",
+        "bytes stay free on the batch folder's disk after them, as results need room too; "
+        "running batches pause below it (they stay in_progress and resume once there is room).",
         env="GATEWAY_BATCH_MIN_FREE_BYTES",
         default=_GIB,
+    ),
+    Option(
+        "batch_max_output_bytes",
+        "server",
+        parsers.positive(int),
+        "Most bytes of results (output and error files together) one batch may write; a "
+        "batch that would write more fails with output_too_large.",
+        env="GATEWAY_BATCH_MAX_OUTPUT_BYTES",
+        default=4 * _GIB,
+        default_note="about 20 times the largest upload: float vectors in JSON are about "
+        "1000 times the text of a short input",
     ),
     Option(
         "batch_file_ttl_s",

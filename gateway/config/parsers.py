@@ -87,6 +87,13 @@ def positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
+def non_negative(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {value!r}")
+    return number
+
+
 def rerank_kind(value: Any) -> str:
     kind = str(value).strip().lower().replace("-", "_")
     if kind not in RERANK_KINDS:

@@ -9,34 +9,15 @@ the Host header (vLLM GHSA-94f4-hr76-p5j6), and the allowlist is matched exactly
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import APIError, ErrorKind, error_response
+from gateway.tenancy.keys import ANONYMOUS, KeyRing, set_tenant
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
-
-
-class KeyChecker:
-    """Constant-time check of a presented key against every configured key."""
-
-    def __init__(self, keys: Iterable[str]) -> None:
-        # Comparing fixed-length digests hides the keys' lengths as well as their content.
-        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
-
-    def __bool__(self) -> bool:
-        return bool(self._digests)
-
-    def accepts(self, presented: bytes) -> bool:
-        digest = hashlib.sha256(presented).digest()
-        found = False
-        for known in self._digests:  # no early exit: the time does not say which key matched
-            found |= hmac.compare_digest(digest, known)
-        return found
 
 
 def bearer_token(scope: Scope) -> bytes | None:
@@ -53,19 +34,26 @@ def bearer_token(scope: Scope) -> bytes | None:
 
 class AuthMiddleware:
     """401 in the OpenAI envelope, with `WWW-Authenticate: Bearer`, unless the request
-    carries a configured key or asks for a public path."""
+    carries a configured key or asks for a public path. The key's tenant goes into the scope
+    (`gateway.tenancy.identified`); without keys every request is the anonymous tenant's."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing, public_paths: Iterable[str]) -> None:
         self.app = app
-        self.checker = KeyChecker(keys)
+        self.keys = keys
         self.public = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or not self.checker or scope["path"] in self.public:
+        if scope["type"] == "lifespan" or scope["path"] in self.public:
+            await self.app(scope, receive, send)
+            return
+        if not self.keys:
+            set_tenant(scope, ANONYMOUS)
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
-        if token is not None and self.checker.accepts(token):
+        tenant = self.keys.identify(token) if token is not None else None
+        if tenant is not None:
+            set_tenant(scope, tenant)
             await self.app(scope, receive, send)
             return
         if scope["type"] != "http":  # a websocket (none are served): refuse the handshake

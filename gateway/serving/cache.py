@@ -7,6 +7,11 @@ protocol (start, facts, score, split, tokenize,
 detokenize, health, shutdown) goes straight to the wrapped engine.
 When a request has no repeated input and the cache is off, the wrapped engine gets the
 request untouched.
+
+The cache across requests is partitioned by API key (`gateway.tenancy.current_tenant`): a
+hit answers faster, so a shared cache would let one key tell which inputs another key sent
+recently. Batch lines use their batch owner's partition (the runner sets the owner as
+the caller); calls with no caller set use only the deduplication within their own request.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from adapters.base import (
     Tokens,
     no_report,
 )
+from gateway.tenancy.keys import current_tenant
 
 log = logging.getLogger("gateway.cache")  # the name log filters match on
 
@@ -184,8 +190,10 @@ class CachingEngine(Engine):
         self.stats.deduplicated += len(prompts) - len(slots)
         first = {slot: i for i, slot in reversed(list(enumerate(order)))}
         distinct = [prompts[first[slot]] for slot in range(len(slots))]
-        cache_keys = [(key, options) for key in slots]
-        found = self._lookup(cache_keys)
+        tenant = current_tenant.get()
+        cache = self.cache if tenant is not None else None
+        cache_keys = [(key, options, tenant.name if tenant else None) for key in slots]
+        found = self._lookup(cache, cache_keys)
         missing = [i for i, entry in enumerate(found) if entry is None]
         tokenization_s = 0.0
         if missing:
@@ -201,8 +209,8 @@ class CachingEngine(Engine):
             for row, i in enumerate(missing):
                 entry = _Entry(batch.vectors[row], int(batch.token_counts[row]), row in cut)
                 found[i] = entry
-                if self.cache is not None:
-                    self.cache.put(cache_keys[i], entry)
+                if cache is not None:
+                    cache.put(cache_keys[i], entry)
         vectors = np.stack([entry.vector for entry in found])  # type: ignore[union-attr]
         rows = [found[slot] for slot in order]
         return EmbeddingBatch(
@@ -212,7 +220,8 @@ class CachingEngine(Engine):
             tokenization_s=tokenization_s,
         )
 
-    def _lookup(self, keys: Sequence[Hashable]) -> list[_Entry | None]:
-        if self.cache is None:
+    @staticmethod
+    def _lookup(cache: EmbeddingCache | None, keys: Sequence[Hashable]) -> list[_Entry | None]:
+        if cache is None:
             return [None] * len(keys)
-        return [self.cache.get(key) for key in keys]
+        return [cache.get(key) for key in keys]

@@ -44,6 +44,8 @@ def check_chars(
     model: str,
     what: str = "input",
     decoded: bool = False,
+    param: str | None = None,
+    advice: str = 'shorten it, or send "truncate": "end"',
 ) -> None:
     """`sizes[i]`: input i's characters (for token ids, the bytes they decode to, which
     bound the characters). Decoding makes the whole text even when it is then truncated, so
@@ -56,20 +58,22 @@ def check_chars(
             raise invalid(
                 f"{what} {i} {kind} {size} characters, more than model '{model}' accepts "
                 f"untruncated ({most}, {CHARS_PER_TOKEN} per token of its {window}-token "
-                f'window; --max-input-chars); shorten it, or send "truncate": "end"',
-                param=_param(what),
+                f"window; --max-input-chars); {advice}",
+                param=param or _param(what),
             )
         total += size if decoded else min(size, most)
-    check_request_chars(total, settings, what=what)
+    check_request_chars(total, settings, what=what, param=param)
 
 
-def check_request_chars(total: int, settings: Settings, *, what: str = "input") -> None:
+def check_request_chars(
+    total: int, settings: Settings, *, what: str = "input", param: str | None = None
+) -> None:
     most = request_chars(settings)
     if total > most:
         raise invalid(
             f"the {what}s have {total} characters in all, but a request may have at "
             f"most {most} (--max-request-chars)",
-            param=_param(what),
+            param=param or _param(what),
         )
 
 

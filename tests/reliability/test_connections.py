@@ -112,13 +112,25 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(ga
     sock.close()
 
 
-def test_past_the_connection_cap_requests_get_503_at_once(tmp_path: Path) -> None:
+def stalled_request(gateway: Gateway) -> socket.socket:
+    """A connection with a request in flight: its head sent, its body still to come."""
+    sock = connect(gateway)
+    sock.sendall(
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b'\r\nContent-Length: 100\r\n\r\n{"model": '
+    )
+    return sock
+
+
+def test_past_the_connection_cap_requests_get_503_at_once_but_probes_are_served(
+    tmp_path: Path,
+) -> None:
     server = start_gateway(
         tmp_path,
         fake_models={"fake": {}},
         args=["--max-connections", "5", "--header-timeout-s", "30"],
     )
-    idle = [connect(server) for _ in range(5)]
+    busy = [stalled_request(server) for _ in range(5)]
     try:
         # Polled up to a deadline until the server has counted the 5 idle connections; each
         # answer comes at once.
@@ -135,7 +147,9 @@ def test_past_the_connection_cap_requests_get_503_at_once(tmp_path: Path) -> Non
         assert refused.headers["retry-after"] == "1"
         assert refused.headers["connection"] == "close"
         assert refused.json()["error"]["code"] == "too_many_connections"
-        for sock in idle:
+        assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
+        assert httpx.get(server.base_url + "/ready", timeout=5).status_code == 200
+        for sock in busy:
             sock.close()
         deadline = time.monotonic() + 10  # until the server has seen them closed
         while (after := httpx.get(server.base_url + "/v1/models")).status_code == 503:

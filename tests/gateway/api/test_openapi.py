@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -14,6 +15,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from adapters.fake import FakeEngine
+from gateway.api import openapi as api_openapi
 from gateway.api.routes import ROUTES
 from gateway.api.tei import root_shape
 from gateway.api.vllm import score_shape
@@ -289,3 +291,14 @@ def _keywords(schema: dict) -> set[str]:
             if isinstance(child, dict):
                 found |= _keywords(child)
     return found
+
+
+def test_openapi_document_is_built_once_per_app(client) -> None:
+    with mock.patch.object(
+        api_openapi, "openapi_document", wraps=api_openapi.openapi_document
+    ) as build:
+        first = client.get("/openapi.json")
+        second = client.get("/openapi.json")
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert build.call_count == 1

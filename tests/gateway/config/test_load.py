@@ -9,6 +9,7 @@ import pytest
 
 from gateway.cli import build_parser
 from gateway.config import ConfigError, load_settings
+from gateway.tenancy import KeyRing
 
 
 def test_default_serves_builtin_minilm() -> None:
@@ -209,8 +210,11 @@ def test_api_key_file_one_key_a_line_with_comments_added_to_the_flag(tmp_path: P
     secret.write_text("# rotated 2024-05\nfile-key-1\n\n   \n  file-key-2  \n#old-key\n")
     args = build_parser().parse_args(["serve", "--api-key", "flag-key"])
     settings = load_settings(vars(args), {"GATEWAY_API_KEY_FILE": str(secret)})
-    assert settings.api_keys == ("flag-key", "file-key-1", "file-key-2")
-    assert load_settings({"api_key_file": str(secret)}, {}).api_keys == ("file-key-1", "file-key-2")
+    # The file is the server's to read (and read again when it changes), not a copy here.
+    assert (settings.api_keys, settings.api_key_file) == (("flag-key",), str(secret))
+    ring = KeyRing(settings.api_keys, settings.api_key_file)
+    assert all(ring.identify(key) for key in (b"flag-key", b"file-key-1", b"file-key-2"))
+    assert ring.identify(b"old-key") is None
 
 
 @pytest.mark.parametrize("content", ["", "\n  \n", "# only a comment\n#\n"])

@@ -9,7 +9,8 @@ from gateway import batches
 from gateway.api.routes import ROUTES
 from gateway.config import Settings
 from gateway.http.dialects import API, dialect_of
-from gateway.http.security import KeyChecker, exposure_warning
+from gateway.http.security import exposure_warning
+from gateway.tenancy import KeyRing
 from tests.conftest import serving
 
 KEYS = ("key-one", "key-two")
@@ -135,11 +136,11 @@ def test_no_keys_means_no_authentication(client) -> None:
     assert client.post("/v1/embeddings", json=EMBED).status_code == 200
 
 
-def test_key_checker_compares_every_key() -> None:
-    checker = KeyChecker(KEYS)
-    assert checker.accepts(b"key-one") and checker.accepts(b"key-two")
-    assert not checker.accepts(b"key-three") and not checker.accepts(b"")
-    assert not KeyChecker([])
+def test_key_ring_compares_every_key() -> None:
+    ring = KeyRing(KEYS)
+    assert ring.identify(b"key-one") and ring.identify(b"key-two")
+    assert ring.identify(b"key-three") is None and ring.identify(b"") is None
+    assert not KeyRing([])
 
 
 def test_cors_is_off_by_default(client) -> None:

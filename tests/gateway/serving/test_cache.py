@@ -13,7 +13,16 @@ from adapters.fake import FakeEngine, fake_vector
 from gateway.app import create_app
 from gateway.serving.cache import CachingEngine, EmbeddingCache
 from gateway.serving.registry import ModelRegistry, ServedModel
+from gateway.tenancy import ANONYMOUS, Tenant, current_tenant
 from tests.conftest import wait_ready
+
+
+@pytest.fixture(autouse=True)
+def caller():
+    """Calls made as one caller, as requests are (the cache is partitioned by caller)."""
+    token = current_tenant.set(ANONYMOUS)
+    yield
+    current_tenant.reset(token)
 
 
 def started(engine: FakeEngine) -> FakeEngine:
@@ -52,6 +61,33 @@ def test_cache_answers_repeats_across_requests_and_counts_them() -> None:
     np.testing.assert_array_equal(second.vectors[1], fake_vector("c", 8))
     assert list(second.token_counts) == [3, 3, 3]
     assert (engine.stats.hits, engine.stats.misses) == (2, 3)
+
+
+def embed_as(engine: CachingEngine, tenant: Tenant | None, texts: list[str]) -> None:
+    token = current_tenant.set(tenant)
+    try:
+        asyncio.run(engine.embed(texts))
+    finally:
+        current_tenant.reset(token)
+
+
+def test_one_key_is_never_answered_from_another_keys_cached_inputs() -> None:
+    fake = started(FakeEngine(dimension=8))
+    engine = CachingEngine(fake, EmbeddingCache(max_entries=10))
+    embed_as(engine, Tenant("team-a"), ["secret"])
+    embed_as(engine, Tenant("team-b"), ["secret"])
+    embed_as(engine, Tenant("team-a"), ["secret"])
+    assert fake.calls == [["secret"], ["secret"]]
+    assert (engine.stats.hits, engine.stats.misses) == (1, 2)
+
+
+def test_calls_without_a_caller_skip_the_cache_but_still_deduplicate() -> None:
+    fake = started(FakeEngine(dimension=8))
+    engine = CachingEngine(fake, EmbeddingCache(max_entries=10))
+    embed_as(engine, Tenant("team-a"), ["a"])
+    embed_as(engine, None, ["a", "a"])
+    assert fake.calls == [["a"], ["a"]]
+    assert len(engine.cache or []) == 1
 
 
 def test_cache_evicts_the_least_recently_used_entry() -> None:

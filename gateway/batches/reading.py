@@ -1,0 +1,83 @@
+"""Reading a batch input file without trusting its lines: each line is read up to the
+request body limit (`--max-body-bytes`, what the same request over HTTP may carry), a longer
+one is skipped in small reads and reported by its size, never held whole; and the reading
+happens in a thread, so a 200 MiB file does not hold up the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+_SKIP_READ = 1 << 20
+# Lines handed from the reading thread to the loop per call: enough to keep LINES_IN_FLIGHT
+# lines fed, few enough that a file of large lines holds only a few MiB at a time.
+_TAKE_LINES = 64
+_TAKE_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Oversize:
+    """A line longer than the limit: not read, only measured."""
+
+    size: int
+
+
+Line = tuple[int, bytes | Oversize]
+
+
+def bounded_lines(path: Path, max_bytes: int) -> Generator[Line, None, None]:
+    """(1-based line number, line) for every non-blank line, numbered as `read_lines`
+    numbers them; a line over `max_bytes` (newline not counted) is an `Oversize`."""
+    with path.open("rb") as file:
+        number = 0
+        while line := file.readline(max_bytes + 1):
+            number += 1
+            if len(line) > max_bytes and not line.endswith(b"\n"):
+                size = len(line)
+                while not line.endswith(b"\n") and (line := file.readline(_SKIP_READ)):
+                    size += len(line)
+                yield number, Oversize(size - line.endswith(b"\n"))
+            elif line.strip():
+                yield number, line
+
+
+def count_lines(path: Path, max_bytes: int) -> int:
+    return sum(1 for _ in bounded_lines(path, max_bytes))
+
+
+async def lines_off_loop(path: Path, max_bytes: int) -> AsyncGenerator[Line, None]:
+    """`bounded_lines`, read in a thread a few at a time. Use it with contextlib.aclosing."""
+    lines = bounded_lines(path, max_bytes)
+    try:
+        while batch := await asyncio.to_thread(_take, lines):
+            for line in batch:
+                yield line
+    finally:
+        lines.close()
+
+
+def _take(lines: Iterator[Line]) -> list[Line]:
+    batch: list[Line] = []
+    size = 0
+    for line in lines:
+        batch.append(line)
+        size += len(line[1]) if isinstance(line[1], bytes) else 0
+        if len(batch) >= _TAKE_LINES or size >= _TAKE_BYTES:
+            break
+    return batch
+
+
+def custom_id_of(raw: bytes | Oversize) -> str | None:
+    """The line's `custom_id`, when it has one that can be read."""
+    if isinstance(raw, Oversize):
+        return None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        line = orjson.loads(raw)
+        value = line.get("custom_id") if isinstance(line, dict) else None
+        return value if isinstance(value, str) else None
+    return None
