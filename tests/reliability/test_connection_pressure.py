@@ -14,6 +14,9 @@ import pytest
 from harness.gateway import Gateway, start_gateway
 from harness.raw_http import closed_by_server
 
+# A gateway process over real sockets.
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory):
