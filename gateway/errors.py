@@ -158,8 +158,8 @@ def tei_status(error: APIError) -> tuple[int, str]:
 def error_response(error: APIError, scope: Scope, *, close: bool = False) -> Response:
     """The HTTP response for an error on the request `scope`, shaped for its dialect (on
     rerank paths and the texts API's /embed the body also carries `detail`; on TEI's routes it is
-    TEI's body and status); deciding it here gives every error there (auth, limits,
-    draining, routes) the same body. `close` ends the connection after it (a body left
+    TEI's body and status, on Ollama's `{"error": message}`); deciding it here gives every
+    error there (auth, limits, draining, routes) the same body. `close` ends the connection after it (a body left
     unread, a draining server)."""
     dialect = dialect_of(scope)
     status = error.status
@@ -167,6 +167,8 @@ def error_response(error: APIError, scope: Scope, *, close: bool = False) -> Res
     if dialect.api is API.TEI:
         status, error_type = tei_status(error)
         body = {"error": error.message, "error_type": error_type}
+    elif dialect.api is API.OLLAMA:
+        body = {"error": error.message}  # Ollama's clients raise it as the message
     else:
         body = error.body()
     if dialect.error_detail:

@@ -358,6 +358,26 @@ NATIVE_BAD: dict[str, list[tuple[str, object]]] = {
         ("queries without documents", {"queries": ["a"]}),
         ("text_1 NUL", {"text_1": "\x00", "text_2": "a"}),
     ],
+    "/api/embed": [
+        ("ollama model missing", {"input": "a"}),
+        ("ollama unknown model", {"model": "nope", "input": "a"}),
+        ("ollama other tag", {"model": "fake:v2", "input": "a"}),
+        ("ollama input int", {"model": "fake", "input": 1}),
+        ("ollama input ints", {"model": "fake", "input": [1, 2]}),
+        ("ollama input NUL", {"model": "fake", "input": ["\x00"]}),
+        ("ollama input too many", {"model": "fake", "input": ["a"] * 2049}),
+        ("ollama truncate string", {"model": "fake", "input": "a", "truncate": "no"}),
+        ("ollama dimensions negative", {"model": "fake", "input": "a", "dimensions": -1}),
+        ("ollama dimensions huge", {"model": "fake", "input": "a", "dimensions": 10**9}),
+    ],
+    "/api/embeddings": [
+        ("ollama prompt list", {"model": "fake", "prompt": ["a"]}),
+        ("ollama unknown model", {"model": "nope", "prompt": "a"}),
+    ],
+    "/api/show": [
+        ("ollama show nothing", {}),
+        ("ollama show unknown", {"model": "nope"}),
+    ],
     "/detokenize": [
         ("tokens empty", {"tokens": []}),
         ("tokens huge", {"tokens": [2**70]}),
@@ -393,9 +413,10 @@ def build_corpus(routes: Iterable[Route], model: str = "fake") -> list[Case]:
         if not isinstance(route, Route):
             continue
         cases.extend(generic_cases(route, model))
-        if route.path.endswith("/embeddings"):
+        ollama = route.path.startswith("/api/")  # Ollama's shapes: NATIVE_BAD
+        if route.path.endswith("/embeddings") and not ollama:
             cases.extend(embeddings_cases(route.path, model))
-        if route.path.endswith("/embed") and route.path != "/embed":
+        if route.path.endswith("/embed") and route.path != "/embed" and not ollama:
             cases.extend(cohere_embed_cases(route.path, model))
         cases.extend(native_cases(route.path))
         if route.path.endswith("/rerank"):
@@ -418,12 +439,15 @@ class CorpusResult:
 
 
 def is_envelope(response: httpx.Response) -> bool:
-    """The OpenAI envelope, or on TEI's routes TEI's `{error, error_type}`."""
+    """The OpenAI envelope, on TEI's routes TEI's `{error, error_type}`, on Ollama's
+    `{error}`."""
     try:
         body = response.json()
         error = body["error"]
     except (ValueError, KeyError, TypeError):
         return False
+    if isinstance(error, str) and response.request.url.path.startswith("/api/"):
+        return set(body) == {"error"}
     if isinstance(error, str):
         return set(body) == {"error", "error_type"} and isinstance(body["error_type"], str)
     return isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}

@@ -20,7 +20,7 @@ import orjson
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from gateway.api import openai, probes, tei, vllm
+from gateway.api import ollama, openai, probes, tei, vllm
 from gateway.api.cohere import CohereEmbedRequest, CohereEmbedResponse
 from gateway.api.openai import EmbeddingsRequest
 from gateway.api.rerank import RERANK_PATHS, RerankRequest, RerankResponse
@@ -33,6 +33,7 @@ from gateway.state import GatewayRequest, registry_of, settings_of
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _TEI_ERROR = {"$ref": "#/components/responses/TeiError"}
+_OLLAMA_ERROR = {"$ref": "#/components/responses/OllamaError"}
 # A path TEI shares with another API: the error body is the one of the API the body speaks.
 _EITHER_ERROR = {"$ref": "#/components/responses/EitherError"}
 
@@ -93,6 +94,13 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
     vllm.ScoreResponse,
     vllm.VllmTokenizeResponse,
     vllm.DetokenizeResponse,
+    ollama.OllamaEmbedResponse,
+    ollama.OllamaEmbeddingResponse,
+    ollama.OllamaTags,
+    ollama.OllamaShowResponse,
+    ollama.OllamaRunning,
+    ollama.OllamaVersion,
+    ollama.OllamaErrorBody,
     probes.Health,
     probes.Readiness,
     ErrorEnvelope,
@@ -113,6 +121,9 @@ _DECLARED = (
     vllm.VllmTokenizeRequest,
     vllm.DetokenizeRequest,
     CreateBatchRequest,
+    ollama.OllamaEmbedRequest,
+    ollama.OllamaEmbeddingsRequest,
+    ollama.OllamaShowRequest,
 )
 _ERRORS = (400, 404, 413, 415, 429, 503, 504)
 _TEI_ERRORS = (413, 415, 422, 424, 429, 503)
@@ -209,6 +220,44 @@ def _native_paths(
     }
 
 
+def _ollama_paths(
+    bodies: dict[type[Wire], dict[str, Any]], answers: dict[type[BaseModel], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Ollama's routes (gateway/api/ollama.py); errors are Ollama's `{error}`."""
+
+    def op(summary: str, ok: type[BaseModel], body: type[Wire] | None = None) -> dict[str, Any]:
+        return _operation(
+            summary + " (Ollama)",
+            answers[ok],
+            body=None if body is None else bodies[body],
+            errors=_ERRORS if body is not None else (),
+            error=_OLLAMA_ERROR,
+        )
+
+    return {
+        "/api/embed": {
+            "post": op(
+                "Unit vectors for `input`, with durations in nanoseconds",
+                ollama.OllamaEmbedResponse,
+                ollama.OllamaEmbedRequest,
+            )
+        },
+        "/api/embeddings": {
+            "post": op(
+                "One vector for `prompt` (Ollama's older embed)",
+                ollama.OllamaEmbeddingResponse,
+                ollama.OllamaEmbeddingsRequest,
+            )
+        },
+        "/api/tags": {"get": op("The served models, tagged `:latest`", ollama.OllamaTags)},
+        "/api/show": {
+            "post": op("One model's details", ollama.OllamaShowResponse, ollama.OllamaShowRequest)
+        },
+        "/api/ps": {"get": op("The loaded models", ollama.OllamaRunning)},
+        "/api/version": {"get": op("The Ollama API version mirrored", ollama.OllamaVersion)},
+    }
+
+
 def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str, Any]:
     """The document for an app with these settings serving these model names."""
     bodies, request_components = request_schemas(_DECLARED, settings, models)
@@ -248,7 +297,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
             "version": "0.1.0",
             "description": "OpenAI-compatible embeddings on in-process vLLM engines. "
             "Errors are the OpenAI error envelope, except on TEI's routes "
-            "(TEI's `{error, error_type}`).",
+            "(TEI's `{error, error_type}`) and Ollama's (`{error}`).",
         },
         "paths": {
             "/v1/embeddings": {"post": embeddings},
@@ -299,6 +348,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                 )
             },
             **_native_paths(bodies, answers),
+            **_ollama_paths(bodies, answers),
         },
         "components": {
             "schemas": {
@@ -307,6 +357,7 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                 # The names batches/openapi.py and the error responses refer to.
                 "Error": answers[ErrorEnvelope],
                 "TeiError": answers[tei.TeiErrorBody],
+                "OllamaError": answers[ollama.OllamaErrorBody],
             },
             "responses": {
                 "Error": {
@@ -316,6 +367,10 @@ def openapi_document(settings: Settings, models: Sequence[str] = ()) -> dict[str
                 "TeiError": {
                     "description": "TEI's error body",
                     **_json({"$ref": "#/components/schemas/TeiError"}),
+                },
+                "OllamaError": {
+                    "description": "Ollama's error body",
+                    **_json({"$ref": "#/components/schemas/OllamaError"}),
                 },
                 "EitherError": {
                     "description": "The OpenAI error envelope, or TEI's error body for TEI's "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from gateway import batches
-from gateway.api import cohere, openai, openapi, probes, rerank, tei, vllm
+from gateway.api import cohere, ollama, openai, openapi, probes, rerank, tei, vllm
 from gateway.api.rerank import RERANK_PATHS
 
 ROUTES = [
@@ -21,7 +21,7 @@ ROUTES = [
     Route("/openapi.json", openapi.openapi, methods=["GET"]),
     *batches.ROUTES,
     Route("/metrics", probes.metrics, methods=["GET"]),
-    # Other servers' dialects: TEI's, the plain texts API's /embed, vLLM's.
+    # Other servers' dialects: TEI's, the plain texts API's /embed, vLLM's, Ollama's.
     Route("/embed", tei.embed_route, methods=["POST"]),
     Route("/", tei.root, methods=["POST"]),
     Route("/similarity", tei.similarity, methods=["POST"]),
@@ -31,6 +31,12 @@ ROUTES = [
     Route("/score", vllm.score, methods=["POST"]),
     Route("/v1/score", vllm.score, methods=["POST"]),
     Route("/detokenize", vllm.detokenize, methods=["POST"]),
+    Route("/api/embed", ollama.api_embed, methods=["POST"]),
+    Route("/api/embeddings", ollama.api_embeddings, methods=["POST"]),
+    Route("/api/tags", ollama.api_tags, methods=["GET"]),
+    Route("/api/show", ollama.api_show, methods=["POST"]),
+    Route("/api/ps", ollama.api_ps, methods=["GET"]),
+    Route("/api/version", ollama.api_version, methods=["GET"]),
     # `{model:path}`: model ids hold slashes (sentence-transformers/all-MiniLM-L6-v2).
     Route("/v1/models/{model:path}", openai.retrieve_model, methods=["GET"]),
     Route("/models/{model:path}", openai.retrieve_model, methods=["GET"]),

@@ -4,7 +4,8 @@ The dialect decides what the answer looks like beyond the route's own body: Cohe
 `meta.api_version` (2 on the `/v2/` routes, including `/v1/v2/rerank`, which the Cohere SDK
 calls when given a base URL ending in /v1), the top-level `detail` string that error
 bodies carry on rerank paths, where the Jina rerank clients read it instead of the envelope,
-and Hugging Face TEI's own error body `{"error", "error_type"}` on TEI's routes.
+Hugging Face TEI's own error body `{"error", "error_type"}` on TEI's routes, and Ollama's
+`{"error"}` on its `/api/` routes.
 
 Three paths are shared by two APIs: `/embed` (TEI sends `inputs`, clients of the plain texts
 API `texts`), `/rerank` (TEI sends `texts`, Cohere and Jina `documents`) and `/tokenize` (TEI sends
@@ -31,6 +32,7 @@ class API(Enum):
     TEI = "tei"  # Hugging Face text-embeddings-inference
     VLLM = "vllm"  # vLLM's own routes: /score, /tokenize, /detokenize
     TEXTS = "texts"  # POST /embed {"texts"} -> {"embeddings"}
+    OLLAMA = "ollama"  # Ollama's /api/ routes
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ def settle(scope: Scope, body: Any) -> Dialect:
 
 def _from_path(path: str) -> Dialect:
     trimmed = path.rstrip("/")
+    if trimmed.startswith("/api/"):  # before the suffix rules: /api/embed is not Cohere's
+        return Dialect(API.OLLAMA)
     if trimmed in _TEI_PATHS:
         return Dialect(API.TEI)
     if trimmed in _VLLM_PATHS:

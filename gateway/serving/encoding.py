@@ -34,11 +34,14 @@ def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarr
     """Keep the first `dimensions` components of each row and L2-renormalize (Matryoshka)."""
     if dimensions is None or dimensions >= vectors.shape[1]:
         return vectors
-    kept = vectors[:, :dimensions]
-    norms = np.linalg.norm(kept, axis=1, keepdims=True)
-    # A row whose kept part is all zeros stays zero rather than becoming NaN.
-    renormalized: np.ndarray = kept / np.where(norms == 0, 1, norms)
-    return renormalized
+    return unit_rows(vectors[:, :dimensions])
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1; a row of zeros stays zero rather than becoming NaN."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    scaled: np.ndarray = vectors / np.where(norms == 0, 1, norms)
+    return scaled
 
 
 def refuse_non_finite(vectors: np.ndarray) -> None:

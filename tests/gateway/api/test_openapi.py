@@ -79,6 +79,9 @@ BODY_PATHS = [
     ("/score", 1),
     ("/detokenize", 0),
     ("/v1/batches", 0),
+    ("/api/embed", 0),
+    ("/api/embeddings", 0),
+    ("/api/show", 0),
 ]
 
 
@@ -174,6 +177,10 @@ def _assert_refused(own: tuple[API, Any], response, name: str, status: int, why:
         assert response.status_code == 422, (*why, response.text)
         body = response.json()
         assert body["error_type"] == "validation" and name in body["error"], (*why, body)
+        return
+    if own[0] is API.OLLAMA:  # Ollama's `{"error": message}`
+        assert response.status_code == status, (*why, response.text)
+        assert name in response.json()["error"], (*why, response.text)
         return
     assert response.status_code == status, (*why, response.text)
     assert response.json()["error"]["param"] == name, (*why, response.text)
