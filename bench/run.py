@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +276,14 @@ def micro_encoding(repeats: int = 300) -> dict:
     return out
 
 
-def null_engine(texts: dict, tokens: dict, duration: float, logs: Path) -> dict:
-    """The gateway with instant vectors: what it adds to every request."""
+def null_engine(
+    texts: dict, tokens: dict, duration: float, logs: Path, extra: Sequence[str] = ()
+) -> dict:
+    """The gateway with instant vectors: what it adds to every request (`extra`: more
+    `serve` arguments, e.g. bench/tracing_cost.py's --otlp-endpoint)."""
     port = free_port()
     out: dict[str, Any] = {}
-    with running(gateway_launch(port, engine="fake"), port, logs) as server:
+    with running(gateway_launch(port, engine="fake", extra=extra), port, logs) as server:
         for concurrency in (1, 32):
             cell = C.Cell("short", concurrency, 1, "float")
             bodies = C.embedding_bodies(cell, texts["short"], tokens["short"])

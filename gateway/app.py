@@ -1,7 +1,7 @@
 """create_app(registry, settings) -> Starlette. The lifespan owns engine start and stop and
-the engine watchdog; the middleware stack applies request ids and logs, the drain gate, CORS,
-authentication, the caller's rate limits and the body limit to every route, in that order
-(outermost first)."""
+the engine watchdog; the middleware stack applies request ids and logs, traces (when on), the
+drain gate, CORS, authentication, the caller's rate limits and the body limit to every route,
+in that order (outermost first)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from gateway.http.docs import DOCS_PATHS, DOCS_ROUTES
 from gateway.http.drain import Drain, DrainGateMiddleware
 from gateway.http.request_context import RequestContextMiddleware
 from gateway.http.security import PUBLIC_PATHS, AuthMiddleware
+from gateway.http.tracing import Tracing, TracingMiddleware, start_tracing
 from gateway.metrics import Metrics
 from gateway.serving.admission import Admission
 from gateway.serving.registry import ModelRegistry
@@ -63,6 +64,7 @@ def create_app(
 
     settings = settings or Settings()
     drain = Drain()
+    traces = start_tracing(settings.otlp_endpoint)
     metrics = Metrics(registry, ROUTES, settings.max_inflight_inputs)
     state = GatewayState(
         registry=registry,
@@ -72,6 +74,7 @@ def create_app(
         cl100k=Cl100kDecoder(tiktoken_dir or settings.tiktoken_cache_dir),
         batches=batches.BatchService(settings),
         metrics=metrics,
+        tracing=traces,
     )
     # Several workers on one host share their rate-limit buckets in the batch folder.
     shared = settings.batch_dir if settings.workers > 1 else None
@@ -104,11 +107,13 @@ def create_app(
                     await task
             await registry.shutdown_all()
             limiter.close()
+            if traces is not None:
+                traces.shutdown()  # sends the spans still batched
 
     app = Starlette(
         routes=[*ROUTES, *DOCS_ROUTES],
         lifespan=lifespan,
-        middleware=_middleware(settings, drain, metrics, limiter),
+        middleware=_middleware(settings, drain, metrics, limiter, traces),
         exception_handlers={
             APIError: _api_error,
             HTTPException: _http_error,
@@ -123,12 +128,16 @@ def create_app(
 
 
 def _middleware(
-    settings: Settings, drain: Drain, metrics: Metrics, limiter: RateLimiter
+    settings: Settings,
+    drain: Drain,
+    metrics: Metrics,
+    limiter: RateLimiter,
+    traces: Tracing | None,
 ) -> list[Middleware]:
-    stack = [
-        Middleware(RequestContextMiddleware, observer=metrics),
-        Middleware(DrainGateMiddleware, drain=drain),
-    ]
+    stack = [Middleware(RequestContextMiddleware, observer=metrics)]
+    if traces is not None:  # off, requests pay nothing for it
+        stack.append(Middleware(TracingMiddleware, tracing=traces))
+    stack.append(Middleware(DrainGateMiddleware, drain=drain))
     if settings.cors_allow_origins:
         # Outside auth, so that browsers' preflight requests (which carry no key) get an answer.
         stack.append(

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the state holds objects of the layers above; only their typ
     from gateway.batches import BatchService
     from gateway.config import Settings
     from gateway.http.drain import Drain
+    from gateway.http.tracing import Tracing
     from gateway.metrics import Metrics
     from gateway.serving.admission import Admission
     from gateway.serving.registry import ModelRegistry
@@ -27,6 +28,7 @@ class GatewayState(TypedDict):
     cl100k: Cl100kDecoder
     batches: BatchService
     metrics: Metrics
+    tracing: Tracing | None  # None: tracing is off
 
 
 GatewayRequest = Request[GatewayState]

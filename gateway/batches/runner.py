@@ -59,6 +59,7 @@ from gateway.batches.results import (
 )
 from gateway.batches.store import FINAL_STATES, Store, is_batch_id, now
 from gateway.config import Settings
+from gateway.http.tracing import annotate, chunk
 from gateway.serving.admission import Admission
 from gateway.tenancy.keys import Tenant, current_tenant
 
@@ -342,6 +343,7 @@ class Job:
             if not task.cancelled() and task.exception() is not None:
                 errors.append(task.exception())  # type: ignore[arg-type]
 
+        traces = self.app.state["tracing"]
         with self._partial_files(guard) as results:
 
             async def one(number: int, raw: bytes | Oversize) -> None:
@@ -349,8 +351,12 @@ class Job:
                 if isinstance(raw, Oversize):
                     result = _oversize(number, raw, self._max_line_bytes)
                 else:
-                    with background(self.pacer):
+                    with (
+                        chunk(traces, "batch line", batch=self.id, line=number) as span,
+                        background(self.pacer),
+                    ):
                         result = await run_line(self.app, endpoint, call, raw, number)
+                        annotate(span, ok=result.ok, tokens=result.tokens)
                 results.add(number, result)
 
             stop = None

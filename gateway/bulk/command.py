@@ -40,12 +40,13 @@ from gateway.config import (
 )
 from gateway.engines import build_registry, prepare_process
 from gateway.errors import APIError
+from gateway.http.tracing import start_tracing
 from gateway.serving.inputs import INPUT_TYPES, Truncation, prompt_template
 
 log = logging.getLogger("gateway.bulk")
 
 # Settings the subcommand takes: how to build the engine, not how to serve HTTP.
-_SETTINGS = {"config", "log_level", "engine", "cpu_threads"}
+_SETTINGS = {"config", "log_level", "engine", "cpu_threads", "otlp_endpoint"}
 _MODEL_FILE_HASH_MAX = 4 << 20  # bytes of a model file hashed whole; bigger: head and tail
 DESCRIPTION = """\
 Embed every document of INPUT with the in-process engine (no HTTP server) and write the
@@ -341,6 +342,7 @@ async def _embed(
     prepare_process(plan.settings)
     registry = build_registry(plan.settings)
     guard = OrphanGuard()
+    traces = start_tracing(plan.settings.otlp_endpoint)
     try:
         if not await registry.start_all():
             raise BulkError(f"the model failed to load: {registry.models[0].failure}")
@@ -366,6 +368,7 @@ async def _embed(
             max_batch_documents=plan.model.engine.max_num_seqs,
             inflight=args.batches_in_flight,
             settings=plan.settings,
+            tracing=traces,
         )
 
         def commit(result: Result) -> None:
@@ -379,6 +382,8 @@ async def _embed(
     finally:
         await registry.shutdown_all()
         guard.release()
+        if traces is not None:
+            traces.shutdown()
 
 
 def fingerprint_parts(

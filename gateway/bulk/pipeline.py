@@ -28,6 +28,7 @@ from gateway.bulk import BulkError
 from gateway.bulk.sources import DocumentId, Record
 from gateway.config import Settings
 from gateway.errors import APIError
+from gateway.http.tracing import Tracing, annotate, chunk
 from gateway.serving.encoding import truncate_dimensions
 from gateway.serving.inputs import Truncation, engine_call
 from gateway.serving.registry import ServedModel
@@ -48,6 +49,7 @@ class Job:
     inflight: int = 4
     # The server's limits (characters per input and per request) apply here too.
     settings: Settings = field(default_factory=Settings)
+    tracing: Tracing | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,14 @@ async def run(
 
 
 async def _embed(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
+    size = len(batch.ids)
+    with chunk(job.tracing, "bulk chunk", first_row=batch.start, documents=size) as span:
+        result = await _embed_batch(job, batch, decoder)
+        annotate(span, tokens=result.tokens)
+    return result
+
+
+async def _embed_batch(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
     try:
         call = await engine_call(
             job.served, job.name, batch.texts, job.input_type, job.length, decoder, job.settings

@@ -32,6 +32,7 @@ TOKEN_ID_MODES = ("cl100k_base", "native")
 # Model keys a YAML entry may carry beyond the engine-argument options. `default: true` names
 # the model that requests without a `model` field get (the texts API's and TEI's /embed, ...).
 _MODEL_ONLY_KEYS = {"name", "path", "default"}
+_TRACES_PATH = "/v1/traces"
 
 
 def add_arguments(parser: argparse._ActionsContainer, names: Container[str] | None = None) -> None:
@@ -129,6 +130,7 @@ def load_settings(
         ),
         embedding_cache_size=cache_size,
         batch_dir=server.get("batch_dir") or default_batch_dir(environ),
+        otlp_endpoint=otlp_endpoint(server.get("otlp_endpoint"), environ),
         models=with_memory_shares(models, workers),
         **passed,
     )
@@ -146,7 +148,28 @@ _PASSED_THROUGH = {o.name for o in OPTIONS if o.scope == "server"} - {
     "cpu_threads",
     "embedding_cache_size",
     "batch_dir",
+    "otlp_endpoint",
 }
+
+
+def otlp_endpoint(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """The traces URL: the option's, else the OpenTelemetry variables' (the SDK's own
+    precedence), else None (off); OTEL_SDK_DISABLED=true is off whatever is set."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if given:
+        return traces_url(given)
+    if environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return traces_url(base) if base else None
+
+
+def traces_url(endpoint: str) -> str:
+    """The OTLP/HTTP traces URL of a collector's base URL (`http://host:4318`), as
+    OTEL_EXPORTER_OTLP_ENDPOINT is read; a URL already ending in /v1/traces is kept."""
+    trimmed = endpoint.rstrip("/")
+    return trimmed if trimmed.endswith(_TRACES_PATH) else trimmed + _TRACES_PATH
 
 
 def default_batch_dir(environ: Mapping[str, str]) -> str:

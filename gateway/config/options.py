@@ -444,6 +444,18 @@ OPTIONS: tuple[Option, ...] = (
         env="GATEWAY_DRAIN_GRACE_S",
         default=30,
     ),
+    Option(
+        "otlp_endpoint",
+        "server",
+        str,
+        "Send OpenTelemetry traces over OTLP/HTTP to this collector (its base URL, e.g. "
+        "http://localhost:4318, or the full .../v1/traces URL): a span per request, batch line "
+        "and bulk chunk (docs/tracing.md); OTEL_SDK_DISABLED=true turns it off.",
+        env="GATEWAY_OTLP_ENDPOINT",
+        metavar="URL",
+        default_note="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT when set, "
+        "else off",
+    ),
     # -- Batch API (see README "Bulk indexing") --------------------------------------------
     Option(
         "batch_dir",

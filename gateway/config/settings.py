@@ -83,6 +83,8 @@ class Settings:
     engine_restart_attempts: int = default_of("engine_restart_attempts")
     engine_restart_backoff_s: float = default_of("engine_restart_backoff_s")
     drain_grace_s: float = default_of("drain_grace_s")
+    # The OTLP/HTTP traces URL; None: tracing off.
+    otlp_endpoint: str | None = default_of("otlp_endpoint")
     # None (an app built without load_settings, as in tests): a temporary folder per app.
     batch_dir: str | None = default_of("batch_dir")
     batch_max_file_bytes: int = default_of("batch_max_file_bytes")

@@ -225,3 +225,25 @@ def test_an_api_key_file_without_a_key_is_a_startup_error(tmp_path: Path, conten
         load_settings({"api_key_file": str(secret)}, {})
     with pytest.raises(ConfigError, match="^--api-key-file: cannot read"):
         load_settings({"api_key_file": str(tmp_path / "absent")}, {})
+
+
+@pytest.mark.parametrize(
+    ("cli", "environ", "url"),
+    [
+        ({}, {}, None),
+        ({"otlp_endpoint": "http://c:4318"}, {}, "http://c:4318/v1/traces"),
+        ({}, {"GATEWAY_OTLP_ENDPOINT": "http://c:4318/"}, "http://c:4318/v1/traces"),
+        ({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://o:4318"}, "http://o:4318/v1/traces"),
+        ({}, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://o:1/t"}, "http://o:1/t"),
+        (
+            {"otlp_endpoint": "http://c:4318/v1/traces"},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://o:4318"},
+            "http://c:4318/v1/traces",
+        ),
+        ({"otlp_endpoint": "http://c:4318"}, {"OTEL_SDK_DISABLED": "true"}, None),
+    ],
+)
+def test_the_otlp_endpoint_comes_from_the_option_else_the_opentelemetry_variables(
+    cli, environ, url
+) -> None:
+    assert load_settings(cli, environ).otlp_endpoint == url
