@@ -4,11 +4,12 @@ progress is recorded once."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from gateway.batches.pg_store import PgStore
@@ -149,29 +150,47 @@ def test_a_cancel_is_taken_only_by_a_batch_not_yet_past_running(open_store: Open
     assert not store.request_cancel(batch_id)
 
 
-def test_postgres_claims_skip_a_batch_another_replica_has_locked(postgres: str) -> None:
+def test_postgres_claims_skip_a_batch_another_replica_has_locked(
+    postgres: str, tmp_path: Path
+) -> None:
     url = fresh_database(postgres)
-    with tempfile.TemporaryDirectory() as folder:
-        one, two = PgStore(url, folder), PgStore(url, folder)
-        try:
-            locked, free = _batch(one, "alice"), _batch(one, "bob")
-            # A replica in the middle of claiming `locked`: the other neither waits for it
-            # nor takes it.
-            with one.pg.transaction():
-                one.pg.execute("SELECT id FROM batches WHERE id = %s FOR UPDATE", (locked,))
-                taken = two.claim("two", lease_s=30)
-                assert taken is not None and taken["id"] == free
-                assert two.claim("three", lease_s=30) is None
-        finally:
-            one.close()
-            two.close()
+    one, two = PgStore(url, tmp_path), PgStore(url, tmp_path)
+    try:
+        locked, free = _batch(one, "alice"), _batch(one, "bob")
+        # A replica in the middle of claiming `locked`: the other neither waits for it nor
+        # takes it.
+        with one.pg.transaction():
+            one.pg.execute("SELECT id FROM batches WHERE id = %s FOR UPDATE", (locked,))
+            taken = two.claim("two", lease_s=30)
+            assert taken is not None and taken["id"] == free
+            assert two.claim("three", lease_s=30) is None
+    finally:
+        one.close()
+        two.close()
 
 
-def test_replicas_starting_together_create_the_schema_once(postgres: str) -> None:
+def test_replicas_starting_together_create_the_schema_once(postgres: str, tmp_path: Path) -> None:
     url = fresh_database(postgres)
-    with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(4) as pool:
-        stores = list(pool.map(lambda _: PgStore(url, folder), range(4)))
-        _batch(stores[0])
-        assert all(len(s.batches(after=None, limit=5).rows) == 1 for s in stores)
-        for store in stores:
-            store.close()
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: PgStore(url, tmp_path), range(4)))
+    _batch(stores[0])
+    assert all(len(s.batches(after=None, limit=5).rows) == 1 for s in stores)
+    for store in stores:
+        store.close()
+
+
+def test_postgres_store_opens_a_new_connection_after_its_connection_was_cut(
+    postgres: str, tmp_path: Path
+) -> None:
+    url = fresh_database(postgres)
+    store = PgStore(url, tmp_path)
+    try:
+        batch_id = _batch(store)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store.pg.info.backend_pid,))
+        with pytest.raises(STORE_ERRORS):  # the call that finds it cut fails; its caller retries
+            store.batch(batch_id)
+        assert store.existing_batch(batch_id)["id"] == batch_id
+        assert store.claim("one", lease_s=30) is not None
+    finally:
+        store.close()
