@@ -82,11 +82,16 @@ def run(replicas: int, server: str, batches: int, lines: int, latency_s: float) 
                 client.close()
             for gateway in gateways:
                 gateway.stop()
+        # Engine calls beyond one per line, or a lease handed over, would explain a slow run.
+        calls = [gateway.stats("fake").get("calls", 0) for gateway in gateways]
+        handovers = sum(gateway.log().count("lease lost") for gateway in gateways)
     return {
         "replicas": replicas,
         "lines": batches * lines,
         "seconds": round(elapsed, 2),
         "lines_per_s": round(batches * lines / elapsed, 1),
+        "engine_calls_per_replica": calls,
+        "leases_lost": handovers,
     }
 
 

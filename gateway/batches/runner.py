@@ -149,7 +149,7 @@ class BatchService:
                         "batch runner: %s; retrying in %.1f s",
                         self.health.last_error,
                         delay,
-                        exc_info=not isinstance(exc, (OSError, *STORE_ERRORS)),
+                        exc_info=not isinstance(exc, STORAGE_ERRORS),
                     )
                     await asyncio.sleep(delay)
                 else:
