@@ -5,7 +5,6 @@ another, which finishes it without losing or repeating a line."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import psycopg
@@ -83,26 +82,30 @@ def test_batches_created_together_run_on_different_replicas(postgres: str, tmp_p
     url = fresh_database(postgres)
     shared = tmp_path / "shared"
     replicas = [_replica(tmp_path / name, url, shared) for name in ("a", "b")]
-    lines = [line(f"r{i}", {"model": "fake", "input": f"text {i}"}) for i in range(1000)]
+    lines = [line(f"r{i}", {"model": "fake", "input": f"text {i}"}) for i in range(400)]
     pids = {replica.process.pid for replica in replicas}
     try:
-        with client_of(replicas[0]) as client:
+        with client_of(replicas[0]) as first, client_of(replicas[1]) as second:
+            file_id = upload(first, lines)
+            # One create call to each replica; each wakes its own runner, and the claims
+            # (FOR UPDATE SKIP LOCKED) give them one batch each, whichever claims first.
             batches = [
                 client.batches.create(
-                    input_file_id=upload(client, lines),
-                    endpoint="/v1/embeddings",
-                    completion_window="24h",
+                    input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h"
                 )
-                for _ in range(2)
+                for client in (first, second)
             ]
-            # The replica that did not take the create call finds the other batch at its
-            # next poll for work (runner._IDLE_POLL_S).
-            deadline = time.monotonic() + 20
-            while {_lease_pid(url, batch.id) for batch in batches} != pids:
-                assert time.monotonic() < deadline, "one replica ran both batches"
-                time.sleep(0.1)
             for batch in batches:
-                assert wait_for(client, batch.id).status == "completed"
+                wait_for(first, batch.id, lambda b: b.request_counts.completed > 0)
+            assert {_lease_pid(url, batch.id) for batch in batches} == pids
+            for batch in batches:
+                done = wait_for(second, batch.id)
+                assert done.status == "completed"
+                outputs = jsonl(second, done.output_file_id)
+                assert sorted(o["custom_id"] for o in outputs) == sorted(
+                    f"r{i}" for i in range(400)
+                )
+        assert [replica.stats("fake")["calls"] for replica in replicas] == [400, 400]
     finally:
         for replica in replicas:
             replica.stop()
