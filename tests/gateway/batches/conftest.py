@@ -22,7 +22,8 @@ def postgres() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+# The PostgreSQL runs start a server: `process` tests, outside `make test-fast`.
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.process)])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
     """Opens a store on one backend's shared state: each call is another process's view
     (its own connection) of the same records and folder."""

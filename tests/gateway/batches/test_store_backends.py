@@ -150,6 +150,7 @@ def test_a_cancel_is_taken_only_by_a_batch_not_yet_past_running(open_store: Open
     assert not store.request_cancel(batch_id)
 
 
+@pytest.mark.process
 def test_postgres_claims_skip_a_batch_another_replica_has_locked(
     postgres: str, tmp_path: Path
 ) -> None:
@@ -169,6 +170,7 @@ def test_postgres_claims_skip_a_batch_another_replica_has_locked(
         two.close()
 
 
+@pytest.mark.process
 def test_replicas_starting_together_create_the_schema_once(postgres: str, tmp_path: Path) -> None:
     url = fresh_database(postgres)
     with ThreadPoolExecutor(4) as pool:
@@ -179,6 +181,7 @@ def test_replicas_starting_together_create_the_schema_once(postgres: str, tmp_pa
         store.close()
 
 
+@pytest.mark.process
 def test_postgres_store_opens_a_new_connection_after_its_connection_was_cut(
     postgres: str, tmp_path: Path
 ) -> None:
