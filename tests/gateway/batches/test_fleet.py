@@ -109,3 +109,32 @@ def test_batches_created_together_run_on_different_replicas(postgres: str, tmp_p
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_cancel_through_one_replica_stops_the_batch_running_on_another(
+    postgres: str, tmp_path: Path
+) -> None:
+    url = fresh_database(postgres)
+    shared = tmp_path / "shared"
+    replicas = [_replica(tmp_path / name, url, shared) for name in ("a", "b")]
+    lines = [line(f"r{i}", {"model": "fake", "input": f"text {i}"}) for i in range(2000)]
+    try:
+        with client_of(replicas[0]) as client:
+            batch = client.batches.create(
+                input_file_id=upload(client, lines),
+                endpoint="/v1/embeddings",
+                completion_window="24h",
+            )
+            wait_for(client, batch.id, lambda b: b.request_counts.completed >= 5)
+        holder = _lease_pid(url, batch.id)
+        other = next(r for r in replicas if r.process.pid != holder)
+        with client_of(other) as client:
+            assert client.batches.cancel(batch.id).status in ("cancelling", "cancelled")
+            done = wait_for(client, batch.id)
+            assert done.status == "cancelled"
+            finished = done.request_counts.completed
+            assert 5 <= finished < 2000
+            assert len(jsonl(client, done.output_file_id)) == finished
+    finally:
+        for replica in replicas:
+            replica.stop()
