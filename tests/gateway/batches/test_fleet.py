@@ -1,6 +1,7 @@
 """A fleet: gateway processes sharing one PostgreSQL database and one batch folder. Any
-replica answers any file or batch call, and a replica killed mid-batch leaves its batch to
-another, which finishes it without losing or repeating a line."""
+replica answers any file or batch call (a cancel included), replicas take one batch each,
+and a replica killed mid-batch leaves its batch to another, which finishes it without losing
+or repeating a line."""
 
 from __future__ import annotations
 
