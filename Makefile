@@ -33,6 +33,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@# tests/docs drives Debian's headless chromium over the DevTools protocol (no browser
 	@# download); installed from apt where it is missing.
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@# tests/gateway/batches starts a real PostgreSQL server for the fleet backend (the
+	@# binaries, under /usr/lib/postgresql/*/bin; no service is started).
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
 		ldconfig -p | grep -q libtcmalloc_minimal.so.4 || { apt-get update -qq && apt-get install -y -qq $(CPU_SYSTEM_LIBS); }; \
 	fi

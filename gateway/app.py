@@ -76,8 +76,10 @@ def create_app(
         metrics=metrics,
         tracing=traces,
     )
-    # Several workers on one host share their rate-limit buckets in the batch folder.
-    shared = settings.batch_dir if settings.workers > 1 else None
+    # Several workers on one host share their rate-limit buckets in the batch folder; not
+    # when that folder is a fleet's network volume, where SQLite's locks do not hold.
+    local = settings.batch_database_url is None
+    shared = settings.batch_dir if settings.workers > 1 and local else None
     limiter = RateLimiter(settings.rate_limit_rpm, settings.rate_limit_tpm, shared)
 
     @contextlib.asynccontextmanager

@@ -1,6 +1,7 @@
 """The OpenAI Batch API for /v1/embeddings (and /v1/rerank): Files and Batches endpoints, a
-SQLite-backed store, and a background runner that executes each line through the gateway's
-own route at a lower priority than interactive requests.
+SQLite-backed store (PostgreSQL for a fleet: pg_store.py), and a background runner that
+executes each line through the gateway's own route at a lower priority than interactive
+requests.
 
 The app mounts `ROUTES`, gives POSTs to `UPLOAD_PATHS` the larger body limit
 `upload_limits(settings)`, keeps a `BatchService` in the app state (`state["batches"]`) and runs

@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from gateway.batches.lines import LineResult, failure_line
-from gateway.batches.store import Store
+from gateway.batches.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class ResultFiles:
         try:
             self._write(self.out if result.ok else self.err, result.line)
             self._record(number, result.ok, result.tokens)
-        except (OSError, sqlite3.Error):
+        except STORAGE_ERRORS:
             log.warning(
                 "batch %s: line %d's result could not be stored; it goes to the error file",
                 self.batch_id,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +26,7 @@ from gateway.api.wire import parse
 from gateway.batches.runner import BatchService
 from gateway.batches.schemas import COMPLETION_WINDOW_S, EXPIRY_S, CreateBatchRequest
 from gateway.batches.store import (
-    LIVE_STATES,
+    Row,
     batch_object,
     file_object,
     is_batch_id,
@@ -214,22 +213,17 @@ async def delete_file(request: GatewayRequest) -> Response:
     """DELETE /v1/files/{file_id}. A file a live batch reads cannot be deleted."""
     row = _file_row(request)
     store = _service(request).store
-    users = store.db.execute(
-        f"SELECT id FROM batches WHERE input_file_id = ? AND status IN "
-        f"({', '.join('?' for _ in LIVE_STATES)})",
-        (row["id"], *LIVE_STATES),
-    ).fetchone()
-    if users is not None:
+    user = store.live_batch_reading(row["id"])
+    if user is not None:
         raise invalid(
-            f"the file is the input of batch {users['id']}, which is still "
-            "running; cancel it first",
+            f"the file is the input of batch {user}, which is still running; cancel it first",
             param="file_id",
         )
     store.delete_file(row["id"])
     return _json({"id": row["id"], "object": "file", "deleted": True})
 
 
-def _file_row(request: GatewayRequest) -> sqlite3.Row:
+def _file_row(request: GatewayRequest) -> Row:
     file_id = request.path_params["file_id"]
     store = _service(request).store
     row = store.file(file_id, _visible_to(request)) if is_file_id(file_id) else None
@@ -299,7 +293,7 @@ async def cancel_batch(request: GatewayRequest) -> Response:
     return _json(batch_object(service.store.existing_batch(row["id"])))
 
 
-def _batch_row(request: GatewayRequest) -> sqlite3.Row:
+def _batch_row(request: GatewayRequest) -> Row:
     batch_id = request.path_params["batch_id"]
     store = _service(request).store
     row = store.batch(batch_id, _visible_to(request)) if is_batch_id(batch_id) else None

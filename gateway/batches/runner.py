@@ -16,7 +16,10 @@ always has inputs ready to start.
 
 A batch is leased to one process at a time (a row lock in SQLite, renewed while it runs),
 so several `--workers` share one data folder, and a restarted gateway resumes a batch at
-once after a clean stop or after the lease lapses after a crash.
+once after a clean stop or after the lease lapses after a crash. With
+`--batch-database-url` the leases live in PostgreSQL and the processes are a fleet's
+replicas sharing one folder (pg_store.py): a batch killed with its replica resumes on
+another.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import logging
 import os
 import shutil
 import socket
-import sqlite3
 import tempfile
 import time
 import uuid
@@ -42,6 +44,7 @@ from adapters.base import background
 from gateway.batches.health import RunnerHealth
 from gateway.batches.lines import BatchApp, LineResult, endpoint_for, failure_line, run_line
 from gateway.batches.pacing import BatchPacer
+from gateway.batches.pg_store import PgStore
 from gateway.batches.reading import (
     Oversize,
     bounded_lines,
@@ -57,7 +60,14 @@ from gateway.batches.results import (
     free_bytes,
     open_private,
 )
-from gateway.batches.store import FINAL_STATES, Store, is_batch_id, now
+from gateway.batches.store import (
+    FINAL_STATES,
+    STORAGE_ERRORS,
+    STORE_ERRORS,
+    Store,
+    is_batch_id,
+    now,
+)
 from gateway.config import Settings
 from gateway.http.tracing import annotate, chunk
 from gateway.serving.admission import Admission
@@ -100,8 +110,12 @@ class BatchService:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.root)
+            self._store = self._open()
         return self._store
+
+    def _open(self) -> Store:
+        url = self.settings.batch_database_url
+        return Store(self.root) if url is None else PgStore(url, self.root)
 
     def wake(self) -> None:
         """A batch was created or cancelled: look now rather than at the next poll."""
@@ -136,7 +150,7 @@ class BatchService:
                         "batch runner: %s; retrying in %.1f s",
                         self.health.last_error,
                         delay,
-                        exc_info=not isinstance(exc, (OSError, sqlite3.Error)),
+                        exc_info=not isinstance(exc, STORAGE_ERRORS),
                     )
                     await asyncio.sleep(delay)
                 else:
@@ -149,8 +163,8 @@ class BatchService:
 
     async def _step(self, view: BatchApp, pacer: BatchPacer) -> None:
         """Run the next live batch as far as it goes, or wait for one."""
-        if self._store is None and self._root is not None and Store.exists(self._root):
-            self._store = Store(self._root)  # an earlier run's batches may be waiting
+        if self._store is None and self._waiting_elsewhere():
+            self._store = self._open()  # an earlier run's (or another replica's) batches
         if self._store is not None:
             if time.monotonic() - self._last_cleanup >= _CLEANUP_EVERY_S:
                 self.cleanup()
@@ -162,6 +176,11 @@ class BatchService:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), _IDLE_POLL_S)
         self._wake.clear()
+
+    def _waiting_elsewhere(self) -> bool:
+        if self.settings.batch_database_url is not None:
+            return True
+        return self._root is not None and Store.exists(self._root)
 
     def cleanup(self, at: int | None = None) -> list[str]:
         """Delete files past their `expires_at`, and uploads abandoned mid-transfer."""
@@ -214,9 +233,9 @@ class Job:
             await asyncio.gather(heartbeat, work, return_exceptions=True)
             try:
                 error = self._settle(_error_of(work) or _error_of(heartbeat))
-            except (OSError, sqlite3.Error) as exc:  # failing it failed: the runner retries
+            except STORAGE_ERRORS as exc:  # failing it failed: the runner retries
                 error = exc
-            with contextlib.suppress(sqlite3.Error):  # else the lease lapses on its own
+            with contextlib.suppress(*STORE_ERRORS):  # else the lease lapses on its own
                 self.store.release(self.id, self.service.owner)
         if error is not None:
             raise error
@@ -227,7 +246,7 @@ class Job:
         if isinstance(error, OutputTooLarge):
             self._fail("output_too_large", str(error))
             return None
-        if error is not None and not isinstance(error, (DiskLow, OSError, sqlite3.Error)):
+        if error is not None and not isinstance(error, (DiskLow, OSError, *STORE_ERRORS)):
             # A bug, not the lines' fault (they cannot raise): fail the batch rather than
             # claim it again in a loop.
             log.error("batch %s stopped on an error", self.id, exc_info=error)
@@ -241,7 +260,7 @@ class Job:
             await asyncio.sleep(_RENEW_S)
             try:
                 row = self.store.renew(self.id, self.service.owner, LEASE_S)
-            except sqlite3.Error:
+            except STORE_ERRORS:
                 # A busy database: keep trying while the lease still holds.
                 if time.monotonic() - renewed > LEASE_S - _RENEW_S:
                     raise

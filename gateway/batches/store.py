@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 # Live states: a runner owns the batch (under a lease) until it reaches a final state.
 LIVE_STATES = ("validating", "in_progress", "finalizing", "cancelling")
@@ -99,6 +99,36 @@ _BATCH_TIMESTAMPS = (
 )
 
 
+class Row(Protocol):
+    """A record read by column name: sqlite3.Row here, a dict from PostgreSQL (pg_store)."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+class _Cursor(Protocol):
+    """What the SQL below uses of a DB-API cursor (sqlite3's and psycopg's alike)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+# The errors a store raises when its database fails (PostgreSQL's join them when psycopg is
+# installed): the runner retries after them rather than failing the batch.
+STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - psycopg is a dependency; SQLite needs none
+    pass
+else:
+    STORE_ERRORS = (sqlite3.Error, psycopg.Error)
+# A result that could not be kept: the disk or the database failed.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (OSError, *STORE_ERRORS)
+
+
 def now() -> int:
     return int(time.time())
 
@@ -123,18 +153,31 @@ def is_batch_id(value: str) -> bool:
 class Page:
     """One page of a cursor-paginated list (`after` = the last id of the previous page)."""
 
-    rows: list[sqlite3.Row]
+    rows: list[Row]
     has_more: bool
 
 
 class Store:
-    """The SQLite database and the data folder under `root`, created on first use."""
+    """The SQLite database and the data folder under `root`, created on first use.
+
+    The SQL is written once, with `?` parameters, for SQLite and PostgreSQL alike
+    (`pg_store.PgStore` runs it there): owner filtering, pagination and the progress
+    records cannot drift apart between the two backends."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.files_dir = self.root / "files"
         self.partial_dir = self.root / "partial"
         _make_private(self.root, self.files_dir, self.partial_dir)
+        self._connect()
+
+    # How claim() keeps two processes from taking one batch: SQLite's BEGIN IMMEDIATE
+    # already serialises writers; PostgreSQL locks the row it picks, and skips rows another
+    # replica has locked (pg_store).
+    _LOCK_CLAIMED = ""
+
+    def _connect(self) -> None:
+        _make_private_database(self.root / "batches.sqlite3")
         # One connection, used from the event loop thread only (uploads copy bytes in a
         # thread, but record them from the loop); autocommit, transactions explicit.
         self.db = sqlite3.connect(
@@ -150,11 +193,14 @@ class Store:
         self._add_missing_columns()
         self.db.executescript(_INDEXES)
 
+    def _execute(self, sql: str, args: Iterable[Any] = ()) -> _Cursor:
+        return self.db.execute(sql, tuple(args))
+
     def _add_missing_columns(self) -> None:
         """Columns added since a database was created (CREATE TABLE IF NOT EXISTS keeps an
         existing table as it is)."""
         for table, columns in _ADDED_COLUMNS.items():
-            have = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            have = {row["name"] for row in self._execute(f"PRAGMA table_info({table})").fetchall()}
             for column, declaration in columns.items():
                 if column not in have:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
@@ -196,15 +242,15 @@ class Store:
         size: int,
         expires_at: int | None,
         owner: str = "",
-    ) -> sqlite3.Row:
-        self.db.execute(
+    ) -> Row:
+        self._execute(
             "INSERT INTO files (id, filename, purpose, bytes, created_at, "
             "expires_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (file_id, filename, purpose, size, now(), expires_at, owner),
         )
         return _existing(self.file(file_id), file_id)
 
-    def file(self, file_id: str, owner: str | None = None) -> sqlite3.Row | None:
+    def file(self, file_id: str, owner: str | None = None) -> Row | None:
         """The file `file_id`, if `owner` owns it (None: whoever owns it)."""
         if owner is None:
             return self._one("SELECT * FROM files WHERE id = ?", file_id)
@@ -227,20 +273,29 @@ class Store:
 
     def stored_bytes(self, owner: str) -> int:
         """Bytes of the files `owner` keeps (uploads and batch results)."""
-        row = self.db.execute(
-            "SELECT COALESCE(SUM(bytes), 0) FROM files WHERE owner = ?", (owner,)
+        row = self._execute(
+            "SELECT COALESCE(SUM(bytes), 0) AS total FROM files WHERE owner = ?", (owner,)
         ).fetchone()
-        return int(row[0])
+        return int(row["total"])
 
     def delete_file(self, file_id: str) -> bool:
         with self._transaction():
-            deleted = self.db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount
+            deleted = self._execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount
         if deleted:
             self.file_path(file_id).unlink(missing_ok=True)
         return bool(deleted)
 
+    def live_batch_reading(self, file_id: str) -> str | None:
+        """The id of a live batch whose input is `file_id`, if there is one."""
+        row = self._execute(
+            f"SELECT id FROM batches WHERE input_file_id = ? AND status IN "
+            f"({_marks(LIVE_STATES)}) LIMIT 1",
+            (file_id, *LIVE_STATES),
+        ).fetchone()
+        return None if row is None else str(row["id"])
+
     def expired_files(self, at: int) -> list[str]:
-        rows = self.db.execute(
+        rows = self._execute(
             "SELECT id FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?", (at,)
         ).fetchall()
         return [row["id"] for row in rows]
@@ -257,9 +312,9 @@ class Store:
         metadata: dict[str, Any] | None,
         output_expires_s: int,
         owner: str = "",
-    ) -> sqlite3.Row:
+    ) -> Row:
         batch_id, created = new_batch_id(), now()
-        self.db.execute(
+        self._execute(
             "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status, "
             "created_at, expires_at, metadata, output_expires_s, owner) "
             "VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?, ?)",
@@ -277,13 +332,13 @@ class Store:
         )
         return self.existing_batch(batch_id)
 
-    def batch(self, batch_id: str, owner: str | None = None) -> sqlite3.Row | None:
+    def batch(self, batch_id: str, owner: str | None = None) -> Row | None:
         """The batch `batch_id`, if `owner` owns it (None: whoever owns it)."""
         if owner is None:
             return self._one("SELECT * FROM batches WHERE id = ?", batch_id)
         return self._one("SELECT * FROM batches WHERE id = ? AND owner = ?", batch_id, owner)
 
-    def existing_batch(self, batch_id: str) -> sqlite3.Row:
+    def existing_batch(self, batch_id: str) -> Row:
         """A batch known to exist (batch records are never deleted)."""
         return _existing(self.batch(batch_id), batch_id)
 
@@ -298,21 +353,21 @@ class Store:
             fields.setdefault(stamp, now())
         columns = {"status": status, **fields}
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        self.db.execute(
+        self._execute(
             f"UPDATE batches SET {assignments} WHERE id = ?", (*columns.values(), batch_id)
         )
 
     def request_cancel(self, batch_id: str) -> bool:
         """validating/in_progress -> cancelling; False when the batch is past that."""
         return bool(
-            self.db.execute(
+            self._execute(
                 "UPDATE batches SET status = 'cancelling', cancelling_at = ? WHERE id = ? AND "
                 "status IN ('validating', 'in_progress')",
                 (now(), batch_id),
             ).rowcount
         )
 
-    def claim(self, owner: str, lease_s: float) -> sqlite3.Row | None:
+    def claim(self, owner: str, lease_s: float) -> Row | None:
         """A live batch whose lease has lapsed (or is `owner`'s), now leased to `owner`;
         None when there is none. Several gateway workers share one database.
 
@@ -321,24 +376,24 @@ class Store:
         oldest first within a key. One key queueing many batches then takes turns with the
         others instead of holding the queue."""
         with self._transaction():
-            row = self.db.execute(
+            row = self._execute(
                 f"SELECT id FROM batches AS b WHERE status IN ({_marks(LIVE_STATES)}) AND "
                 "(lease_until < ? OR lease_owner = ?) ORDER BY status != 'cancelling', "
                 "(SELECT COALESCE(MAX(o.in_progress_at), 0) FROM batches AS o "
-                "WHERE o.owner = b.owner AND o.id != b.id), seq LIMIT 1",
+                f"WHERE o.owner = b.owner AND o.id != b.id), seq LIMIT 1{self._LOCK_CLAIMED}",
                 (*LIVE_STATES, time.time(), owner),
             ).fetchone()
             if row is None:
                 return None
-            self.db.execute(
+            self._execute(
                 "UPDATE batches SET lease_owner = ?, lease_until = ? WHERE id = ?",
                 (owner, time.time() + lease_s, row["id"]),
             )
         return self.batch(row["id"])
 
-    def renew(self, batch_id: str, owner: str, lease_s: float) -> sqlite3.Row | None:
+    def renew(self, batch_id: str, owner: str, lease_s: float) -> Row | None:
         """Extend `owner`'s lease; the fresh record, or None if another owner took it."""
-        updated = self.db.execute(
+        updated = self._execute(
             "UPDATE batches SET lease_until = ? WHERE id = ? AND lease_owner = ?",
             (time.time() + lease_s, batch_id, owner),
         ).rowcount
@@ -346,13 +401,13 @@ class Store:
 
     def release(self, batch_id: str, owner: str) -> None:
         """Give the lease up at once (clean shutdown), so a restart resumes without waiting."""
-        self.db.execute(
+        self._execute(
             "UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (batch_id, owner)
         )
 
     def done_lines(self, batch_id: str) -> set[int]:
-        rows = self.db.execute("SELECT line FROM batch_lines WHERE batch_id = ?", (batch_id,))
-        return {row["line"] for row in rows}
+        rows = self._execute("SELECT line FROM batch_lines WHERE batch_id = ?", (batch_id,))
+        return {row["line"] for row in rows.fetchall()}
 
     def record_line(
         self,
@@ -368,10 +423,10 @@ class Store:
         and the input tokens its request consumed."""
         counter = "completed" if ok else "failed"
         with self._transaction():
-            self.db.execute(
+            self._execute(
                 "INSERT INTO batch_lines (batch_id, line) VALUES (?, ?)", (batch_id, line)
             )
-            self.db.execute(
+            self._execute(
                 f"UPDATE batches SET {counter} = {counter} + 1, out_bytes = ?, "
                 "err_bytes = ?, input_tokens = input_tokens + ? WHERE id = ?",
                 (out_bytes, err_bytes, tokens, batch_id),
@@ -384,16 +439,16 @@ class Store:
         file_id = new_file_id()
         with self._transaction():
             # The result belongs to whoever owns the batch.
-            self.db.execute(
+            self._execute(
                 "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at, "
                 "owner) SELECT ?, ?, 'batch_output', ?, ?, ?, owner FROM batches WHERE id = ?",
                 (file_id, filename, size, now(), expires_at, batch_id),
             )
-            self.db.execute(f"UPDATE batches SET {column} = ? WHERE id = ?", (file_id, batch_id))
+            self._execute(f"UPDATE batches SET {column} = ? WHERE id = ?", (file_id, batch_id))
         return file_id
 
     def forget_lines(self, batch_id: str) -> None:
-        self.db.execute("DELETE FROM batch_lines WHERE batch_id = ?", (batch_id,))
+        self._execute("DELETE FROM batch_lines WHERE batch_id = ?", (batch_id,))
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -408,47 +463,49 @@ class Store:
         order: str,
     ) -> Page:
         if after is not None:
-            anchor = self.db.execute(f"SELECT seq FROM {table} WHERE id = ?", (after,)).fetchone()
+            anchor = self._execute(f"SELECT seq FROM {table} WHERE id = ?", (after,)).fetchone()
             if anchor is not None:
                 where.append("seq < ?" if order == "desc" else "seq > ?")
                 args.append(anchor["seq"])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         direction = "DESC" if order == "desc" else "ASC"
-        rows = self.db.execute(
+        rows = self._execute(
             f"SELECT * FROM {table} {clause} ORDER BY seq {direction} LIMIT ?", (*args, limit + 1)
         ).fetchall()
         return Page(rows[:limit], len(rows) > limit)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        self._execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        self._execute("COMMIT")
 
-    def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.db.execute(sql, args).fetchone()  # the row factory's type
+    def _one(self, sql: str, *args: object) -> Row | None:
+        row: Row | None = self._execute(sql, args).fetchone()  # the row factory's type
         return row
 
 
 def _make_private(root: Path, *folders: Path) -> None:
     """Uploads and results are other people's documents and their vectors: the folders are
-    for the gateway's user alone (0700), the database too (0600; SQLite gives its -wal and
-    -shm files the database's mode)."""
+    for the gateway's user alone (0700)."""
     for folder in (root, *folders):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(OSError):  # a mount point the gateway does not own
             folder.chmod(0o700)
-    database = root / "batches.sqlite3"
+
+
+def _make_private_database(database: Path) -> None:
+    """The database too (0600; SQLite gives its -wal and -shm files the database's mode)."""
     os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
     with contextlib.suppress(OSError):
         database.chmod(0o600)
 
 
-def _existing(row: sqlite3.Row | None, record_id: str) -> sqlite3.Row:
+def _existing(row: Row | None, record_id: str) -> Row:
     if row is None:
         raise LookupError(f"no record {record_id}")
     return row
@@ -466,7 +523,7 @@ def _marks(values: Iterable[Any]) -> str:
 # -- OpenAI object shapes -----------------------------------------------------------------
 
 
-def file_object(row: sqlite3.Row) -> dict[str, Any]:
+def file_object(row: Row) -> dict[str, Any]:
     """openai.types.FileObject."""
     return {
         "id": row["id"],
@@ -481,7 +538,7 @@ def file_object(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def batch_object(row: sqlite3.Row) -> dict[str, Any]:
+def batch_object(row: Row) -> dict[str, Any]:
     """openai.types.Batch."""
     body = {
         "id": row["id"],

@@ -468,6 +468,18 @@ OPTIONS: tuple[Option, ...] = (
         default_note="$XDG_DATA_HOME/embedding-gateway/batches, ~/.local/share/... without it",
     ),
     Option(
+        "batch_database_url",
+        "server",
+        str,
+        "PostgreSQL URL (postgresql://user:password@host/db) for the Files and Batches "
+        "records of a fleet: every replica answers every file and batch call and runs "
+        "batches under leases; --batch-dir must then be a folder all replicas share "
+        "(docs/scaling.md).",
+        env="GATEWAY_BATCH_DATABASE_URL",
+        metavar="URL",
+        default_note="unset: SQLite in --batch-dir, for one host",
+    ),
+    Option(
         "batch_max_file_bytes",
         "server",
         parsers.positive(int),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from adapters.base import EngineSpec, redact_secrets
 from gateway.config.options import default_of
@@ -87,6 +88,7 @@ class Settings:
     otlp_endpoint: str | None = default_of("otlp_endpoint")
     # None (an app built without load_settings, as in tests): a temporary folder per app.
     batch_dir: str | None = default_of("batch_dir")
+    batch_database_url: str | None = default_of("batch_database_url")
     batch_max_file_bytes: int = default_of("batch_max_file_bytes")
     batch_max_lines: int = default_of("batch_max_lines")
     batch_max_stored_bytes: int = default_of("batch_max_stored_bytes")
@@ -100,9 +102,12 @@ class Settings:
 
     def redacted(self) -> dict[str, Any]:
         """The effective config for the startup log; API keys appear only as a count, and
-        credentials among engine arguments (e.g. `hf_token`) as `<redacted>`."""
+        credentials among engine arguments (e.g. `hf_token`) as `<redacted>`, the batch
+        database URL without its password."""
         server = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
         server["api_keys"] = f"<{len(self.api_keys)} keys>"
+        if self.batch_database_url:
+            server["batch_database_url"] = _without_password(self.batch_database_url)
         return {
             **server,
             "models": [
@@ -115,3 +120,12 @@ class Settings:
                 for m in self.models
             ],
         }
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:<redacted>@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

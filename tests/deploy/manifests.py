@@ -20,7 +20,7 @@ from gateway.config import add_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "fleet")
 
 
 @functools.cache

@@ -42,12 +42,23 @@ def settings_for(overlay: str, tmp_path: Path) -> Settings:
     args = serve_args(container["args"])
     (models_yaml,) = one(docs, "ConfigMap")["data"].values()
     (tmp_path / "models.yaml").write_text(models_yaml)
-    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    if "GATEWAY_BATCH_DATABASE_URL" in _secret_env(container):
+        env["GATEWAY_BATCH_DATABASE_URL"] = "postgresql://gateway:stand-in@postgres/gateway"
     # The Secret's file, mounted in the pod (test_api_keys_are_a_file_from_a_secret checks the
     # mount): a stand-in with one key, so that the key file is read as the pod reads it.
     (tmp_path / "api-keys").write_text("# from the Secret\nstand-in-key\n")
     env["GATEWAY_API_KEY_FILE"] = str(tmp_path / "api-keys")
     return load_settings({**args, "config": str(tmp_path / "models.yaml")}, environ=env)
+
+
+def _secret_env(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The container's variables read from a Secret: name -> its secretKeyRef."""
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
 
 
 def mount_of(overlay: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -134,7 +145,7 @@ def test_env_names_are_gateway_options(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_api_keys_are_a_file_from_a_secret(overlay: str) -> None:
-    env = {e["name"]: e["value"] for e in gateway_container(render(overlay))["env"]}
+    env = {e["name"]: e["value"] for e in gateway_container(render(overlay))["env"] if "value" in e}
     key_file = env["GATEWAY_API_KEY_FILE"]
     mount, volume = mount_of(overlay, key_file)
     assert mount.get("readOnly") is True
@@ -153,6 +164,31 @@ def test_termination_grace_outlasts_prestop_and_drain(overlay: str, tmp_path) ->
     # The server exits at most one second after the drain grace (gateway/cli.py DrainingServer).
     needed = float(command[1]) + settings_for(overlay, tmp_path).drain_grace_s + 1
     assert pod["terminationGracePeriodSeconds"] > needed
+
+
+def test_fleet_replicas_share_the_batch_database_from_a_secret_and_one_folder(
+    tmp_path: Path,
+) -> None:
+    docs = render("fleet")
+    container = gateway_container(docs)
+    assert _secret_env(container)["GATEWAY_BATCH_DATABASE_URL"] == {
+        "name": "embedding-gateway-batch-database",
+        "key": "url",
+    }
+    settings = settings_for("fleet", tmp_path)
+    assert settings.batch_database_url is not None
+    assert settings.batch_dir is not None
+    _mount, volume = mount_of("fleet", settings.batch_dir + "/files")
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    (pvc,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert pvc["metadata"]["name"] == claim
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert one(docs, "Deployment")["spec"]["replicas"] >= 2
+
+
+def test_other_overlays_keep_batches_in_sqlite() -> None:
+    for overlay in ("cpu", "gpu"):
+        assert "GATEWAY_BATCH_DATABASE_URL" not in json.dumps(gateway_container(render(overlay)))
 
 
 def test_only_the_gpu_overlay_asks_for_a_gpu() -> None:

@@ -56,3 +56,14 @@ def test_engine_kwargs_credentials_are_redacted_in_the_startup_config() -> None:
         "aws_secret_access_key": "<redacted>",
     }
     assert engine["max_num_batched_tokens"] == 16384  # "...tokens" is not a credential
+
+
+def test_the_batch_database_url_comes_from_its_env_twin_and_is_logged_without_password() -> None:
+    url = "postgresql://gateway:pa55word@db.internal:5432/batches?sslmode=require"
+    settings = load_settings({}, {"GATEWAY_BATCH_DATABASE_URL": url})
+    assert settings.batch_database_url == url
+    assert settings.redacted()["batch_database_url"] == (
+        "postgresql://gateway:<redacted>@db.internal:5432/batches?sslmode=require"
+    )
+    assert "pa55word" not in str(settings.redacted())
+    assert load_settings({}, {}).batch_database_url is None
