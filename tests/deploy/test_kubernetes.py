@@ -62,14 +62,18 @@ def _secret_env(container: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def mount_of(overlay: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The volumeMount under which `path` lies, and the volume behind it."""
+    """The volumeMount under which `path` lies (the deepest, as mounts nest), and the volume
+    behind it."""
     docs = render(overlay)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    (mount,) = [
-        m
-        for m in gateway_container(docs)["volumeMounts"]
-        if path.startswith(m["mountPath"].rstrip("/") + "/")
-    ]
+    mount = max(
+        (
+            m
+            for m in gateway_container(docs)["volumeMounts"]
+            if path.startswith(m["mountPath"].rstrip("/") + "/")
+        ),
+        key=lambda m: len(m["mountPath"]),
+    )
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     return mount, volume
 
