@@ -29,6 +29,11 @@ TEXTS = [
 ] + [f"document number {i} of the set" for i in range(5, 40)]
 DIM = 384  # the fake engine's dimension as `--engine fake` builds it
 
+# The command's orphan guard starts a watcher process whenever the running process has
+# children (the engines; under pytest, any server an earlier test left running), and two tests
+# run the command as a process of its own.
+pytestmark = pytest.mark.process
+
 
 def embed(*args: str | Path) -> int:
     return main(["embed", *map(str, args), "--engine", "fake", "--log-level", "warning"])
@@ -255,7 +260,6 @@ def test_a_folder_in_use_by_another_run_is_refused(
         holder.close()
 
 
-@pytest.mark.process
 def test_sigkill_midway_then_rerun_gives_the_whole_output_once(tmp_path: Path) -> None:
     """A real SIGKILL of the CLI process (fake engine, 20 ms per engine call)."""
     texts = [f"document {i} " + "word " * (i % 7) for i in range(400)]
@@ -297,7 +301,6 @@ def test_the_model_folder_digest_sees_replaced_files(tmp_path: Path) -> None:
     assert model_files_digest("org/hub-id") is None
 
 
-@pytest.mark.process
 def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path: Path) -> None:
     texts = [f"document {i}" for i in range(300)]
     source, output = write_input(tmp_path, "text", texts), tmp_path / "v.npy"
