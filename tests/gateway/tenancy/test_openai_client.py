@@ -4,8 +4,6 @@ files and batches, an admin key sees all, and a key past its request limit gets 
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +14,8 @@ from starlette.testclient import TestClient
 from adapters.fake import FakeEngine
 from gateway.config import Settings
 from tests.conftest import serving
+from tests.gateway.tenancy.clients import KEY_A, KEY_B, LINE, as_key, upload
 
-KEY_A = "team-a-0123456789abcdef0123456789abcdef"
-KEY_B = "team-b-0123456789abcdef0123456789abcdef"
 KEY_ADMIN = "admin-0123456789abcdef0123456789abcdef"
 KEY_LIMITED = "limited-0123456789abcdef0123456789abcde"
 KEY_FILE = f"""
@@ -34,14 +31,6 @@ KEY_FILE = f"""
   rpm: 2
   tpm: 1000
 """
-LINE = json.dumps(
-    {
-        "custom_id": "1",
-        "method": "POST",
-        "url": "/v1/embeddings",
-        "body": {"model": "fake", "input": "x"},
-    }
-)
 
 
 @pytest.fixture
@@ -52,18 +41,6 @@ def gateway(tmp_path: Path) -> Iterator[TestClient]:
     # Slow enough that a batch is still running when a test cancels it.
     with serving(settings, fake=FakeEngine(latency_s=0.3)) as client:
         yield client
-
-
-def as_key(gateway: TestClient, key: str) -> openai.OpenAI:
-    # The real client over the in-process app (TestClient is an httpx.Client).
-    return openai.OpenAI(
-        base_url="http://testserver/v1", api_key=key, http_client=gateway, max_retries=0
-    )
-
-
-def upload(client: openai.OpenAI) -> str:
-    data = io.BytesIO((LINE + "\n").encode())
-    return client.files.create(file=("requests.jsonl", data), purpose="batch").id
 
 
 def test_a_key_cannot_see_or_touch_another_keys_file(gateway: TestClient) -> None:

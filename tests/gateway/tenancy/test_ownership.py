@@ -4,7 +4,6 @@ cap, and the key's name in the access log."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -22,17 +21,7 @@ from gateway.config import Settings
 from gateway.serving.cache import CachingEngine, EmbeddingCache
 from gateway.serving.registry import ModelRegistry, ServedModel
 from tests.conftest import serving, wait_ready
-
-KEY_A = "team-a-0123456789abcdef0123456789abcdef"
-KEY_B = "team-b-0123456789abcdef0123456789abcdef"
-LINE = json.dumps(
-    {
-        "custom_id": "1",
-        "method": "POST",
-        "url": "/v1/embeddings",
-        "body": {"model": "fake", "input": "x"},
-    }
-)
+from tests.gateway.tenancy.clients import KEY_A, KEY_B, LINE, as_key, upload
 
 
 def two_keys(tmp_path: Path, **options) -> Settings:
@@ -45,17 +34,6 @@ def two_keys(tmp_path: Path, **options) -> Settings:
 def gateway(tmp_path: Path) -> Iterator[TestClient]:
     with serving(two_keys(tmp_path, batch_max_stored_bytes=3 * (len(LINE) + 1))) as client:
         yield client
-
-
-def as_key(gateway: TestClient, key: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url="http://testserver/v1", api_key=key, http_client=gateway, max_retries=0
-    )
-
-
-def upload(client: openai.OpenAI) -> str:
-    data = io.BytesIO((LINE + "\n").encode())
-    return client.files.create(file=("requests.jsonl", data), purpose="batch").id
 
 
 def test_a_batchs_result_file_belongs_to_the_key_that_made_the_batch(
