@@ -72,6 +72,14 @@ def redact_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
 RERANK_KINDS = ("auto", "cross_encoder", "embedding", "llm")
 
 
+# What a model can compute, by the name requests and errors use:
+# dense: one vector per text (`embed`); sparse: token id -> weight (`embed_sparse`: SPLADE,
+# bge-m3's lexical weights); multivector: one vector per token (`embed_tokens`: ColBERT,
+# bge-m3's colbert_vecs, or any encoder's token states); classify: label scores per text or
+# text pair (`classify`); score: one relevance score per (query, document) pair (`score`).
+OUTPUTS = ("dense", "sparse", "multivector", "classify", "score")
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """Facts about a loaded model that requests are validated against."""
@@ -81,6 +89,14 @@ class ModelFacts:
     # True when `score` works (a cross-encoder or LLM reranker); False for embedding models,
     # which rerank by the cosine of `embed` vectors and have no `score`.
     scores_pairs: bool = False
+    # Which of `OUTPUTS` the model computes; the methods for the others raise `InvalidInput`.
+    outputs: tuple[str, ...] = ("dense",)
+    # The classifier's labels in the order of `ClassBatch.scores` columns (config.json id2label).
+    labels: tuple[str, ...] = ()
+    # multi_label_classification: each label's own sigmoid; else softmax over the labels.
+    multi_label: bool = False
+    # The width of `embed_tokens` rows (0 when the model has no multivector output).
+    token_dimension: int = 0
     # What runs the model, for the build-info metric: e.g. "vllm 0.32.0" on device "cpu".
     engine_version: str = ""
     device: str = ""
@@ -171,6 +187,64 @@ class EmbeddingBatch:
 
 
 @dataclass(frozen=True)
+class SparseVector:
+    """Non-zero weights of one text over the model's vocabulary: token ids ascending, each
+    once, and their weights (all > 0)."""
+
+    indices: np.ndarray  # int64
+    values: np.ndarray  # float32
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparseBatch:
+    """One `SparseVector` per prompt, in input order, with the same accounting as
+    `EmbeddingBatch`."""
+
+    vectors: list[SparseVector]
+    token_counts: Sequence[int]
+    truncated: tuple[int, ...] = ()
+    tokenization_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return int(sum(self.token_counts))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiVectorBatch:
+    """One float32 matrix per prompt (one row per kept token, `facts.token_dimension` wide),
+    in input order, with the same accounting as `EmbeddingBatch`."""
+
+    matrices: list[np.ndarray]
+    token_counts: Sequence[int]
+    truncated: tuple[int, ...] = ()
+    tokenization_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return int(sum(self.token_counts))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassBatch:
+    """Label scores: n x len(facts.labels), float64, row i for input i: probabilities
+    (softmax, or sigmoid per label for multi-label models) or, without activation, logits."""
+
+    scores: np.ndarray
+    token_counts: Sequence[int]
+    truncated: tuple[int, ...] = ()
+    tokenization_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return int(sum(self.token_counts))
+
+
+# What `Engine.classify` takes per input: a text, or a (text, text_pair) pair.
+ClassInput = str | tuple[str, str]
+
+
+@dataclass(frozen=True)
 class ScoreBatch:
     """One relevance score per (query, document) pair, each pair's prompt token count, and
     the seconds spent tokenizing."""
@@ -207,6 +281,14 @@ class EngineError(Exception):
 
 class InvalidInput(EngineError):
     """The prompt cannot be embedded as given (too long, bad token ids, ...): a client error."""
+
+
+def require_output(facts: ModelFacts, model: str, output: str) -> None:
+    """`InvalidInput` naming what the model computes, unless it computes `output`."""
+    if output not in facts.outputs:
+        raise InvalidInput(
+            f"model '{model}' has no {output} output; it computes: {', '.join(facts.outputs)}"
+        )
 
 
 class EngineOverloaded(EngineError):
@@ -279,6 +361,33 @@ class Engine(Protocol):
         own; rows in input order. Ids outside the vocabulary, over-long prompts (unless
         `options` allow truncation) and more than `options.max_total_tokens` tokens in all are
         `InvalidInput`, raised before any engine work. Cancelling the call aborts the work."""
+
+    async def embed_sparse(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> SparseBatch:
+        """Each prompt's sparse vector ("sparse" in `facts.outputs`): SPLADE's max-pooled
+        log(1 + relu(MLM logits)), or bge-m3's relu(sparse_linear) weights, max per token id,
+        without the tokenizer's special tokens. Prompts, limits and `InvalidInput` as `embed`;
+        `options.normalize` does not apply."""
+
+    async def embed_tokens(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> MultiVectorBatch:
+        """Each prompt's token vectors ("multivector" in `facts.outputs`): ColBERT's (bge-m3's
+        colbert_vecs: every token but the first and last, each L2-normalised), or an encoder's
+        last hidden states. Prompts, limits and `InvalidInput` as `embed`."""
+
+    async def classify(
+        self,
+        inputs: Sequence[ClassInput],
+        options: EmbedOptions = EmbedOptions(),
+        *,
+        activation: bool = True,
+    ) -> ClassBatch:
+        """Label scores of each text or (text, text_pair) ("classify" in `facts.outputs`),
+        with the model's activation (softmax, or sigmoid when multi-label) unless
+        `activation` is False (raw logits). Limits as `embed` (a pair is truncated from the
+        end of its longer part under `options.truncate`, else `InvalidInput`)."""
 
     async def score(
         self, query: str, documents: Sequence[str], *, activation: bool | None = None

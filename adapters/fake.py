@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from adapters.base import (
+    ClassBatch,
+    ClassInput,
     EmbeddingBatch,
     EmbedOptions,
     EngineFailure,
@@ -37,14 +39,18 @@ from adapters.base import (
     EngineUnavailable,
     InvalidInput,
     ModelFacts,
+    MultiVectorBatch,
     Pacer,
     Prompt,
     ScoreBatch,
+    SparseBatch,
+    SparseVector,
     SplitLimits,
     StepReporter,
     Tokens,
     background_pacer,
     no_report,
+    require_output,
 )
 from adapters.token_limits import (
     Encoded,
@@ -61,6 +67,9 @@ _CLS, _SEP = "[CLS]", "[SEP]"
 
 # A fake token: what str.split() finds.
 _WORD = re.compile(r"\S+")
+
+# The labels of a fake classifier unless given.
+FAKE_LABELS = ("negative", "neutral", "positive")
 
 _CONTROLLED = ("latency_s", "dead", "hang", "nan_marker", "fail", "fail_start")
 
@@ -95,10 +104,21 @@ class FakeEngine:
         control_file: str | None = None,
         stats_file: str | None = None,
         keep_calls: int = 1000,
+        outputs: tuple[str, ...] | None = None,
+        labels: tuple[str, ...] = FAKE_LABELS,
+        multi_label: bool = False,
     ) -> None:
         self.spec = spec or EngineSpec(name="fake", model="fake")
+        if outputs is None:
+            outputs = ("dense", "score") if scores_pairs else ("dense",)
         self._facts = ModelFacts(
-            dimension=dimension, max_model_len=max_model_len, scores_pairs=scores_pairs
+            dimension=dimension,
+            max_model_len=max_model_len,
+            scores_pairs=scores_pairs,
+            outputs=outputs,
+            labels=labels if "classify" in outputs else (),
+            multi_label=multi_label,
+            token_dimension=dimension if "multivector" in outputs else 0,
         )
         self.latency_s = latency_s
         self.start_delay_s = start_delay_s
@@ -158,6 +178,33 @@ class FakeEngine:
     async def embed(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> EmbeddingBatch:
+        require_output(self._facts, self.spec.name, "dense")
+        tokens, truncated, tokenization_s = await self._prepare(prompts, options)
+        # A text that fits keeps the vector of its own string; truncated texts and client ids
+        # get the vector of the tokens embedded.
+        keys = [
+            p if isinstance(p, str) and i not in truncated else " ".join(t)
+            for i, (p, t) in enumerate(zip(prompts, tokens))
+        ]
+        vectors = np.stack([fake_vector(key, self._facts.dimension) for key in keys])
+        if not options.normalize:  # "unnormalised": a norm that depends on the input
+            vectors *= np.array([[len(t)] for t in tokens], dtype=np.float32)
+        if self.nan_marker:
+            poisoned = [i for i, key in enumerate(keys) if self.nan_marker in key]
+            vectors[poisoned] = np.nan
+        self._count("completed")
+        return EmbeddingBatch(
+            vectors=vectors,
+            token_counts=[len(t) for t in tokens],
+            truncated=truncated,
+            tokenization_s=tokenization_s,
+        )
+
+    async def _prepare(
+        self, prompts: Sequence[Prompt], options: EmbedOptions
+    ) -> tuple[list[list[str]], tuple[int, ...], float]:
+        """Prompts tokenized, fitted and checked as `embed` does, then the engine's work run:
+        (each prompt's tokens, the truncated indices, seconds spent tokenizing)."""
         self._begin(prompts)
         self.options.append(options)
         tokenizing = time.perf_counter()
@@ -179,21 +226,88 @@ class FakeEngine:
         check_total_tokens([len(t) for t in tokens], options)
         tokenization_s = time.perf_counter() - tokenizing
         await self._run([len(t) for t in tokens])
-        # A text that fits keeps the vector of its own string; truncated texts and client ids
-        # get the vector of the tokens embedded.
-        keys = [
-            p if isinstance(p, str) and i not in truncated else " ".join(t)
-            for i, (p, t) in enumerate(zip(prompts, tokens))
-        ]
-        vectors = np.stack([fake_vector(key, self._facts.dimension) for key in keys])
-        if not options.normalize:  # "unnormalised": a norm that depends on the input
-            vectors *= np.array([[len(t)] for t in tokens], dtype=np.float32)
-        if self.nan_marker:
-            poisoned = [i for i, key in enumerate(keys) if self.nan_marker in key]
-            vectors[poisoned] = np.nan
+        return tokens, truncated, tokenization_s
+
+    async def embed_sparse(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> SparseBatch:
+        """Each word's id (as `tokenize` gives it) with a weight that depends on the word,
+        the larger where a word repeats; the special tokens are left out."""
+        require_output(self._facts, self.spec.name, "sparse")
+        tokens, truncated, tokenization_s = await self._prepare(prompts, options)
+        vectors = []
+        for words in tokens:
+            weights: dict[int, float] = {}
+            for word in words:
+                if word in (_CLS, _SEP):
+                    continue
+                token_id = self._word_id(word)
+                weights[token_id] = max(weights.get(token_id, 0.0), fake_weight(word))
+            ids = sorted(weights)
+            vectors.append(
+                SparseVector(
+                    indices=np.array(ids, dtype=np.int64),
+                    values=np.array([weights[i] for i in ids], dtype=np.float32),
+                )
+            )
         self._count("completed")
-        return EmbeddingBatch(
+        return SparseBatch(
             vectors=vectors,
+            token_counts=[len(t) for t in tokens],
+            truncated=truncated,
+            tokenization_s=tokenization_s,
+        )
+
+    async def embed_tokens(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> MultiVectorBatch:
+        """One unit vector per token but the first and last (as ColBERT keeps them), each the
+        vector of the token's own string."""
+        require_output(self._facts, self.spec.name, "multivector")
+        tokens, truncated, tokenization_s = await self._prepare(prompts, options)
+        width = self._facts.token_dimension
+        matrices = [
+            np.stack([fake_vector(word, width) for word in words[1:-1]])
+            if len(words) > 2
+            else np.zeros((0, width), dtype=np.float32)
+            for words in tokens
+        ]
+        self._count("completed")
+        return MultiVectorBatch(
+            matrices=matrices,
+            token_counts=[len(t) for t in tokens],
+            truncated=truncated,
+            tokenization_s=tokenization_s,
+        )
+
+    async def classify(
+        self,
+        inputs: Sequence[ClassInput],
+        options: EmbedOptions = EmbedOptions(),
+        *,
+        activation: bool = True,
+    ) -> ClassBatch:
+        """Logits that depend only on the text (a pair: on both parts), then softmax (sigmoid
+        per label when multi-label)."""
+        require_output(self._facts, self.spec.name, "classify")
+        texts = [i if isinstance(i, str) else f"{i[0]} {i[1]}" for i in inputs]
+        tokens, truncated, tokenization_s = await self._prepare(texts, options)
+        count = len(self._facts.labels)
+        logits = (
+            np.stack([4.0 * fake_vector(text, count).astype(np.float64) for text in texts])
+            if texts
+            else np.zeros((0, count))
+        )
+        if not activation:
+            scores = logits
+        elif self._facts.multi_label:
+            scores = 1 / (1 + np.exp(-logits))
+        else:
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = exp / exp.sum(axis=1, keepdims=True)
+        self._count("completed")
+        return ClassBatch(
+            scores=scores,
             token_counts=[len(t) for t in tokens],
             truncated=truncated,
             tokenization_s=tokenization_s,
@@ -448,6 +562,12 @@ def fake_vector(text: str, dimension: int) -> np.ndarray:
     )
     vector = np.random.default_rng(seed).standard_normal(dimension).astype(np.float32)
     return vector / np.linalg.norm(vector)
+
+
+def fake_weight(word: str) -> float:
+    """A sparse weight in (0.1, 2.1) that depends only on the word."""
+    digest = hashlib.sha256(word.encode("utf-8", "surrogatepass")).digest()
+    return 0.1 + 2.0 * int.from_bytes(digest[:4], "little") / 2**32
 
 
 def fake_logit(query: str, document: str) -> float:

@@ -20,6 +20,8 @@ import numpy.typing as npt
 
 from adapters.base import (
     BACKGROUND_PRIORITY,
+    ClassBatch,
+    ClassInput,
     EmbeddingBatch,
     EmbedOptions,
     EngineFailure,
@@ -27,14 +29,17 @@ from adapters.base import (
     EngineUnavailable,
     InvalidInput,
     ModelFacts,
+    MultiVectorBatch,
     Prompt,
     ScoreBatch,
+    SparseBatch,
     SplitLimits,
     StepReporter,
     Tokens,
     background_pacer,
     no_report,
     redact_secrets,
+    require_output,
 )
 from adapters.token_limits import (
     Encoded,
@@ -115,8 +120,14 @@ class VLLMEngine:
             dimension = 0
         else:
             dimension = int((await self.embed(["warm-up"])).vectors.shape[1])
+        version, device = _build_facts()
         self._facts = ModelFacts(
-            dimension=dimension, max_model_len=max_len, scores_pairs=scores_pairs, **_build_facts()
+            dimension=dimension,
+            max_model_len=max_len,
+            scores_pairs=scores_pairs,
+            outputs=("score",) if scores_pairs else ("dense",),
+            engine_version=version,
+            device=device,
         )
         if scores_pairs:
             ids, type_ids = self._pair_prompt("a", "a")
@@ -237,6 +248,28 @@ class VLLMEngine:
             if not isinstance(prompt, str):
                 token_ids[i] = check_vocabulary(prompt, vocab, index=i)
         return token_ids, specials
+
+    async def embed_sparse(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> SparseBatch:
+        require_output(self.facts, self.spec.name, "sparse")
+        raise InvalidInput(f"model '{self.spec.name}' has no sparse output")
+
+    async def embed_tokens(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> MultiVectorBatch:
+        require_output(self.facts, self.spec.name, "multivector")
+        raise InvalidInput(f"model '{self.spec.name}' has no multivector output")
+
+    async def classify(
+        self,
+        inputs: Sequence[ClassInput],
+        options: EmbedOptions = EmbedOptions(),
+        *,
+        activation: bool = True,
+    ) -> ClassBatch:
+        require_output(self.facts, self.spec.name, "classify")
+        raise InvalidInput(f"model '{self.spec.name}' has no classify output")
 
     async def score(
         self, query: str, documents: Sequence[str], *, activation: bool | None = None
@@ -488,14 +521,12 @@ class VLLMEngine:
         return vector
 
 
-def _build_facts() -> dict[str, str]:
+def _build_facts() -> tuple[str, str]:
+    """What runs the model: ("vllm <version>", device type)."""
     import vllm
     from vllm.platforms import current_platform
 
-    return {
-        "engine_version": f"vllm {vllm.__version__}",
-        "device": str(current_platform.device_type),
-    }
+    return f"vllm {vllm.__version__}", str(current_platform.device_type)
 
 
 def _scores_pairs(spec: EngineSpec, tasks: Sequence[str]) -> bool:

@@ -25,14 +25,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from adapters.base import (
+    ClassBatch,
+    ClassInput,
     EmbeddingBatch,
     EmbedOptions,
     Engine,
     EngineError,
     EngineSpec,
     ModelFacts,
+    MultiVectorBatch,
     Prompt,
     ScoreBatch,
+    SparseBatch,
     SplitLimits,
     StepReporter,
     Tokens,
@@ -140,6 +144,26 @@ class CachingEngine(Engine):
         self, query: str, documents: Sequence[str], *, activation: bool | None = None
     ) -> ScoreBatch:
         return await self.engine.score(query, documents, activation=activation)
+
+    # Sparse vectors, token vectors and label scores are not cached: only `embed` is.
+    async def embed_sparse(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> SparseBatch:
+        return await self.engine.embed_sparse(prompts, options)
+
+    async def embed_tokens(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> MultiVectorBatch:
+        return await self.engine.embed_tokens(prompts, options)
+
+    async def classify(
+        self,
+        inputs: Sequence[ClassInput],
+        options: EmbedOptions = EmbedOptions(),
+        *,
+        activation: bool = True,
+    ) -> ClassBatch:
+        return await self.engine.classify(inputs, options, activation=activation)
 
     async def split(
         self,
