@@ -158,13 +158,10 @@ def _middleware(
                 ],
             )
         )
-    # /docs and the document it renders are public; the calls it makes need the key.
-    public = (
-        PUBLIC_PATHS
-        | DOCS_PATHS
-        | {"/openapi.json"}
-        | ({"/metrics"} if settings.public_metrics else set())
-    )
+    # /docs and the document it renders are public unless --private-docs; the calls it makes
+    # need the key.
+    docs = set() if settings.private_docs else DOCS_PATHS | {"/openapi.json"}
+    public = PUBLIC_PATHS | docs | ({"/metrics"} if settings.public_metrics else set())
     keys = KeyRing(settings.api_keys, settings.api_key_file)
     stack.append(Middleware(AuthMiddleware, keys=keys, public_paths=public))
     stack.append(Middleware(TenantMiddleware, limiter=limiter))

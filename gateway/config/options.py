@@ -255,6 +255,15 @@ OPTIONS: tuple[Option, ...] = (
         default=False,
     ),
     Option(
+        "private_docs",
+        "server",
+        parsers.boolean,
+        "Put /docs and /openapi.json behind the API key; the document lists the served "
+        "model names and the limits.",
+        env="GATEWAY_PRIVATE_DOCS",
+        default=False,
+    ),
+    Option(
         "cors_allow_origins",
         "server",
         parsers.str_list,

@@ -61,6 +61,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     api_key_file: str | None = default_of("api_key_file")
     public_metrics: bool = default_of("public_metrics")
+    private_docs: bool = default_of("private_docs")
     rate_limit_rpm: int = default_of("rate_limit_rpm")
     rate_limit_tpm: int = default_of("rate_limit_tpm")
     cors_allow_origins: tuple[str, ...] = default_of("cors_allow_origins")

@@ -15,15 +15,19 @@ import asyncio
 import base64
 import hashlib
 import itertools
+import logging
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gateway.errors import invalid
+from gateway.errors import APIError, invalid
+
+log = logging.getLogger(__name__)
 
 # tiktoken caches cl100k_base under the sha1 of its download address; accept the plain name too.
 FILE_NAMES = ("9b5ad71b2ce5302211f9c61530b329a4922fc6a4", "cl100k_base.tiktoken")
@@ -37,6 +41,8 @@ ORDINARY_TOKENS = 100256  # ids 0..100255 are byte sequences; 100256 is unused
 # Above this many ids a decode (about 0.2 ms per thousand) leaves the event loop for a thread,
 # this many ids per thread call, so that an abandoned request stops decoding at the next call.
 _DECODE_INLINE_MAX = 16384
+# How long a failed load of the rank file is answered from memory before it is tried again.
+_RETRY_LOAD_S = 30.0
 SPECIAL_TOKENS = {
     "<|endoftext|>": 100257,
     "<|fim_prefix|>": 100258,
@@ -59,6 +65,9 @@ class Cl100kDecoder:
         self._encoding: Any = None
         self._sizes: np.ndarray | None = None  # bytes each id decodes to
         self._lock = threading.Lock()
+        # A failed load's error and when it happened: answered again for _RETRY_LOAD_S rather
+        # than reading and hashing the 1.7 MB file on every request.
+        self._failure: tuple[float, APIError] | None = None
 
     async def decoded_sizes(self, inputs: Sequence[Sequence[int]]) -> list[int]:
         """The bytes each id list decodes to (which bound its characters), from a table of
@@ -107,18 +116,27 @@ class Cl100kDecoder:
     def _load(self) -> Any:
         with self._lock:
             if self._encoding is None:
-                self._encoding, self._sizes = _read_encoding(self._find_file())
+                if self._failure is not None and time.monotonic() < self._failure[0]:
+                    raise self._failure[1]
+                try:
+                    self._encoding, self._sizes = _read_encoding(self._find_file())
+                except APIError as exc:
+                    self._failure = (time.monotonic() + _RETRY_LOAD_S, exc)
+                    raise
+                self._failure = None
             return self._encoding
 
     def _find_file(self) -> Path:
         for name in FILE_NAMES:
             if (self.folder / name).is_file():
                 return self.folder / name
+        # The folder is the server's business: named in the log, never to the client.
+        log.error("cl100k_base is not in %s (looked for %s)", self.folder, " or ".join(FILE_NAMES))
         raise invalid(
-            f"token-id inputs are read as cl100k_base ids, but the tiktoken file for "
-            f"cl100k_base is not in {self.folder} (looked for {' or '.join(FILE_NAMES)}); "
-            f"the operator can set --tiktoken-cache-dir or TIKTOKEN_CACHE_DIR to a folder "
-            f"holding it, or send the text instead of token ids",
+            "token-id inputs are read as cl100k_base ids, but the tiktoken file for "
+            "cl100k_base is not in the configured folder; the operator can set "
+            "--tiktoken-cache-dir or TIKTOKEN_CACHE_DIR to a folder holding it (the server "
+            "log names the folder looked in), or send the text instead of token ids",
             param="input",
         )
 
@@ -156,9 +174,10 @@ def _read_encoding(path: Path) -> tuple[Any, np.ndarray]:
 
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != SHA256:
+        log.error("the cl100k_base file %s is damaged (its sha256 is not the published one)", path)
         raise invalid(
-            f"the cl100k_base file {path} is damaged (its sha256 is not the "
-            f"published one); token-id inputs cannot be decoded",
+            "the server's cl100k_base file is damaged (its sha256 is not the published "
+            "one); token-id inputs cannot be decoded",
             param="input",
         )
     ranks = {

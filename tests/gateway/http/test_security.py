@@ -224,3 +224,13 @@ def test_serving_beyond_loopback_without_keys_is_warned(host, keys, warned) -> N
     assert (warning is not None) == warned
     if warned:
         assert host in warning and "--api-key" in warning
+
+
+def test_private_docs_put_the_page_and_the_document_behind_the_key() -> None:
+    with serving(Settings(api_keys=KEYS, private_docs=True)) as client:
+        for path in ("/docs", "/docs/swagger-ui-bundle.js", "/openapi.json"):
+            assert client.get(path).status_code == 401, path
+        keyed = {"Authorization": f"Bearer {KEYS[0]}"}
+        assert client.get("/openapi.json", headers=keyed).status_code == 200
+        assert client.get("/docs", headers=keyed).status_code == 200
+        assert client.get("/health").status_code == 200
