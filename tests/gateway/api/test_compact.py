@@ -13,7 +13,7 @@ import pytest
 
 from adapters.fake import FakeEngine, fake_vector
 from gateway.config import InputPolicy
-from gateway.serving.quantize import NUMPY_TYPES, quantize
+from gateway.serving.quantize import DTYPES, NUMPY_TYPES, quantize
 from tests.conftest import make_client, wait_ready
 from tests.gateway.conftest import assert_error
 
@@ -238,3 +238,15 @@ def test_the_openai_client_gets_integers_through_extra_body(client) -> None:
     decoded = [np.frombuffer(base64.b64decode(item.embedding), np.int8) for item in packed.data]
     np.testing.assert_array_equal(decoded, quantize(floats(), "int8"))
     assert packed.usage == listed.usage
+
+
+def test_the_openapi_document_declares_the_fields_and_integer_rows(client) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    fields = schemas["EmbeddingsRequest"]["properties"]
+    assert fields["output_dtype"]["anyOf"][0]["enum"] == list(DTYPES)
+    assert fields["truncation"]["anyOf"][0] == {"type": "boolean"}
+    assert fields["embedding_type"]["anyOf"][0]["enum"][:2] == ["float", "base64"]
+    assert "retrieval.query" in fields["task"]["anyOf"][0]["enum"]
+    assert {"output_dimension", "normalized", "late_chunking"} <= set(fields)
+    row = schemas["Embedding"]["properties"]["embedding"]["anyOf"]
+    assert {"items": {"type": "integer"}, "type": "array"} in row
