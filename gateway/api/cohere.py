@@ -1,20 +1,14 @@
 """Cohere's embed API (`POST /v1/embed`, `/v2/embed`): request parsing, the handler, embedding
 types, and the response shapes `cohere.Client.embed` and `cohere.ClientV2.embed` read.
 
-Embedding types, from the float vector x (unit length, after `output_dimension`):
-- `float`: x. `base64`: x as little-endian float32 bytes, base64 (the OpenAI layout).
-- `int8`: round(x * 127 / r) clipped to -128..127, with r = 8 / sqrt(d) for dimension d: the
-  scale is the same for every vector (so dot products rank as the floats do) and covers eight
-  standard deviations of a component of a random unit vector; rarer larger components clip.
-  `uint8`: the int8 value + 128.
-- `ubinary`: one bit per dimension, 1 where x > 0, packed eight to a byte with the first
-  dimension in the highest bit (numpy.packbits, as sentence-transformers and Cohere pack);
-  `binary`: the same bytes as signed int8 (ubinary - 128).
+Embedding types, from the float vector x (unit length, after `output_dimension`): `float` is
+x; `base64` is x as little-endian float32 bytes, base64 (the OpenAI layout); `int8`, `uint8`,
+`binary` and `ubinary` are `gateway.serving.quantize`'s (its docstring states the scaling
+and the bit order).
 """
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -44,8 +38,14 @@ from gateway.http.body import read_json
 from gateway.http.dialects import dialect_of
 from gateway.http.responses import json_response, truncation_header
 from gateway.serving.embedding import EmbedJob, embed
-from gateway.serving.encoding import check_dimensions, refuse_non_finite, truncate_dimensions
+from gateway.serving.encoding import (
+    base64_rows,
+    check_dimensions,
+    refuse_non_finite,
+    truncate_dimensions,
+)
 from gateway.serving.inputs import Truncation
+from gateway.serving.quantize import quantize
 from gateway.state import GatewayRequest, registry_of, settings_of
 
 EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
@@ -179,19 +179,6 @@ def embed_response(
 
 def convert(vectors: np.ndarray, kind: str) -> Any:
     """One embedding type for every row, in a form orjson writes (numpy rows or strings)."""
-    matrix = np.ascontiguousarray(vectors, dtype="<f4")
-    if kind == "float":
-        return list(matrix)
     if kind == "base64":
-        return [base64.b64encode(row.tobytes()).decode("ascii") for row in matrix]
-    if kind in ("int8", "uint8"):
-        quantized = int8(matrix)
-        return list(quantized if kind == "int8" else (quantized.astype(np.int16) + 128))
-    packed = np.packbits(matrix > 0, axis=1)
-    return list(packed if kind == "ubinary" else (packed.astype(np.int16) - 128))
-
-
-def int8(matrix: np.ndarray) -> np.ndarray:
-    scale = 127 * np.sqrt(matrix.shape[1]) / 8
-    quantized: np.ndarray = np.clip(np.rint(matrix * scale), -128, 127).astype(np.int8)
-    return quantized
+        return base64_rows(quantize(vectors, "float"))
+    return list(quantize(vectors, kind))

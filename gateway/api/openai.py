@@ -6,10 +6,11 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 from pydantic_core import ErrorDetails
 from starlette.responses import Response
 
+from gateway.api import compact
 from gateway.api.context import guard_of
 from gateway.api.wire import (
     Answer,
@@ -32,9 +33,9 @@ from gateway.errors import APIError, ErrorKind, brief
 from gateway.http.body import read_json
 from gateway.http.responses import json_response, truncation_header
 from gateway.serving.embedding import EmbedJob, embed
-from gateway.serving.encoding import check_dimensions, encode_vectors, truncate_dimensions
+from gateway.serving.encoding import check_dimensions
 from gateway.serving.guard import Guard
-from gateway.serving.inputs import Inputs, Truncation
+from gateway.serving.inputs import Inputs
 from gateway.state import GatewayRequest, registry_of
 
 ENCODING_FORMATS = ("float", "base64")
@@ -103,8 +104,9 @@ Input: Any = Annotated[
 
 
 class EmbeddingsRequest(Wire):
-    """`POST /v1/embeddings`: the OpenAI contract, plus vLLM's `truncate_prompt_tokens` and
-    our `input_type` and `truncate`."""
+    """`POST /v1/embeddings`: the OpenAI contract, plus vLLM's `truncate_prompt_tokens`, our
+    `input_type` and `truncate`, and Voyage's and Jina's fields for compact vectors
+    (`gateway.api.compact`)."""
 
     model: Model
     input: Input
@@ -115,6 +117,16 @@ class EmbeddingsRequest(Wire):
     truncate_prompt_tokens: TokenCap | None = None
     # Accepted and ignored, as any unknown field (OpenAI's end-user id).
     user: Any = None
+    # Voyage's: the vector's type, its dimension (as `dimensions`), and its length policy.
+    output_dtype: one_of(compact.DTYPES) | None = None  # type: ignore[valid-type]
+    output_dimension: PositiveInt | None = None
+    voyage_truncation: StrictBool | None = Field(default=None, alias="truncation")
+    # Jina's: the vector's type or base64, raw vectors, the prompt by task; late chunking
+    # is refused.
+    embedding_type: one_of(compact.EMBEDDING_TYPES) | None = None  # type: ignore[valid-type]
+    normalized: StrictBool = True
+    task: one_of(tuple(compact.TASKS)) | None = None  # type: ignore[valid-type]
+    late_chunking: StrictBool = False
 
     @property
     def inputs(self) -> Inputs:
@@ -126,10 +138,6 @@ class EmbeddingsRequest(Wire):
             return [value]
         return value
 
-    @property
-    def truncation(self) -> Truncation:
-        return Truncation.of(self.truncate, self.truncate_prompt_tokens)
-
 
 class Usage(Answer):
     prompt_tokens: int
@@ -139,8 +147,9 @@ class Usage(Answer):
 class Embedding(Answer):
     object: Literal["embedding"]
     index: int
-    # A float32 row, or its little-endian bytes in base64 (`encoding_format`).
-    embedding: list[float] | Annotated[str, Field(json_schema_extra={"format": "byte"})]
+    # A float32 row; an integer row (`output_dtype`, `embedding_type`: int8, uint8, binary,
+    # ubinary); or the row's bytes in base64 (little-endian float32, or the integers' bytes).
+    embedding: list[float] | list[int] | Annotated[str, Field(json_schema_extra={"format": "byte"})]
 
 
 class EmbeddingsResponse(Answer):
@@ -176,7 +185,7 @@ def parse_embeddings_request(body: Any, settings: Settings) -> EmbeddingsRequest
 def embeddings_response(
     model: str, embeddings: Sequence[Any], prompt_tokens: int
 ) -> dict[str, Any]:
-    """The OpenAI list shape; `embeddings[i]` is a float32 row or a base64 string."""
+    """The OpenAI list shape; `embeddings[i]` is a float32 or integer row or a base64 string."""
     return {
         "object": "list",
         "data": [
@@ -214,12 +223,14 @@ async def create_embeddings(request: GatewayRequest) -> Response:
 async def answer_embeddings(body: Any, guard: Guard) -> tuple[dict[str, Any], dict[str, str]]:
     """The answer to an embeddings body and its headers (a route's or a batch line's)."""
     req = parse_embeddings_request(body, guard.settings)
+    out = compact.output_of(req)
     served = guard.registry.resolve(req.model)
-    check_dimensions(req.dimensions, served.engine.facts.dimension)
-    job = EmbedJob(served, req.model, req.inputs, req.input_type, req.truncation)
+    check_dimensions(out.dimensions, served.engine.facts.dimension, param=out.dimensions_param)
+    job = EmbedJob(
+        served, req.model, req.inputs, out.input_type, out.truncation, normalize=out.normalize
+    )
     batch = await embed(job, guard)
-    vectors = truncate_dimensions(batch.vectors, req.dimensions)
-    data = encode_vectors(vectors, req.encoding_format)
+    data = compact.rows(batch.vectors, out)
     return embeddings_response(req.model, data, batch.total_tokens), truncation_header(batch)
 
 

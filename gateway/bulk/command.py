@@ -120,6 +120,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dimensions", type=int, help="keep the first N components and L2-renormalize (Matryoshka)"
     )
     request.add_argument(
+        "--output-dtype",
+        choices=outputs.DTYPES,
+        default="float32",
+        help="the vectors' type in OUT: float32 (default), float16, or int8, uint8, binary, "
+        "ubinary quantised as the API's output_dtype (binary, ubinary: d/8 packed bytes)",
+    )
+    request.add_argument(
         "--truncate-prompt-tokens",
         type=int,
         metavar="N",
@@ -307,6 +314,7 @@ def _run(plan: Plan, args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         plan.output,
         rows=checkpoint.documents,
         dimension=checkpoint.dimension or 0,
+        dtype=args.output_dtype,
     )
     checkpoint.remove()
     # From the engine being ready to the last chunk committed, plus writing the output

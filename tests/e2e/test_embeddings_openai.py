@@ -12,6 +12,7 @@ import numpy as np
 import openai
 import pytest
 
+from gateway.serving.quantize import quantize
 from harness.gateway import Gateway
 from tests.e2e.conftest import MINILM
 
@@ -83,6 +84,17 @@ def test_default_base64_is_what_the_client_asked_for(gateway: Gateway, reference
     assert raw.status_code == 200
     vector = np.frombuffer(base64.b64decode(raw.json()["data"][0]["embedding"]), dtype="<f4")
     assert cosine_rows(vector[None], reference[:1])[0] >= 0.9999
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "binary", "ubinary"])
+def test_integer_dtypes_are_the_quantised_floats_of_the_same_route(client, dtype) -> None:
+    floats = client.embeddings.create(model=MINILM, input=TEXTS, encoding_format="float")
+    integers = client.embeddings.create(
+        model=MINILM, input=TEXTS, encoding_format="float", extra_body={"output_dtype": dtype}
+    )
+    expected = quantize(np.array([d.embedding for d in floats.data], dtype=np.float32), dtype)
+    assert [d.embedding for d in integers.data] == expected.tolist()
+    assert integers.usage == floats.usage
 
 
 def test_usage_counts_the_model_tokenizer_tokens(client, st_minilm) -> None:

@@ -28,7 +28,14 @@ SCORES = [{"text_1": "a", "text_2": ["a b", "c"]}, {"queries": ["a", "b"], "docu
 # (method, documented path) -> the bodies to send (None: no body); `{ids}` and `{file_id}`,
 # `{batch_id}` are filled in from earlier answers.
 CALLS: dict[tuple[str, str], list[Any]] = {
-    ("post", "/v1/embeddings"): [EMBED, {**EMBED, "encoding_format": "base64"}, {}],
+    ("post", "/v1/embeddings"): [
+        EMBED,
+        {**EMBED, "encoding_format": "base64"},
+        {**EMBED, "output_dtype": "int8"},
+        {**EMBED, "embedding_type": "ubinary"},
+        {**EMBED, "output_dtype": "uint8", "encoding_format": "base64"},
+        {},
+    ],
     ("post", "/embeddings"): [EMBED, {}],
     ("post", "/v1/embed"): [
         {"model": "fake", "texts": ["a"]},

@@ -18,6 +18,7 @@ import pytest
 from adapters.fake import FakeEngine, fake_vector
 from gateway.cli import main
 from gateway.serving.encoding import truncate_dimensions
+from gateway.serving.quantize import quantize
 from tests.gateway.bulk.cli_process import embed_command, rerun, stop_midway
 
 TEXTS = [
@@ -98,6 +99,43 @@ def test_a_text_file_to_every_output_with_row_numbers(tmp_path: Path, out: str) 
     ids, vectors = read_output(output)
     assert ids == list(range(len(TEXTS)))
     assert vectors.dtype == np.float32 and np.array_equal(vectors, expected())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8", "uint8", "binary", "ubinary"])
+@pytest.mark.parametrize("out", ["npy", "parquet", "jsonl"])
+def test_output_dtype_writes_the_api_quantisation(tmp_path: Path, out: str, dtype: str) -> None:
+    output = tmp_path / f"vectors.{out}"
+    # 12 dimensions: binary and ubinary take ceil(12 / 8) = 2 bytes.
+    args = ("-o", output, "--dimensions", "12", "--output-dtype", dtype)
+    assert embed(write_input(tmp_path, "text"), *args) == 0
+    floats = truncate_dimensions(expected(), 12)
+    want = floats.astype(np.float16) if dtype == "float16" else quantize(floats, dtype)
+    assert want.shape == (len(TEXTS), 2 if "binary" in dtype else 12)
+    if out == "npy":
+        got = np.load(output)
+    elif out == "parquet":
+        column = pq.read_table(output).column("vector")
+        assert column.type == pa.list_(pa.from_numpy_dtype(want.dtype), want.shape[1])
+        got = np.array(column.to_pylist(), dtype=want.dtype)
+    else:
+        rows = [json.loads(line)["embedding"] for line in output.read_text().splitlines()]
+        if dtype != "float16":
+            assert all(isinstance(value, int) for row in rows for value in row)
+        got = np.array(rows).astype(want.dtype)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_an_empty_input_gets_the_output_dtype_columns(tmp_path: Path) -> None:
+    source = tmp_path / "empty.txt"
+    source.write_text("")
+    args = ("--dimensions", "12", "--output-dtype", "binary")
+    assert embed(source, "-o", tmp_path / "v.npy", *args) == 0
+    empty = np.load(tmp_path / "v.npy")
+    assert empty.shape == (0, 2) and empty.dtype == np.int8
+    assert embed(source, "-o", tmp_path / "v.parquet", *args) == 0
+    vector = pq.read_table(tmp_path / "v.parquet").schema.field("vector")
+    assert vector.type == pa.list_(pa.int8(), 2)
 
 
 def test_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
