@@ -20,7 +20,7 @@ from adapters.base import Tokens
 from gateway.api import texts as texts_api
 from gateway.api import vllm
 from gateway.api.context import guard_of, guarded, model_of, rank_texts
-from gateway.api.wire import Answer, Limit, Model, Says, Text, Wire, one_of, parse
+from gateway.api.wire import Answer, Limit, Model, RankModes, Says, Text, Wire, one_of, parse
 from gateway.config import InputPolicy, Settings
 from gateway.errors import invalid
 from gateway.http.body import read_json
@@ -79,10 +79,10 @@ class TeiEmbedRequest(_Truncating):
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
 
 
-class TeiRerankRequest(_Truncating):
+class TeiRerankRequest(_Truncating, RankModes):
     """`POST /rerank` with `texts`: TEI's rerank request. Long texts are cut into chunks
     and scored by their best chunk, as every rerank route here does, so `truncate` changes
-    nothing."""
+    nothing. `mode` and `weights` are additions (a model that ranks by its own outputs)."""
 
     query: Query
     texts: Annotated[
@@ -357,7 +357,9 @@ async def rerank(request: GatewayRequest, body: Any) -> Response:
     """POST /rerank with `texts` (called by the rerank handler once the body says TEI)."""
     req = parse(TeiRerankRequest, body, settings_of(request))
     served = model_of(request, req.model, scoring=True)
-    ranking = await rank_texts(request, served, req.query, req.texts, not req.raw_scores)
+    ranking = await rank_texts(
+        request, served, req.query, req.texts, not req.raw_scores, req.mode, req.rank_weights
+    )
     return json_response(rerank_answer(ranking.scores, req.texts, req.return_text))
 
 

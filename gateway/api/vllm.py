@@ -15,7 +15,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from gateway.api.context import guarded, model_of, rank_texts
-from gateway.api.wire import Answer, Limit, Model, Says, Text, Wire, parse
+from gateway.api.wire import Answer, Limit, Model, RankModes, Says, Text, Wire, parse
 from gateway.errors import invalid
 from gateway.http.body import read_json
 from gateway.http.responses import json_response
@@ -28,7 +28,7 @@ TextOrTexts = Annotated[
 ]
 
 
-class _Scoring(Wire):
+class _Scoring(RankModes):
     model: Model | None = None
     # False: a pair model's raw logits (vLLM's field).
     use_activation: bool | None = None
@@ -163,7 +163,13 @@ async def score(request: GatewayRequest) -> Response:
     for query in dict.fromkeys(q for q, _ in pairs):  # one rerank per distinct first text
         where = [i for i, (q, _) in enumerate(pairs) if q == query]
         ranking = await rank_texts(
-            request, served, query, [pairs[i][1] for i in where], req.use_activation
+            request,
+            served,
+            query,
+            [pairs[i][1] for i in where],
+            req.use_activation,
+            req.mode,
+            req.rank_weights,
         )
         scores[where] = ranking.scores
         tokens += ranking.prompt_tokens
