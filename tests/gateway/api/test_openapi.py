@@ -103,13 +103,17 @@ def app():
 @pytest.fixture(scope="module")
 def known(app) -> dict[str, dict[str, Any]]:
     """Per path, values a field must take to be accepted that its schema cannot state: a
-    batch reads a file that exists."""
+    batch reads a file that exists; embeddings ask for at least one output, so
+    `"return_dense": false` is tried with `return_sparse`."""
     client, _ = app
     line = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n'
     uploaded = client.post(
         "/v1/files", files={"file": ("in.jsonl", line)}, data={"purpose": "batch"}
     )
-    return {"/v1/batches": {"input_file_id": uploaded.json()["id"]}}
+    return {
+        "/v1/batches": {"input_file_id": uploaded.json()["id"]},
+        "/v1/embeddings": {"return_sparse": True},
+    }
 
 
 @pytest.mark.parametrize(("path", "shape"), BODY_PATHS)

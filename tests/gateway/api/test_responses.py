@@ -28,7 +28,13 @@ SCORES = [{"text_1": "a", "text_2": ["a b", "c"]}, {"queries": ["a", "b"], "docu
 # (method, documented path) -> the bodies to send (None: no body); `{ids}` and `{file_id}`,
 # `{batch_id}` are filled in from earlier answers.
 CALLS: dict[tuple[str, str], list[Any]] = {
-    ("post", "/v1/embeddings"): [EMBED, {**EMBED, "encoding_format": "base64"}, {}],
+    ("post", "/v1/embeddings"): [
+        EMBED,
+        {**EMBED, "encoding_format": "base64"},
+        {**EMBED, "return_dense": False, "return_sparse": True, "return_colbert_vecs": True},
+        {**EMBED, "model": "labels", "return_sparse": True},
+        {},
+    ],
     ("post", "/embeddings"): [EMBED, {}],
     ("post", "/v1/embed"): [
         {"model": "fake", "texts": ["a"]},
@@ -38,7 +44,14 @@ CALLS: dict[tuple[str, str], list[Any]] = {
     ],
     ("post", "/v2/embed"): [{"model": "fake", "texts": ["a"], "embedding_types": ["float"]}, {}],
     ("post", "/rerank"): [RERANK, TEI_RERANK, {"query": "a", "texts": []}, {}],
-    ("post", "/v1/rerank"): [RERANK, {**RERANK, "return_documents": False, "top_n": 1}, {}],
+    ("post", "/v1/rerank"): [
+        RERANK,
+        {**RERANK, "return_documents": False, "top_n": 1},
+        {**RERANK, "mode": "colbert"},
+        {**RERANK, "mode": "hybrid", "weights": [1, 0.5, 1]},
+        {**RERANK, "mode": "hybrid", "weights": [0, 0, 0]},
+        {},
+    ],
     ("post", "/v2/rerank"): [RERANK, {}],
     ("post", "/v1/v2/rerank"): [RERANK, {}],
     ("get", "/v1/models"): [None],
@@ -49,7 +62,21 @@ CALLS: dict[tuple[str, str], list[Any]] = {
     ("get", "/ready"): [None],
     ("get", "/openapi.json"): [None],
     ("post", "/embed"): [{"texts": ["a", "b"]}, {"inputs": "a"}, {"texts": []}, {}],
-    ("post", "/"): [{"inputs": ["a", "b"]}, SIMILARITY, TEI_RERANK, {}],
+    ("post", "/"): [
+        {"inputs": ["a", "b"]},
+        SIMILARITY,
+        TEI_RERANK,
+        {"inputs": ["a", "b"], "model": "labels"},
+        {},
+    ],
+    ("post", "/embed_sparse"): [{"inputs": ["a b", "c"]}, {"inputs": "a", "model": "labels"}, {}],
+    ("post", "/embed_all"): [{"inputs": "a b"}, {"inputs": ["a", "b"], "model": "labels"}, {}],
+    ("post", "/predict"): [
+        {"inputs": "a", "model": "labels"},
+        {"inputs": [["a"], ["b", "c"]], "model": "labels", "raw_scores": True},
+        {"inputs": "a"},
+        {},
+    ],
     ("post", "/similarity"): [SIMILARITY, {}],
     ("post", "/tokenize"): [
         {"inputs": ["a b", "c"]},
@@ -62,6 +89,15 @@ CALLS: dict[tuple[str, str], list[Any]] = {
     ("post", "/score"): [*SCORES, {}],
     ("post", "/v1/score"): [*SCORES, {}],
     ("post", "/detokenize"): [{"tokens": "{ids}"}, {}],
+    ("post", "/pooling"): [
+        {"input": ["a b", "c"]},
+        {"input": "a b", "task": "token_embed"},
+        {"input": "a", "task": "embed", "encoding_format": "base64"},
+        {"input": ["a", "b"], "task": "classify", "model": "labels"},
+        {"input": "a", "task": "token_classify"},
+        {},
+    ],
+    ("post", "/classify"): [{"input": ["a", "b"], "model": "labels"}, {"input": "a"}, {}],
     ("post", "/api/embed"): [
         {"model": "fake", "input": ["a b", "c"], "dimensions": 3},
         {"model": "fake:latest", "input": ""},
@@ -94,7 +130,8 @@ NOT_JSON = {
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    engine = FakeEngine(dimension=8, max_model_len=64)
+    engine = FakeEngine(dimension=8, max_model_len=64, outputs=("dense", "sparse", "multivector"))
+    classifier = FakeEngine(EngineSpec(name="labels", model="labels"), outputs=("classify",))
     scorer = FakeEngine(
         EngineSpec(name="pairs", model="pairs", rerank_kind="cross_encoder"), scores_pairs=True
     )
@@ -102,6 +139,7 @@ def client() -> Iterator[TestClient]:
         [
             ServedModel("fake", (), engine, InputPolicy(prompts={"query": "q: "}), default=True),
             ServedModel("pairs", (), scorer, default=True),
+            ServedModel("labels", (), classifier),
         ]
     )
     with TestClient(
