@@ -56,8 +56,10 @@ def token_vector_limit(settings: Settings) -> int:
 def token_vector_limited(
     facts: ModelFacts, settings: Settings, call: Callable[[], Awaitable[T]]
 ) -> Callable[[], Awaitable[T]]:
-    """`call` with the engine's refusal of too many tokens in all (an `InvalidInput` with no
-    input's index) made to name `--max-token-vectors` when that is the binding limit."""
+    """`call` with the engine's refusal of too many tokens in all made to name
+    `--max-token-vectors` when that is the binding limit. The refusal is the `InvalidInput`
+    with no input's index that `Engine.embed`'s and `SplitLimits`' token totals raise (both
+    say "tokens in all"; a split's chunk count is refused in other words)."""
     if settings.max_token_vectors >= settings.max_request_tokens:
         return call
 
@@ -65,7 +67,7 @@ def token_vector_limited(
         try:
             return await call()
         except InvalidInput as exc:
-            if exc.index is not None:
+            if exc.index is not None or "tokens in all" not in exc.message:
                 raise
             most = settings.max_token_vectors
             raise InvalidInput(

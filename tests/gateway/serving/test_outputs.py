@@ -5,13 +5,14 @@ before any work, and token vectors bounded by --max-token-vectors before the wor
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from adapters.base import EngineSpec
+from adapters.base import EngineSpec, InvalidInput
 from adapters.fake import FakeEngine, fake_vector
 from gateway.config import InputPolicy, Settings
 from gateway.errors import APIError
@@ -21,7 +22,7 @@ from gateway.serving.admission import Admission
 from gateway.serving.embedding import EmbedJob
 from gateway.serving.guard import Guard
 from gateway.serving.inputs import Truncation
-from gateway.serving.outputs import ClassifyJob, classify, compute
+from gateway.serving.outputs import ClassifyJob, classify, compute, token_vector_limited
 from gateway.serving.registry import ModelRegistry, ServedModel
 from gateway.serving.token_ids import Cl100kDecoder
 from tests.conftest import TIKTOKEN_DIR
@@ -129,3 +130,24 @@ def test_classify_refuses_a_model_without_labels_and_long_untruncated_text() -> 
                 ClassifyJob(labels, [("a" * 100, "b" * 100)], Truncation("none")), guard(labels)
             )
         )
+
+
+def test_only_the_token_total_refusal_names_the_token_vector_limit() -> None:
+    model = served(max_model_len=512)
+    settings = Settings(max_token_vectors=10)
+
+    async def refuse(message: str, index: int | None = None) -> None:
+        raise InvalidInput(message, index=index)
+
+    limited = token_vector_limited(
+        model.engine.facts, settings, lambda: refuse("the inputs have 11 tokens in all")
+    )
+    with pytest.raises(InvalidInput, match="--max-token-vectors"):
+        asyncio.run(limited())
+    for message, index in [("too many chunks", None), ("the inputs have 11 tokens in all", 0)]:
+        other = token_vector_limited(
+            model.engine.facts, settings, functools.partial(refuse, message, index)
+        )
+        with pytest.raises(InvalidInput) as raised:
+            asyncio.run(other())
+        assert raised.value.message == message
