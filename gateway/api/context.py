@@ -57,9 +57,12 @@ async def rank_texts(
     query: str,
     texts: list[str],
     activation: bool | None,
+    mode: str | None = None,
+    weights: tuple[float, ...] | None = None,
 ) -> Ranking:
     """`texts` ranked for `query` with the rerank routes' chunking and scoring (TEI's rerank,
-    vLLM's scores)."""
+    vLLM's scores), in `mode` with `weights` for a model that ranks by its own outputs."""
     guard = guard_of(request)
     guard.note(model=served.name, inputs=len(texts))
-    return await rank(RankJob(served, query, texts, activation=activation), guard)
+    job = RankJob(served, query, texts, activation=activation, mode=mode, weights=weights)
+    return await rank(job, guard)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import Field, StrictBool
 from pydantic_core import ErrorDetails
 from starlette.responses import Response
@@ -29,9 +30,10 @@ from gateway.api.wire import (
     shapes,
 )
 from gateway.config import Settings
-from gateway.errors import APIError, ErrorKind, brief
+from gateway.errors import APIError, ErrorKind, brief, invalid
 from gateway.http.body import read_json
 from gateway.http.responses import json_response, truncation_header
+from gateway.serving import outputs, token_costs
 from gateway.serving.embedding import EmbedJob, embed
 from gateway.serving.encoding import check_dimensions
 from gateway.serving.guard import Guard
@@ -105,8 +107,10 @@ Input: Any = Annotated[
 
 class EmbeddingsRequest(Wire):
     """`POST /v1/embeddings`: the OpenAI contract, plus vLLM's `truncate_prompt_tokens`, our
-    `input_type` and `truncate`, and Voyage's and Jina's fields for compact vectors
-    (`gateway.api.compact`)."""
+    `input_type` and `truncate`, Voyage's and Jina's fields for compact vectors
+    (`gateway.api.compact`), and FlagEmbedding's `return_dense`, `return_sparse` and
+    `return_colbert_vecs` (each item's `embedding`, `sparse_embedding` and `colbert_vecs`,
+    all from the same prompts; the compact fields apply to `embedding` only)."""
 
     model: Model
     input: Input
@@ -115,6 +119,9 @@ class EmbeddingsRequest(Wire):
     input_type: InputType | None = None
     truncate: Truncate | None = None
     truncate_prompt_tokens: TokenCap | None = None
+    return_dense: bool = True
+    return_sparse: bool = False
+    return_colbert_vecs: bool = False
     # Accepted and ignored, as any unknown field (OpenAI's end-user id).
     user: Any = None
     # Voyage's: the vector's type, its dimension (as `dimensions`), and its length policy.
@@ -127,6 +134,16 @@ class EmbeddingsRequest(Wire):
     normalized: StrictBool = True
     task: one_of(tuple(compact.TASKS)) | None = None  # type: ignore[valid-type]
     late_chunking: StrictBool = False
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model outputs asked for, in `OUTPUTS` names."""
+        wanted = (
+            ("dense", self.return_dense),
+            ("sparse", self.return_sparse),
+            ("multivector", self.return_colbert_vecs),
+        )
+        return tuple(name for name, asked in wanted if asked)
 
     @property
     def inputs(self) -> Inputs:
@@ -144,12 +161,26 @@ class Usage(Answer):
     total_tokens: int
 
 
+class SparseEmbedding(Answer):
+    """Non-zero weights by token id of the model's vocabulary, ids ascending."""
+
+    indices: list[int]
+    values: list[float]
+
+
 class Embedding(Answer):
     object: Literal["embedding"]
     index: int
     # A float32 row; an integer row (`output_dtype`, `embedding_type`: int8, uint8, binary,
-    # ubinary); or the row's bytes in base64 (little-endian float32, or the integers' bytes).
-    embedding: list[float] | list[int] | Annotated[str, Field(json_schema_extra={"format": "byte"})]
+    # ubinary); or the row's bytes in base64 (little-endian float32, or the integers' bytes);
+    # null with `"return_dense": false`.
+    embedding: (
+        list[float] | list[int] | Annotated[str, Field(json_schema_extra={"format": "byte"})] | None
+    )
+    # With `return_sparse`.
+    sparse_embedding: SparseEmbedding | None = None
+    # With `return_colbert_vecs`: one float vector per token (never base64).
+    colbert_vecs: list[list[float]] | None = None
 
 
 class EmbeddingsResponse(Answer):
@@ -217,6 +248,10 @@ def models_response(names: Sequence[tuple[str, str]], created: int) -> dict[str,
 async def create_embeddings(request: GatewayRequest) -> Response:
     """POST /v1/embeddings: the OpenAI embeddings contract."""
     body, headers = await answer_embeddings(await read_json(request), guard_of(request))
+    if body["data"] and "colbert_vecs" in body["data"][0]:
+        # About one row per token read: a large answer is built off the event loop.
+        tokens = body["usage"]["prompt_tokens"]
+        return await token_costs.built(tokens, lambda: json_response(body, headers=headers))
     return json_response(body, headers=headers)
 
 
@@ -229,9 +264,27 @@ async def answer_embeddings(body: Any, guard: Guard) -> tuple[dict[str, Any], di
     job = EmbedJob(
         served, req.model, req.inputs, out.input_type, out.truncation, normalize=out.normalize
     )
-    batch = await embed(job, guard)
-    data = compact.rows(batch.vectors, out)
-    return embeddings_response(req.model, data, batch.total_tokens), truncation_header(batch)
+    if req.outputs == ("dense",):
+        batch = await embed(job, guard)
+        data = compact.rows(batch.vectors, out)
+        return embeddings_response(req.model, data, batch.total_tokens), truncation_header(batch)
+    if not req.outputs:
+        raise invalid(
+            "ask for at least one output: `return_dense`, `return_sparse` or `return_colbert_vecs`",
+            param="return_dense",
+        )
+    computed = await outputs.compute(job, guard, req.outputs)
+    answer = embeddings_response(req.model, [None] * len(req.inputs), computed.total_tokens)
+    if computed.dense is not None:
+        for item, row in zip(answer["data"], compact.rows(computed.dense.vectors, out)):
+            item["embedding"] = row
+    if computed.sparse is not None:
+        for item, sparse in zip(answer["data"], computed.sparse.vectors):
+            item["sparse_embedding"] = {"indices": sparse.indices, "values": sparse.values}
+    if computed.tokens is not None:
+        for item, matrix in zip(answer["data"], computed.tokens.matrices):
+            item["colbert_vecs"] = np.ascontiguousarray(matrix, dtype="<f4")
+    return answer, truncation_header(computed)
 
 
 async def list_models(request: GatewayRequest) -> Response:

@@ -85,6 +85,9 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
     RerankResponse,
     TextsEmbedResponse,
     tei.TeiEmbeddings,
+    tei.TeiSparseEmbeddings,
+    tei.TeiTokenEmbeddings,
+    tei.TeiPredictions,
     tei.TeiRanks,
     tei.TeiSimilarities,
     tei.TeiTokens,
@@ -92,6 +95,8 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
     tei.TeiInfo,
     tei.TeiErrorBody,
     vllm.ScoreResponse,
+    vllm.PoolingResponse,
+    vllm.ClassificationResponse,
     vllm.VllmTokenizeResponse,
     vllm.DetokenizeResponse,
     ollama.OllamaEmbedResponse,
@@ -112,12 +117,17 @@ _DECLARED = (
     RerankRequest,
     TextsEmbedRequest,
     tei.TeiEmbedRequest,
+    tei.TeiEmbedSparseRequest,
+    tei.TeiEmbedAllRequest,
+    tei.TeiPredictRequest,
     tei.TeiRerankRequest,
     tei.TeiSimilarityRequest,
     tei.TeiTokenizeRequest,
     tei.TeiDecodeRequest,
     vllm.ScoreTextRequest,
     vllm.ScoreQueriesRequest,
+    vllm.PoolingRequest,
+    vllm.ClassifyRequest,
     vllm.VllmTokenizeRequest,
     vllm.DetokenizeRequest,
     CreateBatchRequest,
@@ -172,12 +182,45 @@ def _native_paths(
         },
         "/": {
             "post": tei_op(
-                "TEI's default route: embed (`inputs` text), similarity (`inputs` object) or "
-                "rerank (`texts`)",
+                "TEI's default route: similarity (`inputs` object), rerank (`texts`), else what "
+                "the model serves: predict for a classifier, embed_sparse for a sparse-only "
+                "model, else embed",
                 _either(
-                    answers[tei.TeiEmbeddings], answers[tei.TeiSimilarities], answers[tei.TeiRanks]
+                    answers[tei.TeiEmbeddings],
+                    answers[tei.TeiSimilarities],
+                    answers[tei.TeiRanks],
+                    answers[tei.TeiPredictions],
+                    answers[tei.TeiSparseEmbeddings],
                 ),
-                _either(tei_embed, bodies[tei.TeiSimilarityRequest], bodies[tei.TeiRerankRequest]),
+                _either(
+                    tei_embed,
+                    bodies[tei.TeiSimilarityRequest],
+                    bodies[tei.TeiRerankRequest],
+                    bodies[tei.TeiPredictRequest],
+                    bodies[tei.TeiEmbedSparseRequest],
+                ),
+            )
+        },
+        "/embed_sparse": {
+            "post": tei_op(
+                "Sparse vectors: each input's non-zero weights by token id",
+                answers[tei.TeiSparseEmbeddings],
+                bodies[tei.TeiEmbedSparseRequest],
+            )
+        },
+        "/embed_all": {
+            "post": tei_op(
+                "Token vectors: one vector per token of each input (at most "
+                "--max-token-vectors tokens per request)",
+                answers[tei.TeiTokenEmbeddings],
+                bodies[tei.TeiEmbedAllRequest],
+            )
+        },
+        "/predict": {
+            "post": tei_op(
+                "Label scores of a text, a (text, text_pair) pair, or a batch of them, best first",
+                answers[tei.TeiPredictions],
+                bodies[tei.TeiPredictRequest],
             )
         },
         "/similarity": {
@@ -212,6 +255,22 @@ def _native_paths(
                 "Token ids back to text (vLLM)",
                 answers[vllm.DetokenizeResponse],
                 body=bodies[vllm.DetokenizeRequest],
+                errors=_ERRORS,
+            )
+        },
+        "/pooling": {
+            "post": _operation(
+                "A model output per input (vLLM's /pooling): `task` embed, token_embed or classify",
+                answers[vllm.PoolingResponse],
+                body=bodies[vllm.PoolingRequest],
+                errors=_ERRORS,
+            )
+        },
+        "/classify": {
+            "post": _operation(
+                "Label scores per text, with the best label (vLLM's /classify)",
+                answers[vllm.ClassificationResponse],
+                body=bodies[vllm.ClassifyRequest],
                 errors=_ERRORS,
             )
         },

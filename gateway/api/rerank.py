@@ -26,9 +26,9 @@ from gateway.api.wire import (
     Limit,
     Model,
     PositiveInt,
+    RankModes,
     Says,
     Text,
-    Wire,
     check_text,
     parse,
     shapes,
@@ -77,7 +77,7 @@ def _documents_wording(error: ErrorDetails) -> str:
     return f"`documents[{loc[1]}].text` must be a string"
 
 
-class RerankRequest(Wire):
+class RerankRequest(RankModes):
     """A rerank body (Cohere v1/v2, Jina); `texts[i]` is what gets scored for `documents[i]`."""
 
     model: Model
@@ -232,6 +232,8 @@ async def answer_rerank(body: Any, guard: Guard, api_version: int = 1) -> dict[s
             max_tokens_per_doc=req.max_tokens_per_doc,
             max_chunks_per_doc=req.max_chunks_per_doc,
             activation=req.use_activation,
+            mode=req.mode,
+            weights=req.rank_weights,
         ),
         guard,
     )

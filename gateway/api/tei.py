@@ -1,6 +1,7 @@
 """Hugging Face text-embeddings-inference (TEI): the request shapes, handlers and bare answers
-of its routes (`POST /embed` with `inputs`, `/rerank` with `texts`, `/similarity`, `/tokenize`
-with `inputs`, `/decode`, `GET /info` and `POST /`), as its clients read them
+of its routes (`POST /embed` with `inputs`, `/embed_sparse`, `/embed_all`, `/predict`,
+`/rerank` with `texts`, `/similarity`, `/tokenize` with `inputs`, `/decode`, `GET /info` and
+`POST /`), as its clients read them
 (`huggingface_hub.InferenceClient`, LlamaIndex `TextEmbeddingsInference`, plain HTTP). Field
 names, defaults and answers follow TEI's router/src/http/types.rs; TEI serves one model, so
 `model` is an optional extension here (the default model when absent). Token-id `inputs` are
@@ -16,17 +17,28 @@ import numpy as np
 from pydantic import Field, RootModel
 from starlette.responses import Response
 
-from adapters.base import Tokens
+from adapters.base import ClassInput, SparseVector, Tokens
 from gateway.api import texts as texts_api
 from gateway.api import vllm
 from gateway.api.context import guard_of, guarded, model_of, rank_texts
-from gateway.api.wire import Answer, Limit, Model, Says, Text, Wire, one_of, parse
+from gateway.api.wire import (
+    Answer,
+    Limit,
+    Model,
+    RankModes,
+    Says,
+    Text,
+    Wire,
+    one_of,
+    parse,
+    shapes,
+)
 from gateway.config import InputPolicy, Settings
 from gateway.errors import invalid
 from gateway.http.body import read_json
 from gateway.http.dialects import API, settle
 from gateway.http.responses import json_response, truncation_header
-from gateway.serving import token_costs
+from gateway.serving import outputs, token_costs
 from gateway.serving.embedding import EmbedJob, embed
 from gateway.serving.encoding import check_dimensions, refuse_non_finite
 from gateway.serving.inputs import Truncation, apply_template
@@ -79,10 +91,83 @@ class TeiEmbedRequest(_Truncating):
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
 
 
-class TeiRerankRequest(_Truncating):
+class TeiEmbedSparseRequest(_Truncating):
+    """`POST /embed_sparse` (and `POST /` for a sparse-only model): each input's non-zero
+    weights over the vocabulary."""
+
+    inputs: TextOrTexts
+    prompt_name: str | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+
+class TeiEmbedAllRequest(TeiEmbedSparseRequest):
+    """`POST /embed_all`: each input's token vectors (TEI: every token's hidden state; here
+    what the model's multivector output computes, e.g. ColBERT's)."""
+
+
+def _predict_shape(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "a text"
+    if not isinstance(value, list) or not value:
+        return None
+    return "a list of inputs" if isinstance(value[0], list) else "a text or pair"
+
+
+_PREDICT_SHAPES = (
+    "a text, a list of one or two texts (a text, or a (text, text_pair) pair), or a "
+    "non-empty list of such lists"
+)
+# One or two texts: a text alone, or a (text, text_pair) pair.
+TextOrPair = Annotated[list[Text], Field(min_length=1, max_length=2)]
+
+
+class TeiPredictRequest(Wire):
+    """`POST /predict` (and `POST /` for a classifier): label scores of one input (a text,
+    `[text]` or the pair `[text, text_pair]`) or of a batch (`[[text], [text, text_pair],
+    ...]`), as TEI reads `inputs`: a list of strings is one input, never a batch."""
+
+    model: Model | None = None
+    inputs: Annotated[
+        # shapes() builds the tagged union at runtime: to mypy a call, not a type.
+        shapes(  # type: ignore[valid-type]
+            _predict_shape,
+            a_text=Text,
+            a_text_or_pair=TextOrPair,
+            a_list_of_inputs=Annotated[list[TextOrPair], Field(min_length=1), Limit("max_inputs")],
+        ),
+        Says(f"`inputs` must be {_PREDICT_SHAPES}"),
+    ]
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"  # type: ignore[valid-type]  # a runtime Literal
+    raw_scores: bool = False
+
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.inputs, list) and isinstance(self.inputs[0], list)
+
+    @property
+    def class_inputs(self) -> list[ClassInput]:
+        def one(value: str | list[str]) -> ClassInput:
+            if isinstance(value, str):
+                return value
+            return value[0] if len(value) == 1 else (value[0], value[1])
+
+        return [one(v) for v in self.inputs] if self.batched else [one(self.inputs)]
+
+    @property
+    def truncation(self) -> Truncation:
+        return _Truncating(
+            truncate=self.truncate, truncation_direction=self.truncation_direction
+        ).truncation
+
+
+class TeiRerankRequest(_Truncating, RankModes):
     """`POST /rerank` with `texts`: TEI's rerank request. Long texts are cut into chunks
     and scored by their best chunk, as every rerank route here does, so `truncate` changes
-    nothing."""
+    nothing. `mode` and `weights` are additions (a model that ranks by its own outputs)."""
 
     query: Query
     texts: Annotated[
@@ -155,13 +240,19 @@ class TeiDecodeRequest(Wire):
         return rows or [[i for i in self.ids if isinstance(i, int)]]
 
 
-def root_shape(body: Any) -> type[Wire]:
+def root_shape(body: Any, outputs: Sequence[str] = ("dense",)) -> type[Wire]:
     """Which request `POST /` carries: an `inputs` object is sentence similarity (as
-    `InferenceClient.sentence_similarity` sends it), `texts` a rerank, anything else embed."""
+    `InferenceClient.sentence_similarity` sends it), `texts` a rerank; anything else is, as
+    TEI's `/` is for the model it serves (`outputs`: what the model computes), predict for a
+    classifier, embed_sparse for a sparse-only model (SPLADE), else embed."""
     if isinstance(body, dict) and isinstance(body.get("inputs"), dict):
         return TeiSimilarityRequest
     if isinstance(body, dict) and body.get("texts") is not None:
         return TeiRerankRequest
+    if "dense" not in outputs and "classify" in outputs:
+        return TeiPredictRequest
+    if "dense" not in outputs and "sparse" in outputs:
+        return TeiEmbedSparseRequest
     return TeiEmbedRequest
 
 
@@ -170,6 +261,29 @@ def root_shape(body: Any) -> type[Wire]:
 
 class TeiEmbeddings(RootModel[list[list[float]]]):
     """`POST /embed` with `inputs`: one float vector per input."""
+
+
+class TeiSparseValue(Answer):
+    index: int
+    value: float
+
+
+class TeiSparseEmbeddings(RootModel[list[list[TeiSparseValue]]]):
+    """`POST /embed_sparse`: per input its non-zero weights, by token id ascending."""
+
+
+class TeiTokenEmbeddings(RootModel[list[list[list[float]]]]):
+    """`POST /embed_all`: per input one vector per token."""
+
+
+class TeiPrediction(Answer):
+    score: float
+    label: str
+
+
+class TeiPredictions(RootModel[list[TeiPrediction] | list[list[TeiPrediction]]]):
+    """`POST /predict`: one input's label scores, best first, or a list of them for a
+    batch."""
 
 
 class TeiRank(Answer):
@@ -276,6 +390,30 @@ def rerank_answer(
     ]
 
 
+def sparse_answer(vectors: Sequence[SparseVector]) -> list[list[dict[str, Any]]]:
+    """TEI's `[[{index, value}]]`: the non-zero weights of each input."""
+    return [
+        [
+            {"index": i, "value": w}
+            for i, w in zip(v.indices.tolist(), v.values.astype(np.float32).tolist())
+        ]
+        for v in vectors
+    ]
+
+
+def predictions_answer(scores: np.ndarray, labels: Sequence[str], batched: bool) -> list[Any]:
+    """TEI's predict answer: per input `[{score, label}]` best first; one input alone, a
+    batch as a list of them."""
+    answers = [
+        [
+            {"score": float(row[j]), "label": labels[j]}
+            for j in sorted(range(len(labels)), key=lambda j: -row[j])
+        ]
+        for row in scores
+    ]
+    return answers if batched else answers[0]
+
+
 def tokens_answer(tokens: Sequence[Tokens], texts: Sequence[str]) -> list[list[dict[str, Any]]]:
     """TEI's `[[{id, text, special, start, stop}]]`: a token's `text` is its span of the
     input, or the token's own string where it has none (added special tokens)."""
@@ -353,11 +491,57 @@ async def _embed(request: GatewayRequest, body: Any) -> Response:
     )
 
 
+async def embed_sparse_route(request: GatewayRequest, body: Any | None = None) -> Response:
+    """POST /embed_sparse: each input's non-zero weights `[[{index, value}]]`."""
+    body = await read_json(request) if body is None else body
+    req = parse(TeiEmbedSparseRequest, body, settings_of(request))
+    served = model_of(request, req.model)
+    texts = with_prompt(served.policy, req.prompt_name, req.texts)
+    job = EmbedJob(served, served.name, texts, None, req.truncation)
+    batch = await outputs.embed_sparse(job, guard_of(request))
+    size = sum(len(v.indices) for v in batch.vectors)
+    answer = await token_costs.built(size, lambda: json_response(sparse_answer(batch.vectors)))
+    answer.headers.update(truncation_header(batch))
+    return answer
+
+
+async def embed_all(request: GatewayRequest) -> Response:
+    """POST /embed_all: each input's token vectors `[[[f32]]]`, at most --max-token-vectors
+    tokens per request."""
+    req = parse(TeiEmbedAllRequest, await read_json(request), settings_of(request))
+    served = model_of(request, req.model)
+    texts = with_prompt(served.policy, req.prompt_name, req.texts)
+    job = EmbedJob(served, served.name, texts, None, req.truncation)
+    batch = await outputs.embed_tokens(job, guard_of(request))
+    matrices = [np.ascontiguousarray(m, dtype="<f4") for m in batch.matrices]
+    rows = sum(len(m) for m in matrices)
+    answer = await token_costs.built(rows, lambda: json_response(matrices))
+    answer.headers.update(truncation_header(batch))
+    return answer
+
+
+async def predict(request: GatewayRequest, body: Any | None = None) -> Response:
+    """POST /predict: label scores (probabilities, or logits with `raw_scores`), best first."""
+    body = await read_json(request) if body is None else body
+    req = parse(TeiPredictRequest, body, settings_of(request))
+    served = model_of(request, req.model)
+    job = outputs.ClassifyJob(
+        served, req.class_inputs, req.truncation, activation=not req.raw_scores
+    )
+    batch = await outputs.classify(job, guard_of(request))
+    labels = served.engine.facts.labels
+    return json_response(
+        predictions_answer(batch.scores, labels, req.batched), headers=truncation_header(batch)
+    )
+
+
 async def rerank(request: GatewayRequest, body: Any) -> Response:
     """POST /rerank with `texts` (called by the rerank handler once the body says TEI)."""
     req = parse(TeiRerankRequest, body, settings_of(request))
     served = model_of(request, req.model, scoring=True)
-    ranking = await rank_texts(request, served, req.query, req.texts, not req.raw_scores)
+    ranking = await rank_texts(
+        request, served, req.query, req.texts, not req.raw_scores, req.mode, req.rank_weights
+    )
     return json_response(rerank_answer(ranking.scores, req.texts, req.return_text))
 
 
@@ -426,11 +610,18 @@ async def info(request: GatewayRequest) -> Response:
 
 async def root(request: GatewayRequest) -> Response:
     """POST /: TEI's default route, where `InferenceClient(model="http://host:port")` posts:
-    an `inputs` object is sentence similarity, `query` with `texts` a rerank, else embed."""
+    an `inputs` object is sentence similarity, `query` with `texts` a rerank, else what the
+    model serves: predict for a classifier, embed_sparse for a sparse-only model, else embed."""
     body = await read_json(request)
-    shape = root_shape(body)
+    name = body.get("model") if isinstance(body, dict) else None
+    served = model_of(request, name if isinstance(name, str) else None)
+    shape = root_shape(body, served.engine.facts.outputs)
     if shape is TeiSimilarityRequest:
         return await similarity(request, body)
     if shape is TeiRerankRequest:
         return await rerank(request, body)
+    if shape is TeiPredictRequest:
+        return await predict(request, body)
+    if shape is TeiEmbedSparseRequest:
+        return await embed_sparse_route(request, body)
     return await _embed(request, body)

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 from adapters.base import TRUNCATE_CHOICES
 from gateway.config import Settings
 from gateway.errors import APIError, brief, invalid
+from gateway.serving.hybrid import MODES
 from gateway.serving.inputs import INPUT_TYPES
 
 # Lone surrogates cannot be encoded as UTF-8 (the tokenizer would fail on them); NUL is
@@ -136,6 +137,28 @@ class Wire(BaseModel):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if v is not None}
         return data
+
+
+class RankModes(Wire):
+    """The rerank fields of a model that ranks by its own outputs (every rerank and score
+    dialect): `mode` (dense, sparse, colbert or hybrid; absent: hybrid for a model with all
+    three outputs, such as bge-m3, else colbert for token vectors, else dense) and hybrid's
+    `weights` [dense, sparse, colbert] (absent: FlagEmbedding's [0.4, 0.2, 0.4])."""
+
+    mode: one_of(MODES) | None = None  # type: ignore[valid-type]  # a runtime Literal
+    weights: (
+        Annotated[
+            # Signs and the sum are checked with the mode (`hybrid.check_weights`).
+            list[Annotated[float, Field(allow_inf_nan=False)]],
+            Field(min_length=3, max_length=3),
+            Says("`weights` must be three numbers [dense, sparse, colbert], none negative"),
+        ]
+        | None
+    ) = None
+
+    @property
+    def rank_weights(self) -> tuple[float, ...] | None:
+        return None if self.weights is None else tuple(self.weights)
 
 
 # -- parsing and the one translation of validation errors -------------------------------------

@@ -387,6 +387,17 @@ OPTIONS: tuple[Option, ...] = (
         default_note="Cohere's",
     ),
     Option(
+        "max_token_vectors",
+        "server",
+        parsers.positive(int),
+        "Most token vectors (ColBERT rows) per request, all inputs together, counted as the "
+        "tokens the model reads and refused before the work: token vectors (TEI's /embed_all, "
+        "vLLM's /pooling token_embed, `return_colbert_vecs`, multivector rerank) take "
+        "tokens x the model's token dimension x 4 bytes.",
+        env="GATEWAY_MAX_TOKEN_VECTORS",
+        default=65_536,
+    ),
+    Option(
         "max_inflight_inputs",
         "server",
         parsers.positive(int),

@@ -75,6 +75,7 @@ class Settings:
     max_request_tokens: int = default_of("max_request_tokens")
     max_rerank_documents: int = default_of("max_rerank_documents")
     max_rerank_chunks: int = default_of("max_rerank_chunks")
+    max_token_vectors: int = default_of("max_token_vectors")
     # None: derived (gateway/serving/costs.py).
     max_input_chars: int | None = default_of("max_input_chars")
     max_request_chars: int | None = default_of("max_request_chars")

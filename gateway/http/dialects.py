@@ -30,7 +30,7 @@ class API(Enum):
     COHERE_EMBED = "cohere-embed"
     RERANK = "rerank"  # Cohere v1/v2 and Jina share one shape
     TEI = "tei"  # Hugging Face text-embeddings-inference
-    VLLM = "vllm"  # vLLM's own routes: /score, /tokenize, /detokenize
+    VLLM = "vllm"  # vLLM's own routes: /score, /pooling, /classify, /tokenize, /detokenize
     TEXTS = "texts"  # POST /embed {"texts"} -> {"embeddings"}
     OLLAMA = "ollama"  # Ollama's /api/ routes
 
@@ -49,8 +49,20 @@ class Dialect:
 
 
 # Paths of one dialect only (beyond the suffix rules of `_from_path`).
-_TEI_PATHS = frozenset({"", "/embed", "/similarity", "/tokenize", "/decode", "/info"})
-_VLLM_PATHS = frozenset({"/score", "/v1/score", "/detokenize"})
+_TEI_PATHS = frozenset(
+    {
+        "",
+        "/embed",
+        "/embed_sparse",
+        "/embed_all",
+        "/predict",
+        "/similarity",
+        "/tokenize",
+        "/decode",
+        "/info",
+    }
+)
+_VLLM_PATHS = frozenset({"/score", "/v1/score", "/detokenize", "/pooling", "/classify"})
 # A shared path: (body keys that select the other API, keys that keep the path's own, and
 # that other API).
 _BY_BODY = {

@@ -3,12 +3,17 @@ were truncated."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
 
-from adapters.base import EmbeddingBatch
+
+class Truncating(Protocol):
+    """A result that says which inputs were truncated (every engine batch does)."""
+
+    @property
+    def truncated(self) -> tuple[int, ...]: ...
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -20,7 +25,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def truncation_header(batch: EmbeddingBatch) -> dict[str, str]:
+def truncation_header(batch: Truncating) -> dict[str, str]:
     """Truncation is never silent: the indices of truncated inputs, when there are any."""
     if not batch.truncated:
         return {}

@@ -2,27 +2,38 @@
 
 A document longer than the model's window is cut into consecutive chunks by the engine's
 tokenizer; its score is its best chunk's, as Cohere does. Pair models (cross-encoders, LLM
-rerankers) score (query, chunk) pairs; embedding models score by the cosine of the query's and
-the chunk's vectors, each embedded with the model's query or document prompt if it has one.
+rerankers) score (query, chunk) pairs; other models score by their own outputs, the query and
+each chunk embedded with the model's query or document prompt if it has one: the cosine of
+dense vectors, the sparse weights' dot product, ColBERT's MaxSim over token vectors, or a
+weighted hybrid of the three (`gateway.serving.hybrid`; the request's `mode` and `weights`).
 Every route that reranks or scores pairs (Cohere, Jina, TEI, vLLM) calls `rank`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 
-from adapters.base import InvalidInput, SplitLimits
+from adapters.base import (
+    EmbeddingBatch,
+    Engine,
+    InvalidInput,
+    MultiVectorBatch,
+    Prompt,
+    SparseBatch,
+    SplitLimits,
+)
 from gateway.config import Settings
 from gateway.errors import invalid
-from gateway.serving import costs
+from gateway.serving import costs, hybrid
 from gateway.serving.encoding import refuse_non_finite_scores
 from gateway.serving.guard import Guard, run_guarded
 from gateway.serving.inputs import apply_template, prompt_template
+from gateway.serving.outputs import token_vector_limit, token_vector_limited
 from gateway.serving.registry import ServedModel
 
 
@@ -37,6 +48,10 @@ class RankJob:
     max_tokens_per_doc: int | None = None
     max_chunks_per_doc: int | None = None
     activation: bool | None = None
+    # How a model without a pair score ranks (`hybrid.MODES`; None: `hybrid.default_mode`)
+    # and hybrid's [dense, sparse, colbert] weights (None: `hybrid.DEFAULT_WEIGHTS`).
+    mode: str | None = None
+    weights: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,13 +65,17 @@ class Ranking:
     tokenization_s: float = 0.0
 
 
-def split_limits(job: RankJob, settings: Settings) -> SplitLimits:
+def split_limits(job: RankJob, settings: Settings, mode: str = "pair") -> SplitLimits:
     """The chunk and token bounds a split must stay within (`Engine.split` checks them once
-    it has counted each document's tokens, before it builds a chunk)."""
+    it has counted each document's tokens, before it builds a chunk); a mode that computes
+    token vectors is also bounded by `--max-token-vectors`."""
+    tokens = settings.max_request_tokens
+    if "multivector" in hybrid.needs(mode):
+        tokens = token_vector_limit(settings)
     return SplitLimits(
         max_chunks_per_text=job.max_chunks_per_doc,
         max_chunks=settings.max_rerank_chunks,
-        max_total_tokens=settings.max_request_tokens,
+        max_total_tokens=tokens,
     )
 
 
@@ -81,18 +100,21 @@ async def rank(job: RankJob, guard: Guard) -> Ranking:
     before any tokenizing and run under admission twice: by documents to cut them, then by
     chunks, the engine work, to score them. Used by every route that reranks."""
     served, settings = job.served, guard.settings
-    check_costs(job, settings, served.engine.facts.max_model_len, served.name)
+    facts = served.engine.facts
+    mode, weights = hybrid.resolve(facts, served.name, job.mode, job.weights)
+    job = replace(job, mode=mode, weights=weights)
+    check_costs(job, settings, facts.max_model_len, served.name)
     chunking = time.perf_counter()
-    pieces = await run_guarded(
-        guard,
-        served,
-        len(job.texts),
-        lambda: split_documents(job, split_limits(job, settings)),
-    )
+    split: Callable[[], Awaitable[list[list[str]]]]
+    split = partial(split_documents, job, split_limits(job, settings, mode))
+    if "multivector" in hybrid.needs(mode):
+        split = token_vector_limited(facts, settings, split)
+    pieces = await run_guarded(guard, served, len(job.texts), split)
     split_s = time.perf_counter() - chunking
-    ranking = await run_guarded(
-        guard, served, sum(map(len, pieces)), lambda: score_chunks(job, pieces)
-    )
+    score: Callable[[], Awaitable[Ranking]] = partial(score_chunks, job, pieces)
+    if "multivector" in hybrid.needs(mode):
+        score = token_vector_limited(facts, settings, score)
+    ranking = await run_guarded(guard, served, sum(map(len, pieces)), score)
     refuse_non_finite_scores(ranking.scores)
     # The chunking is tokenizing too (x-tokenization-time).
     return replace(ranking, tokenization_s=ranking.tokenization_s + split_s)
@@ -134,14 +156,43 @@ async def score_chunks(job: RankJob, pieces: list[list[str]]) -> Ranking:
         )
     query_prompt, wrap = _prompts(served)
     query = apply_template(query_prompt, job.query) if query_prompt is not None else job.query
+    prompts = [query, *(wrap(c) if wrap else c for c in flat)]
+    mode = job.mode or hybrid.default_mode(engine.facts)
     try:
-        embedded = await engine.embed([query, *(wrap(c) if wrap else c for c in flat)])
+        scores, computed = await _mode_scores(engine, mode, job.weights, prompts)
     except InvalidInput as exc:
         if exc.index != 0:  # chunks fit by construction; input 0 is the query
             raise
         raise invalid(f"`query` does not fit the model: {exc.message}", param="query") from exc
-    scores = cosine(embedded.vectors[0], embedded.vectors[1:])
-    return _best_chunks(len(pieces), owners, scores, embedded.total_tokens, embedded.tokenization_s)
+    return _best_chunks(len(pieces), owners, scores, computed.total_tokens, computed.tokenization_s)
+
+
+async def _mode_scores(
+    engine: Engine, mode: str, weights: tuple[float, ...] | None, prompts: Sequence[Prompt]
+) -> tuple[np.ndarray, EmbeddingBatch | SparseBatch | MultiVectorBatch]:
+    """Each chunk's score for the query (`prompts[0]`) in `mode`, and the first batch
+    computed (all read the same prompts: their tokens count once)."""
+    found: dict[str, np.ndarray] = {}
+    batches: list[EmbeddingBatch | SparseBatch | MultiVectorBatch] = []
+    if mode in ("dense", "hybrid"):
+        dense = await engine.embed(prompts)
+        found["dense"] = cosine(dense.vectors[0], dense.vectors[1:])
+        batches.append(dense)
+    if mode in ("sparse", "hybrid"):
+        sparse = await engine.embed_sparse(prompts)
+        found["sparse"] = hybrid.sparse_scores(sparse.vectors[0], sparse.vectors[1:])
+        batches.append(sparse)
+    if mode in ("colbert", "hybrid"):
+        tokens = await engine.embed_tokens(prompts)
+        found["colbert"] = hybrid.maxsim_scores(tokens.matrices[0], tokens.matrices[1:])
+        batches.append(tokens)
+    if mode == "hybrid":
+        scores = hybrid.hybrid_scores(
+            found["dense"], found["sparse"], found["colbert"], weights or hybrid.DEFAULT_WEIGHTS
+        )
+    else:
+        scores = found[mode]
+    return scores, batches[0]
 
 
 def _flatten(pieces: list[list[str]], max_chunks: int | None) -> tuple[list[str], np.ndarray]:

@@ -124,3 +124,21 @@ def test_openai_models_retrieve_and_tei_info(gateway) -> None:
         client.models.retrieve("nope")
     info = httpx.get(gateway.base_url + "/info").json()
     assert (info["model_id"], info["dimension"], info["max_input_length"]) == (MINILM, 384, 256)
+
+
+def test_outputs_the_model_lacks_are_refused_naming_what_it_computes(gateway) -> None:
+    # The real engine states what the model computes (a dense embedder): every route that
+    # asks for another output says so before any work.
+    lacks = [
+        ("/embed_sparse", {"inputs": "a"}, 422, "error"),
+        ("/embed_all", {"inputs": "a"}, 422, "error"),
+        ("/pooling", {"input": "a", "task": "token_embed"}, 400, "message"),
+        ("/classify", {"input": "a"}, 400, "message"),
+        ("/v1/embeddings", {"model": MINILM, "input": "a", "return_sparse": True}, 400, "message"),
+    ]
+    for path, body, status, key in lacks:
+        response = httpx.post(gateway.base_url + path, json=body, timeout=60)
+        assert response.status_code == status, (path, response.text)
+        answer = response.json()
+        message = answer[key] if key == "error" else answer["error"]["message"]
+        assert "it computes: dense" in message, (path, message)

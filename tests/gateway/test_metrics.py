@@ -250,3 +250,27 @@ def test_restarts_follow_the_models_restart_count() -> None:
         after = samples(client.get("/metrics").text)
     assert value(before, "embedding_gateway_engine_restarts_total", model="fake") in (None, 0)
     assert value(after, "embedding_gateway_engine_restarts_total", model="fake") == 2
+
+
+def test_sparse_token_vector_and_label_routes_are_counted_like_the_others() -> None:
+    engines = {
+        "m3": FakeEngine(outputs=("dense", "sparse", "multivector")),
+        "labels": FakeEngine(outputs=("classify",)),
+    }
+    calls = [
+        ("/embed_sparse", {"model": "m3", "inputs": "a b"}),
+        ("/embed_all", {"model": "m3", "inputs": "a b"}),
+        ("/predict", {"model": "labels", "inputs": "a b"}),
+        ("/pooling", {"model": "m3", "input": "a b", "task": "token_embed"}),
+        ("/classify", {"model": "labels", "input": "a b"}),
+    ]
+    with serving(**engines) as client:
+        for path, body in calls:
+            assert client.post(path, json=body).status_code == 200, path
+        scrape = samples(client.get("/metrics").text)
+    total = "embedding_gateway_requests_total"
+    for path, body in calls:
+        assert value(scrape, total, route=path, model=body["model"], status="200") == 1, path
+    # Each call reads "a b" with [CLS] and [SEP]: 4 tokens.
+    assert value(scrape, "embedding_gateway_tokens_total", model="m3") == 3 * 4
+    assert value(scrape, "embedding_gateway_tokens_total", model="labels") == 2 * 4

@@ -250,3 +250,26 @@ def test_the_openapi_document_declares_the_fields_and_integer_rows(client) -> No
     assert {"output_dimension", "normalized", "late_chunking"} <= set(fields)
     row = schemas["Embedding"]["properties"]["embedding"]["anyOf"]
     assert {"items": {"type": "integer"}, "type": "array"} in row
+
+
+def test_compact_fields_apply_to_the_dense_vector_beside_sparse_and_token_vectors() -> None:
+    engine = FakeEngine(dimension=DIMENSION, outputs=("dense", "sparse", "multivector"))
+    with make_client(engine) as client:
+        wait_ready(client)
+        response = client.post(
+            "/v1/embeddings",
+            json={
+                "model": "fake",
+                "input": TEXTS,
+                "output_dtype": "int8",
+                "output_dimension": 8,
+                "return_sparse": True,
+                "return_colbert_vecs": True,
+            },
+        )
+    assert response.status_code == 200, response.text
+    items = response.json()["data"]
+    cut = floats()[:, :8] / np.linalg.norm(floats()[:, :8], axis=1, keepdims=True)
+    assert [item["embedding"] for item in items] == quantize(cut, "int8").tolist()
+    assert all(item["sparse_embedding"]["indices"] for item in items)
+    assert [len(item["colbert_vecs"][0]) for item in items] == [DIMENSION, DIMENSION]

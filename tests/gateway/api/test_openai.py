@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import numpy as np
+import openai
 import pytest
+from starlette.testclient import TestClient
 
 from adapters.base import EngineFailure, EngineUnavailable
-from adapters.fake import fake_vector
+from adapters.fake import FakeEngine, fake_vector
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.serving.cache import CachingEngine, EmbeddingCache
+from gateway.serving.registry import ModelRegistry, ServedModel
+from tests.conftest import TIKTOKEN_DIR, make_client, wait_ready
+
+KEY = "key-0123456789abcdef0123456789abcdef"
 
 
 def test_list_input_answers_openai_shape_in_order(client) -> None:
@@ -203,3 +213,108 @@ def test_retrieve_model(client) -> None:
     assert client.get("/v1/models/fake").json()["id"] == "fake"
     missing = client.get("/v1/models/nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+# -- FlagEmbedding's outputs: return_dense, return_sparse, return_colbert_vecs ----------------
+
+
+@pytest.fixture
+def m3():
+    engine = FakeEngine(dimension=4, max_model_len=32, outputs=("dense", "sparse", "multivector"))
+    with make_client(engine) as test_client:
+        wait_ready(test_client)
+        yield test_client, engine
+
+
+def expected_sparse(engine: FakeEngine, text: str) -> dict[str, list]:
+    vector = asyncio.run(engine.embed_sparse([text])).vectors[0]
+    return {"indices": vector.indices.tolist(), "values": vector.values.tolist()}
+
+
+def test_return_sparse_and_colbert_vecs_come_with_the_dense_vector(m3) -> None:
+    client, engine = m3
+    body = {"model": "fake", "input": ["a b a", "c"], "return_sparse": True}
+    answer = client.post("/v1/embeddings", json={**body, "return_colbert_vecs": True}).json()
+    first, second = answer["data"]
+    assert set(first) == {"object", "index", "embedding", "sparse_embedding", "colbert_vecs"}
+    np.testing.assert_allclose(first["embedding"], fake_vector("a b a", 4), rtol=1e-6)
+    assert first["sparse_embedding"]["indices"] == expected_sparse(engine, "a b a")["indices"]
+    np.testing.assert_allclose(
+        first["sparse_embedding"]["values"], expected_sparse(engine, "a b a")["values"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        first["colbert_vecs"], [fake_vector(w, 4) for w in ("a", "b", "a")], rtol=1e-6
+    )
+    assert len(second["colbert_vecs"]) == 1
+    # Tokens count once, not once per output: as the dense vectors alone.
+    dense_only = client.post("/v1/embeddings", json={"model": "fake", "input": ["a b a", "c"]})
+    assert answer["usage"] == dense_only.json()["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
+
+
+def test_return_dense_false_answers_a_null_embedding(m3) -> None:
+    client, _ = m3
+    body = {"model": "fake", "input": "a", "return_dense": False, "return_sparse": True}
+    item = client.post("/v1/embeddings", json=body).json()["data"][0]
+    assert item["embedding"] is None and set(item["sparse_embedding"]) == {"indices", "values"}
+
+
+def test_base64_applies_to_the_dense_vector_only(m3) -> None:
+    client, _ = m3
+    body = {"model": "fake", "input": "a b", "encoding_format": "base64"}
+    item = client.post("/v1/embeddings", json={**body, "return_colbert_vecs": True}).json()["data"][
+        0
+    ]
+    decoded = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, fake_vector("a b", 4), rtol=1e-6)
+    np.testing.assert_allclose(item["colbert_vecs"], [fake_vector("a", 4), fake_vector("b", 4)])
+
+
+def test_an_output_the_model_lacks_or_none_at_all_is_400(client) -> None:
+    body = {"model": "fake", "input": "a", "return_colbert_vecs": True}
+    response = client.post("/v1/embeddings", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "model 'fake' has no multivector output; it computes: dense"
+    )
+    response = client.post(
+        "/v1/embeddings", json={**body, "return_colbert_vecs": False, "return_dense": False}
+    )
+    assert response.status_code == 400
+    assert "at least one output" in response.json()["error"]["message"]
+
+
+def test_the_dense_vector_comes_from_the_cache_with_the_other_outputs() -> None:
+    engine = FakeEngine(dimension=4, max_model_len=32, outputs=("dense", "sparse"))
+    registry = ModelRegistry([ServedModel("fake", (), CachingEngine(engine, EmbeddingCache(16)))])
+    settings = Settings(api_keys=(KEY,))
+    with TestClient(create_app(registry, settings, tiktoken_dir=TIKTOKEN_DIR)) as client:
+        wait_ready(client)
+        headers = {"authorization": f"Bearer {KEY}"}
+        body = {"model": "fake", "input": ["a b"], "return_sparse": True}
+        first = client.post("/v1/embeddings", json=body, headers=headers).json()
+        second = client.post("/v1/embeddings", json=body, headers=headers).json()
+    assert first == second
+    # The sparse weights are computed each time, the dense vector once.
+    assert engine.calls == [["a b"], ["a b"], ["a b"]]
+
+
+def test_the_openai_client_reads_sparse_and_colbert_outputs_through_extra_body(m3) -> None:
+    client, engine = m3
+    api = openai.OpenAI(
+        base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0
+    )
+    extra = {"return_sparse": True, "return_colbert_vecs": True}
+    result = api.embeddings.create(model="fake", input=["a b"], extra_body=extra)
+    item = result.data[0]
+    # The client asks for base64 by default and decodes `embedding`; the others are extras.
+    np.testing.assert_allclose(item.embedding, fake_vector("a b", 4), rtol=1e-6)
+    assert (
+        item.model_extra["sparse_embedding"]["indices"] == expected_sparse(engine, "a b")["indices"]
+    )
+    assert len(item.model_extra["colbert_vecs"]) == 2
+    assert result.usage.prompt_tokens == 4
+    without_dense = api.embeddings.create(
+        model="fake", input="a", extra_body={"return_dense": False, "return_sparse": True}
+    )
+    assert without_dense.data[0].embedding is None
+    assert without_dense.data[0].model_extra["sparse_embedding"]["values"]

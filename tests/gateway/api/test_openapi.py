@@ -88,10 +88,10 @@ BODY_PATHS = [
 @pytest.fixture(scope="module")
 def app():
     # Small limits so that maxItems is cheap to exceed; a window long enough for every sample;
-    # a prompt named as the walker's sample string, for TEI's `prompt_name`.
-    registry = ModelRegistry(
-        [ServedModel("fake", (), FakeEngine(max_model_len=64), InputPolicy(prompts={"a": "p: "}))]
-    )
+    # a prompt named as the walker's sample string, for TEI's `prompt_name`; dense, sparse and
+    # token vectors, so that every rerank `mode` and every `return_*` output is accepted.
+    engine = FakeEngine(max_model_len=64, outputs=("dense", "sparse", "multivector"))
+    registry = ModelRegistry([ServedModel("fake", (), engine, InputPolicy(prompts={"a": "p: "}))])
     settings = Settings(max_inputs=3, max_rerank_documents=3)
     with TestClient(
         create_app(registry, settings, tiktoken_dir=TIKTOKEN_DIR), raise_server_exceptions=False
@@ -103,13 +103,17 @@ def app():
 @pytest.fixture(scope="module")
 def known(app) -> dict[str, dict[str, Any]]:
     """Per path, values a field must take to be accepted that its schema cannot state: a
-    batch reads a file that exists."""
+    batch reads a file that exists; embeddings ask for at least one output, so
+    `"return_dense": false` is tried with `return_sparse`."""
     client, _ = app
     line = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n'
     uploaded = client.post(
         "/v1/files", files={"file": ("in.jsonl", line)}, data={"purpose": "batch"}
     )
-    return {"/v1/batches": {"input_file_id": uploaded.json()["id"]}}
+    return {
+        "/v1/batches": {"input_file_id": uploaded.json()["id"]},
+        "/v1/embeddings": {"return_sparse": True},
+    }
 
 
 @pytest.mark.parametrize(("path", "shape"), BODY_PATHS)
@@ -225,6 +229,8 @@ def _samples(schema: dict) -> Iterator[Any]:
             yield "a"
         elif form["type"] == "integer":
             yield form.get("minimum", 1)
+        elif form["type"] == "number":
+            yield float(form.get("minimum", 1))
         elif form["type"] == "boolean":
             yield False
         elif form["type"] == "array":

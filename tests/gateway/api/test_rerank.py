@@ -10,9 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from adapters.base import EngineFailure, EngineSpec
-from adapters.fake import FakeEngine, fake_vector
+from adapters.fake import FakeEngine, fake_vector, fake_weight
 from gateway.app import create_app
-from gateway.config import InputPolicy
+from gateway.config import InputPolicy, Settings
 from gateway.serving.ranking import cosine
 from gateway.serving.registry import ModelRegistry, ServedModel
 from tests.conftest import wait_ready
@@ -317,3 +317,167 @@ def test_engine_failure_is_500_with_detail(rr, pair_engine) -> None:
     response = rr.post("/v1/rerank", json={"model": "pairs", "query": QUERY, "documents": DOCS})
     assert response.status_code == 500
     assert response.json()["detail"] == "boom"
+
+
+# -- models that rank by their own outputs: dense, sparse, ColBERT MaxSim, hybrid -------------
+
+M3 = ("dense", "sparse", "multivector")
+
+
+@pytest.fixture
+def by_outputs() -> Iterator[TestClient]:
+    registry = ModelRegistry(
+        [
+            ServedModel(
+                "m3",
+                (),
+                FakeEngine(
+                    EngineSpec(name="m3", model="m3"), dimension=8, max_model_len=32, outputs=M3
+                ),
+            ),
+            ServedModel(
+                "colbert",
+                (),
+                FakeEngine(
+                    EngineSpec(name="colbert", model="colbert"),
+                    dimension=8,
+                    max_model_len=32,
+                    outputs=("multivector",),
+                ),
+            ),
+            ServedModel(
+                "short",
+                (),
+                FakeEngine(
+                    EngineSpec(name="short", model="short"),
+                    dimension=8,
+                    max_model_len=8,
+                    outputs=M3,
+                ),
+            ),
+        ]
+    )
+    with TestClient(create_app(registry), raise_server_exceptions=False) as client:
+        wait_ready(client)
+        yield client
+
+
+def flag_scores(query: str, documents: list[str]) -> dict[str, np.ndarray]:
+    """FlagEmbedding's dense, lexical and colbert scores over the fake's vectors: the fake's
+    token vectors are its words' vectors, its sparse weights each word's `fake_weight`."""
+    words = query.split()
+    q_tokens = np.stack([fake_vector(w, 8) for w in words])
+    dense, lexical, colbert = [], [], []
+    for document in documents:
+        dense.append(float(fake_vector(query, 8) @ fake_vector(document, 8)))
+        shared = set(words) & set(document.split())
+        lexical.append(sum(fake_weight(w) ** 2 for w in shared))
+        d_tokens = np.stack([fake_vector(w, 8) for w in document.split()])
+        colbert.append(float(np.sum(np.max(q_tokens @ d_tokens.T, axis=1)) / len(q_tokens)))
+    return {"dense": np.array(dense), "sparse": np.array(lexical), "colbert": np.array(colbert)}
+
+
+def scores_of(response) -> list[float]:
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    return [r["relevance_score"] for r in sorted(results, key=lambda r: r["index"])]
+
+
+def test_a_token_vector_model_ranks_by_maxsim(by_outputs) -> None:
+    body = {"model": "colbert", "query": QUERY, "documents": DOCS}
+    expected = flag_scores(QUERY, DOCS)["colbert"]
+    np.testing.assert_allclose(
+        scores_of(by_outputs.post("/v1/rerank", json=body)), expected, rtol=1e-5
+    )
+
+
+def test_bge_m3_like_models_rank_hybrid_by_default_with_flagembeddings_weights(by_outputs) -> None:
+    flag = flag_scores(QUERY, DOCS)
+    expected = (0.4 * flag["dense"] + 0.2 * flag["sparse"] + 0.4 * flag["colbert"]) / 1.0
+    body = {"model": "m3", "query": QUERY, "documents": DOCS}
+    np.testing.assert_allclose(
+        scores_of(by_outputs.post("/v1/rerank", json=body)), expected, rtol=1e-5
+    )
+    weighted = {**body, "mode": "hybrid", "weights": [1, 2, 0]}
+    expected = (flag["dense"] + 2 * flag["sparse"]) / 3
+    np.testing.assert_allclose(
+        scores_of(by_outputs.post("/v1/rerank", json=weighted)), expected, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "colbert"])
+def test_each_mode_alone(by_outputs, mode) -> None:
+    body = {"model": "m3", "query": QUERY, "documents": DOCS, "mode": mode}
+    expected = flag_scores(QUERY, DOCS)[mode]
+    np.testing.assert_allclose(
+        scores_of(by_outputs.post("/v2/rerank", json=body)), expected, rtol=1e-5, atol=1e-7
+    )
+
+
+def test_hybrid_usage_counts_the_tokens_once(by_outputs) -> None:
+    body = {"model": "m3", "query": QUERY, "documents": DOCS}
+    hybrid = by_outputs.post("/v1/rerank", json=body).json()["usage"]
+    dense = by_outputs.post("/v1/rerank", json={**body, "mode": "dense"}).json()["usage"]
+    # The query and each document with [CLS] and [SEP].
+    assert hybrid == dense == {"prompt_tokens": 5 + 5 + 8 + 6, "total_tokens": 24}
+
+
+def test_modes_on_the_tei_and_vllm_routes(by_outputs) -> None:
+    flag = flag_scores(QUERY, DOCS)
+    tei = by_outputs.post(
+        "/rerank", json={"model": "m3", "query": QUERY, "texts": DOCS, "mode": "sparse"}
+    ).json()
+    np.testing.assert_allclose(
+        [r["score"] for r in sorted(tei, key=lambda r: r["index"])], flag["sparse"], atol=1e-6
+    )
+    vllm = by_outputs.post(
+        "/score", json={"model": "m3", "text_1": QUERY, "text_2": DOCS, "mode": "colbert"}
+    ).json()
+    np.testing.assert_allclose([d["score"] for d in vllm["data"]], flag["colbert"], rtol=1e-5)
+
+
+def test_long_documents_score_their_best_chunk_in_every_mode(by_outputs) -> None:
+    # A window of 8 tokens: the long document is cut into chunks of at most 6 words.
+    long = "bananas are yellow and sweet " + "paris is the capital"
+    body = {"model": "short", "query": "paris capital", "documents": [long], "mode": "colbert"}
+    chunks = ["bananas are yellow and sweet paris", "is the capital"]
+    best = max(flag_scores("paris capital", chunks)["colbert"])
+    np.testing.assert_allclose(
+        scores_of(by_outputs.post("/v1/rerank", json=body)), [best], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ({"model": "colbert", "mode": "hybrid"}, "mode", "cannot rank in mode 'hybrid'"),
+        ({"model": "emb", "mode": "colbert"}, "mode", "its modes are dense"),
+        ({"model": "pairs", "mode": "dense"}, "mode", "scores (query, document) pairs"),
+        ({"model": "m3", "mode": "cosine"}, "mode", "must be one of"),
+        ({"model": "m3", "weights": [1, 1]}, "weights", "three numbers"),
+        ({"model": "m3", "weights": [0, 0, 0]}, "weights", "not all zero"),
+        ({"model": "m3", "weights": [1, -1, 1]}, "weights", "none negative"),
+        ({"model": "m3", "mode": "dense", "weights": [1, 1, 1]}, "weights", "hybrid mode only"),
+    ],
+)
+def test_a_mode_or_weights_the_model_cannot_use_are_400(
+    by_outputs, rr, body, param, fragment
+) -> None:
+    client = rr if body["model"] in ("emb", "pairs") else by_outputs
+    response = client.post("/v1/rerank", json={**body, "query": QUERY, "documents": DOCS})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and fragment in error["message"]
+
+
+def test_token_vectors_past_the_cap_are_refused_before_the_work() -> None:
+    engine = FakeEngine(EngineSpec(name="m3", model="m3"), max_model_len=32, outputs=M3)
+    registry = ModelRegistry([ServedModel("m3", (), engine)])
+    with TestClient(create_app(registry, Settings(max_token_vectors=12))) as client:
+        wait_ready(client)
+        body = {"model": "m3", "query": QUERY, "documents": DOCS}
+        response = client.post("/v1/rerank", json=body)
+        assert response.status_code == 400
+        assert "--max-token-vectors" in response.json()["error"]["message"]
+        assert engine.completed == 0
+        assert client.post("/v1/rerank", json={**body, "mode": "dense"}).status_code == 200

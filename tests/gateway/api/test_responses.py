@@ -34,6 +34,8 @@ CALLS: dict[tuple[str, str], list[Any]] = {
         {**EMBED, "output_dtype": "int8"},
         {**EMBED, "embedding_type": "ubinary"},
         {**EMBED, "output_dtype": "uint8", "encoding_format": "base64"},
+        {**EMBED, "return_dense": False, "return_sparse": True, "return_colbert_vecs": True},
+        {**EMBED, "model": "labels", "return_sparse": True},
         {},
     ],
     ("post", "/embeddings"): [EMBED, {}],
@@ -45,7 +47,14 @@ CALLS: dict[tuple[str, str], list[Any]] = {
     ],
     ("post", "/v2/embed"): [{"model": "fake", "texts": ["a"], "embedding_types": ["float"]}, {}],
     ("post", "/rerank"): [RERANK, TEI_RERANK, {"query": "a", "texts": []}, {}],
-    ("post", "/v1/rerank"): [RERANK, {**RERANK, "return_documents": False, "top_n": 1}, {}],
+    ("post", "/v1/rerank"): [
+        RERANK,
+        {**RERANK, "return_documents": False, "top_n": 1},
+        {**RERANK, "mode": "colbert"},
+        {**RERANK, "mode": "hybrid", "weights": [1, 0.5, 1]},
+        {**RERANK, "mode": "hybrid", "weights": [0, 0, 0]},
+        {},
+    ],
     ("post", "/v2/rerank"): [RERANK, {}],
     ("post", "/v1/v2/rerank"): [RERANK, {}],
     ("get", "/v1/models"): [None],
@@ -56,7 +65,21 @@ CALLS: dict[tuple[str, str], list[Any]] = {
     ("get", "/ready"): [None],
     ("get", "/openapi.json"): [None],
     ("post", "/embed"): [{"texts": ["a", "b"]}, {"inputs": "a"}, {"texts": []}, {}],
-    ("post", "/"): [{"inputs": ["a", "b"]}, SIMILARITY, TEI_RERANK, {}],
+    ("post", "/"): [
+        {"inputs": ["a", "b"]},
+        SIMILARITY,
+        TEI_RERANK,
+        {"inputs": ["a", "b"], "model": "labels"},
+        {},
+    ],
+    ("post", "/embed_sparse"): [{"inputs": ["a b", "c"]}, {"inputs": "a", "model": "labels"}, {}],
+    ("post", "/embed_all"): [{"inputs": "a b"}, {"inputs": ["a", "b"], "model": "labels"}, {}],
+    ("post", "/predict"): [
+        {"inputs": "a", "model": "labels"},
+        {"inputs": [["a"], ["b", "c"]], "model": "labels", "raw_scores": True},
+        {"inputs": "a"},
+        {},
+    ],
     ("post", "/similarity"): [SIMILARITY, {}],
     ("post", "/tokenize"): [
         {"inputs": ["a b", "c"]},
@@ -69,6 +92,15 @@ CALLS: dict[tuple[str, str], list[Any]] = {
     ("post", "/score"): [*SCORES, {}],
     ("post", "/v1/score"): [*SCORES, {}],
     ("post", "/detokenize"): [{"tokens": "{ids}"}, {}],
+    ("post", "/pooling"): [
+        {"input": ["a b", "c"]},
+        {"input": "a b", "task": "token_embed"},
+        {"input": "a", "task": "embed", "encoding_format": "base64"},
+        {"input": ["a", "b"], "task": "classify", "model": "labels"},
+        {"input": "a", "task": "token_classify"},
+        {},
+    ],
+    ("post", "/classify"): [{"input": ["a", "b"], "model": "labels"}, {"input": "a"}, {}],
     ("post", "/api/embed"): [
         {"model": "fake", "input": ["a b", "c"], "dimensions": 3},
         {"model": "fake:latest", "input": ""},
@@ -101,7 +133,8 @@ NOT_JSON = {
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    engine = FakeEngine(dimension=8, max_model_len=64)
+    engine = FakeEngine(dimension=8, max_model_len=64, outputs=("dense", "sparse", "multivector"))
+    classifier = FakeEngine(EngineSpec(name="labels", model="labels"), outputs=("classify",))
     scorer = FakeEngine(
         EngineSpec(name="pairs", model="pairs", rerank_kind="cross_encoder"), scores_pairs=True
     )
@@ -109,6 +142,7 @@ def client() -> Iterator[TestClient]:
         [
             ServedModel("fake", (), engine, InputPolicy(prompts={"query": "q: "}), default=True),
             ServedModel("pairs", (), scorer, default=True),
+            ServedModel("labels", (), classifier),
         ]
     )
     with TestClient(

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from adapters.base import EngineSpec
-from adapters.fake import FakeEngine, fake_logit, fake_vector
-from gateway.config import InputPolicy
+from adapters.fake import FakeEngine, fake_logit, fake_vector, fake_weight
+from gateway.config import InputPolicy, Settings
 from tests.conftest import make_client, serving, wait_ready
 
 
@@ -131,3 +131,111 @@ def test_info_reports_the_model_and_limits(client) -> None:
     info = client.get("/info").json()
     assert info["model_id"] == "fake" and info["dimension"] == 8
     assert info["max_input_length"] == 16 and info["max_client_batch_size"] == 2048
+
+
+# -- /embed_sparse, /embed_all, /predict, and / for classifiers and sparse-only models --------
+
+
+@pytest.fixture
+def outputs_client():
+    """`m3`: dense, sparse and token vectors; `labels`: a classifier;
+    `splade`: sparse only."""
+    with serving(
+        m3=FakeEngine(dimension=4, max_model_len=16, outputs=("dense", "sparse", "multivector")),
+        labels=FakeEngine(outputs=("classify",), labels=("neg", "pos")),
+        splade=FakeEngine(outputs=("sparse",)),
+    ) as test_client:
+        yield test_client
+
+
+def test_embed_sparse_answers_the_non_zero_weights_by_token_id(outputs_client) -> None:
+    answer = outputs_client.post(
+        "/embed_sparse", json={"model": "m3", "inputs": ["a b a", "c"]}
+    ).json()
+    ids = {w: _id(outputs_client, w) for w in "abc"}
+    assert answer == [
+        sorted(
+            [
+                {"index": ids["a"], "value": _f32(fake_weight("a"))},
+                {"index": ids["b"], "value": _f32(fake_weight("b"))},
+            ],
+            key=lambda e: e["index"],
+        ),
+        [{"index": ids["c"], "value": _f32(fake_weight("c"))}],
+    ]
+
+
+def test_embed_all_answers_a_vector_per_token(outputs_client) -> None:
+    answer = outputs_client.post("/embed_all", json={"model": "m3", "inputs": "a b"}).json()
+    np.testing.assert_allclose(answer, [[fake_vector("a", 4), fake_vector("b", 4)]], rtol=1e-6)
+
+
+def test_predict_one_text_a_pair_and_a_batch_best_first(outputs_client) -> None:
+    single = outputs_client.post("/predict", json={"model": "labels", "inputs": "good"}).json()
+    logits = 4.0 * fake_vector("good", 2).astype(np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum()
+    expected = sorted(
+        [{"score": p, "label": label} for p, label in zip(probs, ("neg", "pos"))],
+        key=lambda e: -e["score"],
+    )
+    assert [e["label"] for e in single] == [e["label"] for e in expected]
+    np.testing.assert_allclose([e["score"] for e in single], [e["score"] for e in expected])
+    pair = outputs_client.post("/predict", json={"model": "labels", "inputs": ["q", "d"]}).json()
+    assert isinstance(pair[0], dict)  # one input: one list
+    batch = outputs_client.post(
+        "/predict",
+        json={"model": "labels", "inputs": [["good"], ["q", "d"]], "raw_scores": True},
+    ).json()
+    assert len(batch) == 2 and batch[1] != pair  # raw logits, not probabilities
+    np.testing.assert_allclose(
+        sorted((e["score"] for e in batch[0]), reverse=True), sorted(logits, reverse=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fragment"),
+    [
+        (
+            "/predict",
+            {"model": "m3", "inputs": "a"},
+            "model 'm3' has no classify output; it computes: dense",
+        ),
+        ("/embed_sparse", {"model": "labels", "inputs": "a"}, "no sparse output"),
+        ("/embed_all", {"model": "splade", "inputs": "a"}, "no multivector output"),
+        ("/predict", {"model": "labels", "inputs": ["a", "b", "c"]}, "`inputs` must be"),
+        ("/predict", {"model": "labels", "inputs": []}, "`inputs` must be"),
+    ],
+)
+def test_a_missing_output_or_bad_inputs_is_teis_validation_error(
+    outputs_client, path, body, fragment
+) -> None:
+    response = outputs_client.post(path, json=body)
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation"
+    assert fragment in response.json()["error"]
+
+
+def test_embed_all_past_the_token_vector_cap_is_refused() -> None:
+    settings = Settings(max_token_vectors=4)
+    with serving(settings, m=FakeEngine(outputs=("multivector",))) as client:
+        response = client.post("/embed_all", json={"inputs": "a b c"})
+        assert response.status_code == 422
+        assert "--max-token-vectors" in response.json()["error"]
+        assert client.post("/embed_all", json={"inputs": "a b"}).status_code == 200
+
+
+def test_root_serves_predict_for_a_classifier_and_embed_sparse_for_a_sparse_model() -> None:
+    with serving(labels=FakeEngine(outputs=("classify",), labels=("neg", "pos"))) as client:
+        assert {e["label"] for e in client.post("/", json={"inputs": "a"}).json()} == {"neg", "pos"}
+    with serving(splade=FakeEngine(outputs=("sparse",))) as client:
+        assert set(client.post("/", json={"inputs": "a"}).json()[0][0]) == {"index", "value"}
+
+
+def _id(client, word: str) -> int:
+    return client.post(
+        "/tokenize", json={"model": "m3", "inputs": word, "add_special_tokens": False}
+    ).json()[0][0]["id"]
+
+
+def _f32(value: float) -> float:
+    return float(np.float32(value))

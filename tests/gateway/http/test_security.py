@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.routing import Route
 
+from adapters.fake import FakeEngine
 from gateway import batches
 from gateway.api.routes import ROUTES
 from gateway.config import Settings
@@ -26,12 +27,17 @@ BODIES = {
     "/score": {"text_1": "a", "text_2": ["b"]},
     "/v1/score": {"text_1": "a", "text_2": "b"},
     "/detokenize": {"tokens": [1]},
+    "/embed_sparse": {"inputs": "a"},
+    "/embed_all": {"inputs": "a"},
+    "/predict": {"inputs": "a"},
 }
+# One model that computes every output, so that every route can answer.
+OUTPUTS = ("dense", "sparse", "multivector", "classify")
 
 
 @pytest.fixture
 def locked():
-    with serving(Settings(api_keys=KEYS)) as client:
+    with serving(Settings(api_keys=KEYS), fake=FakeEngine(outputs=OUTPUTS)) as client:
         yield client
 
 
