@@ -10,9 +10,10 @@ engine counts the tokens and refuses before any work.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -122,14 +123,24 @@ async def compute(job: EmbedJob, guard: Guard, outputs: Sequence[str]) -> Output
     engine = served.engine
 
     async def work() -> Outputs:
-        found: dict[str, Any] = {}
-        if "dense" in outputs:
-            found["dense"] = await engine.embed(call.prompts, options)
-        if "sparse" in outputs:
-            found["sparse"] = await engine.embed_sparse(call.prompts, options)
-        if "multivector" in outputs:
-            found["tokens"] = await engine.embed_tokens(call.prompts, options)
-        return Outputs(**found)
+        # All at once, so that the engine batches the outputs' requests together; a task
+        # group cancels the others (and their engine work) when one fails.
+        dense = sparse = tokens = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                if "dense" in outputs:
+                    dense = group.create_task(engine.embed(call.prompts, options))
+                if "sparse" in outputs:
+                    sparse = group.create_task(engine.embed_sparse(call.prompts, options))
+                if "multivector" in outputs:
+                    tokens = group.create_task(engine.embed_tokens(call.prompts, options))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the first failure, as one engine call's
+        return Outputs(
+            dense=dense.result() if dense else None,
+            sparse=sparse.result() if sparse else None,
+            tokens=tokens.result() if tokens else None,
+        )
 
     guarded = (
         token_vector_limited(engine.facts, settings, work) if "multivector" in outputs else work
