@@ -90,6 +90,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "document's id (as a string); default: the row number from 0",
     )
     bulk.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=sources.MAX_DOCUMENT_CHARS,
+        metavar="N",
+        help=f"most characters in one document (default {sources.MAX_DOCUMENT_CHARS:,}); a "
+        "longer one, or a line or CSV field too long to hold one, stops the run naming its "
+        "row, having read no more of it than this bound",
+    )
+    bulk.add_argument(
         "--checkpoint-dir",
         metavar="DIR",
         help="folder for the resumable state (default OUT.partial)",
@@ -222,7 +231,7 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
         raise BulkError(f"{output} exists; pass --overwrite to replace it")
     if args.dimensions is not None and args.dimensions < 1:
         raise BulkError(f"--dimensions must be at least 1, got {args.dimensions}")
-    for flag in ("batch_tokens", "batches_in_flight"):
+    for flag in ("batch_tokens", "batches_in_flight", "max_document_chars"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise BulkError(f"--{flag.replace('_', '-')} must be at least 1")
     # The API's length rules: a token cap alone truncates the end; the model's own policy
@@ -284,6 +293,7 @@ def _run(plan: Plan, args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         text_field=args.text_field,
         id_field=args.id_field,
         spool=plan.folder / "stdin.spool",
+        max_chars=args.max_document_chars,
     )
     checkpoint.begin(fingerprint_parts(plan, source, args), restart=args.restart)
     if checkpoint.documents:
