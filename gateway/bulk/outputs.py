@@ -12,12 +12,16 @@ float32 as they are, float16 rounded, and int8, uint8, binary, ubinary as the AP
 int8 for binary, uint8 for ubinary).
 
 Written to a temporary file beside the target, fsync'd and renamed, so the output is either
-absent or whole.
+absent or whole. The temporary file is made by `tempfile.mkstemp` (a new name, O_EXCL, mode
+0600 until it is whole), so a link planted beside the target in a shared folder is never
+followed, and it is removed when writing fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -63,12 +67,26 @@ def write(
 ) -> None:
     """Write the chunks (Arrow tables with `id` and float32 `vector`) to `path` as `dtype`,
     atomically."""
-    temporary = path.with_name(f".{path.name}.tmp")
     write_as = {"npy": _npy, "parquet": _parquet, "jsonl": _jsonl}[fmt]
-    write_as(tables, temporary, rows, dimension, dtype)
-    with temporary.open("rb+") as file:
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
+    try:
+        os.close(descriptor)  # each format opens the file (the new one, by its new name)
+        write_as(tables, temporary, rows, dimension, dtype)
+        with temporary.open("rb+") as file:
+            os.fchmod(file.fileno(), 0o666 & ~_umask())  # as a file opened for writing gets
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def convert(vectors: npt.NDArray[np.float32], dtype: str) -> np.ndarray:
