@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.bulk.checkpoint import _table
+from gateway.bulk.checkpoint import chunk_table
 from gateway.bulk.outputs import write
 
 VECTORS = np.arange(12, dtype=np.float32).reshape(3, 4)
 
 
 def chunks() -> list:
-    return [_table([0, 1], VECTORS[:2]), _table([2], VECTORS[2:])]
+    return [chunk_table([0, 1], VECTORS[:2]), chunk_table([2], VECTORS[2:])]
 
 
 @pytest.mark.parametrize("fmt", ["npy", "parquet", "jsonl"])
