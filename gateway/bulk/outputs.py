@@ -45,8 +45,7 @@ from gateway.serving.quantize import quantize
 FORMATS = ("npy", "parquet", "jsonl")
 # What a run may write per document (`--outputs`), as adapters.base.OUTPUTS names them.
 KINDS = ("dense", "sparse", "multivector")
-# Each one's Parquet column (and chunk column) and JSONL field.
-COLUMNS = {"dense": "vector", "sparse": "sparse_embedding", "multivector": "colbert_vecs"}
+# Each one's JSONL field (the Parquet columns are the chunks': `checkpoint.chunk_table`).
 FIELDS = {"dense": "embedding", "sparse": "sparse_embedding", "multivector": "colbert_vecs"}
 # The formats that take each kind.
 TAKEN_BY = {"dense": FORMATS, "sparse": ("parquet", "jsonl"), "multivector": ("parquet", "jsonl")}
@@ -70,6 +69,16 @@ def output_format(path: str, given: str | None) -> str:
             f".npy, .parquet or .jsonl, or pass --output-format"
         )
     return found
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What OUT holds: the outputs, the widths of the dense and token vectors, the dense dtype."""
+
+    kinds: tuple[str, ...]
+    dimension: int
+    token_dimension: int
+    dtype: str
 
 
 def write(
@@ -107,14 +116,6 @@ def _umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it
     os.umask(mask)
     return mask
-
-
-@dataclass(frozen=True)
-class Layout:
-    kinds: tuple[str, ...]
-    dimension: int
-    token_dimension: int
-    dtype: str
 
 
 def convert(vectors: npt.NDArray[np.float32], dtype: str) -> np.ndarray:
