@@ -7,6 +7,10 @@ Commit protocol for chunk k (rows `documents` .. `documents + n - 1`): write
 `chunks` (a crash between the two renames) is ignored and overwritten. Chunks are committed in
 row order, so a run resumes at row `documents` with no gap and no duplicate.
 
+A chunk holds the columns of the final output (`outputs.py`): `id`, and those of the outputs
+asked for: `vector` (float32, fixed size), `sparse_embedding` (struct of `indices`, list of
+int64, and `values`, list of float32) and `colbert_vecs` (list of fixed-size float32 rows).
+
 A lock file (`fcntl.flock`) keeps a second process off a folder in use; the kernel releases it
 when the holder dies, SIGKILL included.
 """
@@ -18,10 +22,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from adapters.base import SparseVector
 from gateway.bulk import BulkError
 from gateway.bulk.sources import DocumentId
 
@@ -47,7 +52,8 @@ class Checkpoint:
         self.documents = 0  # rows committed
         self.chunks = 0
         self.tokens = 0
-        self.dimension: int | None = None
+        self.dimension: int | None = None  # of `vector`; 0 without dense vectors
+        self.token_dimension = 0  # of `colbert_vecs` rows
         self._parts: dict[str, Any] = {}
         self._lock: Any = None
 
@@ -88,17 +94,27 @@ class Checkpoint:
             for old in self.folder.glob("chunk-*"):
                 old.unlink()
             self.documents = self.chunks = self.tokens = 0
-            self.dimension = None
+            self.dimension, self.token_dimension = None, 0
             self._write_manifest()
             return
         self.documents, self.chunks = saved["documents"], saved["chunks"]
         self.tokens, self.dimension = saved["tokens"], saved["dimension"]
+        self.token_dimension = saved.get("token_dimension", 0)
 
-    def commit(self, ids: list[DocumentId], vectors: npt.NDArray[np.float32], tokens: int) -> None:
-        """Make the next rows durable (vectors: float32, one row per id)."""
+    def commit(
+        self,
+        ids: list[DocumentId],
+        vectors: npt.NDArray[np.float32] | None,
+        tokens: int,
+        *,
+        sparse: Sequence[SparseVector] | None = None,
+        multivector: Sequence[npt.NDArray[np.float32]] | None = None,
+    ) -> None:
+        """Make the next rows durable: for each id, its dense vector (a float32 row of
+        `vectors`), sparse vector and token vectors (a float32 matrix), those given."""
         import pyarrow as pa
 
-        table = _table(ids, vectors)
+        table = chunk_table(ids, vectors, sparse=sparse, multivector=multivector)
         path = self._chunk_path(self.chunks)
         temporary = path.with_suffix(".tmp")
         with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -109,11 +125,13 @@ class Checkpoint:
         self.chunks += 1
         self.documents += len(ids)
         self.tokens += tokens
-        self.dimension = int(vectors.shape[1])
+        self.dimension = int(vectors.shape[1]) if vectors is not None else 0
+        if table.schema.get_field_index("colbert_vecs") >= 0:
+            self.token_dimension = table.schema.field("colbert_vecs").type.value_type.list_size
         self._write_manifest()
 
     def tables(self) -> Iterator[Any]:
-        """The committed chunks in row order, as Arrow tables (columns id, vector)."""
+        """The committed chunks in row order, as Arrow tables (`chunk_table`'s columns)."""
         import pyarrow as pa
 
         for k in range(self.chunks):
@@ -154,6 +172,7 @@ class Checkpoint:
             "chunks": self.chunks,
             "tokens": self.tokens,
             "dimension": self.dimension,
+            "token_dimension": self.token_dimension,
         }
         path = self.folder / MANIFEST
         temporary = path.with_suffix(".tmp")
@@ -163,14 +182,55 @@ class Checkpoint:
         _fsync_dir(self.folder)
 
 
-def _table(ids: list[DocumentId], vectors: npt.NDArray[np.float32]) -> Any:
+def chunk_table(
+    ids: list[DocumentId],
+    vectors: npt.NDArray[np.float32] | None,
+    *,
+    sparse: Sequence[SparseVector] | None = None,
+    multivector: Sequence[npt.NDArray[np.float32]] | None = None,
+) -> Any:
+    """An Arrow table of `id` and a column for each output given (see the module docstring)."""
     import numpy as np
     import pyarrow as pa
 
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
     id_type = pa.string() if ids and isinstance(ids[0], str) else pa.int64()
-    return pa.table({"id": pa.array(ids, type=id_type), "vector": column})
+    columns = {"id": pa.array(ids, type=id_type)}
+    if vectors is not None:
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(matrix.reshape(-1)), matrix.shape[1]
+        )
+    if sparse is not None:
+        offsets = pa.array(_offsets([len(v.indices) for v in sparse]))
+        indices = _concatenate([v.indices for v in sparse], np.int64)
+        values = _concatenate([v.values for v in sparse], np.float32)
+        columns["sparse_embedding"] = pa.StructArray.from_arrays(
+            [
+                pa.ListArray.from_arrays(offsets, pa.array(indices)),
+                pa.ListArray.from_arrays(offsets, pa.array(values)),
+            ],
+            names=["indices", "values"],
+        )
+    if multivector is not None:
+        # Every matrix is 2-D, one with no rows too, so the first one gives the width.
+        flat = _concatenate([m.reshape(-1) for m in multivector], np.float32)
+        rows = pa.FixedSizeListArray.from_arrays(pa.array(flat), multivector[0].shape[1])
+        columns["colbert_vecs"] = pa.ListArray.from_arrays(
+            pa.array(_offsets([len(m) for m in multivector])), rows
+        )
+    return pa.table(columns)
+
+
+def _offsets(lengths: Sequence[int]) -> Any:
+    import numpy as np
+
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32)
+
+
+def _concatenate(parts: Sequence[Any], dtype: Any) -> Any:
+    import numpy as np
+
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
 
 def _mismatch(folder: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:

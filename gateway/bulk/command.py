@@ -52,7 +52,7 @@ DESCRIPTION = """\
 Embed every document of INPUT with the in-process engine (no HTTP server) and write the
 vectors to OUT. INPUT: a text file (one document per line), JSONL, CSV or Parquet (the text in
 --text-field), or - for stdin. OUT: .npy (vectors in input order), .parquet or .jsonl (id and
-vector). The model is built and the texts are prompted exactly as `embedding-gateway serve`
+vector; with --outputs, also the sparse vector and the token vectors). The model is built and the texts are prompted exactly as `embedding-gateway serve`
 does, from the same options and YAML file.
 
 The run is checkpointed in OUT.partial/: stop it (Ctrl-C, a kill, a crash) and run the same
@@ -90,6 +90,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "document's id (as a string); default: the row number from 0",
     )
     bulk.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=sources.MAX_DOCUMENT_CHARS,
+        metavar="N",
+        help=f"most characters in one document (default {sources.MAX_DOCUMENT_CHARS:,}); a "
+        "longer one, or a line or CSV field too long to hold one, stops the run naming its "
+        "row, having read no more of it than this bound",
+    )
+    bulk.add_argument(
         "--checkpoint-dir",
         metavar="DIR",
         help="folder for the resumable state (default OUT.partial)",
@@ -114,6 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     request = parser.add_argument_group("embedding (as the /v1/embeddings fields)")
     request.add_argument(
+        "--outputs",
+        default="dense",
+        metavar="KINDS",
+        help="what to write per document, a comma list of "
+        f"{', '.join(outputs.KINDS)} (default dense): the vector, the sparse vector "
+        "(sparse_embedding) and the token vectors (colbert_vecs), from the same prompts; "
+        "sparse and multivector need .parquet or .jsonl and a model that computes them",
+    )
+    request.add_argument(
         "--input-type", choices=INPUT_TYPES, help="apply the model's prompt for this kind of text"
     )
     request.add_argument(
@@ -123,8 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dtype",
         choices=outputs.DTYPES,
         default="float32",
-        help="the vectors' type in OUT: float32 (default), float16, or int8, uint8, binary, "
-        "ubinary quantised as the API's output_dtype (binary, ubinary: d/8 packed bytes)",
+        help="the dense vectors' type in OUT: float32 (default), float16, or int8, uint8, "
+        "binary, ubinary quantised as the API's output_dtype (binary, ubinary: d/8 packed "
+        "bytes); sparse and token vectors stay float32",
     )
     request.add_argument(
         "--truncate-prompt-tokens",
@@ -168,6 +187,7 @@ class Plan:
     output: Path
     folder: Path
     length: Truncation
+    outputs: tuple[str, ...] = ("dense",)
 
 
 def main(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
@@ -214,6 +234,7 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
         else output.with_name(output.name + ".partial")
     )
     out_format = outputs.output_format(args.output, args.output_format)
+    kinds = output_kinds(args.outputs, out_format)
     if out_format == "npy" and args.id_field:
         raise BulkError(
             "a .npy file holds vectors only; write .parquet or .jsonl to keep --id-field's ids"
@@ -222,7 +243,7 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
         raise BulkError(f"{output} exists; pass --overwrite to replace it")
     if args.dimensions is not None and args.dimensions < 1:
         raise BulkError(f"--dimensions must be at least 1, got {args.dimensions}")
-    for flag in ("batch_tokens", "batches_in_flight"):
+    for flag in ("batch_tokens", "batches_in_flight", "max_document_chars"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise BulkError(f"--{flag.replace('_', '-')} must be at least 1")
     # The API's length rules: a token cap alone truncates the end; the model's own policy
@@ -241,7 +262,25 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
         output,
         folder,
         length,
+        kinds,
     )
+
+
+def output_kinds(given: str, out_format: str) -> tuple[str, ...]:
+    """`--outputs` as a tuple in `outputs.KINDS` order, each one checked against OUT's format."""
+    named = [name.strip() for name in given.split(",") if name.strip()]
+    unknown = [name for name in named if name not in outputs.KINDS]
+    if unknown or not named:
+        raise BulkError(
+            f"--outputs takes a comma list of {', '.join(outputs.KINDS)}, got {given!r}"
+        )
+    for kind in named:
+        if out_format not in outputs.TAKEN_BY[kind]:
+            raise BulkError(
+                f"--outputs {kind}: a .{out_format} file cannot hold it; write "
+                f"{' or '.join('.' + f for f in outputs.TAKEN_BY[kind])}"
+            )
+    return tuple(kind for kind in outputs.KINDS if kind in named)
 
 
 def select_model(
@@ -284,6 +323,7 @@ def _run(plan: Plan, args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         text_field=args.text_field,
         id_field=args.id_field,
         spool=plan.folder / "stdin.spool",
+        max_chars=args.max_document_chars,
     )
     checkpoint.begin(fingerprint_parts(plan, source, args), restart=args.restart)
     if checkpoint.documents:
@@ -315,6 +355,8 @@ def _run(plan: Plan, args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         rows=checkpoint.documents,
         dimension=checkpoint.dimension or 0,
         dtype=args.output_dtype,
+        kinds=plan.outputs,
+        token_dimension=checkpoint.token_dimension,
     )
     checkpoint.remove()
     # From the engine being ready to the last chunk committed, plus writing the output
@@ -326,9 +368,14 @@ def _run(plan: Plan, args: argparse.Namespace, checkpoint: Checkpoint) -> int:
     )
     embedded = progress.documents if progress else 0
     rate = embedded / seconds if seconds else 0.0
+    written = {
+        "dense": f"vectors of dimension {checkpoint.dimension}",
+        "sparse": "sparse vectors",
+        "multivector": f"token vectors of dimension {checkpoint.token_dimension}",
+    }
     print(
-        f"embedding-gateway embed: wrote {source.documents:,} vectors of dimension "
-        f"{checkpoint.dimension} to {plan.output}; embedded {embedded:,} documents "
+        f"embedding-gateway embed: wrote {source.documents:,} "
+        f"{', '.join(written[kind] for kind in plan.outputs)} to {plan.output}; embedded {embedded:,} documents "
         f"({progress.tokens if progress else 0:,} tokens) in {seconds:.2f} s after the "
         f"engine started: {rate:,.1f} docs/s",
         file=sys.stderr,
@@ -356,14 +403,23 @@ async def _embed(
             raise BulkError(f"the model failed to load: {registry.models[0].failure}")
         guard.guard(child_pids())
         served = registry.resolve(plan.name)
-        dimension = served.engine.facts.dimension
+        facts = served.engine.facts
+        lacking = [kind for kind in plan.outputs if kind not in facts.outputs]
+        if lacking:
+            raise BulkError(
+                f"--outputs {','.join(lacking)}: model '{plan.name}' does not compute "
+                f"{' or '.join(lacking)}; it computes: {', '.join(facts.outputs)}"
+            )
+        dimension = facts.dimension
         if args.dimensions is not None and args.dimensions > dimension:
             raise BulkError(
                 f"--dimensions must be between 1 and the model's dimension "
                 f"{dimension}, got {args.dimensions}"
             )
         if checkpoint.dimension is None and source.documents == 0:
-            checkpoint.dimension = min(args.dimensions or dimension, dimension)
+            dense = "dense" in plan.outputs
+            checkpoint.dimension = min(args.dimensions or dimension, dimension) if dense else 0
+            checkpoint.token_dimension = facts.token_dimension
         # Restart the clock once the engine is up: rates measure embedding, not loading.
         progress.started = time.monotonic()
         job = Job(
@@ -375,12 +431,19 @@ async def _embed(
             batch_tokens=args.batch_tokens or plan.model.engine.max_num_batched_tokens,
             max_batch_documents=plan.model.engine.max_num_seqs,
             inflight=args.batches_in_flight,
+            outputs=plan.outputs,
             settings=plan.settings,
             tracing=traces,
         )
 
         def commit(result: Result) -> None:
-            checkpoint.commit(result.batch.ids, result.vectors, result.tokens)
+            checkpoint.commit(
+                result.batch.ids,
+                result.vectors,
+                result.tokens,
+                sparse=result.sparse,
+                multivector=result.multivector,
+            )
             progress.update(len(result.batch.ids), result.tokens)
 
         # Closed at once, also when interrupted: the generator holds the input file open.
@@ -428,6 +491,9 @@ def fingerprint_parts(
             "truncate": plan.length.truncate or plan.model.policy.truncate,
             "max_tokens": plan.length.max_tokens,
             "dimensions": args.dimensions,
+            # Named unless dense alone, so that a dense run's fingerprint does not depend on
+            # whether --outputs was given.
+            **({"outputs": list(plan.outputs)} if plan.outputs != ("dense",) else {}),
         },
     }
 

@@ -9,6 +9,9 @@ tokenized them.
 
 Results are committed strictly in row order (a finished batch waits for the ones before it),
 which is what makes resuming a single number: the rows committed so far.
+
+Each output asked for (dense, sparse, token vectors) is one engine call per batch, over the
+same prompts and options, so all of a document's outputs are computed from the same text.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from adapters.base import EngineError
+from adapters.base import EngineError, SparseVector
 from gateway.bulk import BulkError
 from gateway.bulk.sources import DocumentId, Record
 from gateway.config import Settings
@@ -47,6 +50,8 @@ class Job:
     batch_tokens: int = 16384
     max_batch_documents: int = 1024
     inflight: int = 4
+    # Which of dense, sparse, multivector to compute for each text.
+    outputs: tuple[str, ...] = ("dense",)
     # The server's limits (characters per input and per request) apply here too.
     settings: Settings = field(default_factory=Settings)
     tracing: Tracing | None = None
@@ -61,9 +66,13 @@ class Batch:
 
 @dataclass(frozen=True)
 class Result:
+    """A batch's outputs, those asked for; `tokens`: its prompts' tokens, counted once."""
+
     batch: Batch
-    vectors: npt.NDArray[np.float32]
+    vectors: npt.NDArray[np.float32] | None
     tokens: int
+    sparse: list[SparseVector] | None = None
+    multivector: list[npt.NDArray[np.float32]] | None = None
 
 
 class TokenEstimate:
@@ -149,11 +158,22 @@ async def _embed(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
 
 
 async def _embed_batch(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result:
+    engine = job.served.engine
+    vectors = sparse = multivector = None
+    tokens = 0
     try:
         call = await engine_call(
             job.served, job.name, batch.texts, job.input_type, job.length, decoder, job.settings
         )
-        embedded = await job.served.engine.embed(call.prompts, call.options)
+        if "dense" in job.outputs:
+            embedded = await engine.embed(call.prompts, call.options)
+            vectors, tokens = embedded.vectors, embedded.total_tokens
+        if "sparse" in job.outputs:
+            weights = await engine.embed_sparse(call.prompts, call.options)
+            sparse, tokens = weights.vectors, weights.total_tokens
+        if "multivector" in job.outputs:
+            per_token = await engine.embed_tokens(call.prompts, call.options)
+            multivector, tokens = per_token.matrices, per_token.total_tokens
     except EngineError as exc:
         # The engine speaks of its call's inputs and the API's fields; say it in rows and flags.
         message = re.sub(r"^input \d+ ", "it ", exc.message).replace(
@@ -162,12 +182,27 @@ async def _embed_batch(job: Job, batch: Batch, decoder: Cl100kDecoder) -> Result
         raise BulkError(_where(batch, exc.index) + message) from exc
     except APIError as exc:
         raise BulkError(_where(batch, None) + exc.message) from exc
-    vectors = truncate_dimensions(embedded.vectors, job.dimensions)
+    if vectors is not None:
+        vectors = np.asarray(truncate_dimensions(vectors, job.dimensions), dtype=np.float32)
+    result = Result(batch, vectors, tokens, sparse, multivector)
     # As the API refuses to answer one (gateway.encoding.refuse_non_finite), never store one.
-    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-    if bad.size:
-        raise BulkError(_where(batch, int(bad[0])) + "the engine produced a non-finite vector")
-    return Result(batch, np.asarray(vectors, dtype=np.float32), embedded.total_tokens)
+    bad = _first_non_finite(result)
+    if bad is not None:
+        raise BulkError(_where(batch, bad) + "the engine produced a non-finite vector")
+    return result
+
+
+def _first_non_finite(result: Result) -> int | None:
+    """The first document with a value that is not finite in any of its outputs."""
+    for i in range(len(result.batch.ids)):
+        parts = [
+            *([result.vectors[i]] if result.vectors is not None else []),
+            *([result.sparse[i].values] if result.sparse is not None else []),
+            *([result.multivector[i]] if result.multivector is not None else []),
+        ]
+        if not all(np.isfinite(part).all() for part in parts):
+            return i
+    return None
 
 
 def _where(batch: Batch, index: int | None) -> str:

@@ -1,6 +1,7 @@
 """`embedding-gateway embed` through the real vLLM engine: progress lines, a real SIGKILL of
 the CLI process midway, a rerun that resumes, and vectors equal to sentence-transformers'.
-Two engine starts in all (the killed run and the rerun)."""
+Three engine starts in all (the killed run, the rerun, and a run asking for an output the
+model lacks)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,27 @@ def test_sigkill_midway_and_rerun_give_every_vector_once_equal_to_the_reference(
     )
     assert cosine.min() >= 0.9999
     assert np.allclose(got, reference, atol=1e-5)
+
+
+def test_an_output_the_model_lacks_stops_the_run_before_any_document(tmp_path: Path) -> None:
+    """The built-in model computes dense vectors only: asking for sparse ones is refused once
+    the engine is up, naming what it computes, with nothing embedded."""
+    source, output = tmp_path / "docs.txt", tmp_path / "v.jsonl"
+    source.write_text("one document\nanother one\n")
+    command = [sys.executable, "-m", "gateway", "embed", str(source), "-o", str(output)]
+    done = subprocess.run(
+        [*command, "--outputs", "dense,sparse"],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert (
+        "--outputs sparse: model 'all-MiniLM-L6-v2' does not compute sparse; "
+        "it computes: dense" in done.stderr
+    )
+    manifest = json.loads((tmp_path / "v.jsonl.partial" / "manifest.json").read_text())
+    assert manifest["documents"] == 0 and not output.exists()

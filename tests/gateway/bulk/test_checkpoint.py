@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from adapters.base import SparseVector
 from gateway.bulk import BulkError
 from gateway.bulk.checkpoint import Checkpoint
 from gateway.bulk.outputs import vectors_of
@@ -58,3 +59,27 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
         Checkpoint.open(tmp_path / "run")
     holder.close()
     Checkpoint.open(tmp_path / "run").close()
+
+
+def test_sparse_and_token_vectors_are_kept_and_resumed(tmp_path: Path) -> None:
+    sparse = [
+        SparseVector(np.array([3, 9], np.int64), np.array([0.5, 1.5], np.float32)),
+        SparseVector(np.zeros(0, np.int64), np.zeros(0, np.float32)),
+    ]
+    tokens = [np.arange(8, dtype=np.float32).reshape(2, 4), np.zeros((0, 4), np.float32)]
+    first = Checkpoint.open(tmp_path / "run")
+    first.begin(PARTS, restart=False)
+    first.commit([0, 1], None, tokens=5, sparse=sparse, multivector=tokens)
+    first.close()
+
+    again = Checkpoint.open(tmp_path / "run")
+    again.begin(PARTS, restart=False)
+    assert (again.documents, again.dimension, again.token_dimension) == (2, 0, 4)
+    [table] = list(again.tables())
+    assert table.column_names == ["id", "sparse_embedding", "colbert_vecs"]
+    assert table.column("sparse_embedding").to_pylist() == [
+        {"indices": [3, 9], "values": [0.5, 1.5]},
+        {"indices": [], "values": []},
+    ]
+    assert table.column("colbert_vecs").to_pylist() == [[[0, 1, 2, 3], [4, 5, 6, 7]], []]
+    again.close()

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from adapters.fake import FakeEngine, fake_vector
+from adapters.fake import FakeEngine, fake_vector, fake_weight
 from gateway.cli import main
 from gateway.serving.encoding import truncate_dimensions
 from gateway.serving.quantize import quantize
@@ -211,14 +211,25 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path: Path) -> None:
 
 
 class Interrupt(FakeEngine):
-    """Ctrl-C arrives during the `at`-th engine call (counting from 1)."""
+    """Ctrl-C arrives during the `at`-th engine call (counting from 1), whichever output."""
 
     at = 3
 
-    async def embed(self, prompts, options=None):  # type: ignore[no-untyped-def]
+    def _stop_at_the_call(self) -> None:
         if self.call_count + 1 >= self.at:
             raise KeyboardInterrupt
+
+    async def embed(self, prompts, options=None):  # type: ignore[no-untyped-def]
+        self._stop_at_the_call()
         return await super().embed(prompts, options) if options else await super().embed(prompts)
+
+    async def embed_sparse(self, prompts, options):  # type: ignore[no-untyped-def]
+        self._stop_at_the_call()
+        return await super().embed_sparse(prompts, options)
+
+    async def embed_tokens(self, prompts, options):  # type: ignore[no-untyped-def]
+        self._stop_at_the_call()
+        return await super().embed_tokens(prompts, options)
 
 
 def interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
@@ -349,3 +360,183 @@ def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path: Path) -> Non
     done = rerun(command, tmp_path)
     assert done.returncode == 0, done.stderr
     assert np.array_equal(np.load(output), expected(texts))
+
+
+ALL_OUTPUTS = ("--outputs", "dense,sparse,multivector")
+# The fake engine computes all three when told to.
+SPARSE_MODEL = ("--engine-kwargs", '{"outputs": ["dense", "sparse", "multivector"]}')
+
+
+def expected_sparse(texts: list[str], fresh_engine_at: tuple[int, ...] = (0,)) -> list[dict]:
+    """The fake engine's sparse vectors: each word's id in order of first sight by the engine
+    (a resumed run's engine starts afresh at its first row), weighted by the word."""
+    vocabulary: dict[str, int] = {}
+    vectors = []
+    for row, text in enumerate(texts):
+        if row in fresh_engine_at:
+            vocabulary = {}
+        weights = {
+            vocabulary.setdefault(w, 2 + len(vocabulary)): fake_weight(w) for w in text.split()
+        }
+        indices = sorted(weights)
+        vectors.append(
+            {"indices": indices, "values": np.array([weights[i] for i in indices], np.float32)}
+        )
+    return vectors
+
+
+def expected_tokens(text: str) -> np.ndarray:
+    """The fake engine's token vectors: one per word ([CLS] and [SEP] left out)."""
+    return np.array([fake_vector(w, DIM) for w in text.split()], np.float32).reshape(-1, DIM)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_outputs(rows: list[dict], texts: list[str], sparse: list[dict], dense: bool) -> None:
+    assert [r["id"] for r in rows] == list(range(len(texts)))
+    for row, text, want in zip(rows, texts, sparse):
+        assert ("embedding" in row or "vector" in row) == dense
+        if dense:
+            vector = row.get("embedding", row.get("vector"))
+            assert np.array_equal(np.array(vector, np.float32), fake_vector(text, DIM))
+        assert row["sparse_embedding"]["indices"] == want["indices"]
+        assert np.array_equal(
+            np.array(row["sparse_embedding"]["values"], np.float32), want["values"]
+        )
+        tokens = np.array(row["colbert_vecs"], np.float32).reshape(-1, DIM)
+        assert np.array_equal(tokens, expected_tokens(text))
+
+
+@pytest.mark.parametrize("out", ["parquet", "jsonl"])
+def test_dense_sparse_and_token_vectors_of_every_document(tmp_path: Path, out: str) -> None:
+    output = tmp_path / f"v.{out}"
+    args = (
+        "-o",
+        output,
+        *ALL_OUTPUTS,
+        *SPARSE_MODEL,
+        "--batch-tokens",
+        "12",
+        "--batches-in-flight",
+        "1",
+    )
+    assert embed(write_input(tmp_path, "text"), *args) == 0
+    assert_outputs(read_rows(output), TEXTS, expected_sparse(TEXTS), dense=True)
+
+
+def test_parquet_column_types_and_output_dtype_on_the_dense_vector_only(tmp_path: Path) -> None:
+    output = tmp_path / "v.parquet"
+    args = ("-o", output, *ALL_OUTPUTS, *SPARSE_MODEL, "--output-dtype", "float16")
+    assert embed(write_input(tmp_path, "text"), *args) == 0
+    schema = pq.read_schema(output)
+    assert schema.field("vector").type == pa.list_(pa.float16(), DIM)
+    assert schema.field("sparse_embedding").type == pa.struct(
+        [("indices", pa.list_(pa.int64())), ("values", pa.list_(pa.float32()))]
+    )
+    assert schema.field("colbert_vecs").type == pa.list_(pa.list_(pa.float32(), DIM))
+
+
+def test_sparse_alone_writes_no_dense_vector(tmp_path: Path) -> None:
+    output = tmp_path / "v.jsonl"
+    args = (
+        "-o",
+        output,
+        "--outputs",
+        "multivector, sparse",
+        *SPARSE_MODEL,
+        "--batches-in-flight",
+        "1",
+    )
+    assert embed(write_input(tmp_path, "text"), *args) == 0
+    rows = read_rows(output)
+    assert list(rows[0]) == ["id", "sparse_embedding", "colbert_vecs"]
+    assert_outputs(rows, TEXTS, expected_sparse(TEXTS), dense=False)
+
+
+def test_an_empty_input_gets_the_columns_of_every_output(tmp_path: Path) -> None:
+    source = tmp_path / "empty.txt"
+    source.write_text("")
+    assert (
+        embed(
+            source, "-o", tmp_path / "v.parquet", "--outputs", "sparse,multivector", *SPARSE_MODEL
+        )
+        == 0
+    )
+    schema = pq.read_schema(tmp_path / "v.parquet")
+    assert schema.names == ["id", "sparse_embedding", "colbert_vecs"]
+    assert schema.field("colbert_vecs").type == pa.list_(pa.list_(pa.float32(), DIM))
+
+
+@pytest.mark.parametrize(
+    "outputs, message",
+    [
+        ("sparse", "--outputs sparse: a .npy file cannot hold it; write .parquet or .jsonl"),
+        (
+            "dense,colbert",
+            "--outputs takes a comma list of dense, sparse, multivector, got 'dense,colbert'",
+        ),
+        (",", "--outputs takes a comma list"),
+    ],
+)
+def test_outputs_a_file_cannot_hold_or_unknown_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture, outputs: str, message: str
+) -> None:
+    assert embed(write_input(tmp_path, "text"), "-o", tmp_path / "v.npy", "--outputs", outputs) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_output_the_model_lacks_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    output = tmp_path / "v.jsonl"
+    assert embed(write_input(tmp_path, "text"), "-o", output, "--outputs", "dense,sparse") == 1
+    err = capsys.readouterr().err
+    assert "--outputs sparse: model '" in err
+    assert "' does not compute sparse; it computes: dense" in err
+    manifest = json.loads((tmp_path / "v.jsonl.partial" / "manifest.json").read_text())
+    assert manifest["documents"] == 0 and not output.exists()
+
+
+def test_an_interrupted_sparse_run_resumes_without_gaps_or_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    source, output = write_input(tmp_path, "text"), tmp_path / "v.parquet"
+    args = (source, "-o", output, "--outputs", "sparse,multivector", *SPARSE_MODEL)
+    args += ("--batch-tokens", "12", "--batches-in-flight", "1")
+    assert interrupted_run(tmp_path, monkeypatch, *args) == 130
+    manifest = json.loads((tmp_path / "v.parquet.partial" / "manifest.json").read_text())
+    saved = manifest["documents"]
+    assert 0 < saved < len(TEXTS) and manifest["token_dimension"] == DIM
+    # The saved chunks hold sparse and token vectors: another choice of outputs cannot mix in.
+    capsys.readouterr()
+    assert embed(*args[:3], "--outputs", "sparse", *args[5:]) == 1
+    assert (
+        'options.outputs was ["sparse", "multivector"], now ["sparse"]' in capsys.readouterr().err
+    )
+    assert embed(*args) == 0
+    assert f"embedded {len(TEXTS) - saved} documents" in capsys.readouterr().err
+    rows = read_rows(output)
+    assert_outputs(rows, TEXTS, expected_sparse(TEXTS, fresh_engine_at=(0, saved)), dense=False)
+
+
+def test_input_that_is_not_utf8_stops_the_run_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    source = tmp_path / "docs.txt"
+    source.write_bytes(b"fine\nstill fine\nlatin-1 caf\xe9\n")
+    assert embed(source, "-o", tmp_path / "v.npy") == 1
+    err = capsys.readouterr().err
+    assert f"{source}: line 3 is not UTF-8" in err and "Traceback" not in err
+
+
+def test_a_document_past_max_document_chars_stops_the_run_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    source = write_input(tmp_path, "jsonl", ["short", "x" * 101])
+    args = ("-o", tmp_path / "v.npy", "--text-field", "body", "--max-document-chars", "100")
+    assert embed(source, *args) == 1
+    assert "line 2 has a text of 101 characters" in capsys.readouterr().err

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from adapters.base import EmbeddingBatch, EmbedOptions, Prompt
+from adapters.base import EmbeddingBatch, EmbedOptions, Prompt, SparseBatch
 from adapters.fake import FakeEngine, fake_vector
 from gateway.bulk import BulkError
 from gateway.bulk.pipeline import Job, Result, TokenEstimate, batches, run
+from gateway.serving.inputs import Truncation
 from gateway.serving.registry import EngineState, ServedModel
 
 
@@ -86,3 +87,47 @@ def test_a_failing_document_is_named_and_the_batches_in_flight_are_cancelled() -
         asyncio.run(run(job, list(enumerate(texts)), 0, committed.append))
     assert committed == []
     assert engine.aborted == 3  # the later batches in flight were cancelled, not left running
+
+
+class NaNSparseEngine(FakeEngine):
+    """Sparse weights that are NaN for a text holding "poison"."""
+
+    async def embed_sparse(
+        self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
+    ) -> SparseBatch:
+        batch = await super().embed_sparse(prompts, options)
+        for prompt, vector in zip(prompts, batch.vectors):
+            if "poison" in str(prompt):
+                vector.values[:] = np.nan
+        return batch
+
+
+def test_a_non_finite_sparse_weight_is_never_committed() -> None:
+    engine = NaNSparseEngine(dimension=4, outputs=("dense", "sparse"))
+    engine.started = True
+    committed: list[Result] = []
+    job = Job(served(engine), "fake", outputs=("dense", "sparse"), batch_tokens=100)
+    texts = ["fine", "poison pill", "fine too"]
+    with pytest.raises(BulkError, match=r"document 1 \(id 1\): the engine produced a non-finite"):
+        asyncio.run(run(job, list(enumerate(texts)), 0, committed.append))
+    assert committed == []
+
+
+def test_every_output_comes_from_the_same_prompts() -> None:
+    engine = FakeEngine(dimension=4, outputs=("dense", "sparse", "multivector"))
+    engine.started = True
+    committed: list[Result] = []
+    job = Job(
+        served(engine),
+        "fake",
+        outputs=("dense", "sparse", "multivector"),
+        length=Truncation("end", 3),  # [CLS] first-word [SEP]
+    )
+    asyncio.run(run(job, [(0, "alpha beta gamma")], 0, committed.append))
+    [result] = committed
+    assert engine.calls == [["alpha beta gamma"]] * 3
+    assert {o.max_tokens for o in engine.options} == {3}
+    assert np.array_equal(result.vectors, fake_vector("[CLS] alpha [SEP]", 4)[None])
+    assert result.sparse is not None and len(result.sparse[0].indices) == 1
+    assert result.multivector is not None and result.multivector[0].shape == (1, 4)
+    assert result.tokens == 3
