@@ -142,6 +142,10 @@ class BatchService:
         next poll."""
         self._wake.set()
 
+    def running_chunks(self, batch_id: str) -> bool:
+        """Whether this process still runs chunks of the batch (they hold leases in its name)."""
+        return any(job.id == batch_id for task, job in self._chunks.items() if not task.done())
+
     @property
     def lines_in_flight(self) -> int:
         return sum(len(job.running) for job in self._chunks.values())
@@ -521,10 +525,13 @@ class Job(_BatchWork):
     # -- cancelled, expired ---------------------------------------------------------------
 
     async def _take_chunks(self) -> None:
-        """Wait until every unfinished chunk is this process's: the processes running them
-        stop within `_STATUS_POLL_S` of seeing the batch end (and give them back), a dead
-        one's leases lapse. Nothing is written to a chunk after that."""
-        while not self.store.take_chunks(self.id, self.service.owner, LEASE_S):
+        """Wait until every unfinished chunk is this process's and none runs: the processes
+        running them (this one too) stop within `_STATUS_POLL_S` of seeing the batch end and
+        give them back; a dead one's leases lapse. Nothing is written to a chunk after
+        that."""
+        while self.service.running_chunks(self.id) or not self.store.take_chunks(
+            self.id, self.service.owner, LEASE_S
+        ):
             await asyncio.sleep(_TAKE_WAIT_S)
 
     async def _expire_rest(self) -> None:

@@ -20,7 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.batches import health, lines, runner
-from gateway.batches.reading import Oversize, bounded_lines
+from gateway.batches.reading import ChunkBounds, Oversize, bounded_lines, cut_chunks
 from gateway.batches.runner import BatchService
 from tests.conftest import serving
 from tests.gateway.batches.test_api import AUTH, create, jsonl, settings, upload, wait_status
@@ -250,6 +250,32 @@ def test_bounded_lines_numbers_lines_as_the_file_has_them_and_measures_long_ones
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"short\n\n" + b"y" * 100 + b"\nlast")
     assert list(bounded_lines(path, 10)) == [(1, b"short\n"), (3, Oversize(100)), (4, b"last")]
+
+
+def test_chunks_cover_every_request_once_and_start_where_their_first_line_does(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"a\n\nb\n" + b"y" * 100 + b"\nc\n\nd\ne")
+    chunks = cut_chunks(path, 10, size=2)
+    assert chunks == [
+        ChunkBounds(1, 4, 0, 2),  # a, (blank), b
+        ChunkBounds(4, 7, 5, 2),  # the long line, c, (blank)
+        ChunkBounds(7, 9, 109, 2),  # d, e
+    ]
+    numbers = [
+        number
+        for chunk in chunks
+        for number, _ in bounded_lines(path, 10, chunk.first_byte, chunk.first_line)
+        if number < chunk.end_line
+    ]
+    assert numbers == [number for number, _ in bounded_lines(path, 10)]
+
+
+def test_a_small_batch_is_cut_into_enough_chunks_for_several_processes() -> None:
+    assert runner.chunk_size(1) == 1
+    assert runner.chunk_size(100) == 13  # 8 chunks
+    assert runner.chunk_size(10_000) == runner.CHUNK_LINES
 
 
 def test_partial_files_of_ended_batches_are_removed_by_the_cleanup(tmp_path: Path) -> None:
