@@ -210,7 +210,7 @@ class BatchService:
             if row is not None:
                 await Job(self, view, pacer, row["id"]).run()
                 return
-            self._take_chunks(view, pacer)
+            self._claim_chunks(view, pacer)
         # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that arrives as
         # the event is set (a chunk ending at shutdown), and the lifespan would wait forever.
         with contextlib.suppress(TimeoutError):
@@ -218,7 +218,7 @@ class BatchService:
                 await self._wake.wait()
         self._wake.clear()
 
-    def _take_chunks(self, view: BatchApp, pacer: BatchPacer) -> None:
+    def _claim_chunks(self, view: BatchApp, pacer: BatchPacer) -> None:
         """Claim chunks while this process holds fewer than `_HELD_CHUNKS` and their lines
         not yet started would not fill `LINES_IN_FLIGHT`: it takes what it can run, and
         leaves the rest to the other processes."""
