@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from gateway.batches import health, lines, runner
 from gateway.batches.reading import ChunkBounds, Oversize, bounded_lines, cut_chunks
 from gateway.batches.runner import BatchService
+from gateway.batches.store import Store, batch_object, new_file_id
 from tests.conftest import serving
 from tests.gateway.batches.test_api import AUTH, create, jsonl, settings, upload, wait_status
 
@@ -276,6 +277,50 @@ def test_a_small_batch_is_cut_into_enough_chunks_for_several_processes() -> None
     assert runner.chunk_size(1) == 1
     assert runner.chunk_size(100) == 13  # 8 chunks
     assert runner.chunk_size(10_000) == runner.CHUNK_LINES
+
+
+def test_a_chunk_whose_holder_died_is_resumed_after_its_recorded_line_and_bytes(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "data")
+    file_id = new_file_id()
+    store.file_path(file_id).write_bytes(jsonl(*LINES))
+    store.add_file(file_id, "in.jsonl", "batch", 1, None)
+    batch_id = store.add_batch(
+        endpoint="/v1/embeddings",
+        input_file_id=file_id,
+        completion_window="24h",
+        window_s=3600,
+        metadata=None,
+        output_expires_s=3600,
+    )["id"]
+    path = store.file_path(file_id)
+    assert store.add_chunks(batch_id, cut_chunks(path, 1 << 20, size=3), total=3)
+    # A process ran line 1 and recorded it, wrote half of line 2 and died.
+    assert store.claim_chunk("dead", lease_s=0.05) is not None
+    output, _ = store.part_paths(batch_id, 0)
+    recorded = b'{"custom_id": "r0", "recorded": true}\n'
+    output.write_bytes(recorded + b'{"custom_id": "r1", "respo')
+    store.record_line(batch_id, 1, chunk=0, owner="dead", ok=True, out_bytes=len(recorded),
+                      err_bytes=0, grown=(len(recorded), 0))  # fmt: skip
+    store.close()
+    time.sleep(0.1)  # its lease lapses
+
+    with serving(settings(tmp_path)) as client:
+        service = service_of(client)
+        deadline = time.monotonic() + 15
+        while (done := batch_object(service.store.existing_batch(batch_id)))["status"] not in (
+            "completed", "failed"
+        ):  # fmt: skip
+            assert time.monotonic() < deadline, done
+            time.sleep(0.02)
+        assert counts(done) == (3, 3, 0)
+        assert service.store.chunks(batch_id) == []
+        text = service.store.file_path(done["output_file_id"]).read_bytes()
+    lines = text.splitlines(keepends=True)
+    assert lines[0] == recorded
+    assert [json.loads(line)["custom_id"] for line in lines] == ["r0", "r1", "r2"]
+    assert not list((tmp_path / "data" / "partial").glob("batch_*"))
 
 
 def test_partial_files_of_ended_batches_are_removed_by_the_cleanup(tmp_path: Path) -> None:
