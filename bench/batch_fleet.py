@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m bench.batch_fleet "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["python -m bench.batch_fleet", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "cores": os.cpu_count(),
         "load_average_before": [round(x, 1) for x in load_before],
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
