@@ -159,6 +159,6 @@ async def listen(url: str, on_work: Callable[[], None]) -> None:
                 on_work()  # whatever was announced while no one listened
                 async for _ in db.notifies():
                     on_work()
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError) as exc:
             log.warning("batch notifications: %s; listening again in %.0f s", exc, _LISTEN_RETRY_S)
         await asyncio.sleep(_LISTEN_RETRY_S)
