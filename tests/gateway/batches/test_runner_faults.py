@@ -279,14 +279,12 @@ def test_a_small_batch_is_cut_into_enough_chunks_for_several_processes() -> None
     assert runner.chunk_size(10_000) == runner.CHUNK_LINES
 
 
-def test_a_chunk_whose_holder_died_is_resumed_after_its_recorded_line_and_bytes(
-    tmp_path: Path,
-) -> None:
-    store = Store(tmp_path / "data")
+def _chunked_batch(store: Store, size: int) -> str:
+    """A batch of `LINES` in `store`, validated and cut into chunks of `size` lines."""
     file_id = new_file_id()
     store.file_path(file_id).write_bytes(jsonl(*LINES))
     store.add_file(file_id, "in.jsonl", "batch", 1, None)
-    batch_id = store.add_batch(
+    batch_id: str = store.add_batch(
         endpoint="/v1/embeddings",
         input_file_id=file_id,
         completion_window="24h",
@@ -294,8 +292,26 @@ def test_a_chunk_whose_holder_died_is_resumed_after_its_recorded_line_and_bytes(
         metadata=None,
         output_expires_s=3600,
     )["id"]
-    path = store.file_path(file_id)
-    assert store.add_chunks(batch_id, cut_chunks(path, 1 << 20, size=3), total=3)
+    bounds = cut_chunks(store.file_path(file_id), 1 << 20, size=size)
+    assert store.add_chunks(batch_id, bounds, total=len(LINES))
+    return batch_id
+
+
+def _ended(service: BatchService, batch_id: str) -> dict:
+    deadline = time.monotonic() + 15
+    while (done := batch_object(service.store.existing_batch(batch_id)))["status"] not in (
+        "completed", "failed"
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, done
+        time.sleep(0.02)
+    return done
+
+
+def test_a_chunk_whose_holder_died_is_resumed_after_its_recorded_line_and_bytes(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "data")
+    batch_id = _chunked_batch(store, size=3)
     # A process ran line 1 and recorded it, wrote half of line 2 and died.
     assert store.claim_chunk("dead", lease_s=0.05) is not None
     output, _ = store.part_paths(batch_id, 0)
@@ -308,12 +324,7 @@ def test_a_chunk_whose_holder_died_is_resumed_after_its_recorded_line_and_bytes(
 
     with serving(settings(tmp_path)) as client:
         service = service_of(client)
-        deadline = time.monotonic() + 15
-        while (done := batch_object(service.store.existing_batch(batch_id)))["status"] not in (
-            "completed", "failed"
-        ):  # fmt: skip
-            assert time.monotonic() < deadline, done
-            time.sleep(0.02)
+        done = _ended(service, batch_id)
         assert counts(done) == (3, 3, 0)
         assert service.store.chunks(batch_id) == []
         text = service.store.file_path(done["output_file_id"]).read_bytes()
@@ -321,6 +332,33 @@ def test_a_chunk_whose_holder_died_is_resumed_after_its_recorded_line_and_bytes(
     assert lines[0] == recorded
     assert [json.loads(line)["custom_id"] for line in lines] == ["r0", "r1", "r2"]
     assert not list((tmp_path / "data" / "partial").glob("batch_*"))
+
+
+def test_a_finalizer_that_died_while_joining_is_replaced_and_the_join_done_once(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "data")
+    batch_id = _chunked_batch(store, size=1)
+    for number in range(3):  # every chunk done by "dead", which won the finalizing
+        assert store.claim_chunk("dead", lease_s=30) is not None
+        output, _ = store.part_paths(batch_id, number)
+        line = f'{{"custom_id": "r{number}"}}\n'.encode()
+        output.write_bytes(line)
+        store.record_line(batch_id, number + 1, chunk=number, owner="dead", ok=True,
+                          out_bytes=len(line), err_bytes=0, grown=(len(line), 0))  # fmt: skip
+        assert store.finish_chunk(batch_id, number, "dead")
+    assert store.try_finalize(batch_id, "dead", lease_s=0.05)
+    out_path, _ = store.partial_paths(batch_id)
+    out_path.write_bytes(b'{"custom_id": "r0"}\n{"cus')  # it died joining
+    store.close()
+    time.sleep(0.1)  # its lease lapses
+
+    with serving(settings(tmp_path)) as client:
+        service = service_of(client)
+        done = _ended(service, batch_id)
+        assert counts(done) == (3, 3, 0)
+        text = service.store.file_path(done["output_file_id"]).read_bytes()
+    assert [json.loads(line)["custom_id"] for line in text.splitlines()] == ["r0", "r1", "r2"]
 
 
 def test_partial_files_of_ended_batches_are_removed_by_the_cleanup(tmp_path: Path) -> None:
