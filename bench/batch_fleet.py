@@ -6,8 +6,9 @@ database and one shared folder (docs/scaling.md, "A fleet sharing the Batch API"
 Starts a throwaway PostgreSQL server (harness/postgres.py) and, for 1 and then 2 replicas,
 that many gateway processes over the fake engine (each engine call takes `--latency-s`), all
 on a fresh database. Creates `--batches` batches of `--lines` one-input lines, alternating
-between the replicas, and times them from the first create to the last completion. Prints and
-writes bench/results/batch_fleet.json (or `--out`).
+between the replicas, then the same lines as one batch, and times each from the first create
+to the last completion. Prints and writes bench/results/batch_fleet.json (or `--out`), with
+the date and the machine's load average and core count beside the figures.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -87,6 +90,7 @@ def run(replicas: int, server: str, batches: int, lines: int, latency_s: float) 
         handovers = sum(gateway.log().count("lease lost") for gateway in gateways)
     return {
         "replicas": replicas,
+        "batches": batches,
         "lines": batches * lines,
         "seconds": round(elapsed, 2),
         "lines_per_s": round(batches * lines / elapsed, 1),
@@ -102,10 +106,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-s", type=float, default=0.05)
     parser.add_argument("--out", type=Path, default=RESULTS)
     options = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    # The same lines as `--batches` batches and as one batch: a batch advances on every
+    # replica at once, so one batch speeds up with a second replica too.
+    shapes = [(options.batches, options.lines), (1, options.batches * options.lines)]
     with postgres_server() as server:
-        rows = [run(n, server, options.batches, options.lines, options.latency_s) for n in (1, 2)]
+        rows = [
+            run(n, server, batches, lines, options.latency_s)
+            for batches, lines in shapes
+            for n in (1, 2)
+        ]
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(
+            ["python -m bench.batch_fleet", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "cores": os.cpu_count(),
+        "load_average_before": [round(x, 1) for x in load_before],
+        "load_average_after": [round(x, 1) for x in os.getloadavg()],
         "batches": options.batches,
         "lines_per_batch": options.lines,
         "engine_latency_s": options.latency_s,

@@ -1,7 +1,8 @@
 """Where a batch's line results go: appended to its partial output or error file and
 recorded in the store, under two bounds checked before each write.
 
-- `--batch-max-output-bytes`: the output and error files together may not grow past it.
+- `--batch-max-output-bytes`: the output and error files together may not grow past it,
+  counted across the batch's chunks in the store (each record returns the batch's total).
   Identical inputs are embedded once and answered once each, so 31 KB of input can ask for
   30 MB of vectors; past the cap the batch fails with `output_too_large`.
 - `--batch-min-free-bytes`: below it the batch pauses (`DiskLow`): the runner stops it where
@@ -70,21 +71,32 @@ class SpaceGuard:
 
 
 class ResultFiles:
-    """A running batch's partial output and error files, and its records in the store."""
+    """One chunk of a running batch: its partial output and error files, and its records in
+    the store (under `owner`'s lease). `written`: the bytes of results the whole batch held
+    when the chunk was taken, across every process's chunks; each record brings it up to
+    date, so the output cap counts the batch, not the chunk."""
 
     def __init__(
-        self, store: Store, batch_id: str, out: BinaryIO, err: BinaryIO, guard: SpaceGuard
+        self,
+        store: Store,
+        batch_id: str,
+        chunk: tuple[int, str],
+        files: tuple[BinaryIO, BinaryIO],
+        guard: SpaceGuard,
+        written: int,
     ) -> None:
         self.store = store
         self.batch_id = batch_id
-        self.out = out
-        self.err = err
+        self.chunk, self.owner = chunk
+        self.out, self.err = files
         self.guard = guard
+        self.written = written
+        self._recorded = self.out.tell(), self.err.tell()
 
     def add(self, number: int, result: LineResult) -> None:
         """Write and record one line's result. Nothing here awaits: a line and its record
         land together, and no other line writes in between."""
-        self.guard.check_write(self.out.tell() + self.err.tell(), len(result.line))
+        self.guard.check_write(self.written + self._unrecorded(), len(result.line))
         marks = self.out.tell(), self.err.tell()
         try:
             self._write(self.out if result.ok else self.err, result.line)
@@ -113,15 +125,27 @@ class ResultFiles:
         file.write(line)
         file.flush()
 
+    def _unrecorded(self) -> int:
+        return self.out.tell() + self.err.tell() - sum(self._recorded)
+
     def _record(self, number: int, ok: bool, tokens: int) -> None:
-        self.store.record_line(
+        sizes = self.out.tell(), self.err.tell()
+        self.written = self.store.record_line(
             self.batch_id,
             number,
+            chunk=self.chunk,
+            owner=self.owner,
             ok=ok,
             tokens=tokens,
-            out_bytes=self.out.tell(),
-            err_bytes=self.err.tell(),
+            out_bytes=sizes[0],
+            err_bytes=sizes[1],
+            grown=(sizes[0] - self._recorded[0], sizes[1] - self._recorded[1]),
         )
+        self._recorded = sizes
+        if self.written > self.guard.max_output:
+            # Other processes' chunks grew the batch since this one last looked: the check
+            # before the write saw less than there is.
+            raise OutputTooLarge(self.guard.max_output)
 
     def _rewind(self, out_size: int, err_size: int) -> None:
         for file, size in ((self.out, out_size), (self.err, err_size)):

@@ -5,10 +5,13 @@ Nothing a client sends ever becomes part of a path: ids are generated here
 pattern, and routes look records up by id before touching a file. Objects are returned in
 OpenAI's shapes (`FileObject`, `Batch`), built in one place each.
 
-A running batch records its progress in the same transaction as each finished line: the
-line number, and the byte length of its partial output and error files. A restarted
-gateway truncates those files to the recorded lengths and skips the recorded lines, so a
-line is neither lost nor written twice.
+A running batch is cut into chunks (line ranges), and every process's runner claims chunks
+under leases, so a batch advances on every process at once. A chunk records its progress in
+the same transaction as each finished line (lines are recorded in order): the next line,
+and the byte lengths of the chunk's partial output and error files. A process that takes
+over a chunk whose lease lapsed truncates those files to the recorded lengths and resumes
+at the recorded line, so a line is neither lost nor written twice. Once every chunk is
+done, the one process that wins the move to `finalizing` joins the parts in chunk order.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from gateway.batches.reading import ChunkBounds
 
 # Live states: a runner owns the batch (under a lease) until it reaches a final state.
 LIVE_STATES = ("validating", "in_progress", "finalizing", "cancelling")
@@ -65,12 +70,25 @@ CREATE TABLE IF NOT EXISTS batches (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0,
-    owner TEXT NOT NULL DEFAULT ''
+    owner TEXT NOT NULL DEFAULT '',
+    served_at REAL NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS batch_lines (
+CREATE TABLE IF NOT EXISTS chunks (
     batch_id TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    PRIMARY KEY (batch_id, line)
+    chunk INTEGER NOT NULL,
+    first_line INTEGER NOT NULL,
+    end_line INTEGER NOT NULL,
+    first_byte INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    next_line INTEGER NOT NULL,
+    out_bytes INTEGER NOT NULL DEFAULT 0,
+    err_bytes INTEGER NOT NULL DEFAULT 0,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch_id, chunk)
 ) WITHOUT ROWID;
 """
 # Columns a database made by an earlier version lacks: table -> name -> declaration. Rows
@@ -80,6 +98,7 @@ _ADDED_COLUMNS = {
     "batches": {
         "input_tokens": "INTEGER NOT NULL DEFAULT 0",
         "owner": "TEXT NOT NULL DEFAULT ''",
+        "served_at": "REAL NOT NULL DEFAULT 0",
     },
     "files": {"owner": "TEXT NOT NULL DEFAULT ''"},
 }
@@ -129,6 +148,10 @@ else:
 STORAGE_ERRORS: tuple[type[Exception], ...] = (OSError, *STORE_ERRORS)
 
 
+class LeaseLost(Exception):
+    """A chunk's lease passed to another process (or its batch ended): stop working on it."""
+
+
 def now() -> int:
     return int(time.time())
 
@@ -171,10 +194,11 @@ class Store:
         _make_private(self.root, self.files_dir, self.partial_dir)
         self._connect()
 
-    # How claim() keeps two processes from taking one batch: SQLite's BEGIN IMMEDIATE
-    # already serialises writers; PostgreSQL locks the row it picks, and skips rows another
-    # replica has locked (pg_store).
+    # How claim() and claim_chunk() keep two processes from taking one batch or chunk:
+    # SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL locks the row it picks,
+    # and skips rows another replica has locked (pg_store).
     _LOCK_CLAIMED = ""
+    _LOCK_CHUNK = ""
 
     def _connect(self) -> None:
         _make_private_database(self.root / "batches.sqlite3")
@@ -218,6 +242,14 @@ class Store:
         if not is_file_id(file_id):
             raise ValueError(f"not a file id: {file_id!r}")
         return self.files_dir / file_id
+
+    def part_paths(self, batch_id: str, chunk: int) -> tuple[Path, Path]:
+        """The output and error files one chunk of a running batch appends to."""
+        output, errors = self.partial_paths(batch_id)
+        return (
+            output.with_name(f"{batch_id}.{chunk:06d}.output.jsonl"),
+            errors.with_name(f"{batch_id}.{chunk:06d}.errors.jsonl"),
+        )
 
     def partial_paths(self, batch_id: str) -> tuple[Path, Path]:
         """The output and error files a running batch appends to."""
@@ -330,6 +362,7 @@ class Store:
                 owner,
             ),
         )
+        self._notify()
         return self.existing_batch(batch_id)
 
     def batch(self, batch_id: str, owner: str | None = None) -> Row | None:
@@ -368,26 +401,30 @@ class Store:
         )
 
     def claim(self, owner: str, lease_s: float) -> Row | None:
-        """A live batch whose lease has lapsed (or is `owner`'s), now leased to `owner`;
-        None when there is none. Several gateway workers share one database.
+        """A batch with work for one process only, whose lease has lapsed (or is `owner`'s),
+        now leased to `owner`; None when there is none. That work is validating (cutting the
+        batch into chunks), ending a cancelled or expired batch, and finalizing one whose
+        chunks are all done; the lines themselves run by chunk (`claim_chunk`), on every
+        process at once.
 
-        Batches run one at a time, so the pick decides who waits: cancellations first (they
-        take no time), then the batch of the API key whose last batch started longest ago,
-        oldest first within a key. One key queueing many batches then takes turns with the
-        others instead of holding the queue."""
+        The pick decides who waits: cancellations first (they take no time), then the batch
+        of the API key whose last batch started longest ago, oldest first within a key."""
+        at = time.time()
         with self._transaction():
             row = self._execute(
-                f"SELECT id FROM batches AS b WHERE status IN ({_marks(LIVE_STATES)}) AND "
-                "(lease_until < ? OR lease_owner = ?) ORDER BY status != 'cancelling', "
+                "SELECT id FROM batches AS b WHERE (status IN ('validating', 'cancelling', "
+                "'finalizing') OR (status = 'in_progress' AND (expires_at <= ? OR NOT EXISTS "
+                "(SELECT 1 FROM chunks AS c WHERE c.batch_id = b.id AND c.status != 'done')))) "
+                "AND (lease_until < ? OR lease_owner = ?) ORDER BY status != 'cancelling', "
                 "(SELECT COALESCE(MAX(o.in_progress_at), 0) FROM batches AS o "
                 f"WHERE o.owner = b.owner AND o.id != b.id), seq LIMIT 1{self._LOCK_CLAIMED}",
-                (*LIVE_STATES, time.time(), owner),
+                (int(at), at, owner),
             ).fetchone()
             if row is None:
                 return None
             self._execute(
                 "UPDATE batches SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                (owner, time.time() + lease_s, row["id"]),
+                (owner, at + lease_s, row["id"]),
             )
         return self.batch(row["id"])
 
@@ -405,32 +442,160 @@ class Store:
             "UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (batch_id, owner)
         )
 
-    def done_lines(self, batch_id: str) -> set[int]:
-        rows = self._execute("SELECT line FROM batch_lines WHERE batch_id = ?", (batch_id,))
-        return {row["line"] for row in rows.fetchall()}
+    # -- chunks: a batch's lines, run on every process at once ---------------------------
+
+    def add_chunks(self, batch_id: str, bounds: Iterable[ChunkBounds], total: int) -> bool:
+        """validating -> in_progress with its chunks, in one transaction; False when the
+        batch left validating meanwhile (a cancel)."""
+        with self._transaction():
+            if not self._execute(
+                "UPDATE batches SET status = 'in_progress', in_progress_at = ?, total = ? "
+                "WHERE id = ? AND status = 'validating'",
+                (now(), total, batch_id),
+            ).rowcount:
+                return False
+            self._execute("DELETE FROM chunks WHERE batch_id = ?", (batch_id,))
+            for number, chunk in enumerate(bounds):
+                self._execute(
+                    "INSERT INTO chunks (batch_id, chunk, first_line, end_line, first_byte, "
+                    "lines, next_line) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (batch_id, number, chunk.first_line, chunk.end_line, chunk.first_byte,
+                     chunk.lines, chunk.first_line),
+                )  # fmt: skip
+        self._notify()
+        return True
+
+    def claim_chunk(self, owner: str, lease_s: float) -> Row | None:
+        """The next chunk of a running batch that no live lease holds, now leased to `owner`;
+        None when there is none. Keys take turns: the chunk of the key served longest ago,
+        its oldest batch first, in line order."""
+        at = time.time()
+        with self._transaction():
+            row = self._execute(
+                "SELECT c.batch_id, c.chunk FROM chunks AS c JOIN batches AS b ON "
+                "b.id = c.batch_id WHERE b.status = 'in_progress' AND b.expires_at > ? AND "
+                "c.status != 'done' AND c.lease_until < ? ORDER BY (SELECT MAX(o.served_at) "
+                "FROM batches AS o WHERE o.owner = b.owner), b.seq, c.chunk "
+                f"LIMIT 1{self._LOCK_CHUNK}",
+                (int(at), at),
+            ).fetchone()
+            if row is None:
+                return None
+            batch_id, chunk = row["batch_id"], row["chunk"]
+            self._execute(
+                "UPDATE chunks SET status = 'running', lease_owner = ?, lease_until = ? "
+                "WHERE batch_id = ? AND chunk = ?",
+                (owner, at + lease_s, batch_id, chunk),
+            )
+            self._execute("UPDATE batches SET served_at = ? WHERE id = ?", (at, batch_id))
+        return self.chunk(batch_id, chunk)
+
+    def chunk(self, batch_id: str, chunk: int) -> Row | None:
+        return self._one("SELECT * FROM chunks WHERE batch_id = ? AND chunk = ?", batch_id, chunk)
+
+    def chunks(self, batch_id: str) -> list[Row]:
+        return self._execute(
+            "SELECT * FROM chunks WHERE batch_id = ? ORDER BY chunk", (batch_id,)
+        ).fetchall()
+
+    def renew_chunks(self, batch_id: str, owner: str, lease_s: float, chunk: int = -1) -> int:
+        """Extend `owner`'s leases on the batch's running chunks (only `chunk`, if given);
+        how many it still holds."""
+        return self._execute(
+            "UPDATE chunks SET lease_until = ? WHERE batch_id = ? AND lease_owner = ? AND "
+            "status = 'running' AND (chunk = ? OR ? = -1)",
+            (time.time() + lease_s, batch_id, owner, chunk, chunk),
+        ).rowcount
+
+    def release_chunk(self, batch_id: str, chunk: int, owner: str) -> None:
+        """Give a chunk back at once (a stop, a pause, a shutdown) for any process to resume."""
+        released = self._execute(
+            "UPDATE chunks SET status = 'pending', lease_until = 0 WHERE batch_id = ? AND "
+            "chunk = ? AND lease_owner = ? AND status = 'running'",
+            (batch_id, chunk, owner),
+        ).rowcount
+        if released:
+            self._notify()
+
+    def take_chunks(self, batch_id: str, owner: str, lease_s: float) -> bool:
+        """Lease every unfinished chunk of the batch to `owner` whose lease has lapsed; True
+        once `owner` holds them all (ending a cancelled or expired batch waits for that)."""
+        at = time.time()
+        with self._transaction():
+            self._execute(
+                "UPDATE chunks SET status = 'running', lease_owner = ?, lease_until = ? WHERE "
+                "batch_id = ? AND status != 'done' AND (lease_until < ? OR lease_owner = ?)",
+                (owner, at + lease_s, batch_id, at, owner),
+            )
+            row = self._execute(
+                "SELECT COUNT(*) AS held FROM chunks WHERE batch_id = ? AND status != 'done' "
+                "AND lease_owner != ?",
+                (batch_id, owner),
+            ).fetchone()
+        return int(row["held"]) == 0
 
     def record_line(
         self,
         batch_id: str,
         line: int,
         *,
+        chunk: int,
+        owner: str,
         ok: bool,
         out_bytes: int,
         err_bytes: int,
+        grown: tuple[int, int] = (0, 0),
         tokens: int = 0,
-    ) -> None:
-        """One finished line, with the partial files' lengths after its result was written
-        and the input tokens its request consumed."""
+    ) -> int:
+        """One finished line of a chunk `owner` holds, with the chunk's part files' lengths
+        after its result was written (`grown`: by how much each) and the input tokens its
+        request consumed; the bytes of results the batch holds now, across chunks. Lines are
+        recorded in order: the chunk resumes after the last one. `LeaseLost` if `owner` no
+        longer holds the chunk, or the line was recorded already."""
         counter = "completed" if ok else "failed"
         with self._transaction():
+            if not self._execute(
+                f"UPDATE chunks SET next_line = ?, out_bytes = ?, err_bytes = ?, "
+                f"{counter} = {counter} + 1 WHERE batch_id = ? AND chunk = ? AND "
+                "lease_owner = ? AND status = 'running' AND next_line <= ?",
+                (line + 1, out_bytes, err_bytes, batch_id, chunk, owner, line),
+            ).rowcount:
+                raise LeaseLost(f"batch {batch_id}: chunk {chunk} is no longer {owner}'s")
+            row = self._execute(
+                f"UPDATE batches SET {counter} = {counter} + 1, out_bytes = out_bytes + ?, "
+                "err_bytes = err_bytes + ?, input_tokens = input_tokens + ? WHERE id = ? "
+                "RETURNING out_bytes + err_bytes AS written",
+                (*grown, tokens, batch_id),
+            ).fetchone()
+        return int(row["written"])
+
+    def finish_chunk(self, batch_id: str, chunk: int, owner: str) -> bool:
+        """Mark `owner`'s chunk done; False if it was no longer `owner`'s."""
+        return bool(
             self._execute(
-                "INSERT INTO batch_lines (batch_id, line) VALUES (?, ?)", (batch_id, line)
-            )
+                "UPDATE chunks SET status = 'done', lease_until = 0 WHERE batch_id = ? AND "
+                "chunk = ? AND lease_owner = ? AND status = 'running'",
+                (batch_id, chunk, owner),
+            ).rowcount
+        )
+
+    def try_finalize(self, batch_id: str, owner: str, lease_s: float) -> bool:
+        """in_progress -> finalizing, leased to `owner`, if every chunk is done and no other
+        process holds the batch: of the processes that finish chunks, exactly one wins."""
+        at = time.time()
+        return bool(
             self._execute(
-                f"UPDATE batches SET {counter} = {counter} + 1, out_bytes = ?, "
-                "err_bytes = ?, input_tokens = input_tokens + ? WHERE id = ?",
-                (out_bytes, err_bytes, tokens, batch_id),
-            )
+                "UPDATE batches SET status = 'finalizing', finalizing_at = ?, lease_owner = ?, "
+                "lease_until = ? WHERE id = ? AND status = 'in_progress' AND "
+                "(lease_until < ? OR lease_owner = ?) AND EXISTS (SELECT 1 FROM chunks "
+                "WHERE batch_id = ?) AND NOT EXISTS (SELECT 1 FROM chunks WHERE batch_id = ? "
+                "AND status != 'done')",
+                (now(), owner, at + lease_s, batch_id, at, owner, batch_id, batch_id),
+            ).rowcount
+        )
+
+    def forget_chunks(self, batch_id: str) -> None:
+        self._execute("DELETE FROM chunks WHERE batch_id = ?", (batch_id,))
 
     def publish(self, batch_id: str, column: str, filename: str, size: int, expires_at: int) -> str:
         """Record a result file (purpose `batch_output`) as the batch's output or error
@@ -446,9 +611,6 @@ class Store:
             )
             self._execute(f"UPDATE batches SET {column} = ? WHERE id = ?", (file_id, batch_id))
         return file_id
-
-    def forget_lines(self, batch_id: str) -> None:
-        self._execute("DELETE FROM batch_lines WHERE batch_id = ?", (batch_id,))
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -483,6 +645,10 @@ class Store:
             self._execute("ROLLBACK")
             raise
         self._execute("COMMIT")
+
+    def _notify(self) -> None:
+        """Tell the other processes' runners there is work (PostgreSQL: pg_store); here they
+        find it at their next poll."""
 
     def _one(self, sql: str, *args: object) -> Row | None:
         row: Row | None = self._execute(sql, args).fetchone()  # the row factory's type

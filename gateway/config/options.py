@@ -493,7 +493,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "PostgreSQL URL (postgresql://user:password@host/db) for the Files and Batches "
         "records of a fleet: every replica answers every file and batch call and runs "
-        "batches under leases; --batch-dir must then be a folder all replicas share "
+        "every batch's chunks under leases; --batch-dir must then be a folder all replicas share "
         "(docs/scaling.md).",
         env="GATEWAY_BATCH_DATABASE_URL",
         metavar="URL",

@@ -20,8 +20,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.batches import health, lines, runner
-from gateway.batches.reading import Oversize, bounded_lines
+from gateway.batches.reading import ChunkBounds, Oversize, bounded_lines, cut_chunks
 from gateway.batches.runner import BatchService
+from gateway.batches.store import Store, batch_object, new_file_id
 from tests.conftest import serving
 from tests.gateway.batches.test_api import AUTH, create, jsonl, settings, upload, wait_status
 
@@ -250,6 +251,114 @@ def test_bounded_lines_numbers_lines_as_the_file_has_them_and_measures_long_ones
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"short\n\n" + b"y" * 100 + b"\nlast")
     assert list(bounded_lines(path, 10)) == [(1, b"short\n"), (3, Oversize(100)), (4, b"last")]
+
+
+def test_chunks_cover_every_request_once_and_start_where_their_first_line_does(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"a\n\nb\n" + b"y" * 100 + b"\nc\n\nd\ne")
+    chunks = cut_chunks(path, 10, size=2)
+    assert chunks == [
+        ChunkBounds(1, 4, 0, 2),  # a, (blank), b
+        ChunkBounds(4, 7, 5, 2),  # the long line, c, (blank)
+        ChunkBounds(7, 9, 109, 2),  # d, e
+    ]
+    numbers = [
+        number
+        for chunk in chunks
+        for number, _ in bounded_lines(path, 10, chunk.first_byte, chunk.first_line)
+        if number < chunk.end_line
+    ]
+    assert numbers == [number for number, _ in bounded_lines(path, 10)]
+
+
+def test_a_small_batch_is_cut_into_enough_chunks_for_several_processes() -> None:
+    assert runner.chunk_size(1) == 1
+    assert runner.chunk_size(100) == 13  # 8 chunks
+    assert runner.chunk_size(10_000) == runner.CHUNK_LINES
+
+
+def _chunked_batch(store: Store, size: int) -> str:
+    """A batch of `LINES` in `store`, validated and cut into chunks of `size` lines."""
+    file_id = new_file_id()
+    store.file_path(file_id).write_bytes(jsonl(*LINES))
+    store.add_file(file_id, "in.jsonl", "batch", 1, None)
+    batch_id: str = store.add_batch(
+        endpoint="/v1/embeddings",
+        input_file_id=file_id,
+        completion_window="24h",
+        window_s=3600,
+        metadata=None,
+        output_expires_s=3600,
+    )["id"]
+    bounds = cut_chunks(store.file_path(file_id), 1 << 20, size=size)
+    assert store.add_chunks(batch_id, bounds, total=len(LINES))
+    return batch_id
+
+
+def _ended(service: BatchService, batch_id: str) -> dict:
+    deadline = time.monotonic() + 15
+    while (done := batch_object(service.store.existing_batch(batch_id)))["status"] not in (
+        "completed", "failed"
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, done
+        time.sleep(0.02)
+    return done
+
+
+def test_a_chunk_whose_holder_died_is_resumed_after_its_recorded_line_and_bytes(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "data")
+    batch_id = _chunked_batch(store, size=3)
+    # A process ran line 1 and recorded it, wrote half of line 2 and died.
+    assert store.claim_chunk("dead", lease_s=0.05) is not None
+    output, _ = store.part_paths(batch_id, 0)
+    recorded = b'{"custom_id": "r0", "recorded": true}\n'
+    output.write_bytes(recorded + b'{"custom_id": "r1", "respo')
+    store.record_line(batch_id, 1, chunk=0, owner="dead", ok=True, out_bytes=len(recorded),
+                      err_bytes=0, grown=(len(recorded), 0))  # fmt: skip
+    store.close()
+    time.sleep(0.1)  # its lease lapses
+
+    with serving(settings(tmp_path)) as client:
+        service = service_of(client)
+        done = _ended(service, batch_id)
+        assert counts(done) == (3, 3, 0)
+        assert service.store.chunks(batch_id) == []
+        text = service.store.file_path(done["output_file_id"]).read_bytes()
+    lines = text.splitlines(keepends=True)
+    assert lines[0] == recorded
+    assert [json.loads(line)["custom_id"] for line in lines] == ["r0", "r1", "r2"]
+    assert not list((tmp_path / "data" / "partial").glob("batch_*"))
+
+
+def test_a_finalizer_that_died_while_joining_is_replaced_and_the_join_done_once(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "data")
+    batch_id = _chunked_batch(store, size=1)
+    for number in range(3):  # every chunk done by "dead", which won the finalizing
+        assert store.claim_chunk("dead", lease_s=30) is not None
+        output, _ = store.part_paths(batch_id, number)
+        line = f'{{"custom_id": "r{number}"}}\n'.encode()
+        output.write_bytes(line)
+        store.record_line(batch_id, number + 1, chunk=number, owner="dead", ok=True,
+                          out_bytes=len(line), err_bytes=0, grown=(len(line), 0))  # fmt: skip
+        assert store.finish_chunk(batch_id, number, "dead")
+    assert store.try_finalize(batch_id, "dead", lease_s=0.05)
+    out_path, _ = store.partial_paths(batch_id)
+    out_path.write_bytes(b'{"custom_id": "r0"}\n{"cus')  # it died joining
+    store.close()
+    time.sleep(0.1)  # its lease lapses
+
+    with serving(settings(tmp_path)) as client:
+        service = service_of(client)
+        done = _ended(service, batch_id)
+        assert counts(done) == (3, 3, 0)
+        text = service.store.file_path(done["output_file_id"]).read_bytes()
+    assert [json.loads(line)["custom_id"] for line in text.splitlines()] == ["r0", "r1", "r2"]
 
 
 def test_partial_files_of_ended_batches_are_removed_by_the_cleanup(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from gateway.batches.reading import ChunkBounds
 from gateway.batches.store import Store, batch_object
 
 
@@ -27,7 +28,11 @@ def test_a_database_from_before_usage_gains_the_token_count(tmp_path: Path) -> N
         metadata=None,
         output_expires_s=3600,
     )
-    store.record_line(row["id"], 1, ok=True, out_bytes=10, err_bytes=0, tokens=12)
+    store.add_chunks(row["id"], [ChunkBounds(1, 2, 0, 1)], total=1)
+    assert store.claim_chunk("one", lease_s=30) is not None
+    store.record_line(
+        row["id"], 1, chunk=0, owner="one", ok=True, out_bytes=10, err_bytes=0, tokens=12
+    )
     usage = batch_object(store.existing_batch(row["id"]))["usage"]
     assert usage["input_tokens"] == usage["total_tokens"] == 12
     store.close()

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from gateway.batches.pg_store import PgStore
-from gateway.batches.store import STORE_ERRORS, Store, new_file_id
+from gateway.batches.reading import ChunkBounds
+from gateway.batches.store import STORE_ERRORS, LeaseLost, Store, new_file_id
 from harness.postgres import fresh_database
 from tests.gateway.batches.conftest import OpenStore
 
@@ -115,20 +116,105 @@ def test_a_released_batch_is_claimed_again_at_once(open_store: OpenStore) -> Non
     assert taken is not None and taken["id"] == batch_id
 
 
-def test_progress_is_recorded_once_per_line(open_store: OpenStore) -> None:
+def _chunked(store: Store, lines: int, size: int) -> str:
+    """A batch of `lines` one-line-each requests (lines 1..), cut into chunks of `size`."""
+    batch_id = _batch(store)
+    bounds = [
+        ChunkBounds(
+            first, min(first + size, lines + 1), 10 * (first - 1), min(size, lines + 1 - first)
+        )
+        for first in range(1, lines + 1, size)
+    ]
+    assert store.add_chunks(batch_id, bounds, total=lines)
+    return batch_id
+
+
+def test_progress_is_recorded_once_per_line_by_the_chunks_holder(open_store: OpenStore) -> None:
     one, two = open_store(), open_store()
-    batch_id = _batch(one)
-    one.set_status(batch_id, "in_progress", total=3)
-    one.record_line(batch_id, 1, ok=True, out_bytes=10, err_bytes=0, tokens=4)
-    one.record_line(batch_id, 3, ok=False, out_bytes=10, err_bytes=7)
-    with pytest.raises(STORE_ERRORS):
-        two.record_line(batch_id, 1, ok=True, out_bytes=20, err_bytes=7, tokens=4)
+    batch_id = _chunked(one, lines=3, size=3)
+    assert one.claim_chunk("one", lease_s=30) is not None
+    assert one.record_line(batch_id, 1, chunk=0, owner="one", ok=True, out_bytes=10,
+                           err_bytes=0, grown=(10, 0), tokens=4) == 10  # fmt: skip
+    assert one.record_line(batch_id, 3, chunk=0, owner="one", ok=False, out_bytes=10,
+                           err_bytes=7, grown=(0, 7)) == 17  # fmt: skip
+    with pytest.raises(LeaseLost):  # recorded already
+        one.record_line(batch_id, 1, chunk=0, owner="one", ok=True, out_bytes=20, err_bytes=7)
+    with pytest.raises(LeaseLost):  # not the holder
+        two.record_line(batch_id, 4, chunk=0, owner="two", ok=True, out_bytes=20, err_bytes=7)
     row: Any = two.existing_batch(batch_id)
     assert (row["completed"], row["failed"], row["out_bytes"], row["err_bytes"]) == (1, 1, 10, 7)
     assert row["input_tokens"] == 4
-    assert two.done_lines(batch_id) == {1, 3}
-    two.forget_lines(batch_id)
-    assert one.done_lines(batch_id) == set()
+    (chunk,) = two.chunks(batch_id)
+    assert (chunk["next_line"], chunk["out_bytes"], chunk["err_bytes"]) == (4, 10, 7)
+    assert (chunk["completed"], chunk["failed"], chunk["lease_owner"]) == (1, 1, "one")
+    two.forget_chunks(batch_id)
+    assert one.chunks(batch_id) == []
+
+
+def test_a_batch_is_cut_into_chunks_that_two_processes_claim_in_line_order(
+    open_store: OpenStore,
+) -> None:
+    one, two = open_store(), open_store()
+    batch_id = _chunked(one, lines=10, size=4)
+    row: Any = one.existing_batch(batch_id)
+    assert (row["status"], row["total"]) == ("in_progress", 10)
+    a, b = one.claim_chunk("one", lease_s=30), two.claim_chunk("two", lease_s=30)
+    c = one.claim_chunk("one", lease_s=30)
+    assert a is not None and b is not None and c is not None
+    assert [(x["chunk"], x["first_line"], x["end_line"], x["lines"]) for x in (a, b, c)] == [
+        (0, 1, 5, 4),
+        (1, 5, 9, 4),
+        (2, 9, 11, 2),
+    ]
+    assert two.claim_chunk("two", lease_s=30) is None  # all leased
+    assert one.claim(owner="three", lease_s=30) is None  # nothing for one process alone
+
+
+def test_a_chunk_whose_lease_lapsed_is_taken_over_where_it_was_recorded(
+    open_store: OpenStore,
+) -> None:
+    one, two = open_store(), open_store()
+    batch_id = _chunked(one, lines=4, size=4)
+    assert one.claim_chunk("one", lease_s=0.3) is not None
+    one.record_line(batch_id, 1, chunk=0, owner="one", ok=True, out_bytes=5, err_bytes=0)
+    assert two.claim_chunk("two", lease_s=30) is None  # "one" holds it
+    time.sleep(0.4)  # "one" died without renewing
+    taken = two.claim_chunk("two", lease_s=30)
+    assert taken is not None
+    assert (taken["next_line"], taken["out_bytes"], taken["lease_owner"]) == (2, 5, "two")
+    assert one.renew_chunks(batch_id, "one", 30, chunk=0) == 0  # "one" learns it lost it
+    with pytest.raises(LeaseLost):  # and can record nothing more
+        one.record_line(batch_id, 2, chunk=0, owner="one", ok=True, out_bytes=9, err_bytes=0)
+    two.record_line(batch_id, 2, chunk=0, owner="two", ok=True, out_bytes=9, err_bytes=0)
+    one.release_chunk(batch_id, 0, "one")  # not "one"'s to give back
+    assert one.claim_chunk("one", lease_s=30) is None
+
+
+def test_of_two_processes_finishing_chunks_exactly_one_finalizes(open_store: OpenStore) -> None:
+    one, two = open_store(), open_store()
+    batch_id = _chunked(one, lines=2, size=1)
+    assert one.claim_chunk("one", lease_s=30) is not None
+    assert two.claim_chunk("two", lease_s=30) is not None
+    assert one.finish_chunk(batch_id, 0, "one")
+    assert not one.try_finalize(batch_id, "one", lease_s=30)  # chunk 1 is not done
+    assert two.finish_chunk(batch_id, 1, "two")
+    wins = [store.try_finalize(batch_id, owner, lease_s=30) for store, owner in
+            ((two, "two"), (one, "one"))]  # fmt: skip
+    assert wins == [True, False]
+    row: Any = one.existing_batch(batch_id)
+    assert (row["status"], row["lease_owner"]) == ("finalizing", "two")
+    assert one.claim("one", lease_s=30) is None  # "two" holds the batch while it joins
+    assert two.claim("two", lease_s=30) is not None
+
+
+def test_ending_a_batch_takes_its_chunks_once_their_holders_let_go(open_store: OpenStore) -> None:
+    one, two = open_store(), open_store()
+    batch_id = _chunked(one, lines=3, size=1)
+    assert one.claim_chunk("one", lease_s=30) is not None
+    assert not two.take_chunks(batch_id, "two", lease_s=30)  # chunk 0 is "one"'s
+    one.release_chunk(batch_id, 0, "one")
+    assert two.take_chunks(batch_id, "two", lease_s=30)
+    assert {c["lease_owner"] for c in two.chunks(batch_id)} == {"two"}
 
 
 def test_a_result_file_belongs_to_the_batchs_owner(open_store: OpenStore) -> None:
