@@ -42,6 +42,8 @@ class EngineSpec:
     # Config overrides applied before loading (vLLM's hf_overrides), e.g. to load a causal LM
     # as a sequence classifier over the tokens "no"/"yes".
     hf_overrides: dict[str, Any] = field(default_factory=dict)
+    # Which of `OUTPUTS` to serve; empty: what the adapter recognises in the model's files.
+    outputs: tuple[str, ...] = ()
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 

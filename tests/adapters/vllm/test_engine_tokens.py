@@ -1,0 +1,56 @@
+"""A plain encoder (the built-in MiniLM) through the real engine: dense vectors and, from the
+same engine, its token vectors, which are transformers' last hidden states as they are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adapters.base import EmbedOptions, InvalidInput
+from harness.models import minilm_path
+
+pytestmark = [
+    pytest.mark.engine,
+    # vLLM's shut-down engine leaves a ZeroMQ context to the garbage collector.
+    pytest.mark.filterwarnings("ignore:Unclosed context:ResourceWarning"),
+]
+TEXTS = ["the cat sat on the mat", "token vectors of a plain encoder"]
+
+
+@pytest.fixture(scope="module")
+def engine(start_engine):
+    return start_engine(minilm_path())
+
+
+def test_encoder_offers_dense_and_token_vectors(engine) -> None:
+    assert engine.facts.outputs == ("dense", "multivector")
+    assert engine.facts.dimension == engine.facts.token_dimension == 384
+
+
+def test_token_vectors_are_the_last_hidden_states(engine, loop) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    model = AutoModel.from_pretrained(minilm_path()).eval()
+    batch = loop.run_until_complete(engine.embed_tokens(TEXTS))
+    gap = 0.0
+    for text, matrix in zip(TEXTS, batch.matrices):
+        with torch.no_grad():
+            hidden = model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0].numpy()
+        assert matrix.shape == hidden.shape and matrix.dtype == np.float32
+        np.testing.assert_allclose(matrix, hidden, rtol=0, atol=1e-5)
+        gap = max(gap, float(np.abs(matrix - hidden).max()))
+    print("MiniLM token vectors max |vLLM - transformers|:", gap)
+    assert list(batch.token_counts) == [m.shape[0] for m in batch.matrices]
+
+
+def test_token_vectors_truncate_and_refuse_as_embed(engine, loop) -> None:
+    cut = loop.run_until_complete(
+        engine.embed_tokens(["word " * 300], EmbedOptions(truncate="start", max_tokens=8))
+    )
+    assert cut.truncated == (0,) and cut.matrices[0].shape == (8, 384)
+    with pytest.raises(InvalidInput, match="accepts at most 128 tokens"):
+        loop.run_until_complete(engine.embed_tokens(["word " * 300]))
+    with pytest.raises(InvalidInput, match="has no sparse output; it computes: dense, multivector"):
+        loop.run_until_complete(engine.embed_sparse(["a"]))
