@@ -2,7 +2,8 @@
 encoder and tokenizer, each saved the way its own library saves it, so that the library reads
 it back as the reference: a SPLADE model (a sentence-transformers SparseEncoder folder), a
 bge-m3-shaped model (XLM-RoBERTa with sparse_linear.pt and colbert_linear.pt, as
-FlagEmbedding's BGEM3FlagModel reads it) and sequence classifiers with named labels.
+FlagEmbedding's BGEM3FlagModel reads it), a ColBERT checkpoint (colbert-ai's HF_ColBERT)
+and sequence classifiers with named labels.
 
 All weights are float32 and seeded: the same folder comes out of every build."""
 
@@ -15,6 +16,8 @@ from pathlib import Path
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 # The bge-m3-shaped model's width: vLLM's CPU attention needs heads of 64.
 BGE_M3_HIDDEN = 128
+# The ColBERT model's token-vector width (colbert-ai's `dim`).
+COLBERT_DIM = 64
 
 
 def minilm_path() -> str:
@@ -90,6 +93,30 @@ def build_bge_m3(folder: Path, *, seed: int = 0) -> Path:
         sparse.bias.fill_(0.3)
     torch.save(sparse.state_dict(), out / "sparse_linear.pt")
     torch.save(colbert.state_dict(), out / "colbert_linear.pt")
+    return out
+
+
+def build_colbert(folder: Path, *, dim: int = COLBERT_DIM, seed: int = 0) -> Path:
+    """MiniLM's encoder under a seeded projection to `dim` (no bias), saved as colbert-ai saves
+    an `HF_ColBERT` checkpoint: `bert.*` and `linear.weight`, with `dim` in config.json."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    source = minilm_path()
+    config = BertConfig.from_pretrained(source)
+    config.architectures = ["HF_ColBERT"]
+    config.dim = dim
+    bert = BertModel.from_pretrained(source, add_pooling_layer=False)
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(config.hidden_size, dim, bias=False)
+    state = {f"bert.{name}": tensor for name, tensor in bert.state_dict().items()}
+    state["linear.weight"] = linear.weight.detach()
+    out = folder / "colbert"
+    out.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out / "model.safetensors")
+    config.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
     return out
 
 

@@ -92,6 +92,11 @@ def bge_m3_path(model_folders: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def colbert_path(model_folders: Path) -> Path:
+    return models.build_colbert(model_folders)
+
+
+@pytest.fixture(scope="session")
 def classifier_path(model_folders: Path) -> Path:
     return models.build_classifier(model_folders)
 

@@ -74,7 +74,7 @@ def test_scores_equal_transformers(
 
 
 def test_pairs_truncate_from_the_longer_part(classifier, loop) -> None:
-    pair = ("short question", "a long document " * 40)
+    pair = ("short question", "a long document " * 60)
     with pytest.raises(InvalidInput, match=r"input 1 has \d+ tokens"):
         loop.run_until_complete(classifier.classify(["fits", pair]))
     batch = loop.run_until_complete(

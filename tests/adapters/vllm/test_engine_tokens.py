@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adapters.base import EmbedOptions, InvalidInput
-from harness.models import minilm_path
+from harness.models import COLBERT_DIM, minilm_path
 
 pytestmark = [
     pytest.mark.engine,
@@ -54,3 +54,37 @@ def test_token_vectors_truncate_and_refuse_as_embed(engine, loop) -> None:
         loop.run_until_complete(engine.embed_tokens(["word " * 300]))
     with pytest.raises(InvalidInput, match="has no sparse output; it computes: dense, multivector"):
         loop.run_until_complete(engine.embed_sparse(["a"]))
+
+
+# -- a ColBERT checkpoint (colbert-ai's HF_ColBERT, `dim` in its config) ---------------------
+
+
+@pytest.fixture(scope="module")
+def colbert(start_engine, colbert_path):
+    return start_engine(colbert_path)
+
+
+def test_colbert_vectors_are_its_normalised_projection(colbert, loop, colbert_path) -> None:
+    """colbert-ai's `ColBERT.doc` without its query/document marker tokens and punctuation
+    mask (which its tokenizer wrapper and scorer add, not the checkpoint): linear(BERT's last
+    hidden states), each L2-normalised."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertModel
+
+    assert colbert.facts.outputs == ("multivector",)
+    assert colbert.facts.token_dimension == COLBERT_DIM
+    tokenizer = AutoTokenizer.from_pretrained(colbert_path)
+    bert = BertModel.from_pretrained(colbert_path, add_pooling_layer=False).eval()
+    linear = load_file(colbert_path / "model.safetensors")["linear.weight"]
+    batch = loop.run_until_complete(colbert.embed_tokens(TEXTS))
+    gap = 0.0
+    for text, matrix in zip(TEXTS, batch.matrices):
+        with torch.no_grad():
+            hidden = bert(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]
+            expected = torch.nn.functional.normalize(hidden @ linear.T, dim=-1).numpy()
+        np.testing.assert_allclose(matrix, expected, rtol=0, atol=1e-5)
+        gap = max(gap, float(np.abs(matrix - expected).max()))
+    print("ColBERT token vectors max |vLLM - reference|:", gap)
+    with pytest.raises(InvalidInput, match="has no dense output; it computes: multivector"):
+        loop.run_until_complete(colbert.embed(["a"]))
