@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.base import EmbedOptions, InvalidInput
+from adapters.base import EmbedOptions, EngineSpec, InvalidInput
+from adapters.vllm import VLLMEngine
 from harness.models import COLBERT_DIM, minilm_path
 
 pytestmark = [
@@ -88,3 +89,21 @@ def test_colbert_vectors_are_its_normalised_projection(colbert, loop, colbert_pa
     print("ColBERT token vectors max |vLLM - reference|:", gap)
     with pytest.raises(InvalidInput, match="has no dense output; it computes: multivector"):
         loop.run_until_complete(colbert.embed(["a"]))
+
+
+def test_a_configured_output_the_model_cannot_compute_fails_the_start(loop) -> None:
+    spec = EngineSpec(
+        name="minilm",
+        model=minilm_path(),
+        outputs=("dense", "sparse"),
+        max_model_len=128,
+        gpu_memory_utilization=0.05,
+    )
+    engine = VLLMEngine(spec)
+    try:
+        with pytest.raises(
+            ValueError, match="cannot compute sparse; it can compute: dense, multivector"
+        ):
+            loop.run_until_complete(engine.start())
+    finally:
+        loop.run_until_complete(engine.shutdown())
