@@ -321,18 +321,20 @@ class VLLMEngine:
         return _Fitted(token_ids, truncated, time.perf_counter() - tokenizing)
 
     async def _pool_each(
-        self, token_ids: Sequence[list[int]], params: Any, type_ids: Sequence[Any] = ()
+        self, token_ids: Sequence[list[int]], params: Any, own_params: Sequence[Any] = ()
     ) -> list[npt.NDArray[np.floating[Any]]]:
         """One engine request per input, all in flight at once, so that vLLM's continuous
-        batching mixes them with other requests' inputs; `type_ids[i]` replaces `params` for
-        input i where given (a pair's segment ids)."""
+        batching mixes them with other requests' inputs; `own_params[i]`, where given and not
+        None, replaces `params` for input i (a pair's, which carry its segment ids)."""
         request_id = uuid.uuid4().hex
         return list(
             await asyncio.gather(
                 *(
                     self._pool(
                         {"prompt_token_ids": ids},
-                        type_ids[i] if i < len(type_ids) and type_ids[i] is not None else params,
+                        own_params[i]
+                        if i < len(own_params) and own_params[i] is not None
+                        else params,
                         f"{request_id}-{i}",
                     )
                     for i, ids in enumerate(token_ids)
@@ -417,42 +419,37 @@ class VLLMEngine:
         activation: bool = True,
     ) -> ClassBatch:
         self._require("classify")
-        texts = [i for i, item in enumerate(inputs) if isinstance(item, str)]
-        fitted = await self._fit([item for item in inputs if isinstance(item, str)], options)
-        tokenizing = time.perf_counter()
-        token_ids: list[list[int]] = [[] for _ in inputs]
-        type_ids: list[Any] = [None for _ in inputs]
-        for i, ids in zip(texts, fitted.token_ids):
-            token_ids[i] = ids
-        truncated = {texts[k] for k in fitted.truncated}
-        pairs = [(i, item) for i, item in enumerate(inputs) if not isinstance(item, str)]
-        prepared = await off_loop(
-            sum(len(a) + len(b) for _, (a, b) in pairs),
-            lambda cancel: [
-                unless_abandoned(cancel, self._fitted_pair, a, b, options) for _, (a, b) in pairs
-            ],
+        # Pairs first, each within the limit as a pair can be; then every input goes through
+        # `embed`'s limits, a pair as its token ids, so that errors name the input's index.
+        began = time.perf_counter()
+        pairs = {i: item for i, item in enumerate(inputs) if not isinstance(item, str)}
+        encoded = await off_loop(
+            sum(len(a) + len(b) for a, b in pairs.values()),
+            lambda cancel: {
+                i: unless_abandoned(cancel, self._fitted_pair, a, b, options)
+                for i, (a, b) in pairs.items()
+            },
         )
-        for (i, _), (ids, segments, cut) in zip(pairs, prepared):
-            token_ids[i] = ids
-            if segments is not None:
-                type_ids[i] = self._params("classify", activation, segments)
-            if cut:
-                truncated.add(i)
-        token_ids, _ = fit(
-            token_ids,
-            replace(options, truncate="none"),
-            max_model_len=self.facts.max_model_len,
-            model=self.spec.name,
-            specials=[SpecialTokens() for _ in token_ids],
+        pairing_s = time.perf_counter() - began
+        prompts: list[Prompt] = [
+            item if isinstance(item, str) else encoded[i][0] for i, item in enumerate(inputs)
+        ]
+        fitted = await self._fit(prompts, options)
+        own_params = [
+            self._params("classify", activation, encoded[i][1])
+            if i in encoded and encoded[i][1] is not None
+            else None
+            for i in range(len(inputs))
+        ]
+        outputs = await self._pool_each(
+            fitted.token_ids, self._params("classify", activation), own_params
         )
-        check_total_tokens([len(ids) for ids in token_ids], options)
-        tokenization_s = fitted.tokenization_s + time.perf_counter() - tokenizing
-        outputs = await self._pool_each(token_ids, self._params("classify", activation), type_ids)
+        cut = {i for i, (_, _, was_cut) in encoded.items() if was_cut}
         return ClassBatch(
             scores=np.stack([np.ravel(out) for out in outputs]).astype(np.float64),
-            token_counts=[len(ids) for ids in token_ids],
-            truncated=tuple(sorted(truncated)),
-            tokenization_s=tokenization_s,
+            token_counts=fitted.token_counts,
+            truncated=tuple(sorted(cut.union(fitted.truncated))),
+            tokenization_s=pairing_s + fitted.tokenization_s,
         )
 
     def _fitted_pair(

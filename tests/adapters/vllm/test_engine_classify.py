@@ -77,6 +77,8 @@ def test_pairs_truncate_from_the_longer_part(classifier, loop) -> None:
     pair = ("short question", "a long document " * 60)
     with pytest.raises(InvalidInput, match=r"input 1 has \d+ tokens"):
         loop.run_until_complete(classifier.classify(["fits", pair]))
+    with pytest.raises(InvalidInput, match=r"input 1 has \d+ tokens"):
+        loop.run_until_complete(classifier.classify([("a", "b"), "word " * 200]))
     batch = loop.run_until_complete(
         classifier.classify(["fits", pair, "word " * 200], EmbedOptions(truncate="end"))
     )
