@@ -42,6 +42,8 @@ class EngineSpec:
     # Config overrides applied before loading (vLLM's hf_overrides), e.g. to load a causal LM
     # as a sequence classifier over the tokens "no"/"yes".
     hf_overrides: dict[str, Any] = field(default_factory=dict)
+    # Which of `OUTPUTS` to serve; empty: what the adapter recognises in the model's files.
+    outputs: tuple[str, ...] = ()
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -373,9 +375,11 @@ class Engine(Protocol):
     async def embed_tokens(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> MultiVectorBatch:
-        """Each prompt's token vectors ("multivector" in `facts.outputs`): ColBERT's (bge-m3's
-        colbert_vecs: every token but the first and last, each L2-normalised), or an encoder's
-        last hidden states. Prompts, limits and `InvalidInput` as `embed`."""
+        """Each prompt's token vectors ("multivector" in `facts.outputs`): a ColBERT head's,
+        each L2-normalised unless `options.normalize` is False (bge-m3's colbert_vecs: every
+        token but the first, as FlagEmbedding gives them), or a plain encoder's last hidden
+        states as they are (TEI's /embed_all; `normalize` does not apply). Prompts, limits and
+        `InvalidInput` as `embed`."""
 
     async def classify(
         self,

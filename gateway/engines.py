@@ -33,6 +33,7 @@ def make_engine(kind: str, spec: EngineSpec) -> Engine:
             "dimension": 384,
             "max_model_len": 512,
             "scores_pairs": spec.rerank_kind in ("cross_encoder", "llm"),
+            **({"outputs": spec.outputs} if spec.outputs else {}),
             **spec.engine_kwargs,
         }
         engine: Engine = adapter(kind, "FakeEngine")(spec, **options)

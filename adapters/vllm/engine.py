@@ -13,7 +13,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +34,7 @@ from adapters.base import (
     Prompt,
     ScoreBatch,
     SparseBatch,
+    SparseVector,
     SplitLimits,
     StepReporter,
     Tokens,
@@ -51,6 +53,18 @@ from adapters.token_limits import (
     truncation_window,
 )
 from adapters.vllm.arguments import check_model_source, engine_arguments
+from adapters.vllm.recognition import (
+    BGE_M3,
+    CLASSIFIER,
+    COLBERT,
+    Recognition,
+    labels_of,
+    plan_outputs,
+    read_folder,
+    recognise,
+    task_of,
+)
+from adapters.vllm.sparse import lexical_weights, vocabulary_entries
 from adapters.vllm.splitting import SplitRequest, Splitter
 from adapters.vllm.tokenizing import (
     GROUP_CHARS,
@@ -64,6 +78,21 @@ from adapters.vllm.tokenizing import (
 log = logging.getLogger(__name__)
 # An engine request's prompt, as AsyncLLM.encode takes it: {"prompt_token_ids": ids}.
 _Prompt = dict[str, list[int]]
+# The special tokens FlagEmbedding leaves out of bge-m3's lexical weights.
+_UNUSED_SPECIALS = ("cls_token", "eos_token", "pad_token", "unk_token")
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """Prompts as token ids within the limits, before any engine work."""
+
+    token_ids: list[list[int]]
+    truncated: tuple[int, ...]
+    tokenization_s: float
+
+    @property
+    def token_counts(self) -> list[int]:
+        return [len(ids) for ids in self.token_ids]
 
 
 class VLLMEngine:
@@ -79,6 +108,11 @@ class VLLMEngine:
         self._specials = SpecialTokens()
         self._special_count = 0
         self._facts: ModelFacts | None = None
+        # What the model's files showed, and what bge-m3's lexical weights leave out.
+        self._recognition = Recognition()
+        self._bos: int | None = None
+        self._eos: int | None = None
+        self._unused: frozenset[int] = frozenset()
         # How a (query, document) pair becomes one prompt; set at start for pair models.
         self._use_sep_token = True
         # The health probe's engine request (prompt, params), and when the engine last
@@ -91,6 +125,9 @@ class VLLMEngine:
     async def start(self, report: StepReporter = no_report) -> None:
         report("resolving")
         await asyncio.to_thread(check_model_source, self.spec.model)
+        self._recognition = await asyncio.to_thread(
+            lambda: recognise(read_folder(self.spec.model), self.spec)
+        )
         report("loading weights")
         # Building the engine blocks (it spawns the engine-core process and waits for the
         # model to load); a thread keeps /health and /ready answering meanwhile.
@@ -109,44 +146,104 @@ class VLLMEngine:
         self._special_count = len(probe) - len(plain)  # how many a text's encoding adds
         model_config = self._llm.model_config
         max_len = int(model_config.max_model_len)
-        scores_pairs = _scores_pairs(self.spec, await self._llm.get_supported_tasks())
+        tasks = await self._llm.get_supported_tasks()
+        scores_pairs = _scores_pairs(self.spec, tasks, self._recognition)
+        outputs = plan_outputs(self._recognition, tasks, self.spec, scores_pairs=scores_pairs)
+        if not outputs:
+            raise ValueError(
+                f"model '{self.spec.name}' computes none of the gateway's outputs; "
+                f"its engine supports the pooling tasks {list(tasks)}"
+            )
+        self._note_tokens(model_config.hf_config)
+        labels, multi_label = (
+            labels_of(model_config.hf_config.to_dict()) if "classify" in outputs else ((), False)
+        )
         self._use_sep_token = bool(getattr(model_config, "use_sep_token", True))
-        self._facts = ModelFacts(dimension=0, max_model_len=max_len, scores_pairs=scores_pairs)
-        # One real request warms the engine up before /ready says yes, and for embedding
-        # models finds the output dimension (a projection head may differ from hidden_size).
-        report("warming up")
-        if scores_pairs:
-            await self.score("warm-up", ["warm-up"])
-            dimension = 0
-        else:
-            dimension = int((await self.embed(["warm-up"])).vectors.shape[1])
-        version, device = _build_facts()
-        self._facts = ModelFacts(
-            dimension=dimension,
+        facts = ModelFacts(
+            dimension=0,
             max_model_len=max_len,
             scores_pairs=scores_pairs,
-            outputs=("score",) if scores_pairs else ("dense",),
+            outputs=outputs,
+            labels=labels,
+            multi_label=multi_label,
+        )
+        self._facts = facts
+        # One real request per output warms the engine up before /ready says yes, and finds
+        # the vectors' widths (a projection head may differ from hidden_size).
+        report("warming up")
+        dimension, token_dimension = await self._warm_up(outputs)
+        version, device = _build_facts()
+        self._facts = replace(
+            facts,
+            dimension=dimension,
+            token_dimension=token_dimension,
             engine_version=version,
             device=device,
         )
-        if scores_pairs:
-            ids, type_ids = self._pair_prompt("a", "a")
-            self._probe = ({"prompt_token_ids": ids}, self._params("classify", True, type_ids))
-        else:
-            self._probe = ({"prompt_token_ids": self._tokenize_now(["a"])[0]}, self._embed_params)
+        self._probe = self._probe_request(outputs[0])
         log.info(
-            "engine %s ready: %s max_model_len=%d",
+            "engine %s ready: outputs=%s dimension=%d token_dimension=%d max_model_len=%d",
             self.spec.name,
-            "pair scoring" if scores_pairs else f"dimension={dimension}",
+            ",".join(outputs),
+            dimension,
+            token_dimension,
             max_len,
         )
+
+    def _note_tokens(self, hf_config: Any) -> None:
+        """The ids bge-m3's lexical weights are aligned by (vLLM drops BOS's and EOS's
+        weights) and the special tokens they leave out."""
+        self._bos = getattr(hf_config, "bos_token_id", None)
+        self._eos = getattr(hf_config, "eos_token_id", None)
+        tok = self._tokenizer
+        named = tok.special_tokens_map
+        self._unused = frozenset(
+            int(tok.convert_tokens_to_ids(named[name]))
+            for name in _UNUSED_SPECIALS
+            if name in named
+        )
+
+    async def _warm_up(self, outputs: Sequence[str]) -> tuple[int, int]:
+        """One request per output; (dense width, token-vector width), 0 where absent."""
+        dimension = token_dimension = 0
+        if "score" in outputs:
+            await self.score("warm-up", ["warm-up"])
+        if "dense" in outputs:
+            dimension = int((await self.embed(["warm-up"])).vectors.shape[1])
+        if "sparse" in outputs:
+            await self.embed_sparse(["warm-up"])
+        if "multivector" in outputs:
+            token_dimension = int((await self.embed_tokens(["warm-up"])).matrices[0].shape[1])
+        if "classify" in outputs:
+            width = (await self.classify(["warm-up"])).scores.shape[1]
+            if width != len(self.facts.labels):
+                raise ValueError(
+                    f"model '{self.spec.name}' gives {width} label scores, but its config "
+                    f"names {len(self.facts.labels)} labels"
+                )
+        return dimension, token_dimension
+
+    def _probe_request(self, output: str) -> tuple[_Prompt, Any]:
+        """The health probe's engine request: one short input for the model's first output."""
+        if output in ("score", "classify"):
+            ids, type_ids = self._pair_prompt("a", "a")
+            return {"prompt_token_ids": ids}, self._params("classify", True, type_ids)
+        params = {
+            "dense": self._embed_params,
+            "sparse": self._sparse_params(),
+            "multivector": self._token_params(True),
+        }[output]
+        return {"prompt_token_ids": self._tokenize_now(["a"])[0]}, params
 
     def _build(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = engine_arguments(self.spec, on_cpu=current_platform.is_cpu())
+        # What recognition found, under what the configuration says.
+        overrides = {**self._recognition.hf_overrides, **self.spec.hf_overrides}
+        spec = replace(self.spec, hf_overrides=overrides)
+        args = engine_arguments(spec, on_cpu=current_platform.is_cpu())
         log.info("starting vLLM engine for %s: %s", self.spec.name, redact_secrets(args))
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
@@ -188,14 +285,29 @@ class VLLMEngine:
     async def embed(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> EmbeddingBatch:
-        llm = self._llm
-        if llm is None:
+        if self._llm is None:
             raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
-        if self._facts is not None and self._facts.scores_pairs:
-            raise InvalidInput(
-                f"model '{self.spec.name}' is a reranker; it scores "
-                "(query, document) pairs and has no embeddings"
-            )
+        if self._facts is not None and "dense" not in self._facts.outputs:
+            if self._facts.scores_pairs:
+                raise InvalidInput(
+                    f"model '{self.spec.name}' is a reranker; it scores "
+                    "(query, document) pairs and has no embeddings"
+                )
+            require_output(self._facts, self.spec.name, "dense")
+        fitted = await self._fit(prompts, options)
+        params = self._embed_params if options.normalize else self._raw_embed_params
+        outputs = await self._pool_each(fitted.token_ids, params)
+        vectors = np.stack(outputs).astype(np.float32, copy=False)
+        return EmbeddingBatch(
+            vectors=vectors,
+            token_counts=fitted.token_counts,
+            truncated=fitted.truncated,
+            tokenization_s=fitted.tokenization_s,
+        )
+
+    async def _fit(self, prompts: Sequence[Prompt], options: EmbedOptions) -> _Fitted:
+        """Prompts as token ids within the per-input and request-wide limits, or
+        `InvalidInput` before any engine work."""
         tokenizing = time.perf_counter()
         token_ids, specials = await self._token_ids(prompts, options)
         token_ids, truncated = fit(
@@ -206,23 +318,28 @@ class VLLMEngine:
             specials=specials,
         )
         check_total_tokens([len(ids) for ids in token_ids], options)
-        tokenization_s = time.perf_counter() - tokenizing
+        return _Fitted(token_ids, truncated, time.perf_counter() - tokenizing)
+
+    async def _pool_each(
+        self, token_ids: Sequence[list[int]], params: Any, own_params: Sequence[Any] = ()
+    ) -> list[npt.NDArray[np.floating[Any]]]:
+        """One engine request per input, all in flight at once, so that vLLM's continuous
+        batching mixes them with other requests' inputs; `own_params[i]`, where given and not
+        None, replaces `params` for input i (a pair's, which carry its segment ids)."""
         request_id = uuid.uuid4().hex
-        params = self._embed_params if options.normalize else self._raw_embed_params
-        # One engine request per input, all in flight at once, so vLLM's continuous batching
-        # mixes them with other requests' inputs.
-        outputs = await asyncio.gather(
-            *(
-                self._pool({"prompt_token_ids": ids}, params, f"{request_id}-{i}")
-                for i, ids in enumerate(token_ids)
+        return list(
+            await asyncio.gather(
+                *(
+                    self._pool(
+                        {"prompt_token_ids": ids},
+                        own_params[i]
+                        if i < len(own_params) and own_params[i] is not None
+                        else params,
+                        f"{request_id}-{i}",
+                    )
+                    for i, ids in enumerate(token_ids)
+                )
             )
-        )
-        vectors = np.stack(outputs).astype(np.float32, copy=False)
-        return EmbeddingBatch(
-            vectors=vectors,
-            token_counts=[len(ids) for ids in token_ids],
-            truncated=truncated,
-            tokenization_s=tokenization_s,
         )
 
     async def _token_ids(
@@ -252,14 +369,47 @@ class VLLMEngine:
     async def embed_sparse(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> SparseBatch:
-        require_output(self.facts, self.spec.name, "sparse")
-        raise InvalidInput(f"model '{self.spec.name}' has no sparse output")
+        self._require("sparse")
+        fitted = await self._fit(prompts, options)
+        outputs = await self._pool_each(fitted.token_ids, self._sparse_params())
+        vectors: list[SparseVector]
+        if self._recognition.kind == BGE_M3:
+            vectors = [
+                lexical_weights(ids, out, bos=self._bos, eos=self._eos, unused=self._unused)
+                for ids, out in zip(fitted.token_ids, outputs)
+            ]
+        else:
+            vectors = [vocabulary_entries(out) for out in outputs]
+        return SparseBatch(
+            vectors=vectors,
+            token_counts=fitted.token_counts,
+            truncated=fitted.truncated,
+            tokenization_s=fitted.tokenization_s,
+        )
+
+    def _sparse_params(self) -> Any:
+        # SPLADE's pooler is its whole computation; bge-m3's activation is its ReLU.
+        return self._params(task_of(self._recognition.kind, "sparse") or "embed")
 
     async def embed_tokens(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> MultiVectorBatch:
-        require_output(self.facts, self.spec.name, "multivector")
-        raise InvalidInput(f"model '{self.spec.name}' has no multivector output")
+        self._require("multivector")
+        fitted = await self._fit(prompts, options)
+        outputs = await self._pool_each(fitted.token_ids, self._token_params(options.normalize))
+        return MultiVectorBatch(
+            matrices=[np.asarray(out, dtype=np.float32) for out in outputs],
+            token_counts=fitted.token_counts,
+            truncated=fitted.truncated,
+            tokenization_s=fitted.tokenization_s,
+        )
+
+    def _token_params(self, normalize: bool) -> Any:
+        # ColBERT heads (bge-m3's colbert_linear included) L2-normalise each token's vector,
+        # as their libraries do; other encoders give their last hidden states as they are
+        # (TEI's /embed_all), which is vLLM's token_embed without its normalisation.
+        late_interaction = self._recognition.kind in (BGE_M3, COLBERT)
+        return self._params("token_embed", use_activation=late_interaction and normalize)
 
     async def classify(
         self,
@@ -268,8 +418,63 @@ class VLLMEngine:
         *,
         activation: bool = True,
     ) -> ClassBatch:
-        require_output(self.facts, self.spec.name, "classify")
-        raise InvalidInput(f"model '{self.spec.name}' has no classify output")
+        self._require("classify")
+        # Pairs first, each within the limit as a pair can be; then every input goes through
+        # `embed`'s limits, a pair as its token ids, so that errors name the input's index.
+        began = time.perf_counter()
+        pairs = {i: item for i, item in enumerate(inputs) if not isinstance(item, str)}
+        encoded = await off_loop(
+            sum(len(a) + len(b) for a, b in pairs.values()),
+            lambda cancel: {
+                i: unless_abandoned(cancel, self._fitted_pair, a, b, options)
+                for i, (a, b) in pairs.items()
+            },
+        )
+        pairing_s = time.perf_counter() - began
+        prompts: list[Prompt] = [
+            item if isinstance(item, str) else encoded[i][0] for i, item in enumerate(inputs)
+        ]
+        fitted = await self._fit(prompts, options)
+        own_params = [
+            self._params("classify", activation, encoded[i][1])
+            if i in encoded and encoded[i][1] is not None
+            else None
+            for i in range(len(inputs))
+        ]
+        outputs = await self._pool_each(
+            fitted.token_ids, self._params("classify", activation), own_params
+        )
+        cut = {i for i, (_, _, was_cut) in encoded.items() if was_cut}
+        return ClassBatch(
+            scores=np.stack([np.ravel(out) for out in outputs]).astype(np.float64),
+            token_counts=fitted.token_counts,
+            truncated=tuple(sorted(cut.union(fitted.truncated))),
+            tokenization_s=pairing_s + fitted.tokenization_s,
+        )
+
+    def _fitted_pair(
+        self, text: str, text_pair: str, options: EmbedOptions
+    ) -> tuple[list[int], list[int] | None, bool]:
+        """A (text, text_pair) input as `_pair_prompt` builds a scored pair, cut from the end
+        of its longer part when it is too long and `options` allow truncation: ids, segment
+        ids, and whether it was cut."""
+        ids, segments = self._pair_prompt(text, text_pair)
+        limit = options.max_tokens or self.facts.max_model_len
+        if len(ids) <= limit or options.truncate == "none" or not self._use_sep_token:
+            return ids, segments, False
+        encoded = self._tokenizer(
+            text=text,
+            text_pair=text_pair,
+            add_special_tokens=True,
+            truncation="longest_first",
+            max_length=limit,
+        )
+        return encoded["input_ids"], encoded.get("token_type_ids"), True
+
+    def _require(self, output: str) -> None:
+        if self._llm is None:
+            raise EngineUnavailable(f"model '{self.spec.name}' is not loaded")
+        require_output(self.facts, self.spec.name, output)
 
     async def score(
         self, query: str, documents: Sequence[str], *, activation: bool | None = None
@@ -291,16 +496,10 @@ class VLLMEngine:
         )
         tokenization_s = time.perf_counter() - tokenizing
         self._check_lengths([len(ids) for ids, _ in pairs])
-        request_id = uuid.uuid4().hex
-        outputs = await asyncio.gather(
-            *(
-                self._pool(
-                    {"prompt_token_ids": ids},
-                    self._params("classify", use_activation, type_ids),
-                    f"{request_id}-{i}",
-                )
-                for i, (ids, type_ids) in enumerate(pairs)
-            )
+        outputs = await self._pool_each(
+            [ids for ids, _ in pairs],
+            None,
+            [self._params("classify", use_activation, type_ids) for _, type_ids in pairs],
         )
         # One-label classifiers (and the yes/no LLM rerankers) give one number per pair.
         scores = np.array([float(np.ravel(out)[0]) for out in outputs], dtype=np.float64)
@@ -475,7 +674,7 @@ class VLLMEngine:
 
     def _params(
         self,
-        task: Literal["embed", "classify"],
+        task: str,
         use_activation: bool | None = None,
         type_ids: list[int] | None = None,
     ) -> Any:
@@ -488,7 +687,9 @@ class VLLMEngine:
             from vllm.entrypoints.pooling.scoring.utils import compress_token_type_ids
 
             extra = {"compressed_token_type_ids": compress_token_type_ids(type_ids)}
-        return PoolingParams(task=task, use_activation=use_activation, extra_kwargs=extra)
+        return PoolingParams(
+            task=cast(Any, task), use_activation=use_activation, extra_kwargs=extra
+        )
 
     async def _pool(
         self, prompt: _Prompt, params: Any, request_id: str
@@ -529,8 +730,11 @@ def _build_facts() -> tuple[str, str]:
     return f"vllm {vllm.__version__}", str(current_platform.device_type)
 
 
-def _scores_pairs(spec: EngineSpec, tasks: Sequence[str]) -> bool:
-    """Whether the loaded model is a pair scorer, checked against the configured kind."""
+def _scores_pairs(
+    spec: EngineSpec, tasks: Sequence[str], recognition: Recognition | None = None
+) -> bool:
+    """Whether the loaded model is a pair scorer, checked against the configured kind: in
+    `auto`, a classifier with more than one label is not (it classifies)."""
     can_score, can_embed = "classify" in tasks, "embed" in tasks
     kind = spec.rerank_kind
     if kind in ("cross_encoder", "llm") and not can_score:
@@ -548,6 +752,13 @@ def _scores_pairs(spec: EngineSpec, tasks: Sequence[str]) -> bool:
             f"model '{spec.name}' is configured as rerank_kind=embedding but "
             f"cannot embed; it supports {list(tasks)}"
         )
+    labelled = (
+        recognition is not None
+        and recognition.kind == CLASSIFIER
+        and "score" not in recognition.outputs
+    )
+    if kind == "auto" and labelled:
+        return False
     return can_score and kind != "embedding"
 
 

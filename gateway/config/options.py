@@ -702,6 +702,19 @@ OPTIONS: tuple[Option, ...] = (
         default="auto",
     ),
     Option(
+        "outputs",
+        "model",
+        parsers.outputs,
+        "What the model computes, comma-separated: dense, sparse, multivector (token "
+        "vectors), classify, score. Each must be one the loaded model can compute, else the "
+        "start fails. Empty: what its files show (bge-m3 dense, sparse and multivector; "
+        "SPLADE sparse; ColBERT multivector; a classifier classify, and score with one "
+        "label; another encoder dense and multivector).",
+        env="GATEWAY_OUTPUTS",
+        metavar="LIST",
+        default=(),
+    ),
+    Option(
         "rerank_activation",
         "model",
         parsers.activation,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adapters.base import RERANK_KINDS
+from adapters.base import OUTPUTS, RERANK_KINDS
 
 
 def boolean(value: Any) -> bool:
@@ -99,6 +99,17 @@ def rerank_kind(value: Any) -> str:
     if kind not in RERANK_KINDS:
         raise ValueError(f"expected one of {list(RERANK_KINDS)}, got {value!r}")
     return kind
+
+
+def outputs(value: Any) -> tuple[str, ...]:
+    """Names of `OUTPUTS`, comma-separated or a list, each once."""
+    names = tuple(part.lower() for part in str_list(value))
+    unknown = [name for name in names if name not in OUTPUTS]
+    if unknown:
+        raise ValueError(f"expected some of {list(OUTPUTS)}, got {unknown}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"each output once, got {list(names)}")
+    return names
 
 
 def activation(value: Any) -> bool:

@@ -27,6 +27,12 @@ def test_a_pair_reranker_spec_makes_a_fake_that_scores_pairs() -> None:
     assert engine.facts.scores_pairs
 
 
+def test_configured_outputs_make_a_fake_that_computes_them() -> None:
+    engine = make_engine("fake", EngineSpec(name="m3", model="m3", outputs=("dense", "sparse")))
+    assert engine.facts.outputs == ("dense", "sparse")
+    assert make_engine("fake", EngineSpec(name="e", model="e")).facts.outputs == ("dense",)
+
+
 def test_every_served_model_is_wrapped_in_the_cache() -> None:
     registry = build_registry(load_settings({"engine": "fake", "embedding_cache_size": 10}))
     assert registry.models and all(isinstance(m.engine, CachingEngine) for m in registry.models)

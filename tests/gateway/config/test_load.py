@@ -153,6 +153,25 @@ def test_bad_rerank_options_are_config_errors(key, value) -> None:
         load_settings({"model": "org/m", key: value}, {})
 
 
+def test_outputs_per_model_from_yaml_and_env(tmp_path: Path) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        "models:\n"
+        "  - name: m3\n    path: org/bge-m3\n    outputs: [dense, sparse]\n"
+        "  - name: emb\n    path: builtin:all-MiniLM-L6-v2\n"
+    )
+    m3, emb = load_settings({"config": str(config)}, {}).models
+    assert m3.engine.outputs == ("dense", "sparse") and emb.engine.outputs == ()
+    (model,) = load_settings({"model": "org/m"}, {"GATEWAY_OUTPUTS": "Multivector,dense"}).models
+    assert model.engine.outputs == ("multivector", "dense")
+
+
+@pytest.mark.parametrize("value", ["dense,colbert", "dense,dense"])
+def test_bad_outputs_are_config_errors(value) -> None:
+    with pytest.raises(ConfigError, match="--outputs"):
+        load_settings({"model": "org/m", "outputs": value}, {})
+
+
 def test_cpu_threads_default_all_and_respect_vllm_setting() -> None:
     assert load_settings({}, {}).cpu_threads == "all"
     assert load_settings({}, {"VLLM_CPU_OMP_THREADS_BIND": "auto"}).cpu_threads == "auto"
