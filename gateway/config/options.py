@@ -709,9 +709,11 @@ OPTIONS: tuple[Option, ...] = (
         "vectors), classify, score. Each must be one the loaded model can compute, else the "
         "start fails. Empty: what its files show (bge-m3 dense, sparse and multivector; "
         "SPLADE sparse; ColBERT multivector; a classifier classify, and score with one "
-        "label; another encoder dense and multivector).",
-        env="GATEWAY_OUTPUTS",
+        "label; another encoder dense and multivector). YAML key: `outputs`.",
+        env="GATEWAY_MODEL_OUTPUTS",
         metavar="LIST",
+        # `--outputs` is the bulk command's choice of what to write.
+        cli="--model-outputs",
         default=(),
     ),
     Option(

@@ -162,13 +162,13 @@ def test_outputs_per_model_from_yaml_and_env(tmp_path: Path) -> None:
     )
     m3, emb = load_settings({"config": str(config)}, {}).models
     assert m3.engine.outputs == ("dense", "sparse") and emb.engine.outputs == ()
-    (model,) = load_settings({"model": "org/m"}, {"GATEWAY_OUTPUTS": "Multivector,dense"}).models
+    (model,) = load_settings({"model": "org/m"}, {"GATEWAY_MODEL_OUTPUTS": "Multivector,dense"}).models
     assert model.engine.outputs == ("multivector", "dense")
 
 
 @pytest.mark.parametrize("value", ["dense,colbert", "dense,dense"])
 def test_bad_outputs_are_config_errors(value) -> None:
-    with pytest.raises(ConfigError, match="--outputs"):
+    with pytest.raises(ConfigError, match="--model-outputs"):
         load_settings({"model": "org/m", "outputs": value}, {})
 
 
