@@ -124,6 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     request = parser.add_argument_group("embedding (as the /v1/embeddings fields)")
     request.add_argument(
         "--outputs",
+        # Not `outputs`: that is the model option `--model-outputs` (what the model computes).
+        dest="write_outputs",
         default="dense",
         metavar="KINDS",
         help="what to write per document, a comma list of "
@@ -234,7 +236,7 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
         else output.with_name(output.name + ".partial")
     )
     out_format = outputs.output_format(args.output, args.output_format)
-    kinds = output_kinds(args.outputs, out_format)
+    kinds = output_kinds(args.write_outputs, out_format)
     if out_format == "npy" and args.id_field:
         raise BulkError(
             "a .npy file holds vectors only; write .parquet or .jsonl to keep --id-field's ids"

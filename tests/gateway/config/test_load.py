@@ -162,7 +162,9 @@ def test_outputs_per_model_from_yaml_and_env(tmp_path: Path) -> None:
     )
     m3, emb = load_settings({"config": str(config)}, {}).models
     assert m3.engine.outputs == ("dense", "sparse") and emb.engine.outputs == ()
-    (model,) = load_settings({"model": "org/m"}, {"GATEWAY_MODEL_OUTPUTS": "Multivector,dense"}).models
+    (model,) = load_settings(
+        {"model": "org/m"}, {"GATEWAY_MODEL_OUTPUTS": "Multivector,dense"}
+    ).models
     assert model.engine.outputs == ("multivector", "dense")
 
 
