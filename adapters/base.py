@@ -172,13 +172,12 @@ class SplitLimits:
             )
 
 
-@dataclass(frozen=True)
-class EmbeddingBatch:
-    """Vectors (n x dimension, float32, row i for prompt i), each prompt's token count as
-    embedded, the indices of the prompts that were truncated to fit, and the seconds spent
+@dataclass(frozen=True, kw_only=True)
+class Accounting:
+    """What every engine result carries beside its numbers: each prompt's token count as
+    computed, the indices of the prompts that were truncated to fit, and the seconds spent
     tokenizing (part of the call's time; the rest is inference)."""
 
-    vectors: np.ndarray
     token_counts: Sequence[int]
     truncated: tuple[int, ...] = ()
     tokenization_s: float = 0.0
@@ -186,6 +185,13 @@ class EmbeddingBatch:
     @property
     def total_tokens(self) -> int:
         return int(sum(self.token_counts))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingBatch(Accounting):
+    """Vectors (n x dimension, float32, row i for prompt i)."""
+
+    vectors: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -198,48 +204,26 @@ class SparseVector:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SparseBatch:
-    """One `SparseVector` per prompt, in input order, with the same accounting as
-    `EmbeddingBatch`."""
+class SparseBatch(Accounting):
+    """One `SparseVector` per prompt, in input order."""
 
     vectors: list[SparseVector]
-    token_counts: Sequence[int]
-    truncated: tuple[int, ...] = ()
-    tokenization_s: float = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return int(sum(self.token_counts))
 
 
 @dataclass(frozen=True, kw_only=True)
-class MultiVectorBatch:
+class MultiVectorBatch(Accounting):
     """One float32 matrix per prompt (one row per kept token, `facts.token_dimension` wide),
-    in input order, with the same accounting as `EmbeddingBatch`."""
+    in input order."""
 
     matrices: list[np.ndarray]
-    token_counts: Sequence[int]
-    truncated: tuple[int, ...] = ()
-    tokenization_s: float = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return int(sum(self.token_counts))
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClassBatch:
+class ClassBatch(Accounting):
     """Label scores: n x len(facts.labels), float64, row i for input i: probabilities
     (softmax, or sigmoid per label for multi-label models) or, without activation, logits."""
 
     scores: np.ndarray
-    token_counts: Sequence[int]
-    truncated: tuple[int, ...] = ()
-    tokenization_s: float = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return int(sum(self.token_counts))
 
 
 # What `Engine.classify` takes per input: a text, or a (text, text_pair) pair.
