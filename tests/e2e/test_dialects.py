@@ -127,12 +127,12 @@ def test_openai_models_retrieve_and_tei_info(gateway) -> None:
 
 
 def test_outputs_the_model_lacks_are_refused_naming_what_it_computes(gateway) -> None:
-    # The real engine states what the model computes (a dense embedder): every route that
-    # asks for another output says so before any work.
+    # The real engine states what the model computes (a dense embedder, whose token states
+    # are its token vectors): every route that asks for another output says so before any
+    # work.
     lacks = [
         ("/embed_sparse", {"inputs": "a"}, 422, "error"),
-        ("/embed_all", {"inputs": "a"}, 422, "error"),
-        ("/pooling", {"input": "a", "task": "token_embed"}, 400, "message"),
+        ("/pooling", {"input": "a", "task": "classify"}, 400, "message"),
         ("/classify", {"input": "a"}, 400, "message"),
         ("/v1/embeddings", {"model": MINILM, "input": "a", "return_sparse": True}, 400, "message"),
     ]
@@ -141,4 +141,6 @@ def test_outputs_the_model_lacks_are_refused_naming_what_it_computes(gateway) ->
         assert response.status_code == status, (path, response.text)
         answer = response.json()
         message = answer[key] if key == "error" else answer["error"]["message"]
-        assert "it computes: dense" in message, (path, message)
+        assert "it computes: dense, multivector" in message, (path, message)
+    tokens = httpx.post(gateway.base_url + "/embed_all", json={"inputs": "a b"}, timeout=60)
+    assert tokens.status_code == 200 and len(tokens.json()[0][0]) == 384
