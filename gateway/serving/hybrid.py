@@ -42,10 +42,11 @@ def modes(facts: ModelFacts) -> tuple[str, ...]:
 
 def default_mode(facts: ModelFacts) -> str:
     """hybrid when the model has all three outputs (bge-m3: the combination FlagEmbedding
-    reports as best), else colbert when it has token vectors (a ColBERT model's own scoring),
-    else dense (cosine), else sparse (a SPLADE model)."""
+    reports as best), else dense (cosine) when it has dense vectors: an encoder's token
+    vectors are its raw hidden states, trained for no MaxSim, so they rank only when asked;
+    else colbert (a ColBERT model's own scoring), else sparse (a SPLADE model)."""
     available = modes(facts)
-    for mode in ("hybrid", "colbert", "dense", "sparse"):
+    for mode in ("hybrid", "dense", "colbert", "sparse"):
         if mode in available:
             return mode
     return "dense"

@@ -54,7 +54,7 @@ def test_hybrid_is_the_weighted_sum_divided_by_the_sum_of_the_weights() -> None:
 
 def test_default_modes_follow_what_the_model_computes() -> None:
     assert hybrid.default_mode(facts("dense", "sparse", "multivector")) == "hybrid"
-    assert hybrid.default_mode(facts("dense", "multivector")) == "colbert"
+    assert hybrid.default_mode(facts("dense", "multivector")) == "dense"
     assert hybrid.default_mode(facts("multivector")) == "colbert"
     assert hybrid.default_mode(facts("dense")) == "dense"
     assert hybrid.default_mode(facts("sparse")) == "sparse"
