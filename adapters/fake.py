@@ -261,14 +261,15 @@ class FakeEngine:
     async def embed_tokens(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> MultiVectorBatch:
-        """One unit vector per token but the first and last (as ColBERT keeps them), each the
-        vector of the token's own string."""
+        """One unit vector per token but the first (as vLLM and FlagEmbedding give bge-m3's
+        colbert_vecs: without the first token, with the last), each the vector of the token's
+        own string."""
         require_output(self._facts, self.spec.name, "multivector")
         tokens, truncated, tokenization_s = await self._prepare(prompts, options)
         width = self._facts.token_dimension
         matrices = [
-            np.stack([fake_vector(word, width) for word in words[1:-1]])
-            if len(words) > 2
+            np.stack([fake_vector(word, width) for word in words[1:]])
+            if len(words) > 1
             else np.zeros((0, width), dtype=np.float32)
             for words in tokens
         ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adapters.base import EmbedOptions, EngineSpec, InvalidInput
-from adapters.fake import FakeEngine
+from adapters.fake import FakeEngine, fake_vector
 
 
 def started(**kwargs: object) -> FakeEngine:
@@ -32,11 +32,13 @@ def test_sparse_weights_are_per_word_ids_without_special_tokens_max_over_repeats
     assert batch.token_counts == [5, 3]
 
 
-def test_token_vectors_drop_the_first_and_last_token() -> None:
+def test_token_vectors_drop_the_first_token_and_keep_the_last() -> None:
     engine = started(outputs=("multivector",), dimension=4)
     batch = asyncio.run(engine.embed_tokens(["a b c", ""]))
-    assert [m.shape for m in batch.matrices] == [(3, 4), (0, 4)]
+    assert [m.shape for m in batch.matrices] == [(4, 4), (1, 4)]
     assert np.allclose(np.linalg.norm(batch.matrices[0], axis=1), 1)
+    np.testing.assert_allclose(batch.matrices[0][-1], fake_vector("[SEP]", 4), atol=1e-6)
+    np.testing.assert_allclose(batch.matrices[1][0], fake_vector("[SEP]", 4), atol=1e-6)
 
 
 def test_classify_gives_probabilities_over_the_labels_or_logits() -> None:

@@ -126,6 +126,28 @@ def test_openai_models_retrieve_and_tei_info(gateway) -> None:
     assert (info["model_id"], info["dimension"], info["max_input_length"]) == (MINILM, 384, 256)
 
 
+def test_token_vectors_of_a_plain_encoder_are_its_last_hidden_states(gateway, minilm_path):
+    """TEI's `/embed_all` and vLLM's `token_embed` on an encoder without a ColBERT head: the
+    last hidden states as they are, every token's."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    model = AutoModel.from_pretrained(minilm_path).eval()
+    every = httpx.post(gateway.base_url + "/embed_all", json={"inputs": TEXTS}, timeout=60)
+    pooled = httpx.post(
+        gateway.base_url + "/pooling",
+        json={"model": MINILM, "input": TEXTS, "task": "token_embed"},
+        timeout=60,
+    )
+    assert every.status_code == pooled.status_code == 200, (every.text, pooled.text)
+    for i, text in enumerate(TEXTS):
+        with torch.no_grad():
+            hidden = model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0].numpy()
+        np.testing.assert_allclose(every.json()[i], hidden, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(pooled.json()["data"][i]["data"], hidden, rtol=0, atol=1e-5)
+
+
 def test_outputs_the_model_lacks_are_refused_naming_what_it_computes(gateway) -> None:
     # The real engine states what the model computes (a dense embedder, whose token states
     # are its token vectors): every route that asks for another output says so before any
@@ -142,5 +164,3 @@ def test_outputs_the_model_lacks_are_refused_naming_what_it_computes(gateway) ->
         answer = response.json()
         message = answer[key] if key == "error" else answer["error"]["message"]
         assert "it computes: dense, multivector" in message, (path, message)
-    tokens = httpx.post(gateway.base_url + "/embed_all", json={"inputs": "a b"}, timeout=60)
-    assert tokens.status_code == 200 and len(tokens.json()[0][0]) == 384

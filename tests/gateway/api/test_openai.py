@@ -243,9 +243,10 @@ def test_return_sparse_and_colbert_vecs_come_with_the_dense_vector(m3) -> None:
         first["sparse_embedding"]["values"], expected_sparse(engine, "a b a")["values"], rtol=1e-6
     )
     np.testing.assert_allclose(
-        first["colbert_vecs"], [fake_vector(w, 4) for w in ("a", "b", "a")], rtol=1e-6
+        first["colbert_vecs"], [fake_vector(w, 4) for w in ("a", "b", "a", "[SEP]")], rtol=1e-6
     )
-    assert len(second["colbert_vecs"]) == 1
+    # Every token but the first: the last ([SEP]) is kept.
+    assert len(second["colbert_vecs"]) == 2
     # Tokens count once, not once per output: as the dense vectors alone.
     dense_only = client.post("/v1/embeddings", json={"model": "fake", "input": ["a b a", "c"]})
     assert answer["usage"] == dense_only.json()["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
@@ -266,7 +267,9 @@ def test_base64_applies_to_the_dense_vector_only(m3) -> None:
     ]
     decoded = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, fake_vector("a b", 4), rtol=1e-6)
-    np.testing.assert_allclose(item["colbert_vecs"], [fake_vector("a", 4), fake_vector("b", 4)])
+    np.testing.assert_allclose(
+        item["colbert_vecs"], [fake_vector(w, 4) for w in ("a", "b", "[SEP]")], rtol=1e-6
+    )
 
 
 def test_an_output_the_model_lacks_or_none_at_all_is_400(client) -> None:
@@ -311,7 +314,7 @@ def test_the_openai_client_reads_sparse_and_colbert_outputs_through_extra_body(m
     assert (
         item.model_extra["sparse_embedding"]["indices"] == expected_sparse(engine, "a b")["indices"]
     )
-    assert len(item.model_extra["colbert_vecs"]) == 2
+    assert len(item.model_extra["colbert_vecs"]) == 3
     assert result.usage.prompt_tokens == 4
     without_dense = api.embeddings.create(
         model="fake", input="a", extra_body={"return_dense": False, "return_sparse": True}

@@ -364,15 +364,16 @@ def by_outputs() -> Iterator[TestClient]:
 
 def flag_scores(query: str, documents: list[str]) -> dict[str, np.ndarray]:
     """FlagEmbedding's dense, lexical and colbert scores over the fake's vectors: the fake's
-    token vectors are its words' vectors, its sparse weights each word's `fake_weight`."""
+    token vectors are its words' vectors and its [SEP]'s (every token but the first), its sparse
+    weights each word's `fake_weight`."""
     words = query.split()
-    q_tokens = np.stack([fake_vector(w, 8) for w in words])
+    q_tokens = np.stack([fake_vector(w, 8) for w in [*words, "[SEP]"]])
     dense, lexical, colbert = [], [], []
     for document in documents:
         dense.append(float(fake_vector(query, 8) @ fake_vector(document, 8)))
         shared = set(words) & set(document.split())
         lexical.append(sum(fake_weight(w) ** 2 for w in shared))
-        d_tokens = np.stack([fake_vector(w, 8) for w in document.split()])
+        d_tokens = np.stack([fake_vector(w, 8) for w in [*document.split(), "[SEP]"]])
         colbert.append(float(np.sum(np.max(q_tokens @ d_tokens.T, axis=1)) / len(q_tokens)))
     return {"dense": np.array(dense), "sparse": np.array(lexical), "colbert": np.array(colbert)}
 

@@ -167,7 +167,8 @@ def test_embed_sparse_answers_the_non_zero_weights_by_token_id(outputs_client) -
 
 def test_embed_all_answers_a_vector_per_token(outputs_client) -> None:
     answer = outputs_client.post("/embed_all", json={"model": "m3", "inputs": "a b"}).json()
-    np.testing.assert_allclose(answer, [[fake_vector("a", 4), fake_vector("b", 4)]], rtol=1e-6)
+    expected = [[fake_vector(w, 4) for w in ("a", "b", "[SEP]")]]
+    np.testing.assert_allclose(answer, expected, rtol=1e-6)
 
 
 def test_predict_one_text_a_pair_and_a_batch_best_first(outputs_client) -> None:

@@ -84,7 +84,7 @@ def test_pooling_embed_and_token_embed(pooled) -> None:
     assert embed["usage"] == {"prompt_tokens": 7, "total_tokens": 7, "completion_tokens": 0}
     tokens = pooling(pooled, model="m3", input="a b", task="token_embed")
     np.testing.assert_allclose(
-        tokens["data"][0]["data"], [fake_vector("a", 4), fake_vector("b", 4)], rtol=1e-6
+        tokens["data"][0]["data"], [fake_vector(w, 4) for w in ("a", "b", "[SEP]")], rtol=1e-6
     )
     # No task: the model's first of embed, classify, token_embed.
     default = pooling(pooled, model="m3", input="a")["data"][0]["data"]
@@ -94,7 +94,8 @@ def test_pooling_embed_and_token_embed(pooled) -> None:
 def test_pooling_base64_is_the_float32_bytes_row_major(pooled) -> None:
     answer = pooling(pooled, model="m3", input="a b", task="token_embed", encoding_format="base64")
     rows = np.frombuffer(base64.b64decode(answer["data"][0]["data"]), dtype="<f4").reshape(-1, 4)
-    np.testing.assert_allclose(rows, [fake_vector("a", 4), fake_vector("b", 4)], rtol=1e-6)
+    expected = [fake_vector(w, 4) for w in ("a", "b", "[SEP]")]
+    np.testing.assert_allclose(rows, expected, rtol=1e-6)
 
 
 def test_pooling_classify_and_the_default_task_of_a_classifier(pooled) -> None:

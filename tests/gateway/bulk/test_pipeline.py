@@ -129,5 +129,5 @@ def test_every_output_comes_from_the_same_prompts() -> None:
     assert {o.max_tokens for o in engine.options} == {3}
     assert np.array_equal(result.vectors, fake_vector("[CLS] alpha [SEP]", 4)[None])
     assert result.sparse is not None and len(result.sparse[0].indices) == 1
-    assert result.multivector is not None and result.multivector[0].shape == (1, 4)
+    assert result.multivector is not None and result.multivector[0].shape == (2, 4)
     assert result.tokens == 3

@@ -109,7 +109,9 @@ def test_token_vectors_are_the_engines_rows() -> None:
     result = asyncio.run(compute(EmbedJob(model, "m", ["a b"]), guard(model), ("multivector",)))
     assert result.tokens is not None
     np.testing.assert_allclose(
-        result.tokens.matrices[0], [fake_vector("a", 4), fake_vector("b", 4)], atol=1e-6
+        result.tokens.matrices[0],
+        [fake_vector("a", 4), fake_vector("b", 4), fake_vector("[SEP]", 4)],
+        atol=1e-6,
     )
 
 
