@@ -74,8 +74,9 @@ bench: install
 	$(MAKE) --no-print-directory bench-outputs
 
 # Sparse, token vectors, classification and hybrid rerank beside dense vectors from the same
-# encoder, one gateway over tiny seeded models (bench/outputs.py; about 3 minutes on 2 CPU
-# cores, --quick about 2): docs/benchmarks.md "What each output costs".
+# encoder, one gateway over tiny seeded models (bench/outputs.py; about 7 minutes on 2 CPU
+# cores, 3.5 of them building the models and starting four engines; --quick about 4.5):
+# docs/benchmarks.md "What each output costs".
 BENCH_OUTPUTS_ARGS ?= $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
 bench-outputs: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench.outputs $(BENCH_OUTPUTS_ARGS)
