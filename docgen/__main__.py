@@ -6,6 +6,7 @@ reliability  docs/reliability.md     from reliability/results/latest.json
 costs        docs/reliability.md     from reliability/results/costs.json
 ablation     docs/benchmarks.md      from bench/results/ablation.json
 profile      docs/benchmarks.md      from bench/results/profile.json
+outputs      docs/benchmarks.md      from bench/results/outputs.json
 
 Nothing is measured: the benchmark and the battery write their sections themselves when they
 run; here their saved results are only rendered again. --check writes nothing and exits 1
@@ -18,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import ablation, profile, report
+from bench import ablation, outputs, profile, report
 from docgen import options
 from harness.markers import replace_section, section
 from harness.paths import REPO
@@ -33,6 +34,7 @@ def generators() -> list[tuple[str, tuple[str, ...], Callable[[], str]]]:
         (costly_requests.SECTION, costly_requests.TARGETS, costly_requests.render_saved),
         (ablation.SECTION, ablation.TARGETS, ablation.render_saved),
         (profile.SECTION, profile.TARGETS, profile.render_saved),
+        (outputs.SECTION, outputs.TARGETS, outputs.render_saved),
     ]
 
 

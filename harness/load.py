@@ -160,7 +160,11 @@ async def _check(session: aiohttp.ClientSession, url: str, body: Body) -> None:
         if response.status != 200:
             raise RuntimeError(f"{url} answered {response.status}: {raw[:500]!r}")
         answer = orjson.loads(raw)
-    rows = answer.get("data") or answer.get("results") or []
+    # TEI's routes answer a bare list, one item per input.
+    if isinstance(answer, list):
+        rows = answer
+    else:
+        rows = answer.get("data") or answer.get("results") or []
     if len(rows) not in (body.texts, orjson.loads(body.data).get("top_n")):
         raise RuntimeError(f"{url} answered {len(rows)} rows for {body.texts} inputs")
 
