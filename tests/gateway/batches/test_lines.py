@@ -1,10 +1,12 @@
 """Batch lines answered as the route answers their bodies (fake engine, the real runner):
-compact vectors and their refusals come out of a batch as they come out of /v1/embeddings."""
+compact vectors, sparse and token vectors, and their refusals come out of a batch as they come
+out of /v1/embeddings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from adapters.fake import FakeEngine
 from tests.conftest import serving
 from tests.gateway.batches.test_api import AUTH, settings
 from tests.gateway.batches.test_runner_faults import content, counts, run_batch
@@ -38,3 +40,21 @@ def test_quantised_lines_answer_as_the_route_does(tmp_path: Path) -> None:
         assert direct.status_code == error["response"]["status_code"] == 400
         assert error["response"]["body"]["error"] == direct.json()["error"]
         assert error["response"]["body"]["error"]["param"] == "encoding_format"
+
+
+def test_sparse_and_token_vector_lines_answer_as_the_route_does(tmp_path: Path) -> None:
+    model = FakeEngine(outputs=("dense", "sparse", "multivector"))
+    asked = {"model": "fake", "input": TEXTS, "return_sparse": True, "return_colbert_vecs": True}
+    lacking = {"model": "fake", "input": "x", "return_sparse": True}
+    with serving(settings(tmp_path), fake=model, dense=FakeEngine()) as client:
+        batch = run_batch(client, asked, {**lacking, "model": "dense"})
+        assert counts(batch) == (2, 1, 1)
+        (line,) = content(client, batch["output_file_id"])
+        route = client.post("/v1/embeddings", json=asked, headers=AUTH)
+        assert route.status_code == line["response"]["status_code"] == 200
+        assert line["response"]["body"] == route.json()
+        item = line["response"]["body"]["data"][0]
+        assert item["sparse_embedding"]["indices"] and item["colbert_vecs"]
+        (error,) = content(client, batch["error_file_id"])
+        assert error["response"]["status_code"] == 400
+        assert "has no sparse output" in error["response"]["body"]["error"]["message"]
