@@ -386,8 +386,10 @@ def expected_sparse(texts: list[str], fresh_engine_at: tuple[int, ...] = (0,)) -
 
 
 def expected_tokens(text: str) -> np.ndarray:
-    """The fake engine's token vectors: one per word ([CLS] and [SEP] left out)."""
-    return np.array([fake_vector(w, DIM) for w in text.split()], np.float32).reshape(-1, DIM)
+    """The fake engine's token vectors: one per word and one for [SEP] ([CLS] left out, as
+    ColBERT models leave it)."""
+    words = [*text.split(), "[SEP]"]
+    return np.array([fake_vector(w, DIM) for w in words], np.float32).reshape(-1, DIM)
 
 
 def read_rows(path: Path) -> list[dict]:
