@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from adapters.base import (
+    Accounting,
     ClassBatch,
     ClassInput,
     EmbeddingBatch,
@@ -179,11 +180,11 @@ class FakeEngine:
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
     ) -> EmbeddingBatch:
         require_output(self._facts, self.spec.name, "dense")
-        tokens, truncated, tokenization_s = await self._prepare(prompts, options)
+        tokens, counts = await self._prepare(prompts, options)
         # A text that fits keeps the vector of its own string; truncated texts and client ids
         # get the vector of the tokens embedded.
         keys = [
-            p if isinstance(p, str) and i not in truncated else " ".join(t)
+            p if isinstance(p, str) and i not in counts.truncated else " ".join(t)
             for i, (p, t) in enumerate(zip(prompts, tokens))
         ]
         vectors = np.stack([fake_vector(key, self._facts.dimension) for key in keys])
@@ -195,16 +196,14 @@ class FakeEngine:
         self._count("completed")
         return EmbeddingBatch(
             vectors=vectors,
-            token_counts=[len(t) for t in tokens],
-            truncated=truncated,
-            tokenization_s=tokenization_s,
+            **vars(counts),
         )
 
     async def _prepare(
         self, prompts: Sequence[Prompt], options: EmbedOptions
-    ) -> tuple[list[list[str]], tuple[int, ...], float]:
+    ) -> tuple[list[list[str]], Accounting]:
         """Prompts tokenized, fitted and checked as `embed` does, then the engine's work run:
-        (each prompt's tokens, the truncated indices, seconds spent tokenizing)."""
+        each prompt's tokens, and the accounting every result carries."""
         self._begin(prompts)
         self.options.append(options)
         tokenizing = time.perf_counter()
@@ -226,7 +225,12 @@ class FakeEngine:
         check_total_tokens([len(t) for t in tokens], options)
         tokenization_s = time.perf_counter() - tokenizing
         await self._run([len(t) for t in tokens])
-        return tokens, truncated, tokenization_s
+        counts = Accounting(
+            token_counts=[len(t) for t in tokens],
+            truncated=truncated,
+            tokenization_s=tokenization_s,
+        )
+        return tokens, counts
 
     async def embed_sparse(
         self, prompts: Sequence[Prompt], options: EmbedOptions = EmbedOptions()
@@ -234,7 +238,7 @@ class FakeEngine:
         """Each word's id (as `tokenize` gives it) with a weight that depends on the word,
         the larger where a word repeats; the special tokens are left out."""
         require_output(self._facts, self.spec.name, "sparse")
-        tokens, truncated, tokenization_s = await self._prepare(prompts, options)
+        tokens, counts = await self._prepare(prompts, options)
         vectors = []
         for words in tokens:
             weights: dict[int, float] = {}
@@ -253,9 +257,7 @@ class FakeEngine:
         self._count("completed")
         return SparseBatch(
             vectors=vectors,
-            token_counts=[len(t) for t in tokens],
-            truncated=truncated,
-            tokenization_s=tokenization_s,
+            **vars(counts),
         )
 
     async def embed_tokens(
@@ -265,7 +267,7 @@ class FakeEngine:
         colbert_vecs: without the first token, with the last), each the vector of the token's
         own string."""
         require_output(self._facts, self.spec.name, "multivector")
-        tokens, truncated, tokenization_s = await self._prepare(prompts, options)
+        tokens, counts = await self._prepare(prompts, options)
         width = self._facts.token_dimension
         matrices = [
             np.stack([fake_vector(word, width) for word in words[1:]])
@@ -276,9 +278,7 @@ class FakeEngine:
         self._count("completed")
         return MultiVectorBatch(
             matrices=matrices,
-            token_counts=[len(t) for t in tokens],
-            truncated=truncated,
-            tokenization_s=tokenization_s,
+            **vars(counts),
         )
 
     async def classify(
@@ -292,7 +292,7 @@ class FakeEngine:
         per label when multi-label)."""
         require_output(self._facts, self.spec.name, "classify")
         texts = [i if isinstance(i, str) else f"{i[0]} {i[1]}" for i in inputs]
-        tokens, truncated, tokenization_s = await self._prepare(texts, options)
+        _, counts = await self._prepare(texts, options)
         count = len(self._facts.labels)
         logits = (
             np.stack([4.0 * fake_vector(text, count).astype(np.float64) for text in texts])
@@ -309,9 +309,7 @@ class FakeEngine:
         self._count("completed")
         return ClassBatch(
             scores=scores,
-            token_counts=[len(t) for t in tokens],
-            truncated=truncated,
-            tokenization_s=tokenization_s,
+            **vars(counts),
         )
 
     @staticmethod
